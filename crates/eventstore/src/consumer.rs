@@ -1,0 +1,154 @@
+//! Consumers that apply events to a read model with their checkpoint in the same
+//! transaction, so each event's effects happen exactly once across crashes and retries.
+
+use std::future::Future;
+
+use sqlx::postgres::PgConnection;
+use sqlx::{Postgres, Row, Transaction};
+
+use crate::error::Result;
+use crate::model::{Checkpoint, RecordedEvent};
+use crate::store::EventStore;
+
+/// A transaction holding a consumer's checkpoint row locked.
+///
+/// Write the read model through [`ConsumerTx::conn`], then [`ConsumerTx::commit`] with the
+/// checkpoint of the last event applied. A second instance of the same consumer blocks on the
+/// lock and then sees the advanced checkpoint, so it never applies the same events twice.
+pub struct ConsumerTx {
+    tx: Transaction<'static, Postgres>,
+    consumer: String,
+    stored: Checkpoint,
+}
+
+impl ConsumerTx {
+    /// The checkpoint stored when the transaction began.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.stored
+    }
+
+    /// True when `event` lies after the stored checkpoint (has not been applied yet).
+    pub fn is_new(&self, event: &RecordedEvent) -> bool {
+        event.checkpoint > self.stored
+    }
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// The underlying transaction, e.g. to append events with [`EventStore::append_in`].
+    pub fn transaction(&mut self) -> &mut Transaction<'static, Postgres> {
+        &mut self.tx
+    }
+
+    /// Stores the checkpoint (never moving it backwards) and commits.
+    pub async fn commit(mut self, checkpoint: Checkpoint) -> Result<()> {
+        if checkpoint > self.stored {
+            sqlx::query(
+                "UPDATE consumer_checkpoints SET transaction_id = $2, position = $3, \
+                 updated_at = now() WHERE consumer = $1",
+            )
+            .bind(&self.consumer)
+            .bind(checkpoint.transaction_id as i64)
+            .bind(checkpoint.position)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl EventStore {
+    /// The consumer's stored checkpoint, or the start of the log.
+    pub async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint> {
+        let row = sqlx::query(
+            "SELECT transaction_id, position FROM consumer_checkpoints WHERE consumer = $1",
+        )
+        .bind(consumer)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            Some(row) => Checkpoint::new(
+                row.try_get::<i64, _>("transaction_id")? as u64,
+                row.try_get("position")?,
+            ),
+            None => Checkpoint::START,
+        })
+    }
+
+    /// Begins a consumer transaction, locking the consumer's checkpoint row.
+    pub async fn begin_consumer(&self, consumer: &str) -> Result<ConsumerTx> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO consumer_checkpoints (consumer, transaction_id, position) \
+             VALUES ($1, 0, 0) ON CONFLICT (consumer) DO NOTHING",
+        )
+        .bind(consumer)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT transaction_id, position FROM consumer_checkpoints \
+             WHERE consumer = $1 FOR UPDATE",
+        )
+        .bind(consumer)
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored = Checkpoint::new(
+            row.try_get::<i64, _>("transaction_id")? as u64,
+            row.try_get("position")?,
+        );
+        Ok(ConsumerTx {
+            tx,
+            consumer: consumer.to_owned(),
+            stored,
+        })
+    }
+
+    /// Forgets a consumer's checkpoint (for a rebuild). The caller clears its read model in
+    /// the same transaction.
+    pub async fn reset_checkpoint(&self, conn: &mut PgConnection, consumer: &str) -> Result<()> {
+        sqlx::query("DELETE FROM consumer_checkpoints WHERE consumer = $1")
+            .bind(consumer)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A read model fed by events.
+pub trait Projection {
+    type Error: From<crate::Error>;
+
+    /// A stable name; the checkpoint is stored under it.
+    fn name(&self) -> &str;
+
+    /// Applies events (all new to this projection, in global order) inside the transaction.
+    fn apply(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Applies a batch to a projection and advances its checkpoint to `up_to` in one
+/// transaction. Events at or before the stored checkpoint are skipped, so replays and
+/// concurrent duplicates have no effect. Returns how many events were applied.
+pub async fn apply_batch<P: Projection>(
+    store: &EventStore,
+    projection: &mut P,
+    events: &[RecordedEvent],
+    up_to: Checkpoint,
+) -> Result<usize, P::Error> {
+    let mut tx = store.begin_consumer(projection.name()).await?;
+    let first_new = events.partition_point(|e| !tx.is_new(e));
+    let fresh = &events[first_new..];
+    if !fresh.is_empty() {
+        projection.apply(tx.conn(), fresh).await?;
+    }
+    if fresh.is_empty() && up_to <= tx.checkpoint() {
+        return Ok(0);
+    }
+    tx.commit(up_to).await?;
+    Ok(fresh.len())
+}

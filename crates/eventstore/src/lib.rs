@@ -1,0 +1,28 @@
+//! The append-only PostgreSQL event log every service shares.
+//!
+//! - [`EventStore::append`] writes a batch to one stream, all or nothing, with an optimistic
+//!   concurrency check and idempotency on event ids.
+//! - [`EventStore::read_stream`] and [`EventStore::read_all`] read back; `read_all` follows the
+//!   gap-safe global order (see `migrations/0001_event_log.sql` for why it is not `position`).
+//! - [`EventStore::subscribe`] catches up and then follows live appends.
+//! - [`ConsumerTx`] applies a batch of events to a read model and stores the consumer's
+//!   checkpoint in the same transaction.
+
+mod consumer;
+mod error;
+mod model;
+mod notify;
+mod store;
+mod subscription;
+
+pub use consumer::{apply_batch, ConsumerTx, Projection};
+pub use error::{Error, Result};
+pub use model::{
+    AppendResult, Checkpoint, ExpectedVersion, Filter, Metadata, NewEvent, ReadPage, RecordedEvent,
+    StreamName, MAX_BATCH_EVENTS, MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES,
+};
+pub use store::EventStore;
+pub use subscription::{Subscription, SubscriptionItem};
+
+/// Migrations of the event log, embedded in every binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -1,0 +1,445 @@
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::error::{violated_unique_constraint, Error, Result};
+use crate::model::{
+    is_valid_category, AppendResult, Checkpoint, ExpectedVersion, Filter, NewEvent, ReadPage,
+    RecordedEvent, StreamName, MAX_BATCH_EVENTS,
+};
+use crate::notify::Notifier;
+use crate::subscription::Subscription;
+
+/// Handle to the event log. Cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    categories: Arc<RwLock<HashSet<String>>>,
+    notifier: Notifier,
+}
+
+const APPEND_SQL: &str = r#"
+WITH current AS (
+    SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1
+), inserted AS (
+    INSERT INTO events (event_id, stream_id, stream_category, stream_version,
+                        event_type, schema_version, payload, metadata)
+    SELECT e.event_id, $1, $2, current.version + e.ordinal,
+           e.event_type, e.schema_version, e.payload::json, e.metadata::json
+    FROM current,
+         unnest($3::uuid[], $4::text[], $5::int4[], $6::text[], $7::text[])
+             WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, ordinal)
+    WHERE $8::bigint IS NULL OR current.version = $8
+    RETURNING position, stream_version
+)
+SELECT (SELECT version FROM current) AS current_version,
+       (SELECT min(position) FROM inserted) AS first_position,
+       (SELECT max(stream_version) FROM inserted) AS last_version
+"#;
+
+const SELECT_COLUMNS: &str = "position, transaction_id, event_id, stream_id, stream_category, \
+     stream_version, event_type, schema_version, payload::text AS payload, \
+     metadata::text AS metadata, recorded_at";
+
+/// How often an append with `ExpectedVersion::Any` retries when a concurrent writer took the
+/// same stream version first.
+const ANY_VERSION_RETRIES: usize = 10;
+
+impl EventStore {
+    /// Runs the log's migrations and returns a handle. Call once per process.
+    pub async fn open(pool: PgPool) -> Result<Self> {
+        crate::MIGRATOR.run(&pool).await?;
+        let store = Self {
+            notifier: Notifier::new(pool.clone()),
+            pool,
+            categories: Arc::default(),
+        };
+        store.reload_categories().await?;
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Declares the stream categories a service owns. Idempotent.
+    #[tracing::instrument(name = "eventstore.register_categories", skip_all, fields(owner))]
+    pub async fn register_categories(&self, owner: &str, categories: &[&str]) -> Result<()> {
+        for category in categories {
+            if !is_valid_category(category) {
+                return Err(Error::InvalidStream(format!(
+                    "category `{category}` must be lowercase letters, digits and `_`"
+                )));
+            }
+        }
+        let names: Vec<String> = categories.iter().map(|c| c.to_string()).collect();
+        sqlx::query(
+            "INSERT INTO stream_categories (name, owner) SELECT unnest($1::text[]), $2 \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&names)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        self.reload_categories().await
+    }
+
+    async fn reload_categories(&self) -> Result<()> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM stream_categories")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut known = self.categories.write().unwrap_or_else(|p| p.into_inner());
+        known.extend(names);
+        Ok(())
+    }
+
+    async fn check_category(&self, category: &str) -> Result<()> {
+        let known = |c: &str| {
+            self.categories
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(c)
+        };
+        if known(category) {
+            return Ok(());
+        }
+        // Another process may have registered it since we loaded the list.
+        self.reload_categories().await?;
+        if known(category) {
+            Ok(())
+        } else {
+            Err(Error::UnknownCategory(category.to_owned()))
+        }
+    }
+
+    /// Appends a batch to one stream in its own transaction, then wakes subscribers.
+    #[tracing::instrument(name = "eventstore.append", skip_all, fields(category = stream.category(), events = events.len()))]
+    pub async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult> {
+        let mut conn = self.pool.acquire().await?;
+        let result = self
+            .append_with(&mut conn, false, stream, expected, events)
+            .await?;
+        if !result.already_written {
+            self.notifier.committed();
+        }
+        Ok(result)
+    }
+
+    /// Appends inside the caller's transaction, so events and the caller's own rows commit
+    /// together. Commit with [`EventStore::commit`] so subscribers are woken.
+    ///
+    /// A conflict leaves the transaction usable only if the caller wrapped the call in a
+    /// savepoint; normally the caller rolls back and reports the conflict.
+    pub async fn append_in(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult> {
+        self.append_with(tx, true, stream, expected, events).await
+    }
+
+    /// Starts a transaction for [`EventStore::append_in`].
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commits a transaction that appended events and wakes subscribers.
+    pub async fn commit(&self, tx: Transaction<'static, Postgres>) -> Result<()> {
+        tx.commit().await?;
+        self.notifier.committed();
+        Ok(())
+    }
+
+    async fn append_with(
+        &self,
+        conn: &mut PgConnection,
+        in_transaction: bool,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult> {
+        if events.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        if events.len() > MAX_BATCH_EVENTS {
+            return Err(Error::BatchTooLarge {
+                actual: events.len(),
+                limit: MAX_BATCH_EVENTS,
+            });
+        }
+        let mut metadata = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            metadata.push(event.validate(index)?);
+        }
+        let mut seen = HashSet::with_capacity(events.len());
+        for event in events {
+            if !seen.insert(event.event_id) {
+                return Err(Error::InvalidEvent {
+                    index: 0,
+                    field: "event_id",
+                    reason: format!("event id {} appears twice in the batch", event.event_id),
+                });
+            }
+        }
+        self.check_category(stream.category()).await?;
+
+        let stream_id = stream.stream_id();
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let schemas: Vec<i32> = events.iter().map(|e| e.schema_version).collect();
+        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+        let required = expected.required().map(|v| v as i64);
+
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Inside a caller's transaction a savepoint keeps it usable when the insert hits
+            // a unique violation we recover from (idempotent retry, racing `Any` appends).
+            if in_transaction {
+                sqlx::query("SAVEPOINT callback_append")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let outcome = sqlx::query(APPEND_SQL)
+                .bind(&stream_id)
+                .bind(stream.category())
+                .bind(&ids)
+                .bind(&types)
+                .bind(&schemas)
+                .bind(&payloads)
+                .bind(&metadata)
+                .bind(required)
+                .fetch_one(&mut *conn)
+                .await;
+            if in_transaction {
+                let end = if outcome.is_ok() {
+                    "RELEASE SAVEPOINT callback_append"
+                } else {
+                    "ROLLBACK TO SAVEPOINT callback_append"
+                };
+                sqlx::query(end).execute(&mut *conn).await?;
+            }
+            match outcome {
+                Ok(row) => {
+                    let current: i64 = row.try_get("current_version")?;
+                    let first: Option<i64> = row.try_get("first_position")?;
+                    let last: Option<i64> = row.try_get("last_version")?;
+                    if let (Some(first_position), Some(last)) = (first, last) {
+                        return Ok(AppendResult {
+                            stream_version: last as u64,
+                            first_position,
+                            already_written: false,
+                        });
+                    }
+                    // The version check failed: a retry of an append that already landed
+                    // is a success, anything else a conflict.
+                    if let Some(done) = self.already_written(&mut *conn, &stream_id, &ids).await? {
+                        return Ok(done);
+                    }
+                    return Err(Error::VersionConflict {
+                        stream: stream_id,
+                        expected,
+                        actual: current as u64,
+                    });
+                }
+                Err(error) => {
+                    let constraint = violated_unique_constraint(&error);
+                    match constraint.as_deref() {
+                        Some("events_event_id_key") => {
+                            return match self.already_written(&mut *conn, &stream_id, &ids).await {
+                                Ok(Some(done)) => Ok(done),
+                                Ok(None) => Err(self.first_taken_id(&mut *conn, &ids).await),
+                                Err(e) => Err(e),
+                            };
+                        }
+                        Some("events_stream_version_key") => {
+                            // A concurrent writer took the version between our read and insert.
+                            if expected == ExpectedVersion::Any && attempt < ANY_VERSION_RETRIES {
+                                continue;
+                            }
+                            let actual = self.stream_version_on(&mut *conn, &stream_id).await?;
+                            return Err(Error::VersionConflict {
+                                stream: stream_id,
+                                expected,
+                                actual,
+                            });
+                        }
+                        _ => return Err(error.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// If every id of the batch is already in this stream, the result of that earlier append.
+    async fn already_written(
+        &self,
+        conn: &mut PgConnection,
+        stream_id: &str,
+        ids: &[Uuid],
+    ) -> Result<Option<AppendResult>> {
+        let row = sqlx::query(
+            "SELECT count(*) AS found, min(position) AS first_position, \
+                    max(stream_version) AS last_version, \
+                    bool_and(stream_id = $2) AS same_stream \
+             FROM events WHERE event_id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(stream_id)
+        .fetch_one(conn)
+        .await?;
+        let found: i64 = row.try_get("found")?;
+        let same_stream: Option<bool> = row.try_get("same_stream")?;
+        if found as usize == ids.len() && same_stream == Some(true) {
+            let first_position: i64 = row.try_get("first_position")?;
+            let last_version: i64 = row.try_get("last_version")?;
+            return Ok(Some(AppendResult {
+                stream_version: last_version as u64,
+                first_position,
+                already_written: true,
+            }));
+        }
+        Ok(None)
+    }
+
+    async fn first_taken_id(&self, conn: &mut PgConnection, ids: &[Uuid]) -> Error {
+        match sqlx::query_scalar::<_, Uuid>(
+            "SELECT event_id FROM events WHERE event_id = ANY($1) LIMIT 1",
+        )
+        .bind(ids)
+        .fetch_optional(conn)
+        .await
+        {
+            Ok(Some(id)) => Error::DuplicateEventId(id),
+            Ok(None) => Error::DuplicateEventId(ids[0]),
+            Err(e) => e.into(),
+        }
+    }
+
+    async fn stream_version_on(&self, conn: &mut PgConnection, stream_id: &str) -> Result<u64> {
+        let version: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",
+        )
+        .bind(stream_id)
+        .fetch_one(conn)
+        .await?;
+        Ok(version as u64)
+    }
+
+    /// The stream's current version (0 when it has no events).
+    pub async fn stream_version(&self, stream: &StreamName) -> Result<u64> {
+        let mut conn = self.pool.acquire().await?;
+        self.stream_version_on(&mut conn, &stream.stream_id()).await
+    }
+
+    /// Events of one stream with version >= `from_version`, in version order.
+    #[tracing::instrument(name = "eventstore.read_stream", skip_all, fields(category = stream.category()))]
+    pub async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from_version: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 \
+             ORDER BY stream_version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream.stream_id())
+            .bind(from_version as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(recorded_event).collect()
+    }
+
+    /// Up to `limit` events after `after` in the gap-safe global order, matching `filter`.
+    ///
+    /// Only events of transactions below this statement's snapshot xmin are returned: every
+    /// transaction below it has ended, and no transaction can still get an id below it, so
+    /// nothing can later appear before the returned checkpoint.
+    #[tracing::instrument(name = "eventstore.read_all", skip_all, fields(limit))]
+    pub async fn read_all(
+        &self,
+        after: Checkpoint,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<ReadPage> {
+        let limit = limit.clamp(1, 10_000);
+        let sql = format!(
+            "SELECT h.horizon, e.* FROM \
+               (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) h \
+             LEFT JOIN LATERAL ( \
+               SELECT {SELECT_COLUMNS} FROM events \
+               WHERE (transaction_id, position) > ($1, $2) AND transaction_id < h.horizon \
+                 AND (cardinality($3::text[]) = 0 OR stream_category = ANY($3)) \
+                 AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
+               ORDER BY transaction_id, position LIMIT $5 \
+             ) e ON true"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.transaction_id as i64)
+            .bind(after.position)
+            .bind(&filter.categories)
+            .bind(&filter.event_types)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut horizon = 0i64;
+        for row in &rows {
+            horizon = row.try_get("horizon")?;
+            let position: Option<i64> = row.try_get("position")?;
+            if position.is_some() {
+                events.push(recorded_event(row)?);
+            }
+        }
+        let mut checkpoint = events.last().map_or(after, |e| e.checkpoint);
+        let reached_horizon = events.len() < limit;
+        if reached_horizon && horizon > 0 {
+            // Everything below the horizon was scanned, matching or not.
+            let scanned = Checkpoint::new(horizon as u64 - 1, i64::MAX);
+            checkpoint = checkpoint.max(scanned);
+        }
+        Ok(ReadPage {
+            events,
+            checkpoint: checkpoint.max(after),
+            reached_horizon,
+        })
+    }
+
+    /// Follows the log from `after`: catch-up first, then live.
+    pub fn subscribe(&self, after: Checkpoint, filter: Filter) -> Subscription {
+        Subscription::new(self.clone(), after, filter)
+    }
+
+    pub(crate) fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+}
+
+fn recorded_event(row: &PgRow) -> Result<RecordedEvent> {
+    let transaction_id: i64 = row.try_get("transaction_id")?;
+    let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
+    Ok(RecordedEvent {
+        checkpoint: Checkpoint::new(transaction_id as u64, row.try_get("position")?),
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        category: row.try_get("stream_category")?,
+        stream_version: row.try_get("stream_version")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at,
+    })
+}

@@ -1,0 +1,152 @@
+//! Catch-up then live subscriptions over the global order.
+//!
+//! A subscription pulls pages from the log at its consumer's pace; nothing is pushed into a
+//! buffer on its behalf, so a slow consumer simply falls behind and catches up from the log
+//! instead of being dropped or overflowing anything.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::model::{Checkpoint, Filter, RecordedEvent};
+use crate::store::EventStore;
+
+/// What a subscription yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscriptionItem {
+    Event(RecordedEvent),
+    /// Everything visible when the subscription caught up has been delivered; live events
+    /// follow. Yielded once per transition from catching up to live.
+    CaughtUp(Checkpoint),
+}
+
+pub struct Subscription {
+    store: EventStore,
+    filter: Filter,
+    buffer: VecDeque<RecordedEvent>,
+    /// Where the next page read starts.
+    read_from: Checkpoint,
+    /// Everything up to here has been yielded (or filtered out).
+    delivered: Checkpoint,
+    live: bool,
+    announce_caught_up: bool,
+    wake: Option<watch::Receiver<u64>>,
+    page_size: usize,
+    poll_interval: Duration,
+    /// Re-read delay after a wake-up that found nothing new (an older transaction may still
+    /// be open); grows to `poll_interval`.
+    retry_delay: Duration,
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(2);
+
+impl Subscription {
+    pub(crate) fn new(store: EventStore, after: Checkpoint, filter: Filter) -> Self {
+        Self {
+            store,
+            filter,
+            buffer: VecDeque::new(),
+            read_from: after,
+            delivered: after,
+            live: false,
+            announce_caught_up: false,
+            wake: None,
+            page_size: 1000,
+            poll_interval: Duration::from_millis(500),
+            retry_delay: FIRST_RETRY,
+        }
+    }
+
+    /// Events per page read (default 1000).
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// The fallback poll when no notification arrives (default 500 ms).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Everything up to this checkpoint has been yielded or filtered out; safe to store.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.delivered
+    }
+
+    /// True once caught up and following live appends.
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// The next item. Cancel-safe: dropping the future loses nothing.
+    pub async fn next(&mut self) -> Result<SubscriptionItem> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.delivered = if self.buffer.is_empty() {
+                    self.read_from
+                } else {
+                    event.checkpoint
+                };
+                return Ok(SubscriptionItem::Event(event));
+            }
+            if self.announce_caught_up {
+                self.announce_caught_up = false;
+                return Ok(SubscriptionItem::CaughtUp(self.delivered));
+            }
+            if self.live {
+                self.wait_for_news().await;
+            }
+            self.read_page().await?;
+        }
+    }
+
+    async fn read_page(&mut self) -> Result<()> {
+        let page = self
+            .store
+            .read_all(self.read_from, &self.filter, self.page_size)
+            .await?;
+        // No await below this line: the state changes all at once (cancel safety).
+        let found_new = !page.events.is_empty();
+        self.read_from = page.checkpoint;
+        self.buffer.extend(page.events);
+        if self.buffer.is_empty() {
+            self.delivered = self.read_from;
+        }
+        if page.reached_horizon {
+            if !self.live {
+                self.live = true;
+                self.announce_caught_up = true;
+            }
+        } else {
+            // Behind by at least a page: catch up before announcing live again.
+            self.live = false;
+        }
+        if found_new {
+            self.retry_delay = FIRST_RETRY;
+        } else {
+            self.retry_delay = (self.retry_delay * 2).min(self.poll_interval);
+        }
+        Ok(())
+    }
+
+    async fn wait_for_news(&mut self) {
+        let poll_interval = self.poll_interval;
+        let retry_delay = self.retry_delay;
+        let wake = self
+            .wake
+            .get_or_insert_with(|| self.store.notifier().watch());
+        if retry_delay < poll_interval {
+            // Woken recently but found nothing: an older transaction may still hide the
+            // new events. Look again soon instead of waiting for the next notification.
+            tokio::time::sleep(retry_delay).await;
+            wake.borrow_and_update();
+            return;
+        }
+        let _ = tokio::time::timeout(poll_interval, wake.changed()).await;
+        wake.borrow_and_update();
+        self.retry_delay = FIRST_RETRY;
+    }
+}

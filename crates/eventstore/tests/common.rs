@@ -1,0 +1,50 @@
+#![allow(dead_code, clippy::unwrap_used)]
+
+use callback_eventstore::{EventStore, NewEvent, StreamName};
+use callback_testkit::TestDb;
+
+pub async fn store() -> (TestDb, EventStore) {
+    store_with_connections(20).await
+}
+
+pub async fn store_with_connections(max: u32) -> (TestDb, EventStore) {
+    let db = TestDb::with_max_connections(max).await;
+    let store = EventStore::open(db.pool.clone()).await.unwrap();
+    store
+        .register_categories("tests", &["test", "other"])
+        .await
+        .unwrap();
+    (db, store)
+}
+
+pub fn stream(id: &str) -> StreamName {
+    StreamName::new("test", id).unwrap()
+}
+
+pub fn event(n: u64) -> NewEvent {
+    NewEvent::new(
+        "Thing.Happened",
+        &serde_json::json!({ "n": n, "text": "回访 测试" }),
+    )
+    .unwrap()
+}
+
+/// Reads the whole log once every event up to `expected` is visible. Another test's open
+/// transaction anywhere on the server holds the visibility horizon back for a moment.
+pub async fn read_all_visible(
+    store: &EventStore,
+    filter: &callback_eventstore::Filter,
+    expected: usize,
+) -> callback_eventstore::ReadPage {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = store
+            .read_all(callback_eventstore::Checkpoint::START, filter, 10_000)
+            .await
+            .unwrap();
+        if page.events.len() >= expected || std::time::Instant::now() > deadline {
+            return page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
