@@ -54,7 +54,7 @@ const ANY_VERSION_RETRIES: usize = 1000;
 impl EventStore {
     /// Runs the log's migrations and returns a handle. Call once per process.
     pub async fn open(pool: PgPool) -> Result<Self> {
-        crate::MIGRATOR.run(&pool).await?;
+        crate::migrator().run(&pool).await?;
         let store = Self {
             notifier: Notifier::new(pool.clone()),
             pool,

@@ -1,0 +1,97 @@
+//! What every service does at start: migrate the log, register the categories it owns, and
+//! serve health, reflection and its event feed beside its own API until shutdown.
+
+use callback_eventstore::EventStore;
+use callback_kit::grpc::{self, GrpcError};
+use callback_kit::{ServiceKind, Shutdown};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tonic::transport::server::Router;
+use tonic_health::server::HealthReporter;
+
+use crate::server::FeedServer;
+
+/// A service being assembled.
+pub struct ServiceHost {
+    pub kind: ServiceKind,
+    pub store: EventStore,
+    router: Router,
+    health: HealthReporter,
+    served: Vec<&'static str>,
+    feed_shutdown: Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("event log: {0}")]
+    Store(#[from] callback_eventstore::Error),
+    #[error("grpc: {0}")]
+    Grpc(#[from] GrpcError),
+}
+
+impl ServiceHost {
+    /// Migrates the event log, registers `categories` as owned by this service and prepares
+    /// a router serving health, reflection and the feed of those categories.
+    pub async fn start(
+        kind: ServiceKind,
+        pool: PgPool,
+        categories: &[&'static str],
+    ) -> Result<Self, HostError> {
+        let store = EventStore::open(pool).await?;
+        store.register_categories(kind.name(), categories).await?;
+        let (router, health) = grpc::router()?;
+        let feed_shutdown = Shutdown::new();
+        let feed = FeedServer::new(store.clone(), categories, feed_shutdown.clone());
+        let router = router.add_service(feed.into_service());
+        Ok(Self {
+            kind,
+            store,
+            router,
+            health,
+            served: vec!["callback.v1.EventFeed"],
+            feed_shutdown,
+        })
+    }
+
+    /// Adds the service's own gRPC services; `names` are their full names for health checks.
+    pub fn route(mut self, names: &[&'static str], add: impl FnOnce(Router) -> Router) -> Self {
+        self.router = add(self.router);
+        self.served.extend_from_slice(names);
+        self
+    }
+
+    /// Serves until shutdown, then drains.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), GrpcError> {
+        let addr = listener.local_addr().ok();
+        tracing::info!(service = self.kind.name(), ?addr, "serving");
+        let feed_shutdown = self.feed_shutdown.clone();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.wait().await;
+            feed_shutdown.trigger();
+        });
+        let result = grpc::serve(self.router, listener, self.health, &self.served, shutdown).await;
+        tracing::info!(service = self.kind.name(), "stopped");
+        result
+    }
+}
+
+/// The `main` of a service binary: configuration and telemetry from the environment, bind
+/// early, connect, then `serve` until SIGTERM/SIGINT.
+pub async fn run_binary<F, Fut, E>(
+    kind: ServiceKind,
+    serve: F,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    F: FnOnce(PgPool, TcpListener, callback_kit::Config, Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + 'static,
+{
+    let config = callback_kit::Config::from_env()?;
+    let _telemetry = callback_kit::telemetry::init(kind.name())?;
+    let shutdown = Shutdown::on_signals();
+    let listener = grpc::bind(config.listen_addr(kind)).await?;
+    let pool = config.connect().await?;
+    serve(pool, listener, config, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Configuration from environment variables, validated at start.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `DATABASE_URL` | PostgreSQL connection URL | required (callbackd dev starts a private cluster) |
+//! | `CALLBACK_DB_MAX_CONNECTIONS` | pool size per service | 16 |
+//! | `CALLBACK_<SERVICE>_ADDR` | listen address of a service | 127.0.0.1:50051-50054 |
+//! | `CALLBACK_<SERVICE>_URL` | where other services reach it | `http://` + its address |
+//! | `CALLBACK_LOG_FORMAT` | `pretty` or `json` | pretty |
+//! | `RUST_LOG` | log filter | info |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector; traces are exported only when set | unset |
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// The four services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceKind {
+    Scheduling,
+    CallLogging,
+    ComplaintRouting,
+    Analytics,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 4] = [
+        ServiceKind::Scheduling,
+        ServiceKind::CallLogging,
+        ServiceKind::ComplaintRouting,
+        ServiceKind::Analytics,
+    ];
+
+    /// The name used in logs, traces and the event store's category registry.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Scheduling => "scheduling",
+            ServiceKind::CallLogging => "call-logging",
+            ServiceKind::ComplaintRouting => "complaint-routing",
+            ServiceKind::Analytics => "analytics",
+        }
+    }
+
+    fn env_key(self) -> &'static str {
+        match self {
+            ServiceKind::Scheduling => "SCHEDULING",
+            ServiceKind::CallLogging => "CALL_LOGGING",
+            ServiceKind::ComplaintRouting => "COMPLAINT_ROUTING",
+            ServiceKind::Analytics => "ANALYTICS",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServiceKind::Scheduling => 50051,
+            ServiceKind::CallLogging => 50052,
+            ServiceKind::ComplaintRouting => 50053,
+            ServiceKind::Analytics => 50054,
+        }
+    }
+
+    /// `CALLBACK_<SERVICE>_ADDR`
+    pub fn addr_var(self) -> String {
+        format!("CALLBACK_{}_ADDR", self.env_key())
+    }
+
+    /// `CALLBACK_<SERVICE>_URL`
+    pub fn url_var(self) -> String {
+        format!("CALLBACK_{}_URL", self.env_key())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub reason: String,
+}
+
+/// Everything a service needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub db_max_connections: u32,
+    /// Where each service listens.
+    pub listen: HashMap<ServiceKind, SocketAddr>,
+    /// Where each service is reached by the others.
+    pub urls: HashMap<ServiceKind, String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let database_url = lookup("DATABASE_URL").ok_or_else(|| ConfigError {
+            variable: "DATABASE_URL".into(),
+            reason: "not set; give a PostgreSQL URL such as postgres://user@host:5432/db".into(),
+        })?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(ConfigError {
+                variable: "DATABASE_URL".into(),
+                reason: "must start with postgres:// or postgresql://".into(),
+            });
+        }
+        let db_max_connections = match lookup("CALLBACK_DB_MAX_CONNECTIONS") {
+            None => 16,
+            Some(text) => match text.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError {
+                        variable: "CALLBACK_DB_MAX_CONNECTIONS".into(),
+                        reason: format!("`{text}` is not a number from 1 to 1000"),
+                    })
+                }
+            },
+        };
+        let mut listen = HashMap::new();
+        let mut urls = HashMap::new();
+        for kind in ServiceKind::ALL {
+            let var = kind.addr_var();
+            let addr = match lookup(&var) {
+                None => SocketAddr::from(([127, 0, 0, 1], kind.default_port())),
+                Some(text) => text.parse().map_err(|_| ConfigError {
+                    variable: var.clone(),
+                    reason: format!("`{text}` is not a socket address like 127.0.0.1:50051"),
+                })?,
+            };
+            listen.insert(kind, addr);
+            let url_var = kind.url_var();
+            let url = match lookup(&url_var) {
+                None => format!("http://{addr}"),
+                Some(text) if text.starts_with("http://") || text.starts_with("https://") => text,
+                Some(text) => {
+                    return Err(ConfigError {
+                        variable: url_var,
+                        reason: format!("`{text}` must start with http:// or https://"),
+                    })
+                }
+            };
+            urls.insert(kind, url);
+        }
+        Ok(Self {
+            database_url,
+            db_max_connections,
+            listen,
+            urls,
+        })
+    }
+
+    pub fn listen_addr(&self, kind: ServiceKind) -> SocketAddr {
+        self.listen[&kind]
+    }
+
+    pub fn url(&self, kind: ServiceKind) -> &str {
+        &self.urls[&kind]
+    }
+
+    /// Connects the service's pool.
+    pub async fn connect(&self) -> Result<sqlx::PgPool, sqlx::Error> {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(self.db_max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .connect(&self.database_url)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |key| {
+            vars.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let config = Config::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("CALLBACK_ANALYTICS_ADDR", "0.0.0.0:6000"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.db_max_connections, 16);
+        assert_eq!(config.listen_addr(ServiceKind::Scheduling).port(), 50051);
+        assert_eq!(config.listen_addr(ServiceKind::Analytics).port(), 6000);
+        assert_eq!(config.url(ServiceKind::Analytics), "http://0.0.0.0:6000");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let missing = Config::from_lookup(lookup(&[])).unwrap_err();
+        assert_eq!(missing.variable, "DATABASE_URL");
+        let bad_addr = Config::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("CALLBACK_CALL_LOGGING_ADDR", "nonsense"),
+        ]))
+        .unwrap_err();
+        assert_eq!(bad_addr.variable, "CALLBACK_CALL_LOGGING_ADDR");
+        let bad_pool = Config::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("CALLBACK_DB_MAX_CONNECTIONS", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(bad_pool.variable, "CALLBACK_DB_MAX_CONNECTIONS");
+        let bad_url = Config::from_lookup(lookup(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(bad_url.reason.contains("postgres://"));
+    }
+}

@@ -1,0 +1,6 @@
+//! The analytics service as its own process; configuration in the README.
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    callback_feed::run_binary(callback_analytics::KIND, callback_analytics::serve).await
+}

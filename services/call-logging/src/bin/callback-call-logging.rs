@@ -1,0 +1,6 @@
+//! The call-logging service as its own process; configuration in the README.
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    callback_feed::run_binary(callback_call_logging::KIND, callback_call_logging::serve).await
+}

@@ -1,0 +1,10 @@
+//! The complaint-routing service as its own process; configuration in the README.
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    callback_feed::run_binary(
+        callback_complaint_routing::KIND,
+        callback_complaint_routing::serve,
+    )
+    .await
+}

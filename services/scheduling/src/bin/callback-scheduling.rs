@@ -1,0 +1,6 @@
+//! The scheduling service as its own process; configuration in the README.
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    callback_feed::run_binary(callback_scheduling::KIND, callback_scheduling::serve).await
+}
