@@ -1,1 +1,177 @@
+//! Harness for end-to-end tests: starts services as real gRPC servers on ephemeral ports,
+//! wired by the same configuration the binaries read, against one test database.
 
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use callback_kit::{grpc, Config, ServiceKind, Shutdown};
+use callback_testkit::TestDb;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// Running services. Dropping it does not stop them; call [`System::stop`].
+pub struct System {
+    pub db: TestDb,
+    pub config: Config,
+    pub shutdown: Shutdown,
+    running: HashMap<ServiceKind, (Shutdown, JoinHandle<()>)>,
+    listeners: HashMap<ServiceKind, SocketAddr>,
+}
+
+impl System {
+    /// Starts the given services; the others' addresses are reserved so that a service
+    /// started later gets the address its peers were configured with.
+    pub async fn start(kinds: &[ServiceKind]) -> System {
+        let db = TestDb::new().await;
+        let mut listeners = HashMap::new();
+        for kind in ServiceKind::ALL {
+            let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listeners.insert(kind, probe.local_addr().unwrap());
+        }
+        let mut vars: HashMap<String, String> = HashMap::new();
+        vars.insert("DATABASE_URL".into(), db.url());
+        vars.insert("CALLBACK_DB_MAX_CONNECTIONS".into(), "5".into());
+        for (kind, addr) in &listeners {
+            vars.insert(kind.addr_var(), addr.to_string());
+        }
+        let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
+        let mut system = System {
+            db,
+            config,
+            shutdown: Shutdown::new(),
+            running: HashMap::new(),
+            listeners,
+        };
+        for kind in kinds {
+            system.start_service(*kind).await;
+        }
+        for kind in kinds {
+            system.wait_serving(*kind).await;
+        }
+        system
+    }
+
+    /// Starts one service on its configured address.
+    pub async fn start_service(&mut self, kind: ServiceKind) {
+        let addr = self.listeners[&kind];
+        let listener = bind_retrying(addr).await;
+        let pool = self.db.new_pool(5).await;
+        let config = self.config.clone();
+        let shutdown = self.shutdown.child();
+        let stop = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            let result = match kind {
+                ServiceKind::Scheduling => {
+                    callback_scheduling::serve(pool, listener, config, shutdown)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                ServiceKind::CallLogging => {
+                    callback_call_logging::serve(pool, listener, config, shutdown)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                ServiceKind::ComplaintRouting => {
+                    callback_complaint_routing::serve(pool, listener, config, shutdown)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                ServiceKind::Analytics => {
+                    callback_analytics::serve(pool, listener, config, shutdown)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
+            if let Err(error) = result {
+                panic!("{} failed: {error}", kind.name());
+            }
+        });
+        self.running.insert(kind, (stop, handle));
+    }
+
+    /// Stops one service and waits until it has drained.
+    pub async fn stop_service(&mut self, kind: ServiceKind) {
+        if let Some((stop, handle)) = self.running.remove(&kind) {
+            stop.trigger();
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("service did not stop within 30 s")
+                .unwrap();
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let kinds: Vec<ServiceKind> = self.running.keys().copied().collect();
+        for kind in kinds {
+            self.stop_service(kind).await;
+        }
+    }
+
+    pub fn channel(&self, kind: ServiceKind) -> Channel {
+        grpc::channel(self.config.url(kind)).unwrap()
+    }
+
+    /// Polls the standard health service until the service reports SERVING.
+    pub async fn wait_serving(&self, kind: ServiceKind) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(self.channel(kind));
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            if let Ok(response) = client.check(request).await {
+                if response.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never became healthy",
+                kind.name()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A stopped service's port may linger for a moment.
+async fn bind_retrying(addr: SocketAddr) -> TcpListener {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cannot bind {addr}: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
