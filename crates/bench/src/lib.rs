@@ -1,1 +1,147 @@
+//! Shared pieces of the benchmark binaries: choosing a database, describing the machine,
+//! percentiles, and writing a section of `docs/BENCHMARKS.md`.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+
+/// A fresh database for one benchmark run, on `DATABASE_URL`'s server, else the local server
+/// at 127.0.0.1:5432, else a private cluster with default (durable) settings.
+pub struct BenchDb {
+    pub pool: PgPool,
+    pub url: String,
+    _cluster: Option<callback_pgrunner::PrivateCluster>,
+}
+
+impl BenchDb {
+    pub async fn create(name: &str, max_connections: u32) -> anyhow::Result<BenchDb> {
+        let (server, cluster) = match std::env::var("DATABASE_URL") {
+            Ok(url) => (url, None),
+            Err(_) if std::net::TcpStream::connect("127.0.0.1:5432").is_ok() => (
+                "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+                None,
+            ),
+            Err(_) => {
+                let dir =
+                    std::env::temp_dir().join(format!("callback-bench-pg-{}", std::process::id()));
+                let cluster = callback_pgrunner::PrivateCluster::start(&dir, &[])?;
+                (cluster.url(), Some(cluster))
+            }
+        };
+        let mut admin = PgConnection::connect(&server)
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        let url = match server.rfind('/') {
+            Some(i) if !server[..i].ends_with('/') => format!("{}/{name}", &server[..i]),
+            _ => format!("{server}/{name}"),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect(&url)
+            .await?;
+        Ok(BenchDb {
+            pool,
+            url,
+            _cluster: cluster,
+        })
+    }
+}
+
+/// Machine and server facts for the report.
+pub async fn environment(pool: &PgPool) -> anyhow::Result<String> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or("unknown".to_owned(), |kb| {
+            format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0)
+        });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(pool)
+        .await?;
+    let mut settings = Vec::new();
+    for name in [
+        "synchronous_commit",
+        "fsync",
+        "wal_level",
+        "shared_buffers",
+        "max_wal_size",
+        "commit_delay",
+    ] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
+            .fetch_one(pool)
+            .await?;
+        settings.push(format!("{name}={value}"));
+    }
+    Ok(format!(
+        "- Machine: {cores} cores ({cpu}), {memory} memory; client and server share the cores.\n\
+         - PostgreSQL: {}\n- Settings: {}\n",
+        version.split(',').next().unwrap_or(&version),
+        settings.join(", ")
+    ))
+}
+
+/// The value at quantile `q` (0..=1) of sorted samples.
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Replaces (or appends) the section between `<!-- name:start -->` and `<!-- name:end -->`.
+pub fn write_section(name: &str, body: &str) -> anyhow::Result<PathBuf> {
+    let path = docs_path();
+    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nEach section is written by the benchmark named in it; rerun the command to \
+         refresh it. Figures are from one run on the machine described in the section.\n"
+            .to_owned()
+    });
+    let start = format!("<!-- {name}:start -->");
+    let end = format!("<!-- {name}:end -->");
+    let section = format!("{start}\n{body}\n{end}");
+    let updated = match (existing.find(&start), existing.find(&end)) {
+        (Some(s), Some(e)) if e > s => {
+            format!(
+                "{}{}{}",
+                &existing[..s],
+                section,
+                &existing[e + end.len()..]
+            )
+        }
+        _ => format!("{}\n{}\n", existing.trim_end(), section),
+    };
+    std::fs::write(&path, updated)?;
+    Ok(path)
+}
+
+fn docs_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/BENCHMARKS.md")
+}

@@ -13,7 +13,7 @@ CREATE TABLE stream_categories (
 );
 
 CREATE TABLE events (
-    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    position bigint GENERATED ALWAYS AS IDENTITY,
     transaction_id bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     event_id uuid NOT NULL,
     stream_id text NOT NULL,
@@ -26,11 +26,12 @@ CREATE TABLE events (
     payload json NOT NULL,
     metadata json NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now(),
+    -- The global order is the primary key; position alone needs no index of its own
+    -- (the identity sequence makes it unique), and each index costs every append.
+    CONSTRAINT events_pkey PRIMARY KEY (transaction_id, position),
     CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version),
     CONSTRAINT events_event_id_key UNIQUE (event_id)
 );
-
-CREATE INDEX events_global_order_idx ON events (transaction_id, position);
 
 -- Append-only, enforced by the database for every role: statement-level triggers fire
 -- even when an UPDATE or DELETE matches no row, and TRUNCATE has its own trigger.

@@ -45,6 +45,8 @@ pub enum Error {
     },
     #[error("database: {0}")]
     Database(sqlx::Error),
+    #[error("background read failed: {0}")]
+    Background(String),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }

@@ -8,8 +8,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::model::ReadPage;
 use crate::model::{Checkpoint, Filter, RecordedEvent};
 use crate::store::EventStore;
 
@@ -38,6 +40,17 @@ pub struct Subscription {
     /// Re-read delay after a wake-up that found nothing new (an older transaction may still
     /// be open); grows to `poll_interval`.
     retry_delay: Duration,
+    /// While catching up, the next page is read in the background as the consumer works
+    /// through the current one, so database and consumer work overlap.
+    prefetch: Option<(Checkpoint, JoinHandle<Result<ReadPage>>)>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some((_, handle)) = self.prefetch.take() {
+            handle.abort();
+        }
+    }
 }
 
 const FIRST_RETRY: Duration = Duration::from_millis(2);
@@ -53,13 +66,14 @@ impl Subscription {
             live: false,
             announce_caught_up: false,
             wake: None,
-            page_size: 1000,
+            page_size: 5000,
             poll_interval: Duration::from_millis(500),
             retry_delay: FIRST_RETRY,
+            prefetch: None,
         }
     }
 
-    /// Events per page read (default 1000).
+    /// Events per page read (default 5000; pages are streamed, so larger pages overlap more).
     pub fn with_page_size(mut self, page_size: usize) -> Self {
         self.page_size = page_size.max(1);
         self
@@ -104,10 +118,19 @@ impl Subscription {
     }
 
     async fn read_page(&mut self) -> Result<()> {
-        let page = self
-            .store
-            .read_all(self.read_from, &self.filter, self.page_size)
-            .await?;
+        let page = match self.prefetch.take() {
+            Some((from, handle)) if from == self.read_from => handle
+                .await
+                .map_err(|e| Error::Background(e.to_string()))??,
+            stale => {
+                if let Some((_, handle)) = stale {
+                    handle.abort();
+                }
+                self.store
+                    .read_all(self.read_from, &self.filter, self.page_size)
+                    .await?
+            }
+        };
         // No await below this line: the state changes all at once (cancel safety).
         let found_new = !page.events.is_empty();
         self.read_from = page.checkpoint;
@@ -123,6 +146,10 @@ impl Subscription {
         } else {
             // Behind by at least a page: catch up before announcing live again.
             self.live = false;
+            let store = self.store.clone();
+            let (from, filter, limit) = (self.read_from, self.filter.clone(), self.page_size);
+            let handle = tokio::spawn(async move { store.read_all(from, &filter, limit).await });
+            self.prefetch = Some((from, handle));
         }
         if found_new {
             self.retry_delay = FIRST_RETRY;
