@@ -92,7 +92,11 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, ConfigError> {
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let installed = match format {
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
             .try_init()
             .is_ok(),
         LogFormat::Json => registry

@@ -12,9 +12,11 @@ use callback_kit::{grpc, telemetry, Config, ServiceKind, Shutdown};
 use callback_pgrunner::PrivateCluster;
 use sqlx::Connection;
 
-const USAGE: &str = "usage: callbackd [dev]
+const USAGE: &str = "usage: callbackd [dev | health URL]
 
-  dev   run all four services in this process (the default)
+  dev          run all four services in this process (the default)
+  health URL   ask the gRPC health service at URL (e.g. http://127.0.0.1:50051);
+               exit 0 when it reports SERVING, 1 otherwise (for container health checks)
 
 Configuration comes from environment variables; see the README.";
 
@@ -23,6 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         None | Some("dev") => dev().await,
+        Some("health") => match args.get(1) {
+            Some(url) => health(url).await,
+            None => bail!("health needs the service URL\n\n{USAGE}"),
+        },
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -103,6 +109,26 @@ async fn dev() -> anyhow::Result<()> {
     match failure {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+async fn health(url: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let channel = grpc::channel(url)?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(5), client.check(request))
+        .await
+        .context("health check timed out")??
+        .into_inner()
+        .status;
+    if status == ServingStatus::Serving as i32 {
+        println!("SERVING");
+        Ok(())
+    } else {
+        bail!("not serving (status {status})")
     }
 }
 
