@@ -275,15 +275,10 @@ async fn catch_up(store: &EventStore) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
     let mut subscription = store.subscribe(Checkpoint::START, Filter::all());
     let mut n = 0u64;
-    loop {
-        match subscription.next().await? {
-            SubscriptionItem::Event(event) => {
-                let decoded: CallbackNoted = event.decode()?;
-                std::hint::black_box(&decoded);
-                n += 1;
-            }
-            SubscriptionItem::CaughtUp(_) => break,
-        }
+    while let SubscriptionItem::Event(event) = subscription.next().await? {
+        let decoded: CallbackNoted = event.decode()?;
+        std::hint::black_box(&decoded);
+        n += 1;
     }
     Ok((n, n as f64 / started.elapsed().as_secs_f64()))
 }
