@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 use callback_calendar::{Calendar, CalendarError, CalendarSpec, TimeOfDay, Window};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc, Weekday};
 use proptest::prelude::*;
