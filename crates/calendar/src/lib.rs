@@ -355,6 +355,23 @@ impl Calendar {
         None
     }
 
+    /// The first holiday strictly after `date`.
+    pub fn next_holiday(&self, date: NaiveDate) -> Option<NaiveDate> {
+        self.holidays.range(date.succ_opt()?..).next().copied()
+    }
+
+    /// The same calendar with every day a working day (same windows and time zone), for calls
+    /// that are made on weekends and holidays too.
+    pub fn every_day(&self) -> Calendar {
+        Calendar {
+            tz: self.tz,
+            windows: self.windows.clone(),
+            weekdays: [true; 7],
+            holidays: BTreeSet::new(),
+            extra_working_days: BTreeSet::new(),
+        }
+    }
+
     /// The start of the local day after `date`'s, as an instant (the end of `date`).
     pub fn end_of_day(&self, date: NaiveDate) -> DateTime<Utc> {
         self.resolve(date, TimeOfDay::END_OF_DAY)

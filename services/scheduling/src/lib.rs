@@ -1,8 +1,10 @@
 //! The scheduling service: turns business facts from source systems into callbacks that are
 //! due at the right time, hands each to one agent, and follows it to an end.
 //!
-//! This crate currently provides the service's shell (health, reflection, its event feed);
-//! policies, calendars and the callback lifecycle arrive with their own issue.
+//! So far: the service's shell (health, reflection, its event feed) and the pure policy
+//! engine in [`domain`]; ingest, claiming and the callback lifecycle are not wired yet.
+
+pub mod domain;
 
 use callback_feed::{HostError, ServiceHost};
 use callback_kit::{Config, ServiceKind, Shutdown};

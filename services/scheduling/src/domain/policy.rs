@@ -1,0 +1,794 @@
+//! Callback policies (回访计划) as data.
+//!
+//! A policy says: when a business fact of a type happens (and its attributes pass the
+//! filters), call the subject in a sequence of steps. Each step has a due window relative to
+//! the trigger, to the previous step's end, or to a date in the fact's attributes; or repeats
+//! (a cadence with phases, a growing interval, the tenant's holidays) until a stop. Per step:
+//! channel, questionnaire, priority, owner rule, retry rule, sampling rate, and whether it
+//! follows working days. Tenants publish policies as JSON; nothing here needs code changes for
+//! a new kind of tenant.
+
+use std::collections::{BTreeMap, HashSet};
+
+use callback_calendar::{Calendar, TimeOfDay};
+use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::sampling::in_sample;
+
+/// The most occurrences a repeating step may produce (a runaway policy is a defect).
+const MAX_OCCURRENCES: u32 = 200;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub policy_id: String,
+    pub name: String,
+    pub trigger: Trigger,
+    /// Correcting fact types (e.g. `discharge.cancelled`, `patient.deceased`) that cancel this
+    /// policy's open callbacks for the same subject.
+    #[serde(default)]
+    pub cancel_on: Vec<String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    pub event_type: String,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+}
+
+/// A condition on one attribute of the fact, e.g. `{"attribute": "department", "in": ["ICU"]}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Filter {
+    pub attribute: String,
+    #[serde(flatten)]
+    pub op: FilterOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterOp {
+    Equals(Value),
+    NotEquals(Value),
+    In(Vec<Value>),
+    NotIn(Vec<Value>),
+    Exists(bool),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub name: String,
+    pub timing: Timing,
+    #[serde(default)]
+    pub channel: Channel,
+    #[serde(default)]
+    pub questionnaire_id: Option<String>,
+    /// 0 is the most urgent, 9 the least.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    pub owner: OwnerRule,
+    #[serde(default)]
+    pub retry: RetryRule,
+    /// Share of facts that get this step (e.g. 0.05 for a 5% outpatient sample).
+    #[serde(default = "default_rate")]
+    pub sample_rate: f64,
+    #[serde(default)]
+    pub calendar: StepCalendar,
+}
+
+fn default_priority() -> u8 {
+    5
+}
+
+fn default_rate() -> f64 {
+    1.0
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    #[default]
+    Phone,
+    Sms,
+    Wechat,
+    Email,
+    Letter,
+    OnSite,
+}
+
+/// Which days the step's calls may be made on: the tenant's working days, or every day (in
+/// the tenant's calling windows).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepCalendar {
+    #[default]
+    WorkingDays,
+    EveryDay,
+}
+
+/// When a step's callbacks are due.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Timing {
+    /// One callback due between `earliest` and `latest` after the anchor, e.g. "within 7
+    /// days" (`earliest` 0, `latest` 7 days), "1-3 days after", "the afternoon before the
+    /// appointment" (`earliest` -1 day at 13:30, `latest` -1 day at 17:30).
+    Window {
+        anchor: Anchor,
+        earliest: Offset,
+        latest: Offset,
+    },
+    /// Repeating by phases, e.g. every 3 months until month 12, then every 6 months until month
+    /// 24, then yearly until the warranty ends. Each callback may be made from its date until
+    /// `window_days` later.
+    Cadence {
+        anchor: Anchor,
+        phases: Vec<Phase>,
+        #[serde(default)]
+        window_days: u32,
+    },
+    /// Growing intervals: "day 2, then +4, then +7, and so on": the intervals in days, the
+    /// last one repeated when `repeat_last`, at most `max_occurrences` callbacks.
+    Growing {
+        anchor: Anchor,
+        intervals_days: Vec<u32>,
+        #[serde(default)]
+        repeat_last: bool,
+        max_occurrences: u32,
+        #[serde(default)]
+        window_days: u32,
+    },
+    /// On the tenant's holidays after the anchor (e.g. real-estate class D visitors), at most
+    /// `max_occurrences` of them.
+    Holidays {
+        anchor: Anchor,
+        max_occurrences: u32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anchor {
+    /// When the triggering fact occurred.
+    Trigger,
+    /// When the previous step's last callback ended (completed or lost).
+    PreviousStepEnd,
+    /// A date or date-time in the fact's attributes, e.g. `appointment_at`.
+    Attribute(String),
+}
+
+/// A point relative to an anchor: whole months and days (working days when `working_days`),
+/// then hours, or a fixed local time `at` on the resulting day. Without `at`, an earliest
+/// bound means the start of that day (or the anchor itself at offset zero) and a latest bound
+/// the end of that day.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offset {
+    #[serde(default)]
+    pub months: u32,
+    #[serde(default)]
+    pub days: i32,
+    #[serde(default)]
+    pub working_days: bool,
+    #[serde(default)]
+    pub hours: u32,
+    #[serde(default)]
+    pub at: Option<TimeOfDay>,
+}
+
+/// One phase of a cadence: a period (days or months) and an end (months or days after the
+/// anchor, or a date attribute such as `warranty_end`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    #[serde(default)]
+    pub every_days: Option<u32>,
+    #[serde(default)]
+    pub every_months: Option<u32>,
+    #[serde(default)]
+    pub until_days: Option<u32>,
+    #[serde(default)]
+    pub until_months: Option<u32>,
+    #[serde(default)]
+    pub until_attribute: Option<String>,
+}
+
+/// Who takes the callback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OwnerRule {
+    /// The subject's owner (attending doctor, sales advisor); the pool takes over when the owner
+    /// has not claimed it within `pool_after_hours`, or when the subject has no owner.
+    SubjectOwner {
+        fallback_pool: String,
+        pool_after_hours: u32,
+    },
+    /// Anyone in the pool.
+    Pool { pool: String },
+}
+
+/// Retries after an unsuccessful attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRule {
+    pub max_attempts: u32,
+    /// Minutes to wait per disposition (`no_answer`, `busy`, `voicemail`, ...); the next
+    /// attempt is at the first allowed time after that.
+    #[serde(default)]
+    pub spacing_minutes: BTreeMap<String, u32>,
+    pub default_spacing_minutes: u32,
+}
+
+impl Default for RetryRule {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            spacing_minutes: BTreeMap::new(),
+            default_spacing_minutes: 120,
+        }
+    }
+}
+
+impl RetryRule {
+    /// When to try again after an attempt with `disposition` ended at `at`; `None` when the
+    /// attempts are used up.
+    pub fn next_attempt(
+        &self,
+        disposition: &str,
+        attempts_made: u32,
+        at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if attempts_made >= self.max_attempts {
+            return None;
+        }
+        let minutes = self
+            .spacing_minutes
+            .get(disposition)
+            .copied()
+            .unwrap_or(self.default_spacing_minutes);
+        Some(at + Duration::minutes(i64::from(minutes)))
+    }
+}
+
+/// A fact pushed by a source system (HIS, DMS, CRM).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BusinessFact {
+    pub tenant_id: String,
+    pub source: String,
+    pub source_event_id: String,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub subject_id: String,
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, Value>,
+}
+
+/// How a callback of the policy ended, to plan what follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub step: usize,
+    pub occurrence: u32,
+    /// The anchor instant its step was planned from ([`PlannedCallback::anchor_at`]).
+    pub anchor_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+}
+
+/// A callback to schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedCallback {
+    pub step: usize,
+    /// 1 for a single step; counts the repetitions of a repeating step.
+    pub occurrence: u32,
+    /// The instant the step is timed from; every occurrence of a repeating step keeps the one
+    /// its first occurrence had (stored with the callback, so replays plan the same).
+    pub anchor_at: DateTime<Utc>,
+    /// The first allowed call time in the due window.
+    pub due_at: DateTime<Utc>,
+    /// The end of the due window: not reached by then, the callback is lost.
+    pub deadline: DateTime<Utc>,
+    /// False when deterministic sampling left this fact out of the step.
+    pub sampled: bool,
+    /// True when the window had already closed (or has no allowed call time) when planned;
+    /// such a callback is recorded as skipped rather than scheduled.
+    pub window_missed: bool,
+}
+
+/// A policy problem, naming the field (`steps[1].timing.phases`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct PolicyError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> PolicyError {
+    PolicyError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Policy {
+    /// Checks that the policy can be satisfied; every error names the field.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let id_ok = !self.policy_id.is_empty()
+            && self.policy_id.len() <= 64
+            && self
+                .policy_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !id_ok {
+            return Err(invalid(
+                "policy_id",
+                "must be 1-64 letters, digits, `-` or `_`",
+            ));
+        }
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty"));
+        }
+        if self.trigger.event_type.trim().is_empty() {
+            return Err(invalid("trigger.event_type", "must not be empty"));
+        }
+        for (i, filter) in self.trigger.filters.iter().enumerate() {
+            if filter.attribute.is_empty() {
+                return Err(invalid(
+                    format!("trigger.filters[{i}].attribute"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if self.steps.is_empty() {
+            return Err(invalid("steps", "at least one step is required"));
+        }
+        let mut names = HashSet::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = |field: &str| format!("steps[{i}].{field}");
+            if step.name.trim().is_empty() || !names.insert(step.name.as_str()) {
+                return Err(invalid(
+                    at("name"),
+                    "must be non-empty and unique in the policy",
+                ));
+            }
+            if !(step.sample_rate > 0.0 && step.sample_rate <= 1.0) {
+                return Err(invalid(
+                    at("sample_rate"),
+                    "must be greater than 0 and at most 1",
+                ));
+            }
+            if step.priority > 9 {
+                return Err(invalid(at("priority"), "must be 0 (most urgent) to 9"));
+            }
+            if !(1..=20).contains(&step.retry.max_attempts) {
+                return Err(invalid(at("retry.max_attempts"), "must be 1 to 20"));
+            }
+            match &step.owner {
+                OwnerRule::SubjectOwner { fallback_pool, .. }
+                    if fallback_pool.trim().is_empty() =>
+                {
+                    return Err(invalid(at("owner.fallback_pool"), "must not be empty"));
+                }
+                OwnerRule::Pool { pool } if pool.trim().is_empty() => {
+                    return Err(invalid(at("owner.pool"), "must not be empty"));
+                }
+                _ => {}
+            }
+            if i == 0 && *step.timing.anchor() == Anchor::PreviousStepEnd {
+                return Err(invalid(
+                    at("timing.anchor"),
+                    "the first step has no previous step",
+                ));
+            }
+            validate_timing(&step.timing, &at("timing"))?;
+        }
+        Ok(())
+    }
+
+    /// True when `fact` triggers this policy.
+    pub fn matches(&self, fact: &BusinessFact) -> bool {
+        fact.event_type == self.trigger.event_type
+            && self
+                .trigger
+                .filters
+                .iter()
+                .all(|f| f.accepts(&fact.attributes))
+    }
+
+    /// The first callback for a fact that triggered the policy, planned no earlier than `now`.
+    pub fn first_callback(
+        &self,
+        fact: &BusinessFact,
+        calendar: &Calendar,
+        now: DateTime<Utc>,
+    ) -> Option<PlannedCallback> {
+        self.plan(fact, calendar, 0, 1, None, now)
+    }
+
+    /// What follows a finished callback: the next occurrence of a repeating step, else the
+    /// next step; `None` when the policy is done.
+    pub fn next_callback(
+        &self,
+        fact: &BusinessFact,
+        calendar: &Calendar,
+        finished: Finished,
+    ) -> Option<PlannedCallback> {
+        let now = finished.ended_at;
+        if self.is_repeating(finished.step) {
+            let again = self.plan(
+                fact,
+                calendar,
+                finished.step,
+                finished.occurrence + 1,
+                Some(finished),
+                now,
+            );
+            if again.is_some() {
+                return again;
+            }
+        }
+        self.plan(fact, calendar, finished.step + 1, 1, Some(finished), now)
+    }
+
+    fn is_repeating(&self, step: usize) -> bool {
+        self.steps
+            .get(step)
+            .is_some_and(|s| !matches!(s.timing, Timing::Window { .. }))
+    }
+
+    /// Plans occurrence `occurrence` of step `step`, or `None` when there is no such
+    /// occurrence (past the last step, a repeating step stopped, an anchor attribute missing).
+    fn plan(
+        &self,
+        fact: &BusinessFact,
+        calendar: &Calendar,
+        step_index: usize,
+        occurrence: u32,
+        previous: Option<Finished>,
+        now: DateTime<Utc>,
+    ) -> Option<PlannedCallback> {
+        let step = self.steps.get(step_index)?;
+        let step_calendar = match step.calendar {
+            StepCalendar::WorkingDays => calendar.clone(),
+            StepCalendar::EveryDay => calendar.every_day(),
+        };
+        let anchor_at = |anchor: &Anchor| -> Option<DateTime<Utc>> {
+            match (previous, anchor) {
+                // A later occurrence of the same step keeps the step's anchor.
+                (Some(p), _) if p.step == step_index => Some(p.anchor_at),
+                (_, Anchor::Trigger) => Some(fact.occurred_at),
+                (_, Anchor::PreviousStepEnd) => previous.map(|p| p.ended_at),
+                (_, Anchor::Attribute(name)) => {
+                    attribute_instant(fact.attributes.get(name)?, calendar)
+                }
+            }
+        };
+        let base = anchor_at(step.timing.anchor())?;
+        let (earliest, latest) = match &step.timing {
+            Timing::Window {
+                earliest, latest, ..
+            } => {
+                if occurrence > 1 {
+                    return None;
+                }
+                (
+                    resolve_offset(calendar, base, earliest, Bound::Earliest)?,
+                    resolve_offset(calendar, base, latest, Bound::Latest)?,
+                )
+            }
+            Timing::Cadence {
+                phases,
+                window_days,
+                ..
+            } => {
+                let date = cadence_date(calendar, fact, base, phases, occurrence)?;
+                occurrence_window(calendar, date, *window_days)
+            }
+            Timing::Growing {
+                intervals_days,
+                repeat_last,
+                max_occurrences,
+                window_days,
+                ..
+            } => {
+                if occurrence > *max_occurrences {
+                    return None;
+                }
+                let mut days = 0u32;
+                for k in 0..occurrence as usize {
+                    let interval = match intervals_days.get(k) {
+                        Some(d) => *d,
+                        None if *repeat_last => *intervals_days.last()?,
+                        None => return None,
+                    };
+                    days += interval;
+                }
+                let date = calendar.local_date(base) + Duration::days(i64::from(days));
+                occurrence_window(calendar, date, *window_days)
+            }
+            Timing::Holidays {
+                max_occurrences, ..
+            } => {
+                if occurrence > *max_occurrences {
+                    return None;
+                }
+                let mut date = calendar.local_date(base);
+                for _ in 0..occurrence {
+                    date = calendar.next_holiday(date)?;
+                }
+                occurrence_window(calendar, date, 0)
+            }
+        };
+        let not_before = earliest.max(now);
+        let due = step_calendar
+            .next_allowed(not_before)
+            .filter(|due| *due < latest);
+        let occurrence_key = occurrence.to_string();
+        let sampled = in_sample(
+            step.sample_rate,
+            &[
+                &fact.tenant_id,
+                &self.policy_id,
+                &step.name,
+                &fact.source,
+                &fact.source_event_id,
+                &occurrence_key,
+            ],
+        );
+        Some(PlannedCallback {
+            step: step_index,
+            occurrence,
+            anchor_at: base,
+            due_at: due.unwrap_or(latest),
+            deadline: latest,
+            sampled,
+            window_missed: due.is_none(),
+        })
+    }
+}
+
+impl Timing {
+    pub fn anchor(&self) -> &Anchor {
+        match self {
+            Timing::Window { anchor, .. }
+            | Timing::Cadence { anchor, .. }
+            | Timing::Growing { anchor, .. }
+            | Timing::Holidays { anchor, .. } => anchor,
+        }
+    }
+}
+
+impl Filter {
+    fn accepts(&self, attributes: &serde_json::Map<String, Value>) -> bool {
+        let value = attributes.get(&self.attribute);
+        match &self.op {
+            FilterOp::Equals(expected) => value == Some(expected),
+            FilterOp::NotEquals(expected) => value != Some(expected),
+            FilterOp::In(options) => value.is_some_and(|v| options.contains(v)),
+            FilterOp::NotIn(options) => !value.is_some_and(|v| options.contains(v)),
+            FilterOp::Exists(exists) => value.is_some() == *exists,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Bound {
+    Earliest,
+    Latest,
+}
+
+fn resolve_offset(
+    calendar: &Calendar,
+    base: DateTime<Utc>,
+    offset: &Offset,
+    bound: Bound,
+) -> Option<DateTime<Utc>> {
+    let base_date = calendar.local_date(base);
+    let mut date = base_date.checked_add_months(Months::new(offset.months))?;
+    if offset.working_days && offset.days > 0 {
+        date = calendar.add_working_days(date, offset.days.unsigned_abs())?;
+    } else {
+        date += Duration::days(i64::from(offset.days));
+    }
+    let instant = match (offset.at, bound) {
+        (Some(at), _) => calendar.resolve(date, at),
+        (None, Bound::Earliest) if date == base_date => base,
+        (None, Bound::Earliest) => calendar.resolve(date, TimeOfDay::MIDNIGHT),
+        (None, Bound::Latest) => calendar.end_of_day(date),
+    };
+    Some(instant + Duration::hours(i64::from(offset.hours)))
+}
+
+/// The due window of a repeating step's occurrence on `date`: from the start of that day
+/// until the end of `window_days` later.
+fn occurrence_window(
+    calendar: &Calendar,
+    date: NaiveDate,
+    window_days: u32,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    (
+        calendar.resolve(date, TimeOfDay::MIDNIGHT),
+        calendar.end_of_day(date + Duration::days(i64::from(window_days))),
+    )
+}
+
+/// The local date of a cadence's `occurrence`th callback, or `None` after its stop.
+fn cadence_date(
+    calendar: &Calendar,
+    fact: &BusinessFact,
+    base: DateTime<Utc>,
+    phases: &[Phase],
+    occurrence: u32,
+) -> Option<NaiveDate> {
+    let start = calendar.local_date(base);
+    let (mut months, mut days) = (0u32, 0u32);
+    let mut produced = 0;
+    for phase in phases {
+        let end = phase_end(calendar, fact, start, phase)?;
+        loop {
+            let (next_months, next_days) = (
+                months + phase.every_months.unwrap_or(0),
+                days + phase.every_days.unwrap_or(0),
+            );
+            let date = start.checked_add_months(Months::new(next_months))?
+                + Duration::days(i64::from(next_days));
+            if date > end {
+                break;
+            }
+            (months, days) = (next_months, next_days);
+            produced += 1;
+            if produced == occurrence {
+                return Some(date);
+            }
+            if produced >= MAX_OCCURRENCES {
+                return None;
+            }
+        }
+    }
+    None
+}
+
+fn phase_end(
+    calendar: &Calendar,
+    fact: &BusinessFact,
+    start: NaiveDate,
+    phase: &Phase,
+) -> Option<NaiveDate> {
+    if let Some(months) = phase.until_months {
+        return start.checked_add_months(Months::new(months));
+    }
+    if let Some(days) = phase.until_days {
+        return Some(start + Duration::days(i64::from(days)));
+    }
+    let name = phase.until_attribute.as_ref()?;
+    attribute_instant(fact.attributes.get(name)?, calendar).map(|t| calendar.local_date(t))
+}
+
+/// An attribute holding an RFC 3339 date-time, or a date (meaning its local midnight).
+fn attribute_instant(value: &Value, calendar: &Calendar) -> Option<DateTime<Utc>> {
+    let text = value.as_str()?;
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(calendar.resolve(date, TimeOfDay::MIDNIGHT))
+}
+
+fn validate_timing(timing: &Timing, field: &str) -> Result<(), PolicyError> {
+    match timing {
+        Timing::Window {
+            anchor,
+            earliest,
+            latest,
+        } => {
+            validate_anchor(anchor, field)?;
+            let minutes = |o: &Offset, bound: Bound| {
+                let day_minutes = match (o.at, bound) {
+                    (Some(at), _) => i64::from(at.minutes()),
+                    (None, Bound::Earliest) => 0,
+                    (None, Bound::Latest) => 24 * 60,
+                };
+                i64::from(o.months) * 31 * 1440
+                    + i64::from(o.days) * 1440
+                    + i64::from(o.hours) * 60
+                    + day_minutes
+            };
+            if minutes(latest, Bound::Latest) <= minutes(earliest, Bound::Earliest) {
+                return Err(invalid(
+                    format!("{field}.latest"),
+                    "the window ends before it starts",
+                ));
+            }
+        }
+        Timing::Cadence { anchor, phases, .. } => {
+            validate_anchor(anchor, field)?;
+            if phases.is_empty() {
+                return Err(invalid(
+                    format!("{field}.phases"),
+                    "at least one phase is required",
+                ));
+            }
+            for (i, phase) in phases.iter().enumerate() {
+                let at = format!("{field}.phases[{i}]");
+                match (phase.every_days, phase.every_months) {
+                    (Some(d), None) if d > 0 => {}
+                    (None, Some(m)) if m > 0 => {}
+                    _ => {
+                        return Err(invalid(
+                            at,
+                            "give exactly one of every_days or every_months, above 0",
+                        ))
+                    }
+                }
+                let ends = [
+                    phase.until_days.is_some(),
+                    phase.until_months.is_some(),
+                    phase.until_attribute.is_some(),
+                ]
+                .iter()
+                .filter(|e| **e)
+                .count();
+                if ends > 1 {
+                    return Err(invalid(
+                        at,
+                        "give at most one of until_days, until_months, until_attribute",
+                    ));
+                }
+                if ends == 0 {
+                    return Err(invalid(
+                        at,
+                        "the cadence has no stop: give until_days, until_months or until_attribute",
+                    ));
+                }
+            }
+        }
+        Timing::Growing {
+            anchor,
+            intervals_days,
+            max_occurrences,
+            ..
+        } => {
+            validate_anchor(anchor, field)?;
+            if intervals_days.is_empty() || intervals_days.contains(&0) {
+                return Err(invalid(
+                    format!("{field}.intervals_days"),
+                    "give at least one interval, each above 0",
+                ));
+            }
+            if !(1..=MAX_OCCURRENCES).contains(max_occurrences) {
+                return Err(invalid(
+                    format!("{field}.max_occurrences"),
+                    format!("the stop must be 1 to {MAX_OCCURRENCES}"),
+                ));
+            }
+        }
+        Timing::Holidays {
+            anchor,
+            max_occurrences,
+        } => {
+            validate_anchor(anchor, field)?;
+            if !(1..=MAX_OCCURRENCES).contains(max_occurrences) {
+                return Err(invalid(
+                    format!("{field}.max_occurrences"),
+                    format!("the stop must be 1 to {MAX_OCCURRENCES}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_anchor(anchor: &Anchor, field: &str) -> Result<(), PolicyError> {
+    if let Anchor::Attribute(name) = anchor {
+        if name.trim().is_empty() {
+            return Err(invalid(
+                format!("{field}.anchor.attribute"),
+                "must not be empty",
+            ));
+        }
+    }
+    Ok(())
+}
