@@ -64,28 +64,7 @@ impl System {
         let shutdown = self.shutdown.child();
         let stop = shutdown.clone();
         let handle = tokio::spawn(async move {
-            let result = match kind {
-                ServiceKind::Scheduling => {
-                    callback_scheduling::serve(pool, listener, config, shutdown)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                ServiceKind::CallLogging => {
-                    callback_call_logging::serve(pool, listener, config, shutdown)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                ServiceKind::ComplaintRouting => {
-                    callback_complaint_routing::serve(pool, listener, config, shutdown)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                ServiceKind::Analytics => {
-                    callback_analytics::serve(pool, listener, config, shutdown)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            };
+            let result = callbackd::serve_service(kind, pool, listener, config, shutdown).await;
             if let Err(error) = result {
                 panic!("{} failed: {error}", kind.name());
             }

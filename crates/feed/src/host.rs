@@ -53,6 +53,18 @@ impl ServiceHost {
         })
     }
 
+    /// Starts and serves a service that has nothing but its feed (yet).
+    pub async fn run(
+        kind: ServiceKind,
+        pool: PgPool,
+        categories: &[&'static str],
+        listener: TcpListener,
+        shutdown: Shutdown,
+    ) -> Result<(), HostError> {
+        let host = Self::start(kind, pool, categories).await?;
+        Ok(host.serve(listener, shutdown).await?)
+    }
+
     /// Adds the service's own gRPC services; `names` are their full names for health checks.
     pub fn route(mut self, names: &[&'static str], add: impl FnOnce(Router) -> Router) -> Self {
         self.router = add(self.router);

@@ -67,28 +67,8 @@ async fn dev() -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         tracing::info!(service = kind.name(), addr = %config.listen_addr(kind), "starting");
         services.spawn(async move {
-            let result = match kind {
-                ServiceKind::Scheduling => {
-                    callback_scheduling::serve(pool, listener, config, shutdown.clone())
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-                ServiceKind::CallLogging => {
-                    callback_call_logging::serve(pool, listener, config, shutdown.clone())
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-                ServiceKind::ComplaintRouting => {
-                    callback_complaint_routing::serve(pool, listener, config, shutdown.clone())
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-                ServiceKind::Analytics => {
-                    callback_analytics::serve(pool, listener, config, shutdown.clone())
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-            };
+            let result =
+                callbackd::serve_service(kind, pool, listener, config, shutdown.clone()).await;
             // One service failing stops the others: a half-running system helps nobody.
             shutdown.trigger();
             (kind, result)

@@ -21,6 +21,5 @@ pub async fn serve(
     _config: Config,
     shutdown: Shutdown,
 ) -> Result<(), HostError> {
-    let host = ServiceHost::start(KIND, pool, CATEGORIES).await?;
-    Ok(host.serve(listener, shutdown).await?)
+    ServiceHost::run(KIND, pool, CATEGORIES, listener, shutdown).await
 }
