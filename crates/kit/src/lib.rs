@@ -1,11 +1,13 @@
 //! What every service shares: configuration, telemetry, the gRPC server bootstrap with
 //! health and reflection, shutdown, and the mapping of errors to gRPC status codes.
 
+pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, ServiceKind};
 pub use shutdown::Shutdown;

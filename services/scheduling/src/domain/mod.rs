@@ -1,10 +1,14 @@
 //! Pure scheduling rules: no IO, no tonic, no sqlx. Given a business fact, a policy and the
 //! tenant's calendar, when is which callback due, and what comes after it.
 
+pub mod callback;
 pub mod policy;
 pub mod sampling;
+pub mod tenant;
 
+pub use callback::{CallbackError, CallbackEvent, CallbackState, Disposition, Scheduled, Status};
 pub use policy::{
     Anchor, BusinessFact, Channel, Filter, FilterOp, Finished, Offset, OwnerRule, Phase,
     PlannedCallback, Policy, PolicyError, RetryRule, Step, StepCalendar, Timing, Trigger,
 };
+pub use tenant::{Agent, SettingsError, TenantSettings};

@@ -1,0 +1,1117 @@
+//! The scheduling service's commands and queries. Each command writes its events and the
+//! projection rows they imply in one transaction; projections are rebuilt from the log by
+//! the same row-writing functions ([`Scheduling::rebuild_projections`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use callback_calendar::Calendar;
+use callback_eventstore::{
+    Checkpoint, EventStore, ExpectedVersion, Filter, NewEvent, RecordedEvent, StreamName,
+};
+use callback_kit::telemetry::event_metadata;
+use callback_kit::Clock;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::domain::{
+    BusinessFact, CallbackEvent, CallbackState, Disposition, Finished, OwnerRule, PlannedCallback,
+    Policy, Scheduled, Status, TenantSettings,
+};
+use crate::error::{invalid, Error, Result};
+
+/// Namespace of deterministic callback ids (UUIDv5): the same fact, policy, step and
+/// occurrence always give the same id, so a replay can never create a second callback.
+const CALLBACK_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_0b8a_4c0e_4f7e_9a55_1c2b_7e3d_9f01);
+
+const MAX_LEASE_SECONDS: u32 = 3600;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantPublished {
+    pub tenant_id: String,
+    pub settings: TenantSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyPublished {
+    pub tenant_id: String,
+    pub policy: Policy,
+}
+
+/// Who a fact is about. Personal data: in the log and the subjects table, never in logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectContact {
+    pub subject_id: String,
+    pub name: String,
+    pub phones: Vec<String>,
+    pub owner_agent_id: Option<String>,
+    pub department: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BusinessEventIngested {
+    pub fact: BusinessFact,
+    pub subject: SubjectContact,
+    pub scheduled: Vec<ScheduledSummary>,
+    pub cancelled: Vec<Uuid>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledSummary {
+    pub callback_id: Uuid,
+    pub policy_id: String,
+    pub policy_version: u64,
+    pub step: String,
+    pub occurrence: u32,
+    pub due_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub status: Status,
+}
+
+/// The answer to an ingest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngestResult {
+    pub duplicate: bool,
+    pub scheduled: Vec<ScheduledSummary>,
+    pub cancelled: Vec<Uuid>,
+}
+
+/// A callback handed to an agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    pub state: CallbackState,
+    pub lease_id: Uuid,
+    pub lease_until: DateTime<Utc>,
+    pub subject: SubjectContact,
+}
+
+/// A callback and its history, possibly as of a past time.
+#[derive(Clone, Debug)]
+pub struct CallbackRecord {
+    pub state: CallbackState,
+    pub history: Vec<RecordedEvent>,
+}
+
+#[derive(Clone)]
+pub struct Scheduling {
+    store: EventStore,
+    clock: Arc<dyn Clock>,
+}
+
+fn stream(category: &str, id: String) -> Result<StreamName> {
+    Ok(StreamName::new(category, id)?)
+}
+
+fn tenant_stream(tenant_id: &str) -> Result<StreamName> {
+    stream("tenant", tenant_id.to_owned())
+}
+
+fn policy_stream(tenant_id: &str, policy_id: &str) -> Result<StreamName> {
+    stream("policy", format!("{tenant_id}:{policy_id}"))
+}
+
+fn fact_stream(tenant_id: &str, source: &str, source_event_id: &str) -> Result<StreamName> {
+    stream(
+        "business_event",
+        format!("{tenant_id}:{source}:{source_event_id}"),
+    )
+}
+
+fn callback_stream(callback_id: Uuid) -> Result<StreamName> {
+    stream("callback", callback_id.to_string())
+}
+
+fn new_event(event_type: &str, payload: &impl Serialize, tenant_id: &str) -> Result<NewEvent> {
+    Ok(NewEvent::new(event_type, payload)?
+        .with_metadata(event_metadata(Some(tenant_id), Some("system:scheduling"))))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T> {
+    event.decode().map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+pub(crate) fn validate_id(field: &str, value: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "must be 1-64 letters, digits, `-`, `_` or `.`",
+        ))
+    }
+}
+
+/// A phone number: digits with an optional leading `+`, spaces and dashes allowed, 5 to 20
+/// digits.
+pub(crate) fn validate_phone(field: &str, phone: &str) -> Result<()> {
+    let body = phone.strip_prefix('+').unwrap_or(phone);
+    let digits = body.chars().filter(char::is_ascii_digit).count();
+    let allowed = body
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
+    if allowed && (5..=20).contains(&digits) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "is not a phone number (5-20 digits, optional +, spaces or dashes)",
+        ))
+    }
+}
+
+impl Scheduling {
+    pub fn new(store: EventStore, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    // ---- tenants and policies ----
+
+    #[tracing::instrument(name = "scheduling.publish_tenant", skip_all, fields(tenant_id))]
+    pub async fn publish_tenant(&self, tenant_id: &str, settings_json: &str) -> Result<u64> {
+        validate_id("tenant_id", tenant_id)?;
+        let settings: TenantSettings = serde_json::from_str(settings_json)
+            .map_err(|e| invalid("settings_json", e.to_string()))?;
+        settings.validate().map_err(|e| match e {
+            crate::domain::SettingsError::Calendar(c) => invalid("settings_json", c.to_string()),
+            crate::domain::SettingsError::Invalid { field, reason } => {
+                invalid(format!("settings_json.{field}"), reason)
+            }
+        })?;
+        let published = TenantPublished {
+            tenant_id: tenant_id.to_owned(),
+            settings,
+        };
+        let mut tx = self.store.begin().await?;
+        let result = self
+            .store
+            .append_in(
+                &mut tx,
+                &tenant_stream(tenant_id)?,
+                ExpectedVersion::Any,
+                &[new_event("TenantPublished", &published, tenant_id)?],
+            )
+            .await?;
+        project_tenant(&mut tx, &published, result.stream_version).await?;
+        self.store.commit(tx).await?;
+        tracing::info!(version = result.stream_version, "tenant settings published");
+        Ok(result.stream_version)
+    }
+
+    async fn tenant(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &str,
+    ) -> Result<(TenantSettings, Calendar)> {
+        let row = sqlx::query("SELECT settings FROM sched_tenants WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(conn)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("tenant `{tenant_id}`")))?;
+        let settings: TenantSettings = serde_json::from_value(row.try_get("settings")?)
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let calendar = settings
+            .validate()
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        Ok((settings, calendar))
+    }
+
+    #[tracing::instrument(name = "scheduling.publish_policy", skip_all, fields(tenant_id))]
+    pub async fn publish_policy(
+        &self,
+        tenant_id: &str,
+        policy_json: &str,
+    ) -> Result<(String, u64)> {
+        validate_id("tenant_id", tenant_id)?;
+        let policy: Policy =
+            serde_json::from_str(policy_json).map_err(|e| invalid("policy_json", e.to_string()))?;
+        policy
+            .validate()
+            .map_err(|e| invalid(format!("policy_json.{}", e.field), e.reason))?;
+        let mut tx = self.store.begin().await?;
+        self.tenant(&mut tx, tenant_id).await?;
+        let published = PolicyPublished {
+            tenant_id: tenant_id.to_owned(),
+            policy,
+        };
+        let result = self
+            .store
+            .append_in(
+                &mut tx,
+                &policy_stream(tenant_id, &published.policy.policy_id)?,
+                ExpectedVersion::Any,
+                &[new_event("PolicyPublished", &published, tenant_id)?],
+            )
+            .await?;
+        project_policy(&mut tx, &published, result.stream_version).await?;
+        self.store.commit(tx).await?;
+        tracing::info!(policy_id = %published.policy.policy_id, version = result.stream_version, "policy published");
+        Ok((published.policy.policy_id, result.stream_version))
+    }
+
+    // ---- ingest ----
+
+    /// Turns a business fact into callbacks (and cancels those a correcting fact affects).
+    #[tracing::instrument(name = "scheduling.ingest", skip_all, fields(tenant_id = %fact.tenant_id, event_type = %fact.event_type))]
+    pub async fn ingest(
+        &self,
+        fact: BusinessFact,
+        subject: SubjectContact,
+    ) -> Result<IngestResult> {
+        validate_id("tenant_id", &fact.tenant_id)?;
+        validate_id("source", &fact.source)?;
+        if fact.source_event_id.is_empty() || fact.source_event_id.len() > 128 {
+            return Err(invalid("source_event_id", "must be 1-128 characters"));
+        }
+        if fact.event_type.is_empty() || fact.event_type.len() > 100 {
+            return Err(invalid("event_type", "must be 1-100 characters"));
+        }
+        if subject.subject_id.trim().is_empty() || subject.subject_id.len() > 128 {
+            return Err(invalid("subject.subject_id", "must be 1-128 characters"));
+        }
+        for (i, phone) in subject.phones.iter().enumerate() {
+            validate_phone(&format!("subject.phones[{i}]"), phone)?;
+        }
+        let fact_name = fact_stream(&fact.tenant_id, &fact.source, &fact.source_event_id)?;
+        if let Some(done) = self.recorded_ingest(&fact_name).await? {
+            return Ok(done);
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let (_, calendar) = self.tenant(&mut tx, &fact.tenant_id).await?;
+        let policies = policies_for(&mut tx, &fact.tenant_id, &fact.event_type).await?;
+
+        let mut cancelled = Vec::new();
+        for (policy, _) in policies
+            .iter()
+            .filter(|(p, _)| p.cancel_on.contains(&fact.event_type))
+        {
+            cancelled.extend(
+                self.cancel_open(
+                    &mut tx,
+                    &fact.tenant_id,
+                    &fact.subject_id,
+                    &policy.policy_id,
+                    &format!("cancelled by {}", fact.event_type),
+                    now,
+                )
+                .await?,
+            );
+        }
+        let mut scheduled = Vec::new();
+        for (policy, version) in policies.iter().filter(|(p, _)| p.matches(&fact)) {
+            if let Some(plan) = policy.first_callback(&fact, &calendar, now) {
+                if let Some(summary) = self
+                    .create_callback(
+                        &mut tx, policy, *version, &fact, &subject, &fact_name, plan, now,
+                    )
+                    .await?
+                {
+                    scheduled.push(summary);
+                }
+            }
+        }
+        let ingested = BusinessEventIngested {
+            fact: fact.clone(),
+            subject: subject.clone(),
+            scheduled: scheduled.clone(),
+            cancelled: cancelled.clone(),
+        };
+        let appended = self
+            .store
+            .append_in(
+                &mut tx,
+                &fact_name,
+                ExpectedVersion::NoStream,
+                &[new_event(
+                    "BusinessEventIngested",
+                    &ingested,
+                    &fact.tenant_id,
+                )?],
+            )
+            .await;
+        match appended {
+            Ok(_) => {}
+            Err(callback_eventstore::Error::VersionConflict { .. }) => {
+                // A concurrent retry of the same fact won; answer as it did.
+                drop(tx);
+                return self.recorded_ingest(&fact_name).await?.ok_or_else(|| {
+                    Error::Corrupt("ingest conflict without a recorded fact".into())
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        project_subject(&mut tx, &fact.tenant_id, &subject).await?;
+        self.store.commit(tx).await?;
+        tracing::info!(
+            scheduled = scheduled.len(),
+            cancelled = cancelled.len(),
+            "business event ingested"
+        );
+        Ok(IngestResult {
+            duplicate: false,
+            scheduled,
+            cancelled,
+        })
+    }
+
+    async fn recorded_ingest(&self, fact_name: &StreamName) -> Result<Option<IngestResult>> {
+        let events = self.store.read_stream(fact_name, 1).await?;
+        match events.first() {
+            None => Ok(None),
+            Some(event) => {
+                let recorded: BusinessEventIngested = decode(event)?;
+                Ok(Some(IngestResult {
+                    duplicate: true,
+                    scheduled: recorded.scheduled,
+                    cancelled: recorded.cancelled,
+                }))
+            }
+        }
+    }
+
+    /// Writes a planned callback (or nothing when sampling left it out).
+    #[allow(clippy::too_many_arguments)]
+    async fn create_callback(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        policy: &Policy,
+        policy_version: u64,
+        fact: &BusinessFact,
+        subject: &SubjectContact,
+        fact_name: &StreamName,
+        plan: PlannedCallback,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ScheduledSummary>> {
+        if !plan.sampled {
+            return Ok(None);
+        }
+        let step = &policy.steps[plan.step];
+        let callback_id = Uuid::new_v5(
+            &CALLBACK_NAMESPACE,
+            format!(
+                "{}\n{}\n{}\n{}\n{}\n{}",
+                fact.tenant_id,
+                fact.source,
+                fact.source_event_id,
+                policy.policy_id,
+                step.name,
+                plan.occurrence
+            )
+            .as_bytes(),
+        );
+        let (owner_agent_id, pool, pool_after) = match &step.owner {
+            OwnerRule::SubjectOwner {
+                fallback_pool,
+                pool_after_hours,
+            } => match &subject.owner_agent_id {
+                Some(owner) => (
+                    Some(owner.clone()),
+                    fallback_pool.clone(),
+                    plan.due_at + Duration::hours(i64::from(*pool_after_hours)),
+                ),
+                None => (None, fallback_pool.clone(), plan.due_at),
+            },
+            OwnerRule::Pool { pool } => (None, pool.clone(), plan.due_at),
+        };
+        let scheduled = Scheduled {
+            callback_id,
+            tenant_id: fact.tenant_id.clone(),
+            policy_id: policy.policy_id.clone(),
+            policy_version,
+            step_index: plan.step,
+            step: step.name.clone(),
+            occurrence: plan.occurrence,
+            anchor_at: plan.anchor_at,
+            due_at: plan.due_at,
+            deadline: plan.deadline,
+            priority: step.priority,
+            channel: step.channel,
+            questionnaire_id: step.questionnaire_id.clone(),
+            owner_agent_id,
+            pool,
+            pool_after,
+            subject_id: fact.subject_id.clone(),
+            department: subject.department.clone(),
+            retry: step.retry.clone(),
+            fact_stream: fact_name.stream_id(),
+        };
+        let mut events = vec![CallbackEvent::CallbackScheduled(Box::new(scheduled))];
+        if plan.window_missed {
+            events.push(CallbackEvent::CallbackSkipped {
+                reason: "the due window closed before a call was possible".into(),
+                at: now,
+            });
+        }
+        let state = self
+            .append_callback(tx, None, 0, &events, &fact.tenant_id)
+            .await?;
+        Ok(Some(ScheduledSummary {
+            callback_id,
+            policy_id: policy.policy_id.clone(),
+            policy_version,
+            step: step.name.clone(),
+            occurrence: plan.occurrence,
+            due_at: state.due_at,
+            deadline: state.deadline,
+            status: state.status,
+        }))
+    }
+
+    /// Appends callback events with the version check and writes the resulting row.
+    async fn append_callback(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        state: Option<CallbackState>,
+        version: u64,
+        events: &[CallbackEvent],
+        tenant_id: &str,
+    ) -> Result<CallbackState> {
+        let mut next = state;
+        for event in events {
+            next = CallbackState::evolve(next, event);
+        }
+        let next =
+            next.ok_or_else(|| Error::Corrupt("callback events without CallbackScheduled".into()))?;
+        let new_events = events
+            .iter()
+            .map(|e| new_event(e.event_type(), e, tenant_id))
+            .collect::<Result<Vec<_>>>()?;
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version)
+        };
+        let result = self
+            .store
+            .append_in(
+                tx,
+                &callback_stream(next.scheduled.callback_id)?,
+                expected,
+                &new_events,
+            )
+            .await?;
+        project_callback(tx, &next, result.stream_version).await?;
+        Ok(next)
+    }
+
+    /// Cancels the open callbacks of a subject under a policy (or all policies when `None`).
+    async fn cancel_open(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        tenant_id: &str,
+        subject_id: &str,
+        policy_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT callback_id FROM sched_callbacks WHERE tenant_id = $1 AND subject_id = $2 AND policy_id = $3 \
+             AND status IN ('scheduled', 'claimed') ORDER BY callback_id FOR UPDATE",
+        )
+        .bind(tenant_id)
+        .bind(subject_id)
+        .bind(policy_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        for id in &ids {
+            let (state, version) = self.load(*id).await?;
+            let cancel = CallbackEvent::CallbackCancelled {
+                reason: reason.to_owned(),
+                at: now,
+            };
+            self.append_callback(tx, Some(state), version, &[cancel], tenant_id)
+                .await?;
+        }
+        Ok(ids)
+    }
+
+    /// A callback's current state and stream version, folded from its stream.
+    pub async fn load(&self, callback_id: Uuid) -> Result<(CallbackState, u64)> {
+        let events = self
+            .store
+            .read_stream(&callback_stream(callback_id)?, 1)
+            .await?;
+        let mut state = None;
+        for event in &events {
+            state = CallbackState::evolve(state, &decode::<CallbackEvent>(event)?);
+        }
+        let state = state.ok_or_else(|| Error::NotFound(format!("callback `{callback_id}`")))?;
+        Ok((state, events.len() as u64))
+    }
+
+    // ---- claiming ----
+
+    /// Hands the most urgent due callback the agent may take to the agent under a lease.
+    #[tracing::instrument(name = "scheduling.claim_next", skip_all, fields(tenant_id, agent_id))]
+    pub async fn claim_next(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        departments: &[String],
+        lease_seconds: u32,
+    ) -> Result<Option<Claim>> {
+        validate_id("tenant_id", tenant_id)?;
+        if agent_id.is_empty() {
+            return Err(invalid("agent_id", "must not be empty"));
+        }
+        if lease_seconds > MAX_LEASE_SECONDS {
+            return Err(invalid(
+                "lease_seconds",
+                format!("at most {MAX_LEASE_SECONDS}"),
+            ));
+        }
+        let lease = if lease_seconds == 0 {
+            crate::domain::callback::DEFAULT_LEASE
+        } else {
+            Duration::seconds(i64::from(lease_seconds))
+        };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let (settings, _) = self.tenant(&mut tx, tenant_id).await?;
+        let agent = settings.agent(agent_id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "agent_id: agent `{agent_id}` of tenant `{tenant_id}`"
+            ))
+        })?;
+        let departments: Vec<String> = if departments.is_empty() {
+            agent.departments.clone()
+        } else {
+            departments.to_vec()
+        };
+        let row = sqlx::query(
+            "SELECT callback_id, stream_version FROM sched_callbacks \
+             WHERE tenant_id = $1 AND status IN ('scheduled', 'claimed') \
+               AND due_at <= $2 AND deadline > $2 \
+               AND (status = 'scheduled' OR lease_until <= $2) \
+               AND (owner_agent_id = $3 OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
+               AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
+             ORDER BY priority, deadline, due_at, callback_id \
+             LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(tenant_id)
+        .bind(now)
+        .bind(agent_id)
+        .bind(&agent.pools)
+        .bind(&departments)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let callback_id: Uuid = row.try_get("callback_id")?;
+        let version: i64 = row.try_get("stream_version")?;
+        let (state, stream_version) = self.load(callback_id).await?;
+        if stream_version != version as u64 {
+            return Err(Error::Corrupt(format!(
+                "callback {callback_id} projection is behind its stream"
+            )));
+        }
+        let lease_id = Uuid::now_v7();
+        let lease_until = now + lease;
+        let claimed = CallbackEvent::CallbackClaimed {
+            agent_id: agent_id.to_owned(),
+            lease_id,
+            lease_until,
+            at: now,
+        };
+        let state = self
+            .append_callback(&mut tx, Some(state), stream_version, &[claimed], tenant_id)
+            .await?;
+        let subject = subject_contact(&mut tx, tenant_id, &state.scheduled.subject_id).await?;
+        self.store.commit(tx).await?;
+        tracing::info!(callback_id = %callback_id, "callback claimed");
+        Ok(Some(Claim {
+            state,
+            lease_id,
+            lease_until,
+            subject,
+        }))
+    }
+
+    // ---- outcomes and deadlines ----
+
+    /// Applies an attempt's outcome reported by the claiming agent. Idempotent on
+    /// `attempt_id`: a repeated report changes nothing.
+    #[tracing::instrument(name = "scheduling.record_outcome", skip_all, fields(callback_id = %callback_id, disposition = disposition.name()))]
+    pub async fn record_outcome(
+        &self,
+        callback_id: Uuid,
+        attempt_id: &str,
+        agent_id: &str,
+        lease_id: Uuid,
+        disposition: &Disposition,
+        at: DateTime<Utc>,
+    ) -> Result<CallbackState> {
+        let events = self
+            .store
+            .read_stream(&callback_stream(callback_id)?, 1)
+            .await?;
+        let already = events.iter().any(|e| {
+            e.event_type == "CallbackAttempted"
+                && matches!(decode::<CallbackEvent>(e), Ok(CallbackEvent::CallbackAttempted { attempt_id: a, .. }) if a == attempt_id)
+        });
+        let (state, version) = self.load(callback_id).await?;
+        if already {
+            return Ok(state);
+        }
+        let mut tx = self.store.begin().await?;
+        let (_, calendar) = self.tenant(&mut tx, &state.scheduled.tenant_id).await?;
+        let decided = state
+            .decide_outcome(attempt_id, agent_id, lease_id, disposition, at, &calendar)
+            .map_err(|e| match e {
+                crate::domain::CallbackError::NotClaimant => invalid("agent_id", e.to_string()),
+                crate::domain::CallbackError::NamedTimeInPast => {
+                    invalid("disposition.named_time", e.to_string())
+                }
+                crate::domain::CallbackError::Closed(_) => Error::FailedPrecondition(e.to_string()),
+            })?;
+        let tenant_id = state.scheduled.tenant_id.clone();
+        let next = self
+            .append_callback(&mut tx, Some(state), version, &decided, &tenant_id)
+            .await?;
+        if !next.status.is_open() {
+            self.schedule_next(&mut tx, &next, &calendar, at).await?;
+        }
+        if *disposition == Disposition::DoNotCall {
+            // Do-not-call covers every policy of the tenant for this subject.
+            let policies: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT policy_id FROM sched_callbacks WHERE tenant_id = $1 AND subject_id = $2 \
+                 AND status IN ('scheduled', 'claimed')",
+            )
+            .bind(&tenant_id)
+            .bind(&next.scheduled.subject_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for policy_id in policies {
+                self.cancel_open(
+                    &mut tx,
+                    &tenant_id,
+                    &next.scheduled.subject_id,
+                    &policy_id,
+                    "do not call",
+                    at,
+                )
+                .await?;
+            }
+        }
+        self.store.commit(tx).await?;
+        Ok(next)
+    }
+
+    /// After a callback ended: the next occurrence or step of its policy, with the policy
+    /// version the callback was created under.
+    async fn schedule_next(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        ended: &CallbackState,
+        calendar: &Calendar,
+        ended_at: DateTime<Utc>,
+    ) -> Result<()> {
+        if ended.status == Status::Cancelled {
+            return Ok(());
+        }
+        let s = &ended.scheduled;
+        let policy_events = self
+            .store
+            .read_stream(
+                &policy_stream(&s.tenant_id, &s.policy_id)?,
+                s.policy_version,
+            )
+            .await?;
+        let published: PolicyPublished = decode(policy_events.first().ok_or_else(|| {
+            Error::Corrupt(format!(
+                "policy {} version {} missing",
+                s.policy_id, s.policy_version
+            ))
+        })?)?;
+        let fact_events = self
+            .store
+            .read_stream(
+                &StreamName::new(
+                    "business_event",
+                    s.fact_stream.trim_start_matches("business_event-"),
+                )?,
+                1,
+            )
+            .await?;
+        let ingested: BusinessEventIngested = decode(
+            fact_events
+                .first()
+                .ok_or_else(|| Error::Corrupt(format!("fact {} missing", s.fact_stream)))?,
+        )?;
+        let finished = Finished {
+            step: s.step_index,
+            occurrence: s.occurrence,
+            anchor_at: s.anchor_at,
+            ended_at,
+        };
+        let fact_name = StreamName::new(
+            "business_event",
+            s.fact_stream.trim_start_matches("business_event-"),
+        )?;
+        if let Some(plan) = published
+            .policy
+            .next_callback(&ingested.fact, calendar, finished)
+        {
+            self.create_callback(
+                tx,
+                &published.policy,
+                s.policy_version,
+                &ingested.fact,
+                &ingested.subject,
+                &fact_name,
+                plan,
+                ended_at,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Loses every open callback whose deadline has passed (reason "deadline passed") and
+    /// schedules what follows. Driven by the projection, which is derived from events, so a
+    /// restart misses none; the version check means none is lost twice. Returns how many.
+    #[tracing::instrument(name = "scheduling.sweep_deadlines", skip_all)]
+    pub async fn sweep_deadlines(&self) -> Result<usize> {
+        let now = self.now();
+        let mut total = 0;
+        loop {
+            let mut tx = self.store.begin().await?;
+            let due: Vec<(Uuid, String)> = sqlx::query_as(
+                "SELECT callback_id, tenant_id FROM sched_callbacks WHERE status IN ('scheduled', 'claimed') \
+                 AND deadline <= $1 ORDER BY deadline LIMIT 200 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            if due.is_empty() {
+                return Ok(total);
+            }
+            let mut calendars: HashMap<String, Calendar> = HashMap::new();
+            for (callback_id, tenant_id) in &due {
+                if !calendars.contains_key(tenant_id) {
+                    let (_, calendar) = self.tenant(&mut tx, tenant_id).await?;
+                    calendars.insert(tenant_id.clone(), calendar);
+                }
+                let (state, version) = self.load(*callback_id).await?;
+                let lost = CallbackEvent::CallbackLost {
+                    reason: "deadline passed".into(),
+                    attempts: state.attempts,
+                    at: now,
+                };
+                let ended = self
+                    .append_callback(&mut tx, Some(state), version, &[lost], tenant_id)
+                    .await?;
+                self.schedule_next(&mut tx, &ended, &calendars[tenant_id], now)
+                    .await?;
+            }
+            total += due.len();
+            self.store.commit(tx).await?;
+        }
+    }
+
+    // ---- queries ----
+
+    /// A callback with its full history; with `as_of`, its state from the events recorded
+    /// until then (for audits).
+    pub async fn get_callback(
+        &self,
+        tenant_id: &str,
+        callback_id: Uuid,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<CallbackRecord> {
+        let events = self
+            .store
+            .read_stream(&callback_stream(callback_id)?, 1)
+            .await?;
+        let history: Vec<RecordedEvent> = events
+            .into_iter()
+            .filter(|e| as_of.is_none_or(|t| e.recorded_at <= t))
+            .collect();
+        let mut state = None;
+        for event in &history {
+            state = CallbackState::evolve(state, &decode::<CallbackEvent>(event)?);
+        }
+        match state {
+            Some(state) if state.scheduled.tenant_id == tenant_id => {
+                Ok(CallbackRecord { state, history })
+            }
+            _ => Err(Error::NotFound(format!("callback `{callback_id}`"))),
+        }
+    }
+
+    /// Due (or overdue) open callbacks of a tenant, most urgent first.
+    pub async fn list_callbacks(
+        &self,
+        tenant_id: &str,
+        department: &str,
+        agent_id: &str,
+        overdue: bool,
+        limit: u32,
+    ) -> Result<Vec<CallbackRow>> {
+        validate_id("tenant_id", tenant_id)?;
+        let limit = if limit == 0 { 100 } else { limit.min(1000) };
+        let now = self.now();
+        let rows = sqlx::query_as::<_, CallbackRow>(&format!(
+            "SELECT {CALLBACK_COLUMNS} FROM sched_callbacks WHERE tenant_id = $1 AND status IN ('scheduled', 'claimed') \
+             AND ($2 = '' OR department = $2) AND ($3 = '' OR owner_agent_id = $3 OR claimed_by = $3) \
+             AND (CASE WHEN $4 THEN deadline <= $5 ELSE due_at <= $5 END) \
+             ORDER BY priority, deadline, callback_id LIMIT $6"
+        ))
+        .bind(tenant_id)
+        .bind(department)
+        .bind(agent_id)
+        .bind(overdue)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(self.store.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    // ---- rebuild ----
+
+    /// Clears every scheduling projection and rebuilds it from the log, in one transaction,
+    /// with the same row-writing functions the commands use. Run with the service stopped.
+    pub async fn rebuild_projections(&self) -> Result<u64> {
+        let mut tx = self.store.begin().await?;
+        sqlx::query("TRUNCATE sched_tenants, sched_policies, sched_subjects, sched_callbacks")
+            .execute(&mut *tx)
+            .await?;
+        let filter = Filter::categories(["tenant", "policy", "business_event", "callback"]);
+        let mut after = Checkpoint::START;
+        let mut callbacks: HashMap<Uuid, (Option<CallbackState>, u64)> = HashMap::new();
+        let mut applied = 0u64;
+        loop {
+            let page = self.store.read_all(after, &filter, 5000).await?;
+            for event in &page.events {
+                applied += 1;
+                let version = event.stream_version as u64;
+                match event.category.as_str() {
+                    "tenant" => project_tenant(&mut tx, &decode(event)?, version).await?,
+                    "policy" => project_policy(&mut tx, &decode(event)?, version).await?,
+                    "business_event" => {
+                        let ingested: BusinessEventIngested = decode(event)?;
+                        project_subject(&mut tx, &ingested.fact.tenant_id, &ingested.subject)
+                            .await?;
+                    }
+                    _ => {
+                        let id: Uuid = event
+                            .stream_id
+                            .trim_start_matches("callback-")
+                            .parse()
+                            .map_err(|_| {
+                                Error::Corrupt(format!("callback stream id {}", event.stream_id))
+                            })?;
+                        let entry = callbacks.entry(id).or_insert((None, 0));
+                        entry.0 = CallbackState::evolve(entry.0.take(), &decode(event)?);
+                        entry.1 = version;
+                    }
+                }
+            }
+            after = page.checkpoint;
+            if page.reached_horizon {
+                break;
+            }
+        }
+        for (state, version) in callbacks.values() {
+            if let Some(state) = state {
+                project_callback(&mut tx, state, *version).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+}
+
+async fn policies_for(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    event_type: &str,
+) -> Result<Vec<(Policy, u64)>> {
+    let rows = sqlx::query(
+        "SELECT policy, version FROM sched_policies WHERE tenant_id = $1 \
+         AND (trigger_event_type = $2 OR $2 = ANY(cancel_on)) ORDER BY policy_id",
+    )
+    .bind(tenant_id)
+    .bind(event_type)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let policy: Policy = serde_json::from_value(row.try_get("policy")?)
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            let version: i64 = row.try_get("version")?;
+            Ok((policy, version as u64))
+        })
+        .collect()
+}
+
+async fn subject_contact(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subject_id: &str,
+) -> Result<SubjectContact> {
+    let row = sqlx::query("SELECT name, phones, owner_agent_id, department FROM sched_subjects WHERE tenant_id = $1 AND subject_id = $2")
+        .bind(tenant_id)
+        .bind(subject_id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| Error::Corrupt(format!("subject of tenant {tenant_id} missing")))?;
+    Ok(SubjectContact {
+        subject_id: subject_id.to_owned(),
+        name: row.try_get("name")?,
+        phones: row.try_get("phones")?,
+        owner_agent_id: row.try_get("owner_agent_id")?,
+        department: row.try_get("department")?,
+    })
+}
+
+// ---- projection rows (shared by commands and rebuild) ----
+
+async fn project_tenant(
+    conn: &mut PgConnection,
+    published: &TenantPublished,
+    version: u64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sched_tenants (tenant_id, version, settings) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant_id) DO UPDATE SET version = EXCLUDED.version, settings = EXCLUDED.settings",
+    )
+    .bind(&published.tenant_id)
+    .bind(version as i64)
+    .bind(serde_json::to_value(&published.settings).map_err(|e| Error::Corrupt(e.to_string()))?)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn project_policy(
+    conn: &mut PgConnection,
+    published: &PolicyPublished,
+    version: u64,
+) -> Result<()> {
+    let policy = &published.policy;
+    sqlx::query(
+        "INSERT INTO sched_policies (tenant_id, policy_id, version, trigger_event_type, cancel_on, policy) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, policy_id) DO UPDATE SET \
+         version = EXCLUDED.version, trigger_event_type = EXCLUDED.trigger_event_type, \
+         cancel_on = EXCLUDED.cancel_on, policy = EXCLUDED.policy",
+    )
+    .bind(&published.tenant_id)
+    .bind(&policy.policy_id)
+    .bind(version as i64)
+    .bind(&policy.trigger.event_type)
+    .bind(&policy.cancel_on)
+    .bind(serde_json::to_value(policy).map_err(|e| Error::Corrupt(e.to_string()))?)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn project_subject(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subject: &SubjectContact,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sched_subjects (tenant_id, subject_id, name, phones, owner_agent_id, department) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, subject_id) DO UPDATE SET \
+         name = EXCLUDED.name, phones = EXCLUDED.phones, owner_agent_id = EXCLUDED.owner_agent_id, \
+         department = EXCLUDED.department",
+    )
+    .bind(tenant_id)
+    .bind(&subject.subject_id)
+    .bind(&subject.name)
+    .bind(&subject.phones)
+    .bind(&subject.owner_agent_id)
+    .bind(&subject.department)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn project_callback(
+    conn: &mut PgConnection,
+    state: &CallbackState,
+    version: u64,
+) -> Result<()> {
+    let s = &state.scheduled;
+    sqlx::query(
+        "INSERT INTO sched_callbacks (callback_id, tenant_id, policy_id, policy_version, step, occurrence, \
+           subject_id, department, status, due_at, deadline, priority, owner_agent_id, pool, pool_after, \
+           claimed_by, lease_until, attempts, end_reason, stream_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+         ON CONFLICT (callback_id) DO UPDATE SET status = EXCLUDED.status, due_at = EXCLUDED.due_at, \
+           deadline = EXCLUDED.deadline, claimed_by = EXCLUDED.claimed_by, lease_until = EXCLUDED.lease_until, \
+           attempts = EXCLUDED.attempts, end_reason = EXCLUDED.end_reason, stream_version = EXCLUDED.stream_version",
+    )
+    .bind(s.callback_id)
+    .bind(&s.tenant_id)
+    .bind(&s.policy_id)
+    .bind(s.policy_version as i64)
+    .bind(&s.step)
+    .bind(s.occurrence as i32)
+    .bind(&s.subject_id)
+    .bind(&s.department)
+    .bind(state.status.as_str())
+    .bind(state.due_at)
+    .bind(state.deadline)
+    .bind(i16::from(s.priority))
+    .bind(&s.owner_agent_id)
+    .bind(&s.pool)
+    .bind(s.pool_after)
+    .bind(&state.claimed_by)
+    .bind(state.lease_until)
+    .bind(state.attempts as i32)
+    .bind(&state.end_reason)
+    .bind(version as i64)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The columns of [`CallbackRow`].
+pub const CALLBACK_COLUMNS: &str = "callback_id, tenant_id, policy_id, policy_version, step, occurrence, subject_id, \
+     department, status, due_at, deadline, priority, owner_agent_id, pool, pool_after, claimed_by, lease_until, \
+     attempts, end_reason, stream_version";
+
+/// One row of the callbacks read model.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct CallbackRow {
+    pub callback_id: Uuid,
+    pub tenant_id: String,
+    pub policy_id: String,
+    pub policy_version: i64,
+    pub step: String,
+    pub occurrence: i32,
+    pub subject_id: String,
+    pub department: Option<String>,
+    pub status: String,
+    pub due_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub priority: i16,
+    pub owner_agent_id: Option<String>,
+    pub pool: String,
+    pub pool_after: DateTime<Utc>,
+    pub claimed_by: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub end_reason: Option<String>,
+    pub stream_version: i64,
+}

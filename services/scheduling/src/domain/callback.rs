@@ -1,0 +1,342 @@
+//! One callback's life as events: scheduled -> (due) -> claimed under a lease -> outcome ->
+//! completed, retried, rescheduled to the customer's time, lost with a reason, or cancelled.
+//!
+//! State is a fold of events ([`CallbackState::evolve`]), so the state at any past time is
+//! the fold of the events recorded until then.
+
+use callback_calendar::Calendar;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::policy::{Channel, RetryRule};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scheduled {
+    pub callback_id: Uuid,
+    pub tenant_id: String,
+    pub policy_id: String,
+    pub policy_version: u64,
+    pub step_index: usize,
+    pub step: String,
+    pub occurrence: u32,
+    pub anchor_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub priority: u8,
+    pub channel: Channel,
+    pub questionnaire_id: Option<String>,
+    /// The subject's owner, who gets it first; `None` when it goes straight to the pool.
+    pub owner_agent_id: Option<String>,
+    pub pool: String,
+    /// From then on, the pool may take it although the owner has not.
+    pub pool_after: DateTime<Utc>,
+    pub subject_id: String,
+    pub department: Option<String>,
+    pub retry: RetryRule,
+    /// The business event stream (source fact) that led to it.
+    pub fact_stream: String,
+}
+
+/// What a callback's stream records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum CallbackEvent {
+    CallbackScheduled(Box<Scheduled>),
+    /// The due window had closed before the callback could be made (e.g. planned during a
+    /// holiday); ends it without a call, with the reason.
+    CallbackSkipped {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    CallbackClaimed {
+        agent_id: String,
+        lease_id: Uuid,
+        lease_until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    CallbackAttempted {
+        attempt_id: String,
+        agent_id: String,
+        disposition: Disposition,
+        at: DateTime<Utc>,
+    },
+    CallbackRescheduled {
+        due_at: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    CallbackCompleted {
+        at: DateTime<Utc>,
+    },
+    /// 失访: not reached; the reason is mandatory.
+    CallbackLost {
+        reason: String,
+        attempts: u32,
+        at: DateTime<Utc>,
+    },
+    CallbackCancelled {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl CallbackEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            CallbackEvent::CallbackScheduled(_) => "CallbackScheduled",
+            CallbackEvent::CallbackSkipped { .. } => "CallbackSkipped",
+            CallbackEvent::CallbackClaimed { .. } => "CallbackClaimed",
+            CallbackEvent::CallbackAttempted { .. } => "CallbackAttempted",
+            CallbackEvent::CallbackRescheduled { .. } => "CallbackRescheduled",
+            CallbackEvent::CallbackCompleted { .. } => "CallbackCompleted",
+            CallbackEvent::CallbackLost { .. } => "CallbackLost",
+            CallbackEvent::CallbackCancelled { .. } => "CallbackCancelled",
+        }
+    }
+}
+
+/// A call's outcome as the agent reports it (machine-readable meaning).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Disposition {
+    Reached,
+    NoAnswer,
+    Busy,
+    Voicemail,
+    WrongNumber,
+    /// "Not convenient now": call again at the time the customer named.
+    NotConvenient {
+        named_time: DateTime<Utc>,
+    },
+    Refused,
+    DoNotCall,
+    /// E.g. the patient has died, or the number belongs to someone else entirely.
+    InvalidSubject,
+}
+
+impl Disposition {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Disposition::Reached => "reached",
+            Disposition::NoAnswer => "no_answer",
+            Disposition::Busy => "busy",
+            Disposition::Voicemail => "voicemail",
+            Disposition::WrongNumber => "wrong_number",
+            Disposition::NotConvenient { .. } => "not_convenient",
+            Disposition::Refused => "refused",
+            Disposition::DoNotCall => "do_not_call",
+            Disposition::InvalidSubject => "invalid_subject",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Scheduled,
+    Claimed,
+    Completed,
+    Lost,
+    Cancelled,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Claimed => "claimed",
+            Status::Completed => "completed",
+            Status::Lost => "lost",
+            Status::Cancelled => "cancelled",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Scheduled | Status::Claimed)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallbackState {
+    pub scheduled: Scheduled,
+    pub status: Status,
+    pub due_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub attempts: u32,
+    pub claimed_by: Option<String>,
+    pub lease_id: Option<Uuid>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub end_reason: Option<String>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error("the callback is {0} and takes no more outcomes")]
+    Closed(&'static str),
+    #[error("agent_id: the callback is not claimed by this agent under this lease")]
+    NotClaimant,
+    #[error("disposition.named_time: must be later than the attempt")]
+    NamedTimeInPast,
+}
+
+impl CallbackState {
+    /// Folds one event into the state (`None` before the first event).
+    pub fn evolve(state: Option<CallbackState>, event: &CallbackEvent) -> Option<CallbackState> {
+        if let CallbackEvent::CallbackScheduled(s) = event {
+            return Some(CallbackState {
+                status: Status::Scheduled,
+                due_at: s.due_at,
+                deadline: s.deadline,
+                attempts: 0,
+                claimed_by: None,
+                lease_id: None,
+                lease_until: None,
+                end_reason: None,
+                ended_at: None,
+                scheduled: (**s).clone(),
+            });
+        }
+        let mut state = state?;
+        match event {
+            CallbackEvent::CallbackScheduled(_) => {}
+            CallbackEvent::CallbackSkipped { reason, at } => {
+                state.end(Status::Skipped, reason, *at)
+            }
+            CallbackEvent::CallbackClaimed {
+                agent_id,
+                lease_id,
+                lease_until,
+                ..
+            } => {
+                state.status = Status::Claimed;
+                state.claimed_by = Some(agent_id.clone());
+                state.lease_id = Some(*lease_id);
+                state.lease_until = Some(*lease_until);
+            }
+            CallbackEvent::CallbackAttempted { .. } => state.attempts += 1,
+            CallbackEvent::CallbackRescheduled {
+                due_at, deadline, ..
+            } => {
+                state.status = Status::Scheduled;
+                state.due_at = *due_at;
+                state.deadline = *deadline;
+                state.release();
+            }
+            CallbackEvent::CallbackCompleted { at } => state.end(Status::Completed, "reached", *at),
+            CallbackEvent::CallbackLost { reason, at, .. } => state.end(Status::Lost, reason, *at),
+            CallbackEvent::CallbackCancelled { reason, at } => {
+                state.end(Status::Cancelled, reason, *at)
+            }
+        }
+        Some(state)
+    }
+
+    fn end(&mut self, status: Status, reason: &str, at: DateTime<Utc>) {
+        self.status = status;
+        self.end_reason = Some(reason.to_owned());
+        self.ended_at = Some(at);
+        self.release();
+    }
+
+    fn release(&mut self) {
+        self.claimed_by = None;
+        self.lease_id = None;
+        self.lease_until = None;
+    }
+
+    /// The events an outcome reported by the claiming agent leads to.
+    pub fn decide_outcome(
+        &self,
+        attempt_id: &str,
+        agent_id: &str,
+        lease_id: Uuid,
+        disposition: &Disposition,
+        at: DateTime<Utc>,
+        calendar: &Calendar,
+    ) -> Result<Vec<CallbackEvent>, CallbackError> {
+        if !self.status.is_open() {
+            return Err(CallbackError::Closed(self.status.as_str()));
+        }
+        if self.claimed_by.as_deref() != Some(agent_id) || self.lease_id != Some(lease_id) {
+            return Err(CallbackError::NotClaimant);
+        }
+        let attempted = CallbackEvent::CallbackAttempted {
+            attempt_id: attempt_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            disposition: disposition.clone(),
+            at,
+        };
+        let attempts = self.attempts + 1;
+        let lost = |reason: &str| CallbackEvent::CallbackLost {
+            reason: reason.to_owned(),
+            attempts,
+            at,
+        };
+        let then = match disposition {
+            Disposition::Reached => CallbackEvent::CallbackCompleted { at },
+            Disposition::NoAnswer | Disposition::Busy | Disposition::Voicemail => {
+                let retry: &RetryRule = &self.scheduled.retry;
+                match retry.next_attempt(disposition.name(), attempts, at) {
+                    None => lost("attempts exhausted"),
+                    Some(earliest) => match calendar.next_allowed(earliest) {
+                        Some(due_at) if due_at < self.deadline => {
+                            CallbackEvent::CallbackRescheduled {
+                                due_at,
+                                deadline: self.deadline,
+                                reason: format!("retry after {}", disposition.name()),
+                                at,
+                            }
+                        }
+                        _ => lost("deadline passed"),
+                    },
+                }
+            }
+            Disposition::NotConvenient { named_time } => {
+                if *named_time <= at {
+                    return Err(CallbackError::NamedTimeInPast);
+                }
+                // Honour the customer's time even past the policy's window: the deadline
+                // moves to the end of that day.
+                let named_day_end = calendar.end_of_day(calendar.local_date(*named_time));
+                CallbackEvent::CallbackRescheduled {
+                    due_at: *named_time,
+                    deadline: self.deadline.max(named_day_end),
+                    reason: "customer named a time".to_owned(),
+                    at,
+                }
+            }
+            Disposition::WrongNumber => lost("wrong number"),
+            Disposition::Refused => lost("refused"),
+            Disposition::DoNotCall => CallbackEvent::CallbackCancelled {
+                reason: "do not call".to_owned(),
+                at,
+            },
+            Disposition::InvalidSubject => CallbackEvent::CallbackCancelled {
+                reason: "invalid subject".to_owned(),
+                at,
+            },
+        };
+        Ok(vec![attempted, then])
+    }
+
+    /// True when `agent` may claim it at `now`: due, open, not under a live lease, and either
+    /// the agent's own or (after `pool_after`, or when there is no owner) in one of `pools`.
+    pub fn claimable_by(&self, agent: &str, pools: &[String], now: DateTime<Utc>) -> bool {
+        let under_lease =
+            self.status == Status::Claimed && self.lease_until.is_some_and(|l| l > now);
+        let open = self.status.is_open() && !under_lease;
+        let owner = self.scheduled.owner_agent_id.as_deref();
+        let mine = owner == Some(agent);
+        let pooled = pools.contains(&self.scheduled.pool)
+            && (owner.is_none() || now >= self.scheduled.pool_after);
+        open && self.due_at <= now && now < self.deadline && (mine || pooled)
+    }
+}
+
+/// Default claim lease.
+pub const DEFAULT_LEASE: Duration = Duration::minutes(15);

@@ -1,0 +1,263 @@
+//! The gRPC layer: converts wire types to domain types and back, nothing else.
+
+use callback_proto::v1::scheduling_server::{Scheduling as SchedulingApi, SchedulingServer};
+use callback_proto::v1::{
+    CallbackView, ClaimNextRequest, ClaimNextResponse, ClaimedCallback, GetCallbackRequest,
+    GetCallbackResponse, HistoryEntry, IngestBusinessEventRequest, IngestBusinessEventResponse,
+    ListCallbacksRequest, ListCallbacksResponse, PublishPolicyRequest, PublishPolicyResponse,
+    PublishTenantRequest, PublishTenantResponse, ScheduledCallback, Subject,
+};
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+use tonic::{Request, Response, Status};
+
+use crate::app::{CallbackRow, IngestResult, Scheduling, SubjectContact};
+use crate::domain::{BusinessFact, CallbackState};
+use crate::error::invalid;
+
+pub fn service(app: Scheduling) -> SchedulingServer<Api> {
+    SchedulingServer::new(Api { app })
+}
+
+pub struct Api {
+    app: Scheduling,
+}
+
+fn timestamp(t: DateTime<Utc>) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    })
+}
+
+fn instant(field: &str, t: Option<&Timestamp>) -> Result<DateTime<Utc>, Status> {
+    let t = t.ok_or_else(|| Status::from(invalid(field, "is required")))?;
+    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .ok_or_else(|| invalid(field, "is out of range").into())
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn view(state: &CallbackState) -> CallbackView {
+    let s = &state.scheduled;
+    CallbackView {
+        callback_id: s.callback_id.to_string(),
+        tenant_id: s.tenant_id.clone(),
+        policy_id: s.policy_id.clone(),
+        policy_version: s.policy_version,
+        step: s.step.clone(),
+        occurrence: s.occurrence,
+        subject_id: s.subject_id.clone(),
+        department: s.department.clone().unwrap_or_default(),
+        status: state.status.as_str().into(),
+        due_at: timestamp(state.due_at),
+        deadline: timestamp(state.deadline),
+        priority: u32::from(s.priority),
+        owner_agent_id: s.owner_agent_id.clone().unwrap_or_default(),
+        pool: s.pool.clone(),
+        claimed_by: state.claimed_by.clone().unwrap_or_default(),
+        lease_until: state.lease_until.and_then(timestamp),
+        attempts: state.attempts,
+        end_reason: state.end_reason.clone().unwrap_or_default(),
+    }
+}
+
+fn row_view(row: CallbackRow) -> CallbackView {
+    CallbackView {
+        callback_id: row.callback_id.to_string(),
+        tenant_id: row.tenant_id,
+        policy_id: row.policy_id,
+        policy_version: row.policy_version as u64,
+        step: row.step,
+        occurrence: row.occurrence as u32,
+        subject_id: row.subject_id,
+        department: row.department.unwrap_or_default(),
+        status: row.status,
+        due_at: timestamp(row.due_at),
+        deadline: timestamp(row.deadline),
+        priority: row.priority as u32,
+        owner_agent_id: row.owner_agent_id.unwrap_or_default(),
+        pool: row.pool,
+        claimed_by: row.claimed_by.unwrap_or_default(),
+        lease_until: row.lease_until.and_then(timestamp),
+        attempts: row.attempts as u32,
+        end_reason: row.end_reason.unwrap_or_default(),
+    }
+}
+
+fn ingest_response(result: IngestResult) -> IngestBusinessEventResponse {
+    IngestBusinessEventResponse {
+        duplicate: result.duplicate,
+        scheduled: result
+            .scheduled
+            .into_iter()
+            .map(|s| ScheduledCallback {
+                callback_id: s.callback_id.to_string(),
+                policy_id: s.policy_id,
+                policy_version: s.policy_version,
+                step: s.step,
+                occurrence: s.occurrence,
+                due_at: timestamp(s.due_at),
+                deadline: timestamp(s.deadline),
+                status: s.status.as_str().into(),
+            })
+            .collect(),
+        cancelled_callback_ids: result.cancelled.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl SchedulingApi for Api {
+    async fn publish_tenant(
+        &self,
+        request: Request<PublishTenantRequest>,
+    ) -> Result<Response<PublishTenantResponse>, Status> {
+        let r = request.into_inner();
+        let version = self
+            .app
+            .publish_tenant(&r.tenant_id, &r.settings_json)
+            .await?;
+        Ok(Response::new(PublishTenantResponse { version }))
+    }
+
+    async fn publish_policy(
+        &self,
+        request: Request<PublishPolicyRequest>,
+    ) -> Result<Response<PublishPolicyResponse>, Status> {
+        let r = request.into_inner();
+        let (policy_id, version) = self
+            .app
+            .publish_policy(&r.tenant_id, &r.policy_json)
+            .await?;
+        Ok(Response::new(PublishPolicyResponse { policy_id, version }))
+    }
+
+    async fn ingest_business_event(
+        &self,
+        request: Request<IngestBusinessEventRequest>,
+    ) -> Result<Response<IngestBusinessEventResponse>, Status> {
+        let r = request.into_inner();
+        let subject = r
+            .subject
+            .ok_or_else(|| Status::from(invalid("subject", "is required")))?;
+        let attributes = if r.attributes_json.trim().is_empty() {
+            serde_json::Map::new()
+        } else {
+            match serde_json::from_str::<serde_json::Value>(&r.attributes_json) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => return Err(invalid("attributes_json", "must be a JSON object").into()),
+            }
+        };
+        let fact = BusinessFact {
+            tenant_id: r.tenant_id,
+            source: r.source,
+            source_event_id: r.source_event_id,
+            event_type: r.event_type,
+            occurred_at: instant("occurred_at", r.occurred_at.as_ref())?,
+            subject_id: subject.subject_id.clone(),
+            attributes,
+        };
+        let contact = SubjectContact {
+            subject_id: subject.subject_id,
+            name: subject.name,
+            phones: subject.phones,
+            owner_agent_id: non_empty(&subject.owner_agent_id),
+            department: non_empty(&subject.department),
+        };
+        Ok(Response::new(ingest_response(
+            self.app.ingest(fact, contact).await?,
+        )))
+    }
+
+    async fn claim_next(
+        &self,
+        request: Request<ClaimNextRequest>,
+    ) -> Result<Response<ClaimNextResponse>, Status> {
+        let r = request.into_inner();
+        let claim = self
+            .app
+            .claim_next(&r.tenant_id, &r.agent_id, &r.departments, r.lease_seconds)
+            .await?;
+        let claimed = claim.map(|c| {
+            let s = &c.state.scheduled;
+            ClaimedCallback {
+                callback_id: s.callback_id.to_string(),
+                lease_id: c.lease_id.to_string(),
+                lease_until: timestamp(c.lease_until),
+                policy_id: s.policy_id.clone(),
+                step: s.step.clone(),
+                channel: serde_json::to_value(s.channel)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                questionnaire_id: s.questionnaire_id.clone().unwrap_or_default(),
+                priority: u32::from(s.priority),
+                due_at: timestamp(c.state.due_at),
+                deadline: timestamp(c.state.deadline),
+                attempts: c.state.attempts,
+                subject: Some(Subject {
+                    subject_id: c.subject.subject_id,
+                    name: c.subject.name,
+                    phones: c.subject.phones,
+                    owner_agent_id: c.subject.owner_agent_id.unwrap_or_default(),
+                    department: c.subject.department.unwrap_or_default(),
+                }),
+            }
+        });
+        Ok(Response::new(ClaimNextResponse { claimed }))
+    }
+
+    async fn get_callback(
+        &self,
+        request: Request<GetCallbackRequest>,
+    ) -> Result<Response<GetCallbackResponse>, Status> {
+        let r = request.into_inner();
+        let id = r
+            .callback_id
+            .parse()
+            .map_err(|_| Status::from(invalid("callback_id", "is not a UUID")))?;
+        let as_of = match r.as_of.as_ref() {
+            Some(_) => Some(instant("as_of", r.as_of.as_ref())?),
+            None => None,
+        };
+        let record = self.app.get_callback(&r.tenant_id, id, as_of).await?;
+        Ok(Response::new(GetCallbackResponse {
+            callback: Some(view(&record.state)),
+            history: record
+                .history
+                .iter()
+                .map(|e| HistoryEntry {
+                    version: e.stream_version as u64,
+                    event_type: e.event_type.clone(),
+                    recorded_at: timestamp(e.recorded_at),
+                    payload_json: e.payload.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_callbacks(
+        &self,
+        request: Request<ListCallbacksRequest>,
+    ) -> Result<Response<ListCallbacksResponse>, Status> {
+        let r = request.into_inner();
+        let overdue = match r.view.as_str() {
+            "" | "due" => false,
+            "overdue" => true,
+            other => {
+                return Err(
+                    invalid("view", format!("`{other}` is neither `due` nor `overdue`")).into(),
+                )
+            }
+        };
+        let rows = self
+            .app
+            .list_callbacks(&r.tenant_id, &r.department, &r.agent_id, overdue, r.limit)
+            .await?;
+        Ok(Response::new(ListCallbacksResponse {
+            callbacks: rows.into_iter().map(row_view).collect(),
+        }))
+    }
+}
