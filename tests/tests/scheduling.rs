@@ -6,8 +6,8 @@
 use callback_kit::ServiceKind;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
-    ClaimNextRequest, GetCallbackRequest, IngestBusinessEventRequest, ListCallbacksRequest, PublishPolicyRequest,
-    PublishTenantRequest, Subject,
+    ClaimNextRequest, GetCallbackRequest, IngestBusinessEventRequest, ListCallbacksRequest,
+    PublishPolicyRequest, PublishTenantRequest, Subject,
 };
 use callback_tests::System;
 use serde_json::json;
@@ -59,50 +59,96 @@ async fn ingest_claim_and_inspect_over_grpc() {
     let mut client = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
 
     client
-        .publish_tenant(PublishTenantRequest { tenant_id: "dealer".into(), settings_json: settings() })
+        .publish_tenant(PublishTenantRequest {
+            tenant_id: "dealer".into(),
+            settings_json: settings(),
+        })
         .await
         .unwrap();
     let published = client
-        .publish_policy(PublishPolicyRequest { tenant_id: "dealer".into(), policy_json: policy() })
+        .publish_policy(PublishPolicyRequest {
+            tenant_id: "dealer".into(),
+            policy_json: policy(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((published.policy_id.as_str(), published.version), ("repair-closed", 1));
+    assert_eq!(
+        (published.policy_id.as_str(), published.version),
+        ("repair-closed", 1)
+    );
 
-    let first = client.ingest_business_event(ingest("ro-1")).await.unwrap().into_inner();
+    let first = client
+        .ingest_business_event(ingest("ro-1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!first.duplicate);
     assert_eq!(first.scheduled.len(), 1);
-    let retry = client.ingest_business_event(ingest("ro-1")).await.unwrap().into_inner();
+    let retry = client
+        .ingest_business_event(ingest("ro-1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(retry.duplicate);
-    assert_eq!(retry.scheduled[0].callback_id, first.scheduled[0].callback_id);
+    assert_eq!(
+        retry.scheduled[0].callback_id,
+        first.scheduled[0].callback_id
+    );
 
     let claimed = client
-        .claim_next(ClaimNextRequest { tenant_id: "dealer".into(), agent_id: "cc-1".into(), ..Default::default() })
+        .claim_next(ClaimNextRequest {
+            tenant_id: "dealer".into(),
+            agent_id: "cc-1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
         .claimed
         .unwrap();
     assert_eq!(claimed.callback_id, first.scheduled[0].callback_id);
-    assert_eq!(claimed.subject.unwrap().phones, vec!["13900139000".to_string()]);
+    assert_eq!(
+        claimed.subject.unwrap().phones,
+        vec!["13900139000".to_string()]
+    );
     let nothing = client
-        .claim_next(ClaimNextRequest { tenant_id: "dealer".into(), agent_id: "cc-2".into(), ..Default::default() })
+        .claim_next(ClaimNextRequest {
+            tenant_id: "dealer".into(),
+            agent_id: "cc-2".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(nothing.claimed.is_none());
 
     let record = client
-        .get_callback(GetCallbackRequest { tenant_id: "dealer".into(), callback_id: claimed.callback_id.clone(), as_of: None })
+        .get_callback(GetCallbackRequest {
+            tenant_id: "dealer".into(),
+            callback_id: claimed.callback_id.clone(),
+            as_of: None,
+        })
         .await
         .unwrap()
         .into_inner();
     let view = record.callback.unwrap();
-    assert_eq!((view.status.as_str(), view.claimed_by.as_str()), ("claimed", "cc-1"));
-    let types: Vec<&str> = record.history.iter().map(|h| h.event_type.as_str()).collect();
+    assert_eq!(
+        (view.status.as_str(), view.claimed_by.as_str()),
+        ("claimed", "cc-1")
+    );
+    let types: Vec<&str> = record
+        .history
+        .iter()
+        .map(|h| h.event_type.as_str())
+        .collect();
     assert_eq!(types, ["CallbackScheduled", "CallbackClaimed"]);
     let listed = client
-        .list_callbacks(ListCallbacksRequest { tenant_id: "dealer".into(), view: "due".into(), ..Default::default() })
+        .list_callbacks(ListCallbacksRequest {
+            tenant_id: "dealer".into(),
+            view: "due".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -117,23 +163,45 @@ async fn ingest_claim_and_inspect_over_grpc() {
     let mut bad_phone = ingest("ro-3");
     bad_phone.subject.as_mut().unwrap().phones = vec!["call me".into()];
     let e = client.ingest_business_event(bad_phone).await.unwrap_err();
-    assert!(e.message().starts_with("subject.phones[0]:"), "{}", e.message());
+    assert!(
+        e.message().starts_with("subject.phones[0]:"),
+        "{}",
+        e.message()
+    );
     let mut unknown_tenant = ingest("ro-4");
     unknown_tenant.tenant_id = "nobody".into();
-    assert_eq!(client.ingest_business_event(unknown_tenant).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        client
+            .ingest_business_event(unknown_tenant)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
     let e = client
-        .claim_next(ClaimNextRequest { tenant_id: "dealer".into(), agent_id: "ghost".into(), ..Default::default() })
+        .claim_next(ClaimNextRequest {
+            tenant_id: "dealer".into(),
+            agent_id: "ghost".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let e = client
-        .publish_policy(PublishPolicyRequest { tenant_id: "dealer".into(), policy_json: "{\"policy_id\": 1}".into() })
+        .publish_policy(PublishPolicyRequest {
+            tenant_id: "dealer".into(),
+            policy_json: "{\"policy_id\": 1}".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("policy_json:"));
     let e = client
-        .get_callback(GetCallbackRequest { tenant_id: "dealer".into(), callback_id: "nope".into(), as_of: None })
+        .get_callback(GetCallbackRequest {
+            tenant_id: "dealer".into(),
+            callback_id: "nope".into(),
+            as_of: None,
+        })
         .await
         .unwrap_err();
     assert!(e.message().starts_with("callback_id:"));

@@ -52,9 +52,13 @@ CREATE TABLE sched_callbacks (
     stream_version bigint NOT NULL
 );
 
--- ClaimNext: the open callbacks of a tenant in urgency order.
+-- ClaimNext: the waiting callbacks of a tenant in urgency order. Claimed ones are not in it,
+-- so live leases never slow the queue down...
 CREATE INDEX sched_callbacks_queue_idx ON sched_callbacks (tenant_id, priority, deadline, due_at)
-    WHERE status IN ('scheduled', 'claimed');
+    WHERE status = 'scheduled';
+-- ...and expired leases are found by their own index.
+CREATE INDEX sched_callbacks_lease_idx ON sched_callbacks (tenant_id, lease_until)
+    WHERE status = 'claimed';
 -- Deadline watch: open callbacks by deadline.
 CREATE INDEX sched_callbacks_deadline_idx ON sched_callbacks (deadline)
     WHERE status IN ('scheduled', 'claimed');

@@ -593,23 +593,33 @@ impl Scheduling {
         } else {
             departments.to_vec()
         };
-        let row = sqlx::query(
-            "SELECT callback_id, stream_version FROM sched_callbacks \
-             WHERE tenant_id = $1 AND status IN ('scheduled', 'claimed') \
-               AND due_at <= $2 AND deadline > $2 \
-               AND (status = 'scheduled' OR lease_until <= $2) \
-               AND (owner_agent_id = $3 OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
-               AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
-             ORDER BY priority, deadline, due_at, callback_id \
-             LIMIT 1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(tenant_id)
-        .bind(now)
-        .bind(agent_id)
-        .bind(&agent.pools)
-        .bind(&departments)
-        .fetch_optional(&mut *tx)
-        .await?;
+        // Expired leases first (they were at the head of the queue when claimed), then the
+        // waiting queue; SKIP LOCKED hands racing claimers different rows.
+        let mut row = None;
+        for status in ["claimed", "scheduled"] {
+            // The status is a literal, not a parameter: only then can a generic plan use the
+            // partial indexes.
+            row = sqlx::query(&format!(
+                "SELECT callback_id, stream_version FROM sched_callbacks \
+                 WHERE tenant_id = $1 AND status = '{status}' \
+                   AND due_at <= $2 AND deadline > $2 \
+                   AND (status = 'scheduled' OR lease_until <= $2) \
+                   AND (owner_agent_id = $3 OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
+                   AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
+                 ORDER BY priority, deadline, due_at, callback_id \
+                 LIMIT 1 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(tenant_id)
+            .bind(now)
+            .bind(agent_id)
+            .bind(&agent.pools)
+            .bind(&departments)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_some() {
+                break;
+            }
+        }
         let Some(row) = row else {
             return Ok(None);
         };
