@@ -145,3 +145,50 @@ pub fn write_section(name: &str, body: &str) -> anyhow::Result<PathBuf> {
 fn docs_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/BENCHMARKS.md")
 }
+
+/// Rows/s of plain single-row INSERTs (an ~800-byte row: uuid, text, JSON) from
+/// `concurrency` connections for `duration`: the machine's raw reference in the same run.
+pub async fn raw_single_insert_rate(
+    pool: &PgPool,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS raw_reference (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+         key uuid NOT NULL, stream text NOT NULL, payload json NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(pool)
+    .await?;
+    let payload = serde_json::json!({
+        "note": "患者出院后回访，恢复情况良好，按时服药，对护理服务和医生解释表示满意，建议门诊复查时间提前告知。".repeat(4),
+        "scores": [5, 4, 5, 5, 4], "tenant": "hospital-east", "department": "心内科病区"
+    })
+    .to_string();
+    let deadline = std::time::Instant::now() + duration;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let pool = pool.clone();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while std::time::Instant::now() < deadline {
+                sqlx::query(
+                    "INSERT INTO raw_reference (key, stream, payload) VALUES ($1, $2, $3::json)",
+                )
+                .bind(uuid::Uuid::now_v7())
+                .bind(format!("raw-{worker}"))
+                .bind(&payload)
+                .execute(&pool)
+                .await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}

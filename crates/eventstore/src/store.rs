@@ -353,6 +353,18 @@ impl EventStore {
         stream: &StreamName,
         from_version: u64,
     ) -> Result<Vec<RecordedEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        self.read_stream_on(&mut conn, stream, from_version).await
+    }
+
+    /// [`EventStore::read_stream`] on the caller's connection or transaction (which also sees
+    /// the transaction's own uncommitted appends, and takes no second connection).
+    pub async fn read_stream_on(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamName,
+        from_version: u64,
+    ) -> Result<Vec<RecordedEvent>> {
         let sql = format!(
             "SELECT {SELECT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 \
              ORDER BY stream_version"
@@ -360,7 +372,7 @@ impl EventStore {
         let rows = sqlx::query(&sql)
             .bind(stream.stream_id())
             .bind(from_version as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(conn)
             .await?;
         rows.iter().map(|row| recorded_event(row, 0)).collect()
     }

@@ -54,7 +54,7 @@ CREATE TABLE sched_callbacks (
 
 -- ClaimNext: the waiting callbacks of a tenant in urgency order. Claimed ones are not in it,
 -- so live leases never slow the queue down...
-CREATE INDEX sched_callbacks_queue_idx ON sched_callbacks (tenant_id, priority, deadline, due_at)
+CREATE INDEX sched_callbacks_queue_idx ON sched_callbacks (tenant_id, priority, deadline, due_at, callback_id)
     WHERE status = 'scheduled';
 -- ...and expired leases are found by their own index.
 CREATE INDEX sched_callbacks_lease_idx ON sched_callbacks (tenant_id, lease_until)

@@ -529,7 +529,7 @@ impl Scheduling {
         .fetch_all(&mut **tx)
         .await?;
         for id in &ids {
-            let (state, version) = self.load(*id).await?;
+            let (state, version) = self.load_on(tx, *id).await?;
             let cancel = CallbackEvent::CallbackCancelled {
                 reason: reason.to_owned(),
                 at: now,
@@ -542,9 +542,19 @@ impl Scheduling {
 
     /// A callback's current state and stream version, folded from its stream.
     pub async fn load(&self, callback_id: Uuid) -> Result<(CallbackState, u64)> {
+        let mut conn = self.store.pool().acquire().await?;
+        self.load_on(&mut conn, callback_id).await
+    }
+
+    /// [`Scheduling::load`] inside a transaction (no second connection per command).
+    async fn load_on(
+        &self,
+        conn: &mut PgConnection,
+        callback_id: Uuid,
+    ) -> Result<(CallbackState, u64)> {
         let events = self
             .store
-            .read_stream(&callback_stream(callback_id)?, 1)
+            .read_stream_on(conn, &callback_stream(callback_id)?, 1)
             .await?;
         let mut state = None;
         for event in &events {
@@ -625,7 +635,7 @@ impl Scheduling {
         };
         let callback_id: Uuid = row.try_get("callback_id")?;
         let version: i64 = row.try_get("stream_version")?;
-        let (state, stream_version) = self.load(callback_id).await?;
+        let (state, stream_version) = self.load_on(&mut tx, callback_id).await?;
         if stream_version != version as u64 {
             return Err(Error::Corrupt(format!(
                 "callback {callback_id} projection is behind its stream"
@@ -738,7 +748,8 @@ impl Scheduling {
         let s = &ended.scheduled;
         let policy_events = self
             .store
-            .read_stream(
+            .read_stream_on(
+                tx,
                 &policy_stream(&s.tenant_id, &s.policy_id)?,
                 s.policy_version,
             )
@@ -749,16 +760,11 @@ impl Scheduling {
                 s.policy_id, s.policy_version
             ))
         })?)?;
-        let fact_events = self
-            .store
-            .read_stream(
-                &StreamName::new(
-                    "business_event",
-                    s.fact_stream.trim_start_matches("business_event-"),
-                )?,
-                1,
-            )
-            .await?;
+        let fact_name = StreamName::new(
+            "business_event",
+            s.fact_stream.trim_start_matches("business_event-"),
+        )?;
+        let fact_events = self.store.read_stream_on(tx, &fact_name, 1).await?;
         let ingested: BusinessEventIngested = decode(
             fact_events
                 .first()
@@ -770,10 +776,6 @@ impl Scheduling {
             anchor_at: s.anchor_at,
             ended_at,
         };
-        let fact_name = StreamName::new(
-            "business_event",
-            s.fact_stream.trim_start_matches("business_event-"),
-        )?;
         if let Some(plan) = published
             .policy
             .next_callback(&ingested.fact, calendar, finished)
@@ -818,7 +820,7 @@ impl Scheduling {
                     let (_, calendar) = self.tenant(&mut tx, tenant_id).await?;
                     calendars.insert(tenant_id.clone(), calendar);
                 }
-                let (state, version) = self.load(*callback_id).await?;
+                let (state, version) = self.load_on(&mut tx, *callback_id).await?;
                 let lost = CallbackEvent::CallbackLost {
                     reason: "deadline passed".into(),
                     attempts: state.attempts,
