@@ -140,8 +140,11 @@ impl EventStore {
     /// Appends inside the caller's transaction, so events and the caller's own rows commit
     /// together. Commit with [`EventStore::commit`] so subscribers are woken.
     ///
-    /// A conflict leaves the transaction usable only if the caller wrapped the call in a
-    /// savepoint; normally the caller rolls back and reports the conflict.
+    /// With `ExpectedVersion::Any` the append runs under a savepoint, so a lost race is
+    /// retried and an idempotent retry recognised without aborting the caller's transaction.
+    /// With an exact expectation no savepoint is taken (two round trips fewer): a retried
+    /// command fails the version check first, which is recognised without an error, and any
+    /// other conflict is the caller's to roll back and report.
     pub async fn append_in(
         &self,
         tx: &mut Transaction<'static, Postgres>,
@@ -209,7 +212,8 @@ impl EventStore {
             attempt += 1;
             // Inside a caller's transaction a savepoint keeps it usable when the insert hits
             // a unique violation we recover from (idempotent retry, racing `Any` appends).
-            if in_transaction {
+            let savepoint = in_transaction && expected == ExpectedVersion::Any;
+            if savepoint {
                 sqlx::query("SAVEPOINT callback_append")
                     .execute(&mut *conn)
                     .await?;
@@ -225,7 +229,7 @@ impl EventStore {
                 .bind(required)
                 .fetch_one(&mut *conn)
                 .await;
-            if in_transaction {
+            if savepoint {
                 let end = if outcome.is_ok() {
                     "RELEASE SAVEPOINT callback_append"
                 } else {
@@ -258,28 +262,45 @@ impl EventStore {
                 }
                 Err(error) => {
                     let constraint = violated_unique_constraint(&error);
-                    match constraint.as_deref() {
+                    if constraint.is_none() {
+                        return Err(error.into());
+                    }
+                    if expected == ExpectedVersion::Any
+                        && constraint.as_deref() == Some("events_stream_version_key")
+                        && attempt < ANY_VERSION_RETRIES
+                    {
+                        // A concurrent writer took the version between our read and insert.
+                        continue;
+                    }
+                    // Follow-up reads: on the caller's transaction when a savepoint kept it
+                    // usable, else on another connection. A unique violation is only raised
+                    // once the competitor committed, so the other connection sees its rows.
+                    let mut other;
+                    let follow_up: &mut PgConnection = if in_transaction && !savepoint {
+                        other = self.pool.acquire().await?;
+                        &mut other
+                    } else {
+                        &mut *conn
+                    };
+                    return match constraint.as_deref() {
+                        // Success only while the caller's transaction is still usable; a
+                        // racing duplicate in an aborted transaction must be reported.
                         Some("events_event_id_key") => {
-                            return match self.already_written(&mut *conn, &stream_id, &ids).await {
-                                Ok(Some(done)) => Ok(done),
-                                Ok(None) => Err(self.first_taken_id(&mut *conn, &ids).await),
+                            match self.already_written(follow_up, &stream_id, &ids).await {
+                                Ok(Some(done)) if !(in_transaction && !savepoint) => Ok(done),
+                                Ok(_) => Err(self.first_taken_id(follow_up, &ids).await),
                                 Err(e) => Err(e),
-                            };
-                        }
-                        Some("events_stream_version_key") => {
-                            // A concurrent writer took the version between our read and insert.
-                            if expected == ExpectedVersion::Any && attempt < ANY_VERSION_RETRIES {
-                                continue;
                             }
-                            let actual = self.stream_version_on(&mut *conn, &stream_id).await?;
-                            return Err(Error::VersionConflict {
+                        }
+                        _ => {
+                            let actual = self.stream_version_on(follow_up, &stream_id).await?;
+                            Err(Error::VersionConflict {
                                 stream: stream_id,
                                 expected,
                                 actual,
-                            });
+                            })
                         }
-                        _ => return Err(error.into()),
-                    }
+                    };
                 }
             }
         }

@@ -376,3 +376,51 @@ async fn the_log_rejects_update_delete_and_truncate() {
     }
     assert_eq!(store.read_stream(&stream("a"), 1).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_loses_a_race_gets_a_typed_conflict_with_the_actual_version() {
+    let (db, store) = store().await;
+    let s = stream("race");
+    // Writer A holds version 1 uncommitted.
+    let mut a = store.begin().await.unwrap();
+    store
+        .append_in(&mut a, &s, ExpectedVersion::NoStream, &[event(1)])
+        .await
+        .unwrap();
+    // Writer B, in its own transaction, blocks on A's unique index entry.
+    let b = {
+        let store = store.clone();
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            store
+                .append_in(&mut tx, &s, ExpectedVersion::NoStream, &[event(2)])
+                .await
+        })
+    };
+    // Wait (polling, with a deadline) until B is really waiting on A's lock, then commit A.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B never blocked");
+        tokio::task::yield_now().await;
+    }
+    store.commit(a).await.unwrap();
+    match b.await.unwrap() {
+        Err(Error::VersionConflict {
+            actual, expected, ..
+        }) => {
+            assert_eq!(actual, 1);
+            assert_eq!(expected, ExpectedVersion::NoStream);
+        }
+        other => panic!("expected a typed conflict, got {other:?}"),
+    }
+}

@@ -98,7 +98,20 @@ pub struct CallbackRecord {
 pub struct Scheduling {
     store: EventStore,
     clock: Arc<dyn Clock>,
+    tenants: Arc<std::sync::Mutex<HashMap<String, CachedTenant>>>,
 }
+
+/// Parsed tenant settings, kept briefly: every ingest and claim needs them, and parsing the
+/// settings and building the calendar costs more than the rest of a claim's own work.
+/// Another instance's publish is seen within [`TENANT_CACHE_TTL`]; this instance's at once.
+#[derive(Clone)]
+struct CachedTenant {
+    loaded: std::time::Instant,
+    settings: Arc<TenantSettings>,
+    calendar: Arc<Calendar>,
+}
+
+const TENANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn stream(category: &str, id: String) -> Result<StreamName> {
     Ok(StreamName::new(category, id)?)
@@ -168,7 +181,11 @@ pub(crate) fn validate_phone(field: &str, phone: &str) -> Result<()> {
 
 impl Scheduling {
     pub fn new(store: EventStore, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            tenants: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &EventStore {
@@ -208,6 +225,10 @@ impl Scheduling {
             .await?;
         project_tenant(&mut tx, &published, result.stream_version).await?;
         self.store.commit(tx).await?;
+        self.tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant_id);
         tracing::info!(version = result.stream_version, "tenant settings published");
         Ok(result.stream_version)
     }
@@ -216,7 +237,16 @@ impl Scheduling {
         &self,
         conn: &mut PgConnection,
         tenant_id: &str,
-    ) -> Result<(TenantSettings, Calendar)> {
+    ) -> Result<(Arc<TenantSettings>, Arc<Calendar>)> {
+        if let Some(cached) = self
+            .tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant_id)
+            .filter(|c| c.loaded.elapsed() < TENANT_CACHE_TTL)
+        {
+            return Ok((cached.settings.clone(), cached.calendar.clone()));
+        }
         let row = sqlx::query("SELECT settings FROM sched_tenants WHERE tenant_id = $1")
             .bind(tenant_id)
             .fetch_optional(conn)
@@ -227,7 +257,16 @@ impl Scheduling {
         let calendar = settings
             .validate()
             .map_err(|e| Error::Corrupt(e.to_string()))?;
-        Ok((settings, calendar))
+        let cached = CachedTenant {
+            loaded: std::time::Instant::now(),
+            settings: Arc::new(settings),
+            calendar: Arc::new(calendar),
+        };
+        self.tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant_id.to_owned(), cached.clone());
+        Ok((cached.settings, cached.calendar))
     }
 
     #[tracing::instrument(name = "scheduling.publish_policy", skip_all, fields(tenant_id))]
@@ -814,7 +853,7 @@ impl Scheduling {
             if due.is_empty() {
                 return Ok(total);
             }
-            let mut calendars: HashMap<String, Calendar> = HashMap::new();
+            let mut calendars: HashMap<String, Arc<Calendar>> = HashMap::new();
             for (callback_id, tenant_id) in &due {
                 if !calendars.contains_key(tenant_id) {
                     let (_, calendar) = self.tenant(&mut tx, tenant_id).await?;
