@@ -275,8 +275,9 @@ impl EventStore {
                     // Follow-up reads: on the caller's transaction when a savepoint kept it
                     // usable, else on another connection. A unique violation is only raised
                     // once the competitor committed, so the other connection sees its rows.
+                    let caller_tx_aborted = in_transaction && !savepoint;
                     let mut other;
-                    let follow_up: &mut PgConnection = if in_transaction && !savepoint {
+                    let follow_up: &mut PgConnection = if caller_tx_aborted {
                         other = self.pool.acquire().await?;
                         &mut other
                     } else {
@@ -287,7 +288,7 @@ impl EventStore {
                         // racing duplicate in an aborted transaction must be reported.
                         Some("events_event_id_key") => {
                             match self.already_written(follow_up, &stream_id, &ids).await {
-                                Ok(Some(done)) if !(in_transaction && !savepoint) => Ok(done),
+                                Ok(Some(done)) if !caller_tx_aborted => Ok(done),
                                 Ok(_) => Err(self.first_taken_id(follow_up, &ids).await),
                                 Err(e) => Err(e),
                             }
