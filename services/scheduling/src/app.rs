@@ -28,6 +28,9 @@ const CALLBACK_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_0b8a_4c0e_4f7e_9a55_1c2b
 
 const MAX_LEASE_SECONDS: u32 = 3600;
 
+/// How many capped candidates one claim defers before giving up for this call.
+const MAX_DEFERRALS_PER_CLAIM: usize = 20;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TenantPublished {
     pub tenant_id: String,
@@ -631,7 +634,7 @@ impl Scheduling {
         };
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let (settings, _) = self.tenant(&mut tx, tenant_id).await?;
+        let (settings, calendar) = self.tenant(&mut tx, tenant_id).await?;
         let agent = settings.agent(agent_id).ok_or_else(|| {
             Error::NotFound(format!(
                 "agent_id: agent `{agent_id}` of tenant `{tenant_id}`"
@@ -642,44 +645,61 @@ impl Scheduling {
         } else {
             departments.to_vec()
         };
-        // Expired leases first (they were at the head of the queue when claimed), then the
-        // waiting queue; SKIP LOCKED hands racing claimers different rows.
-        let mut row = None;
-        for status in ["claimed", "scheduled"] {
-            // The status is a literal, not a parameter: only then can a generic plan use the
-            // partial indexes.
-            row = sqlx::query(&format!(
-                "SELECT callback_id, stream_version FROM sched_callbacks \
-                 WHERE tenant_id = $1 AND status = '{status}' \
-                   AND due_at <= $2 AND deadline > $2 \
-                   AND (status = 'scheduled' OR lease_until <= $2) \
-                   AND (owner_agent_id = $3 OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
-                   AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
-                 ORDER BY priority, deadline, due_at, callback_id \
-                 LIMIT 1 FOR UPDATE SKIP LOCKED"
-            ))
-            .bind(tenant_id)
-            .bind(now)
-            .bind(agent_id)
-            .bind(&agent.pools)
-            .bind(&departments)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if row.is_some() {
-                break;
+        // A candidate whose subject has used up the tenant's frequency caps is deferred (an
+        // event, not dropped) and the next candidate tried, a bounded number of times.
+        let mut deferred = 0;
+        let (state, stream_version) = loop {
+            let Some((callback_id, version)) = self
+                .next_candidate(
+                    &mut tx,
+                    tenant_id,
+                    agent_id,
+                    &agent.pools,
+                    &departments,
+                    now,
+                )
+                .await?
+            else {
+                self.store.commit(tx).await?;
+                return Ok(None);
+            };
+            let (state, stream_version) = self.load_on(&mut tx, callback_id).await?;
+            if stream_version != version {
+                return Err(Error::Corrupt(format!(
+                    "callback {callback_id} projection is behind its stream"
+                )));
             }
-        }
-        let Some(row) = row else {
-            return Ok(None);
+            let attempts: Vec<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT attempted_at FROM sched_contact_attempts WHERE tenant_id = $1 AND subject_id = $2 \
+                 AND attempted_at > $3 ORDER BY attempted_at",
+            )
+            .bind(tenant_id)
+            .bind(&state.scheduled.subject_id)
+            .bind(now - Duration::days(7))
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(free_at) = settings.frequency_caps.next_allowed_attempt(&attempts, now) else {
+                break (state, stream_version);
+            };
+            // Honour the cap even past the policy's window: the deadline moves with it.
+            let due_at = calendar.next_allowed(free_at).unwrap_or(free_at);
+            let deadline = state
+                .deadline
+                .max(calendar.end_of_day(calendar.local_date(due_at)));
+            let defer = CallbackEvent::CallbackRescheduled {
+                due_at,
+                deadline,
+                reason: "frequency cap".into(),
+                at: now,
+            };
+            self.append_callback(&mut tx, Some(state), stream_version, &[defer], tenant_id)
+                .await?;
+            deferred += 1;
+            if deferred >= MAX_DEFERRALS_PER_CLAIM {
+                self.store.commit(tx).await?;
+                return Ok(None);
+            }
         };
-        let callback_id: Uuid = row.try_get("callback_id")?;
-        let version: i64 = row.try_get("stream_version")?;
-        let (state, stream_version) = self.load_on(&mut tx, callback_id).await?;
-        if stream_version != version as u64 {
-            return Err(Error::Corrupt(format!(
-                "callback {callback_id} projection is behind its stream"
-            )));
-        }
         let lease_id = Uuid::now_v7();
         let lease_until = now + lease;
         let claimed = CallbackEvent::CallbackClaimed {
@@ -693,13 +713,53 @@ impl Scheduling {
             .await?;
         let subject = subject_contact(&mut tx, tenant_id, &state.scheduled.subject_id).await?;
         self.store.commit(tx).await?;
-        tracing::info!(callback_id = %callback_id, "callback claimed");
+        tracing::info!(callback_id = %state.scheduled.callback_id, "callback claimed");
         Ok(Some(Claim {
             state,
             lease_id,
             lease_until,
             subject,
         }))
+    }
+
+    /// The most urgent callback the agent may take now, locked: expired leases first (they
+    /// were at the head of the queue when claimed), then the waiting queue. SKIP LOCKED hands
+    /// racing claimers different rows.
+    async fn next_candidate(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        tenant_id: &str,
+        agent_id: &str,
+        pools: &[String],
+        departments: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Uuid, u64)>> {
+        for status in ["claimed", "scheduled"] {
+            // The status is a literal, not a parameter: only then can a generic plan use the
+            // partial indexes.
+            let row = sqlx::query(&format!(
+                "SELECT callback_id, stream_version FROM sched_callbacks \
+                 WHERE tenant_id = $1 AND status = '{status}' \
+                   AND due_at <= $2 AND deadline > $2 \
+                   AND (status = 'scheduled' OR lease_until <= $2) \
+                   AND (owner_agent_id = $3 OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
+                   AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
+                 ORDER BY priority, deadline, due_at, callback_id \
+                 LIMIT 1 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(tenant_id)
+            .bind(now)
+            .bind(agent_id)
+            .bind(pools)
+            .bind(departments)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(row) = row {
+                let version: i64 = row.try_get("stream_version")?;
+                return Ok(Some((row.try_get("callback_id")?, version as u64)));
+            }
+        }
+        Ok(None)
     }
 
     // ---- outcomes and deadlines ----
@@ -743,6 +803,11 @@ impl Scheduling {
         let next = self
             .append_callback(&mut tx, Some(state), version, &decided, &tenant_id)
             .await?;
+        for event in &decided {
+            if let CallbackEvent::CallbackAttempted { attempt_id, at, .. } = event {
+                project_attempt(&mut tx, &next, attempt_id, *at).await?;
+            }
+        }
         if !next.status.is_open() {
             self.schedule_next(&mut tx, &next, &calendar, at).await?;
         }
@@ -941,7 +1006,7 @@ impl Scheduling {
     /// with the same row-writing functions the commands use. Run with the service stopped.
     pub async fn rebuild_projections(&self) -> Result<u64> {
         let mut tx = self.store.begin().await?;
-        sqlx::query("TRUNCATE sched_tenants, sched_policies, sched_subjects, sched_callbacks")
+        sqlx::query("TRUNCATE sched_tenants, sched_policies, sched_subjects, sched_callbacks, sched_contact_attempts")
             .execute(&mut *tx)
             .await?;
         let filter = Filter::categories(["tenant", "policy", "business_event", "callback"]);
@@ -969,9 +1034,17 @@ impl Scheduling {
                             .map_err(|_| {
                                 Error::Corrupt(format!("callback stream id {}", event.stream_id))
                             })?;
+                        let callback_event: CallbackEvent = decode(event)?;
                         let entry = callbacks.entry(id).or_insert((None, 0));
-                        entry.0 = CallbackState::evolve(entry.0.take(), &decode(event)?);
+                        entry.0 = CallbackState::evolve(entry.0.take(), &callback_event);
                         entry.1 = version;
+                        if let (
+                            CallbackEvent::CallbackAttempted { attempt_id, at, .. },
+                            Some(state),
+                        ) = (&callback_event, &entry.0)
+                        {
+                            project_attempt(&mut tx, state, attempt_id, *at).await?;
+                        }
                     }
                 }
             }
@@ -1132,6 +1205,26 @@ async fn project_callback(
     .bind(state.attempts as i32)
     .bind(&state.end_reason)
     .bind(version as i64)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn project_attempt(
+    conn: &mut PgConnection,
+    state: &CallbackState,
+    attempt_id: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sched_contact_attempts (callback_id, attempt_id, tenant_id, subject_id, attempted_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(state.scheduled.callback_id)
+    .bind(attempt_id)
+    .bind(&state.scheduled.tenant_id)
+    .bind(&state.scheduled.subject_id)
+    .bind(at)
     .execute(conn)
     .await?;
     Ok(())

@@ -593,3 +593,84 @@ async fn time_travel_and_rebuild_reproduce_the_read_model() {
         .unwrap();
     assert!(page.events.len() >= before.len());
 }
+
+#[tokio::test]
+async fn frequency_caps_defer_calls_to_one_person_across_policies() {
+    let (_db, app, clock) = setup().await;
+    let mut capped: serde_json::Value = serde_json::from_str(&settings()).unwrap();
+    capped["frequency_caps"] = json!({"per_day": 1, "per_week": 3});
+    app.publish_tenant("hospital", &capped.to_string())
+        .await
+        .unwrap();
+    let survey = json!({
+        "policy_id": "satisfaction", "name": "满意度调查", "trigger": {"event_type": "patient.discharged"},
+        "steps": [{"name": "survey", "owner": {"kind": "pool", "pool": "ward-nurses"}, "priority": 6,
+                   "timing": {"kind": "window", "anchor": "trigger", "earliest": {"days": 1}, "latest": {"days": 10}}}]
+    });
+    app.publish_policy("hospital", &survey.to_string())
+        .await
+        .unwrap();
+    let (fact, subject) = discharge("d1", shanghai(2026, 9, 7, 8, 30), None);
+    let scheduled = app.ingest(fact, subject).await.unwrap().scheduled;
+    assert_eq!(scheduled.len(), 2, "two policies, one patient");
+
+    // 09:00: the ward call is made (no answer): the patient's one call for the day.
+    clock.set(shanghai(2026, 9, 8, 9, 0));
+    let c = app
+        .claim_next("hospital", "nurse-wang", &[], 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.state.scheduled.policy_id, "ward-discharge",
+        "the more urgent one first"
+    );
+    app.record_outcome(
+        c.state.scheduled.callback_id,
+        "a1",
+        "nurse-wang",
+        c.lease_id,
+        &Disposition::NoAnswer,
+        clock_now(&clock),
+    )
+    .await
+    .unwrap();
+    // 09:05: the survey is due, but the patient was called today: deferred, not dropped.
+    clock.set(shanghai(2026, 9, 8, 9, 5));
+    assert!(app
+        .claim_next("hospital", "nurse-zhao", &[], 0)
+        .await
+        .unwrap()
+        .is_none());
+    let survey_id = scheduled
+        .iter()
+        .find(|s| s.policy_id == "satisfaction")
+        .unwrap()
+        .callback_id;
+    let (deferred, _) = app.load(survey_id).await.unwrap();
+    assert_eq!(
+        (deferred.status, deferred.due_at),
+        (Status::Scheduled, shanghai(2026, 9, 9, 9, 0))
+    );
+    // 11:00: the ward call's retry is due; the cap defers it too.
+    clock.set(shanghai(2026, 9, 8, 11, 0));
+    assert!(app
+        .claim_next("hospital", "nurse-zhao", &[], 0)
+        .await
+        .unwrap()
+        .is_none());
+    let (retry, _) = app.load(c.state.scheduled.callback_id).await.unwrap();
+    assert_eq!(retry.due_at, shanghai(2026, 9, 9, 9, 0));
+    let record = app.get_callback("hospital", survey_id, None).await.unwrap();
+    assert!(record
+        .history
+        .iter()
+        .any(|e| e.event_type == "CallbackRescheduled" && e.payload.contains("frequency cap")));
+    // The next morning one of them may be made.
+    clock.set(shanghai(2026, 9, 9, 9, 0));
+    assert!(app
+        .claim_next("hospital", "nurse-zhao", &[], 0)
+        .await
+        .unwrap()
+        .is_some());
+}

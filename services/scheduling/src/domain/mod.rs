@@ -11,4 +11,4 @@ pub use policy::{
     Anchor, BusinessFact, Channel, Filter, FilterOp, Finished, Offset, OwnerRule, Phase,
     PlannedCallback, Policy, PolicyError, RetryRule, Step, StepCalendar, Timing, Trigger,
 };
-pub use tenant::{Agent, SettingsError, TenantSettings};
+pub use tenant::{Agent, FrequencyCaps, SettingsError, TenantSettings};

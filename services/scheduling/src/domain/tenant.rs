@@ -13,6 +13,50 @@ pub struct TenantSettings {
     pub pools: Vec<String>,
     #[serde(default)]
     pub agents: Vec<Agent>,
+    /// Do not harass: the most call attempts one person gets across all policies.
+    #[serde(default)]
+    pub frequency_caps: FrequencyCaps,
+}
+
+/// Rolling limits on call attempts per person (subject) across all policies of a tenant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCaps {
+    /// At most this many attempts in any 24 hours.
+    #[serde(default)]
+    pub per_day: Option<u32>,
+    /// At most this many attempts in any 7 days.
+    #[serde(default)]
+    pub per_week: Option<u32>,
+}
+
+impl FrequencyCaps {
+    /// When the next attempt may be made, given the subject's attempts (oldest first) in the
+    /// last seven days before `now`; `None` when it may be made now.
+    pub fn next_allowed_attempt(
+        &self,
+        attempts: &[chrono::DateTime<chrono::Utc>],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let mut free_at: Option<chrono::DateTime<chrono::Utc>> = None;
+        for (cap, window) in [
+            (self.per_day, chrono::Duration::days(1)),
+            (self.per_week, chrono::Duration::days(7)),
+        ] {
+            let Some(cap) = cap else { continue };
+            let in_window: Vec<_> = attempts
+                .iter()
+                .filter(|t| **t > now - window && **t <= now)
+                .collect();
+            if in_window.len() as u32 >= cap {
+                // The window frees when enough of the oldest attempts in it have aged out.
+                let index = in_window.len() - cap as usize;
+                let frees = *in_window[index] + window;
+                free_at = Some(free_at.map_or(frees, |f| f.max(frees)));
+            }
+        }
+        free_at
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,5 +120,40 @@ impl TenantSettings {
 
     pub fn agent(&self, agent_id: &str) -> Option<&Agent> {
         self.agents.iter().find(|a| a.agent_id == agent_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn caps_defer_until_the_oldest_attempt_ages_out() {
+        let caps = FrequencyCaps {
+            per_day: Some(1),
+            per_week: Some(3),
+        };
+        let t0 = Utc.with_ymd_and_hms(2026, 9, 7, 9, 0, 0).unwrap();
+        assert_eq!(caps.next_allowed_attempt(&[], t0), None);
+        // One attempt at 09:00: the next may be made 24 hours later.
+        assert_eq!(
+            caps.next_allowed_attempt(&[t0], t0 + Duration::hours(3)),
+            Some(t0 + Duration::days(1))
+        );
+        assert_eq!(
+            caps.next_allowed_attempt(&[t0], t0 + Duration::days(1)),
+            None
+        );
+        // Three attempts on three days: the week is full until the first ages out.
+        let week = [t0, t0 + Duration::days(1), t0 + Duration::days(2)];
+        assert_eq!(
+            caps.next_allowed_attempt(&week, t0 + Duration::days(4)),
+            Some(t0 + Duration::days(7))
+        );
+        assert_eq!(
+            FrequencyCaps::default().next_allowed_attempt(&week, t0 + Duration::days(2)),
+            None
+        );
     }
 }
