@@ -10,6 +10,7 @@ pub mod app;
 pub mod domain;
 mod error;
 pub mod grpc;
+pub mod outcomes;
 
 pub use error::{Error, Result};
 
@@ -47,18 +48,27 @@ pub async fn serve(
 pub async fn serve_with_clock(
     pool: PgPool,
     listener: TcpListener,
-    _config: Config,
+    config: Config,
     shutdown: Shutdown,
     clock: std::sync::Arc<dyn callback_kit::Clock>,
 ) -> Result<(), HostError> {
     let host = ServiceHost::start(KIND, pool, CATEGORIES).await?;
     let app = open(host.store.clone(), clock).await?;
     let watch = tokio::spawn(deadline_watch(app.clone(), shutdown.clone()));
+    let call_logging = callback_kit::grpc::channel(config.url(ServiceKind::CallLogging))?;
+    let (outcomes, _) = callback_feed::RemoteConsumer::new(call_logging, &[outcomes::CATEGORY])
+        .with_event_types(&[outcomes::EVENT_TYPE])
+        .spawn(
+            host.store.clone(),
+            outcomes::OutcomeConsumer::new(app.clone()),
+            shutdown.clone(),
+        );
     let host = host.route(&["callback.v1.Scheduling"], |router| {
         router.add_service(grpc::service(app))
     });
     let served = host.serve(listener, shutdown).await;
     let _ = watch.await;
+    let _ = outcomes.await;
     Ok(served?)
 }
 

@@ -1,0 +1,93 @@
+//! Outcomes from the call-logging service's feed: each `CallAttemptLogged` event completes,
+//! retries, reschedules, loses or cancels its callback.
+//!
+//! The contract (call-logging writes it, scheduling reads these fields and ignores the rest):
+//! category `call_attempt`, event type `CallAttemptLogged`, payload
+//! `{"callback_id", "attempt_id", "agent_id", "lease_id", "disposition", "ended_at"}` where
+//! `disposition` is a [`Disposition`] (`{"kind": "not_convenient", "named_time": ...}`).
+//!
+//! Delivery is at least once (the feed resumes from the stored checkpoint); applying an outcome
+//! is idempotent on the attempt id, so every outcome takes effect exactly once.
+
+use callback_eventstore::{Projection, RecordedEvent};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::app::Scheduling;
+use crate::domain::Disposition;
+use crate::error::Error;
+
+pub const EVENT_TYPE: &str = "CallAttemptLogged";
+pub const CATEGORY: &str = "call_attempt";
+
+#[derive(Debug, Deserialize)]
+struct AttemptLogged {
+    callback_id: Uuid,
+    attempt_id: String,
+    agent_id: String,
+    lease_id: Uuid,
+    disposition: Disposition,
+    ended_at: DateTime<Utc>,
+}
+
+pub struct OutcomeConsumer {
+    app: Scheduling,
+}
+
+impl OutcomeConsumer {
+    pub fn new(app: Scheduling) -> Self {
+        Self { app }
+    }
+}
+
+impl Projection for OutcomeConsumer {
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "scheduling.outcomes"
+    }
+
+    async fn apply(
+        &mut self,
+        _conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), Error> {
+        for event in events.iter().filter(|e| e.event_type == EVENT_TYPE) {
+            let attempt: AttemptLogged = match event.decode() {
+                Ok(attempt) => attempt,
+                Err(error) => {
+                    // A malformed fact cannot become valid by retrying; skip it, loudly.
+                    tracing::error!(event_id = %event.event_id, %error, "undecodable call attempt skipped");
+                    continue;
+                }
+            };
+            let applied = self
+                .app
+                .record_outcome(
+                    attempt.callback_id,
+                    &attempt.attempt_id,
+                    &attempt.agent_id,
+                    attempt.lease_id,
+                    &attempt.disposition,
+                    attempt.ended_at,
+                )
+                .await;
+            match applied {
+                Ok(_) => {}
+                // The outcome does not fit the callback's state (closed, another lease): the
+                // attempt stays on record in call-logging; nothing to change here.
+                Err(
+                    error @ (Error::InvalidArgument { .. }
+                    | Error::FailedPrecondition(_)
+                    | Error::NotFound(_)),
+                ) => {
+                    tracing::warn!(callback_id = %attempt.callback_id, %error, "call attempt not applied");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
