@@ -12,11 +12,15 @@ use callback_kit::{grpc, telemetry, Config, ServiceKind, Shutdown};
 use callback_pgrunner::PrivateCluster;
 use sqlx::Connection;
 
-const USAGE: &str = "usage: callbackd [dev | health URL]
+const USAGE: &str = "usage: callbackd [dev | demo | rebuild scheduling | health URL]
 
-  dev          run all four services in this process (the default)
-  health URL   ask the gRPC health service at URL (e.g. http://127.0.0.1:50051);
-               exit 0 when it reports SERVING, 1 otherwise (for container health checks)
+  dev                  run all four services in this process (the default)
+  demo                 run a month of hospital and dealer traffic on simulated time in a fresh
+                       database `callback_demo`, print what happened, rebuild and compare
+  rebuild scheduling   rebuild the scheduling read models from the event log (stop the
+                       scheduling service first)
+  health URL           ask the gRPC health service at URL (e.g. http://127.0.0.1:50051);
+                       exit 0 when it reports SERVING, 1 otherwise (for container health checks)
 
 Configuration comes from environment variables; see the README.";
 
@@ -25,6 +29,11 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         None | Some("dev") => dev().await,
+        Some("demo") => demo().await,
+        Some("rebuild") => match args.get(1).map(String::as_str) {
+            Some("scheduling") => rebuild_scheduling().await,
+            _ => bail!("rebuild needs a service: `callbackd rebuild scheduling`\n\n{USAGE}"),
+        },
         Some("health") => match args.get(1) {
             Some(url) => health(url).await,
             None => bail!("health needs the service URL\n\n{USAGE}"),
@@ -39,13 +48,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn dev() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
-    let (database_url, cluster) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let (url, cluster) = private_cluster().await?;
-            (url, Some(cluster))
-        }
-    };
+    let (database_url, cluster) = database("callback", false).await?;
     let config = Config::from_lookup(|key| {
         if key == "DATABASE_URL" {
             Some(database_url.clone())
@@ -112,25 +115,133 @@ async fn health(url: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Starts (or restarts) the private cluster and makes sure database `callback` exists.
-async fn private_cluster() -> anyhow::Result<(String, PrivateCluster)> {
-    let dir = std::env::var_os("CALLBACK_DEV_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".callbackd/pgdata"));
-    tracing::info!(data_dir = %dir.display(), "no DATABASE_URL: starting a private PostgreSQL cluster");
-    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(&dir, &[])).await??;
-    let mut admin = sqlx::PgConnection::connect(&cluster.url()).await?;
+/// `DATABASE_URL`, or a private cluster with database `name` (created when missing; dropped
+/// and created afresh when `fresh`). The cluster, if any, stops when dropped.
+async fn database(name: &str, fresh: bool) -> anyhow::Result<(String, Option<PrivateCluster>)> {
+    let (server_url, cluster) = match std::env::var("DATABASE_URL") {
+        Ok(url) if !fresh => return Ok((url, None)),
+        Ok(url) => (url, None),
+        Err(_) => {
+            let dir = std::env::var_os("CALLBACK_DEV_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".callbackd/pgdata"));
+            tracing::info!(data_dir = %dir.display(), "no DATABASE_URL: starting a private PostgreSQL cluster");
+            let cluster =
+                tokio::task::spawn_blocking(move || PrivateCluster::start(&dir, &[])).await??;
+            tracing::info!(port = cluster.port(), "private PostgreSQL is up");
+            (cluster.url(), Some(cluster))
+        }
+    };
+    let mut admin = sqlx::PgConnection::connect(&server_url).await?;
+    if fresh {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+    }
     let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'callback')")
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
             .fetch_one(&mut admin)
             .await?;
     if !exists {
-        sqlx::query("CREATE DATABASE callback")
+        sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await?;
     }
     admin.close().await?;
-    let url = format!("postgres://postgres@127.0.0.1:{}/callback", cluster.port());
-    tracing::info!(port = cluster.port(), "private PostgreSQL is up");
+    let url = match server_url.rfind('/') {
+        Some(i) => format!("{}/{name}", &server_url[..i]),
+        None => format!("{server_url}/{name}"),
+    };
     Ok((url, cluster))
+}
+
+/// The scheduling application on its own (no servers), for offline commands.
+async fn scheduling_app(
+    url: &str,
+    clock: std::sync::Arc<dyn callback_kit::Clock>,
+) -> anyhow::Result<callback_scheduling::app::Scheduling> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(url)
+        .await?;
+    let store = callback_eventstore::EventStore::open(pool).await?;
+    store
+        .register_categories(
+            ServiceKind::Scheduling.name(),
+            callback_scheduling::CATEGORIES,
+        )
+        .await?;
+    Ok(callback_scheduling::open(store, clock).await?)
+}
+
+/// A fingerprint of the scheduling read model, to show a rebuild reproduces it.
+async fn fingerprint(app: &callback_scheduling::app::Scheduling) -> anyhow::Result<String> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(md5(string_agg(c::text, '|' ORDER BY c.callback_id)), '') FROM sched_callbacks c",
+    )
+    .fetch_one(app.store().pool())
+    .await?)
+}
+
+async fn demo() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("callbackd")?;
+    let (url, cluster) = database("callback_demo", true).await?;
+    let clock = callback_kit::ManualClock::new(chrono::Utc::now()); // the demo sets its own dates
+    let app = scheduling_app(&url, std::sync::Arc::new(clock.clone())).await?;
+    let started = std::time::Instant::now();
+    let summary = callback_scheduling::demo::run(&app, &clock, 30, 2026).await?;
+    let elapsed = started.elapsed();
+    println!(
+        "\na month of traffic on simulated time: {} business facts, {} claims, {:.1} s\n",
+        summary.facts,
+        summary.claims,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "{:<16} {:<20} {:<32} {:>6}",
+        "tenant", "policy", "outcome", "count"
+    );
+    for ((tenant, policy, outcome), count) in &summary.by_outcome {
+        println!("{tenant:<16} {policy:<20} {outcome:<32} {count:>6}");
+    }
+    let before = fingerprint(&app).await?;
+    let events = app.rebuild_projections().await?;
+    let after = fingerprint(&app).await?;
+    println!(
+        "\nrebuilt the read model from {events} events: {}",
+        if before == after {
+            "identical"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    app.store().pool().close().await;
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    anyhow::ensure!(before == after, "the rebuilt read model differs");
+    Ok(())
+}
+
+async fn rebuild_scheduling() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("callbackd")?;
+    let (url, cluster) = database("callback", false).await?;
+    let app = scheduling_app(&url, std::sync::Arc::new(callback_kit::SystemClock)).await?;
+    let before = fingerprint(&app).await?;
+    let events = app.rebuild_projections().await?;
+    let after = fingerprint(&app).await?;
+    println!(
+        "rebuilt the scheduling read models from {events} events ({})",
+        if before == after {
+            "unchanged"
+        } else {
+            "they had drifted and are now rebuilt"
+        }
+    );
+    app.store().pool().close().await;
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    Ok(())
 }

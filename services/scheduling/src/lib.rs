@@ -7,6 +7,7 @@
 //! - [`grpc`]: the `callback.v1.Scheduling` API.
 
 pub mod app;
+pub mod demo;
 pub mod domain;
 mod error;
 pub mod grpc;

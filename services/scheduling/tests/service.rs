@@ -486,49 +486,19 @@ async fn do_not_call_cancels_every_open_callback_of_the_subject() {
 #[tokio::test]
 async fn time_travel_and_rebuild_reproduce_the_read_model() {
     let (_db, app, clock) = setup().await;
-    // A month of hospital traffic on simulated time: a discharge every working hour, calls
-    // reached, missed and put off, deadlines passing.
-    let mut n = 0;
-    let mut as_of_probe = None;
-    for day in 0..30 {
-        let morning = shanghai(2026, 9, 7, 9, 0) + Duration::days(day);
-        for hour in 0..4 {
-            n += 1;
-            let at = morning + Duration::hours(hour);
-            clock.set(at);
-            let owner = (n % 3 == 0).then_some("dr-li");
-            let (fact, subject) = discharge(&format!("m{n}"), at - Duration::hours(1), owner);
-            app.ingest(fact, subject).await.unwrap();
-            for agent in ["nurse-wang", "nurse-zhao", "dr-li"] {
-                if let Some(c) = app.claim_next("hospital", agent, &[], 0).await.unwrap() {
-                    let disposition = match n % 4 {
-                        0 => Disposition::NoAnswer,
-                        1 => Disposition::Busy,
-                        2 => Disposition::NotConvenient {
-                            named_time: at + Duration::days(1),
-                        },
-                        _ => Disposition::Reached,
-                    };
-                    app.record_outcome(
-                        c.state.scheduled.callback_id,
-                        &format!("att-{n}-{agent}"),
-                        agent,
-                        c.lease_id,
-                        &disposition,
-                        at,
-                    )
-                    .await
-                    .unwrap();
-                }
-            }
-        }
-        app.sweep_deadlines().await.unwrap();
-        if day == 10 {
-            as_of_probe = Some(Utc::now());
-        }
-    }
+    // A month of hospital and dealer traffic on simulated time (the demo's), with a probe
+    // of the wall clock after day 10 for time travel.
+    let first = callback_scheduling::demo::run(&app, &clock, 10, 42)
+        .await
+        .unwrap();
+    assert!(first.facts > 50 && first.claims > 50, "{first:?}");
+    let as_of_probe = Some(Utc::now());
+    let month = callback_scheduling::demo::run(&app, &clock, 30, 7)
+        .await
+        .unwrap();
+    assert!(month.facts > 150, "{month:?}");
     let before = rows(&app).await;
-    assert!(before.len() > 120, "{} callbacks", before.len());
+    assert!(before.len() > 200, "{} callbacks", before.len());
     let statuses: HashSet<&str> = before.iter().map(|r| r.status.as_str()).collect();
     for expected in ["scheduled", "completed", "lost"] {
         assert!(statuses.contains(expected), "{statuses:?}");
@@ -549,11 +519,11 @@ async fn time_travel_and_rebuild_reproduce_the_read_model() {
     let mut changed_since = 0;
     for row in &before {
         let now = app
-            .get_callback("hospital", row.callback_id, None)
+            .get_callback(&row.tenant_id, row.callback_id, None)
             .await
             .unwrap();
         match app
-            .get_callback("hospital", row.callback_id, Some(probe))
+            .get_callback(&row.tenant_id, row.callback_id, Some(probe))
             .await
         {
             Ok(then) => {
