@@ -492,7 +492,7 @@ async fn time_travel_and_rebuild_reproduce_the_read_model() {
         .await
         .unwrap();
     assert!(first.facts > 50 && first.claims > 50, "{first:?}");
-    let as_of_probe = Some(Utc::now());
+    let probe = Utc::now();
     let month = callback_scheduling::demo::run(&app, &clock, 30, 7)
         .await
         .unwrap();
@@ -514,7 +514,6 @@ async fn time_travel_and_rebuild_reproduce_the_read_model() {
 
     // Time travel: each callback's state as of day 10 is the fold of its events until then;
     // callbacks created before then existed, and some have changed since.
-    let probe = as_of_probe.unwrap();
     let mut existed = 0;
     let mut changed_since = 0;
     for row in &before {
