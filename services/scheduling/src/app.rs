@@ -17,8 +17,8 @@ use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::domain::{
-    BusinessFact, CallbackEvent, CallbackState, Disposition, Finished, OwnerRule, PlannedCallback,
-    Policy, Scheduled, Status, TenantSettings,
+    BusinessFact, CallbackEvent, CallbackState, Disposition, Finished, FrequencyCaps, OwnerRule,
+    PlannedCallback, Policy, Scheduled, Status, TenantSettings,
 };
 use crate::error::{invalid, Error, Result};
 
@@ -669,6 +669,10 @@ impl Scheduling {
                     "callback {callback_id} projection is behind its stream"
                 )));
             }
+            let caps = settings.frequency_caps;
+            if caps == FrequencyCaps::default() {
+                break (state, stream_version);
+            }
             let attempts: Vec<DateTime<Utc>> = sqlx::query_scalar(
                 "SELECT attempted_at FROM sched_contact_attempts WHERE tenant_id = $1 AND subject_id = $2 \
                  AND attempted_at > $3 ORDER BY attempted_at",
@@ -678,7 +682,7 @@ impl Scheduling {
             .bind(now - Duration::days(7))
             .fetch_all(&mut *tx)
             .await?;
-            let Some(free_at) = settings.frequency_caps.next_allowed_attempt(&attempts, now) else {
+            let Some(free_at) = caps.next_allowed_attempt(&attempts, now) else {
                 break (state, stream_version);
             };
             // Honour the cap even past the policy's window: the deadline moves with it.
