@@ -338,17 +338,21 @@ impl Scheduling {
         let policies = policies_for(&mut tx, &fact.tenant_id, &fact.event_type).await?;
 
         let mut cancelled = Vec::new();
-        for (policy, _) in policies
-            .iter()
-            .filter(|(p, _)| p.cancel_on.contains(&fact.event_type))
-        {
+        for (policy, _) in policies.iter().filter(|(p, _)| {
+            p.cancel_on.contains(&fact.event_type) || p.reschedule_on.contains(&fact.event_type)
+        }) {
+            let verb = if policy.reschedule_on.contains(&fact.event_type) {
+                "moved"
+            } else {
+                "cancelled"
+            };
             cancelled.extend(
                 self.cancel_open(
                     &mut tx,
                     &fact.tenant_id,
                     &fact.subject_id,
                     &policy.policy_id,
-                    &format!("cancelled by {}", fact.event_type),
+                    &format!("{verb} by {}", fact.event_type),
                     now,
                 )
                 .await?,
@@ -1074,7 +1078,7 @@ async fn policies_for(
 ) -> Result<Vec<(Policy, u64)>> {
     let rows = sqlx::query(
         "SELECT policy, version FROM sched_policies WHERE tenant_id = $1 \
-         AND (trigger_event_type = $2 OR $2 = ANY(cancel_on)) ORDER BY policy_id",
+         AND (trigger_event_type = $2 OR $2 = ANY(cancel_on) OR $2 = ANY(reschedule_on)) ORDER BY policy_id",
     )
     .bind(tenant_id)
     .bind(event_type)
@@ -1136,16 +1140,17 @@ async fn project_policy(
 ) -> Result<()> {
     let policy = &published.policy;
     sqlx::query(
-        "INSERT INTO sched_policies (tenant_id, policy_id, version, trigger_event_type, cancel_on, policy) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, policy_id) DO UPDATE SET \
+        "INSERT INTO sched_policies (tenant_id, policy_id, version, trigger_event_type, cancel_on, reschedule_on, policy) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, policy_id) DO UPDATE SET \
          version = EXCLUDED.version, trigger_event_type = EXCLUDED.trigger_event_type, \
-         cancel_on = EXCLUDED.cancel_on, policy = EXCLUDED.policy",
+         cancel_on = EXCLUDED.cancel_on, reschedule_on = EXCLUDED.reschedule_on, policy = EXCLUDED.policy",
     )
     .bind(&published.tenant_id)
     .bind(&policy.policy_id)
     .bind(version as i64)
     .bind(&policy.trigger.event_type)
     .bind(&policy.cancel_on)
+    .bind(&policy.reschedule_on)
     .bind(serde_json::to_value(policy).map_err(|e| Error::Corrupt(e.to_string()))?)
     .execute(conn)
     .await?;

@@ -643,3 +643,50 @@ async fn frequency_caps_defer_calls_to_one_person_across_policies() {
         .unwrap()
         .is_some());
 }
+
+#[tokio::test]
+async fn a_rescheduled_appointment_moves_its_reminder() {
+    let (_db, app, _clock) = setup().await;
+    let reminder = json!({
+        "policy_id": "reminder", "name": "预约提醒",
+        "trigger": {"event_type": "appointment.booked"},
+        "reschedule_on": ["appointment.rescheduled"], "cancel_on": ["appointment.cancelled"],
+        "steps": [{"name": "reminder", "owner": {"kind": "pool", "pool": "call-center"},
+                   "timing": {"kind": "window", "anchor": {"attribute": "appointment_at"},
+                              "earliest": {"days": -1, "at": "13:30"}, "latest": {"days": -1, "at": "17:30"}}}]
+    });
+    app.publish_policy("hospital", &reminder.to_string())
+        .await
+        .unwrap();
+    let booked = |id: &str, event_type: &str, appointment: &str| {
+        let (mut fact, subject) = discharge(id, shanghai(2026, 9, 7, 9, 0), None);
+        fact.event_type = event_type.into();
+        fact.subject_id = "patient-a".into();
+        fact.attributes = json!({"appointment_at": appointment})
+            .as_object()
+            .cloned()
+            .unwrap();
+        (
+            fact,
+            SubjectContact {
+                subject_id: "patient-a".into(),
+                ..subject
+            },
+        )
+    };
+    let (fact, subject) = booked("b1", "appointment.booked", "2026-09-10T09:30:00+08:00");
+    let first = app.ingest(fact, subject).await.unwrap().scheduled;
+    assert_eq!(first[0].due_at, shanghai(2026, 9, 9, 13, 30));
+
+    // Moved to the 15th: the old reminder is cancelled with the reason, a new one planned.
+    let (fact, subject) = booked("b2", "appointment.rescheduled", "2026-09-15T10:00:00+08:00");
+    let moved = app.ingest(fact, subject).await.unwrap();
+    assert_eq!(moved.cancelled, vec![first[0].callback_id]);
+    assert_eq!(moved.scheduled.len(), 1);
+    assert_eq!(moved.scheduled[0].due_at, shanghai(2026, 9, 14, 13, 30));
+    let (old, _) = app.load(first[0].callback_id).await.unwrap();
+    assert_eq!(
+        old.end_reason.as_deref(),
+        Some("moved by appointment.rescheduled")
+    );
+}

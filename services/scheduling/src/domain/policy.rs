@@ -30,6 +30,11 @@ pub struct Policy {
     /// policy's open callbacks for the same subject.
     #[serde(default)]
     pub cancel_on: Vec<String>,
+    /// Correcting fact types that move this policy's callbacks (e.g. `appointment.rescheduled`):
+    /// the subject's open callbacks are cancelled and the policy planned afresh from the new
+    /// fact, whose attributes (a new `appointment_at`) the steps then use.
+    #[serde(default)]
+    pub reschedule_on: Vec<String>,
     pub steps: Vec<Step>,
 }
 
