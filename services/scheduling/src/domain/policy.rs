@@ -393,9 +393,10 @@ impl Policy {
         Ok(())
     }
 
-    /// True when `fact` triggers this policy.
+    /// True when `fact` triggers this policy (as its trigger, or as a fact that moves it).
     pub fn matches(&self, fact: &BusinessFact) -> bool {
-        fact.event_type == self.trigger.event_type
+        (fact.event_type == self.trigger.event_type
+            || self.reschedule_on.contains(&fact.event_type))
             && self
                 .trigger
                 .filters
