@@ -9,6 +9,8 @@ use callback_kit::{Config, ServiceKind, Shutdown};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
+pub mod domain;
+
 pub const KIND: ServiceKind = ServiceKind::CallLogging;
 
 /// Stream categories this service owns (and serves on its feed).

@@ -1,0 +1,5 @@
+//! Pure call-logging rules: questionnaires and the validation of an attempt's answers.
+
+pub mod questionnaire;
+
+pub use questionnaire::{AnswerError, Condition, Item, ItemKind, Questionnaire};
