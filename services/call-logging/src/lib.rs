@@ -1,15 +1,18 @@
 //! The call-logging service: the record (回访记录) of every call attempt, questionnaires,
 //! telephony records and honesty checks.
 //!
-//! This crate currently provides the service's shell (health, reflection, its event feed);
-//! attempts, questionnaires and honesty checks arrive with their own issue.
+//! So far: questionnaires ([`domain`]) and `LogCallAttempt`, which checks the lease with the
+//! scheduling service and records the attempt as events that scheduling consumes. Telephony
+//! records, honesty checks and private reads are still to come.
 
 use callback_feed::{HostError, ServiceHost};
 use callback_kit::{Config, ServiceKind, Shutdown};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
+pub mod app;
 pub mod domain;
+pub mod grpc;
 
 pub const KIND: ServiceKind = ServiceKind::CallLogging;
 
@@ -20,8 +23,14 @@ pub const CATEGORIES: &[&str] = &["call_attempt", "questionnaire", "telephony"];
 pub async fn serve(
     pool: PgPool,
     listener: TcpListener,
-    _config: Config,
+    config: Config,
     shutdown: Shutdown,
 ) -> Result<(), HostError> {
-    ServiceHost::run(KIND, pool, CATEGORIES, listener, shutdown).await
+    let host = ServiceHost::start(KIND, pool, CATEGORIES).await?;
+    let scheduling = callback_kit::grpc::channel(config.url(ServiceKind::Scheduling))?;
+    let app = app::CallLogging::new(host.store.clone(), scheduling);
+    let host = host.route(&["callback.v1.CallLogging"], |router| {
+        router.add_service(grpc::service(app))
+    });
+    Ok(host.serve(listener, shutdown).await?)
 }

@@ -1,0 +1,103 @@
+//! The `callback.v1.CallLogging` API: wire types to domain types and back.
+
+use callback_proto::v1::call_logging_server::{CallLogging as CallLoggingApi, CallLoggingServer};
+use callback_proto::v1::{
+    LogCallAttemptRequest, LogCallAttemptResponse, PublishQuestionnaireRequest,
+    PublishQuestionnaireResponse,
+};
+use chrono::{DateTime, Utc};
+use tonic::{Request, Response, Status};
+
+use crate::app::{AttemptReport, CallLogging, Complaint};
+
+pub fn service(app: CallLogging) -> CallLoggingServer<Api> {
+    CallLoggingServer::new(Api { app })
+}
+
+pub struct Api {
+    app: CallLogging,
+}
+
+fn instant(
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, Status> {
+    match t {
+        None => Ok(None),
+        Some(t) => DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+            .map(Some)
+            .ok_or_else(|| callback_kit::status::invalid_argument(field, "is out of range")),
+    }
+}
+
+#[tonic::async_trait]
+impl CallLoggingApi for Api {
+    async fn publish_questionnaire(
+        &self,
+        request: Request<PublishQuestionnaireRequest>,
+    ) -> Result<Response<PublishQuestionnaireResponse>, Status> {
+        let r = request.into_inner();
+        let (questionnaire_id, version) = self
+            .app
+            .publish_questionnaire(&r.tenant_id, &r.questionnaire_json)
+            .await?;
+        Ok(Response::new(PublishQuestionnaireResponse {
+            questionnaire_id,
+            version,
+        }))
+    }
+
+    async fn log_call_attempt(
+        &self,
+        request: Request<LogCallAttemptRequest>,
+    ) -> Result<Response<LogCallAttemptResponse>, Status> {
+        let r = request.into_inner();
+        let disposition = r
+            .disposition
+            .ok_or_else(|| callback_kit::status::invalid_argument("disposition", "is required"))?;
+        let answers = if r.answers_json.trim().is_empty() {
+            Default::default()
+        } else {
+            serde_json::from_str(&r.answers_json).map_err(|_| {
+                callback_kit::status::invalid_argument(
+                    "answers_json",
+                    "must be a JSON object of item id to answer",
+                )
+            })?
+        };
+        let complaint = match r.complaint {
+            None => None,
+            Some(c) => Some(Complaint {
+                text: c.text,
+                category: c.category,
+                severity_hint: c.severity_hint,
+                reply_by: instant("complaint.reply_by", c.reply_by.as_ref())?,
+            }),
+        };
+        let report = AttemptReport {
+            attempt_id: r.attempt_id,
+            tenant_id: r.tenant_id,
+            callback_id: r.callback_id,
+            lease_id: r.lease_id,
+            agent_id: r.agent_id,
+            channel: r.channel,
+            started_at: instant("started_at", r.started_at.as_ref())?,
+            ended_at: instant("ended_at", r.ended_at.as_ref())?,
+            duration_seconds: r.duration_seconds,
+            telephony_call_id: r.telephony_call_id,
+            recording_ref: r.recording_ref,
+            disposition: disposition.kind,
+            named_time: instant("disposition.named_time", disposition.named_time.as_ref())?,
+            questionnaire_id: r.questionnaire_id,
+            questionnaire_version: r.questionnaire_version,
+            answers,
+            notes: r.notes,
+            complaint,
+        };
+        let (duplicate, event_types) = self.app.log_attempt(report).await?;
+        Ok(Response::new(LogCallAttemptResponse {
+            duplicate,
+            event_types,
+        }))
+    }
+}

@@ -1,0 +1,244 @@
+//! Call-logging and scheduling as separate gRPC servers on one PostgreSQL: attempts reported
+//! by the middleware reach scheduling through the feed; bad reports are refused, nothing written.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use callback_eventstore::{EventStore, StreamName};
+use callback_kit::ServiceKind;
+use callback_proto::v1::call_logging_client::CallLoggingClient;
+use callback_proto::v1::scheduling_client::SchedulingClient;
+use callback_proto::v1::{
+    ClaimNextRequest, ClaimedCallback, Disposition, GetCallbackRequest, IngestBusinessEventRequest,
+    LogCallAttemptRequest, PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest,
+    Subject,
+};
+use callback_tests::{eventually, System};
+use prost_types::Timestamp;
+use serde_json::json;
+use tonic::transport::Channel;
+use tonic::Code;
+
+fn now() -> Timestamp {
+    Timestamp::from(std::time::SystemTime::now())
+}
+
+fn ago(seconds: u64) -> Timestamp {
+    Timestamp::from(std::time::SystemTime::now() - Duration::from_secs(seconds))
+}
+
+async fn claim(client: &mut SchedulingClient<Channel>, agent: &str) -> ClaimedCallback {
+    client
+        .claim_next(ClaimNextRequest {
+            tenant_id: "h".into(),
+            agent_id: agent.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .claimed
+        .unwrap()
+}
+
+fn attempt(id: &str, c: &ClaimedCallback, agent: &str, kind: &str) -> LogCallAttemptRequest {
+    LogCallAttemptRequest {
+        attempt_id: id.into(),
+        tenant_id: "h".into(),
+        callback_id: c.callback_id.clone(),
+        lease_id: c.lease_id.clone(),
+        agent_id: agent.into(),
+        channel: "phone".into(),
+        started_at: Some(ago(90)),
+        ended_at: Some(now()),
+        disposition: Some(Disposition {
+            kind: kind.into(),
+            named_time: None,
+        }),
+        ..Default::default()
+    }
+}
+
+async fn view(client: &mut SchedulingClient<Channel>, id: &str) -> (String, u32) {
+    let v = client
+        .get_callback(GetCallbackRequest {
+            tenant_id: "h".into(),
+            callback_id: id.into(),
+            as_of: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .callback
+        .unwrap();
+    (v.status, v.attempts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_nothing() {
+    let system = System::start(&[ServiceKind::Scheduling, ServiceKind::CallLogging]).await;
+    let store = EventStore::open(system.db.pool.clone()).await.unwrap();
+    let mut scheduling = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
+    let mut calls = CallLoggingClient::new(system.channel(ServiceKind::CallLogging));
+
+    let settings = json!({
+        "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
+                     "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
+        "pools": ["nurses"], "agents": [{"agent_id": "n1", "pools": ["nurses"]}, {"agent_id": "n2", "pools": ["nurses"]}]
+    });
+    scheduling
+        .publish_tenant(PublishTenantRequest {
+            tenant_id: "h".into(),
+            settings_json: settings.to_string(),
+        })
+        .await
+        .unwrap();
+    let policy = json!({
+        "policy_id": "discharge", "name": "出院回访", "trigger": {"event_type": "patient.discharged"},
+        "steps": [{"name": "first", "questionnaire_id": "discharge-v3", "owner": {"kind": "pool", "pool": "nurses"},
+                   "retry": {"max_attempts": 5, "default_spacing_minutes": 0},
+                   "timing": {"kind": "window", "anchor": "trigger", "earliest": {}, "latest": {"days": 7}}}]
+    });
+    scheduling
+        .publish_policy(PublishPolicyRequest {
+            tenant_id: "h".into(),
+            policy_json: policy.to_string(),
+        })
+        .await
+        .unwrap();
+    let questionnaire = json!({
+        "questionnaire_id": "discharge-v3", "title": "出院回访",
+        "items": [{"id": "recovered", "text": "恢复好吗", "kind": {"type": "yes_no"}, "required": true},
+                  {"id": "nursing", "text": "护理满意度", "kind": {"type": "rating"}, "required": true}]
+    });
+    let published = calls
+        .publish_questionnaire(PublishQuestionnaireRequest {
+            tenant_id: "h".into(),
+            questionnaire_json: questionnaire.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(published.version, 1);
+    scheduling
+        .ingest_business_event(IngestBusinessEventRequest {
+            tenant_id: "h".into(),
+            source: "his".into(),
+            source_event_id: "adt-1".into(),
+            event_type: "patient.discharged".into(),
+            occurred_at: Some(now()),
+            subject: Some(Subject {
+                subject_id: "p1".into(),
+                name: "张三".into(),
+                phones: vec!["13800138000".into()],
+                ..Default::default()
+            }),
+            attributes_json: String::new(),
+        })
+        .await
+        .unwrap();
+
+    // No answer: recorded once (a retry is a duplicate), and scheduling reacts via the feed.
+    let c = claim(&mut scheduling, "n1").await;
+    let first = calls
+        .log_call_attempt(attempt("att-1", &c, "n1", "no_answer"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.duplicate);
+    assert_eq!(first.event_types, ["CallAttemptLogged"]);
+    assert!(
+        calls
+            .log_call_attempt(attempt("att-1", &c, "n1", "no_answer"))
+            .await
+            .unwrap()
+            .into_inner()
+            .duplicate
+    );
+    let id = c.callback_id.clone();
+    eventually(Duration::from_secs(30), "the retry to be scheduled", || {
+        let (mut s, id) = (scheduling.clone(), id.clone());
+        async move { (view(&mut s, &id).await == ("scheduled".to_string(), 1)).then_some(()) }
+    })
+    .await;
+
+    // Reports that must be refused, with nothing written for them.
+    let c = claim(&mut scheduling, "n2").await;
+    let refusing = calls.clone();
+    let refused = |request: LogCallAttemptRequest| {
+        let mut calls = refusing.clone();
+        async move { calls.log_call_attempt(request).await.unwrap_err() }
+    };
+    let e = refused(attempt("bad-1", &c, "n1", "reached")).await;
+    assert_eq!(
+        e.code(),
+        Code::PermissionDenied,
+        "n1 does not hold n2's lease: {e:?}"
+    );
+    let mut answers_wrong = attempt("bad-2", &c, "n2", "reached");
+    answers_wrong.questionnaire_id = "discharge-v3".into();
+    answers_wrong.questionnaire_version = 1;
+    answers_wrong.answers_json = json!({"recovered": true, "nursing": 7}).to_string();
+    let e = refused(answers_wrong.clone()).await;
+    assert_eq!(
+        (e.code(), e.message().starts_with("answers.nursing:")),
+        (Code::InvalidArgument, true),
+        "{e:?}"
+    );
+    let mut unknown_version = answers_wrong.clone();
+    unknown_version.attempt_id = "bad-3".into();
+    unknown_version.questionnaire_version = 9;
+    assert!(refused(unknown_version)
+        .await
+        .message()
+        .starts_with("questionnaire_version:"));
+    let mut inverted = attempt("bad-4", &c, "n2", "reached");
+    inverted.ended_at = Some(ago(600));
+    assert!(refused(inverted).await.message().starts_with("ended_at:"));
+    let mut too_long = attempt("bad-5", &c, "n2", "reached");
+    too_long.ended_at = None;
+    too_long.duration_seconds = 2 * 24 * 3600;
+    assert!(refused(too_long)
+        .await
+        .message()
+        .starts_with("duration_seconds:"));
+    let mut long_notes = attempt("bad-6", &c, "n2", "reached");
+    long_notes.notes = "很".repeat(4001);
+    assert!(refused(long_notes).await.message().starts_with("notes:"));
+    let mut no_time = attempt("bad-7", &c, "n2", "not_convenient");
+    no_time.disposition = Some(Disposition {
+        kind: "not_convenient".into(),
+        named_time: None,
+    });
+    assert!(refused(no_time)
+        .await
+        .message()
+        .starts_with("disposition.named_time:"));
+    for bad in [
+        "bad-1", "bad-2", "bad-3", "bad-4", "bad-5", "bad-6", "bad-7",
+    ] {
+        let stream = StreamName::new("call_attempt", bad).unwrap();
+        assert!(
+            store.read_stream(&stream, 1).await.unwrap().is_empty(),
+            "{bad} wrote something"
+        );
+    }
+
+    // Reached, with valid answers: completed in scheduling.
+    let mut reached = attempt("att-2", &c, "n2", "reached");
+    reached.questionnaire_id = "discharge-v3".into();
+    reached.questionnaire_version = 1;
+    reached.answers_json = json!({"recovered": true, "nursing": 5}).to_string();
+    let done = calls.log_call_attempt(reached).await.unwrap().into_inner();
+    assert_eq!(done.event_types, ["CallAttemptLogged", "SurveyAnswered"]);
+    eventually(Duration::from_secs(30), "the callback to complete", || {
+        let (mut s, id) = (scheduling.clone(), id.clone());
+        async move { (view(&mut s, &id).await == ("completed".to_string(), 2)).then_some(()) }
+    })
+    .await;
+    // A closed callback takes no more attempts.
+    let e = refused(attempt("att-3", &c, "n2", "reached")).await;
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    system.stop().await;
+}
