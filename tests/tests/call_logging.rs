@@ -9,6 +9,7 @@ use callback_eventstore::{EventStore, StreamName};
 use callback_kit::ServiceKind;
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::scheduling_client::SchedulingClient;
+use callback_proto::v1::IngestTelephonyRecordRequest;
 use callback_proto::v1::{
     ClaimNextRequest, ClaimedCallback, Disposition, GetCallbackRequest, IngestBusinessEventRequest,
     LogCallAttemptRequest, PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest,
@@ -240,5 +241,110 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     // A closed callback takes no more attempts.
     let e = refused(attempt("att-3", &c, "n2", "reached")).await;
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // Honesty checks (弄虚作假). A "reached" call of 3 seconds whose telephony record says
+    // NOANSWER, logged while the same agent's other call was still running.
+    for i in 2..5 {
+        scheduling
+            .ingest_business_event(IngestBusinessEventRequest {
+                tenant_id: "h".into(),
+                source: "his".into(),
+                source_event_id: format!("adt-{i}"),
+                event_type: "patient.discharged".into(),
+                occurred_at: Some(now()),
+                subject: Some(Subject {
+                    subject_id: format!("p{i}"),
+                    name: "李四".into(),
+                    phones: vec!["13900139000".into()],
+                    ..Default::default()
+                }),
+                attributes_json: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let c2 = claim(&mut scheduling, "n1").await;
+    let mut long_call = attempt("att-10", &c2, "n1", "no_answer");
+    // An hour ago, clear of n1's earlier attempt.
+    long_call.started_at = Some(ago(3600));
+    long_call.ended_at = Some(ago(3000));
+    assert!(calls
+        .log_call_attempt(long_call)
+        .await
+        .unwrap()
+        .into_inner()
+        .flags_raised
+        .is_empty());
+    let c3 = claim(&mut scheduling, "n1").await;
+    let mut suspect = attempt("att-11", &c3, "n1", "reached");
+    suspect.started_at = Some(ago(3300));
+    suspect.ended_at = Some(ago(3297));
+    suspect.telephony_call_id = "cdr-11".into();
+    let logged = calls.log_call_attempt(suspect).await.unwrap().into_inner();
+    assert_eq!(logged.flags_raised, ["short_reached", "overlapping_calls"]);
+    assert_eq!(
+        logged
+            .event_types
+            .iter()
+            .filter(|t| *t == "HonestyFlagRaised")
+            .count(),
+        2
+    );
+    // The telephony record arrives later and contradicts the disposition.
+    let cdr = IngestTelephonyRecordRequest {
+        tenant_id: "h".into(),
+        call_id: "cdr-11".into(),
+        number_dialed: "13900139000".into(),
+        started_at: Some(ago(3300)),
+        answered_at: None,
+        ended_at: Some(ago(3270)),
+        billable_seconds: 0,
+        network_result: "NOANSWER".into(),
+    };
+    let ingested = calls
+        .ingest_telephony_record(cdr.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ingested.flags_raised, ["network_contradiction"]);
+    let again = calls
+        .ingest_telephony_record(cdr.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        again.duplicate && again.flags_raised.is_empty(),
+        "idempotent on call id"
+    );
+    let mut bad_cdr = cdr;
+    bad_cdr.call_id = "cdr-12".into();
+    bad_cdr.network_result = "MAYBE".into();
+    let e = calls.ingest_telephony_record(bad_cdr).await.unwrap_err();
+    assert!(e.message().starts_with("network_result:"), "{e:?}");
+
+    // The read models rebuild from the log to the same rows.
+    let snapshot = |pool: sqlx::PgPool| async move {
+        let flags: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT attempt_id, kind, evidence FROM cl_flags ORDER BY attempt_id, kind",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let attempts: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT attempt_id, agent_id, disposition FROM cl_attempts ORDER BY attempt_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        (flags, attempts)
+    };
+    let before = snapshot(system.db.pool.clone()).await;
+    assert_eq!(before.0.len(), 3);
+    let app = callback_call_logging::app::CallLogging::new(
+        store.clone(),
+        system.channel(ServiceKind::Scheduling),
+    );
+    assert!(app.rebuild_projections().await.unwrap() > 0);
+    assert_eq!(snapshot(system.db.pool.clone()).await, before);
     system.stop().await;
 }

@@ -15,6 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 use crate::domain::Questionnaire;
 
 const MAX_NOTES_CHARS: usize = 4000;
@@ -154,9 +155,13 @@ impl CallLogging {
         Ok(published.questionnaire)
     }
 
-    /// Validates and records one attempt; returns (duplicate, event types).
+    /// Validates and records one attempt with its honesty flags, in one transaction; returns
+    /// (duplicate, event types, flag kinds).
     #[tracing::instrument(name = "call_logging.log_attempt", skip_all, fields(callback_id = %report.callback_id, disposition = %report.disposition))]
-    pub async fn log_attempt(&self, report: AttemptReport) -> Result<(bool, Vec<String>), Status> {
+    pub async fn log_attempt(
+        &self,
+        report: AttemptReport,
+    ) -> Result<(bool, Vec<String>, Vec<String>), Status> {
         // Input first: nothing is looked up or written for a malformed report.
         if report.attempt_id.is_empty() || report.attempt_id.len() > 128 {
             return Err(invalid("attempt_id", "must be 1-128 characters"));
@@ -250,6 +255,7 @@ impl CallLogging {
             return Ok((
                 true,
                 existing.iter().map(|e| e.event_type.clone()).collect(),
+                Vec::new(),
             ));
         }
 
@@ -333,18 +339,444 @@ impl CallLogging {
                 json!({ "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id }),
             )?);
         }
+        let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
+        let record =
+            telephony_record(&mut tx, &report.tenant_id, &report.telephony_call_id).await?;
+        let facts = AttemptFacts {
+            disposition: report.disposition.clone(),
+            started_at,
+            ended_at,
+        };
+        let mut flags = honesty::check_attempt(&facts, record.as_ref());
+        if let Some((other, start, end)) = overlapping_attempt(
+            &mut tx,
+            &report.tenant_id,
+            &report.agent_id,
+            started_at,
+            ended_at,
+        )
+        .await?
+        {
+            flags.push(honesty::overlapping(&other, start, end));
+        }
+        for flag in &flags {
+            events.push(new(
+                "HonestyFlagRaised",
+                flag_payload(
+                    &report.tenant_id,
+                    &report.attempt_id,
+                    &report.agent_id,
+                    flag,
+                ),
+            )?);
+        }
         let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
         match self
             .store
-            .append(&stream, ExpectedVersion::NoStream, &events)
+            .append_in(&mut tx, &stream, ExpectedVersion::NoStream, &events)
             .await
         {
             Ok(_) => {}
             // A concurrent retry of the same attempt won the race.
-            Err(callback_eventstore::Error::VersionConflict { .. }) => return Ok((true, types)),
+            Err(callback_eventstore::Error::VersionConflict { .. }) => {
+                return Ok((true, types, Vec::new()))
+            }
             Err(e) => return Err(status::from_store_error(e)),
         }
+        let attempt = AttemptRow {
+            tenant_id: &report.tenant_id,
+            attempt_id: &report.attempt_id,
+            callback_id,
+            agent_id: &report.agent_id,
+            disposition: &report.disposition,
+            started_at,
+            ended_at,
+            telephony_call_id: &report.telephony_call_id,
+        };
+        project_attempt(&mut tx, &attempt).await?;
+        for flag in &flags {
+            project_flag(
+                &mut tx,
+                &report.tenant_id,
+                &report.attempt_id,
+                &report.agent_id,
+                flag,
+            )
+            .await?;
+        }
+        self.store
+            .commit(tx)
+            .await
+            .map_err(status::from_store_error)?;
+        if !flags.is_empty() {
+            tracing::warn!(attempt_id = %report.attempt_id, flags = flags.len(), "honesty flags raised");
+        }
         tracing::info!(events = types.len(), "call attempt logged");
-        Ok((false, types))
+        Ok((false, types, flags.into_iter().map(|f| f.kind).collect()))
     }
+
+    /// Records a call detail record; matched to a logged attempt, it may raise flags there.
+    #[tracing::instrument(name = "call_logging.ingest_telephony", skip_all, fields(tenant_id = %record.tenant_id))]
+    pub async fn ingest_telephony(
+        &self,
+        record: TelephonyRecord,
+    ) -> Result<(bool, Vec<String>), Status> {
+        if record.tenant_id.is_empty() || record.tenant_id.len() > 64 {
+            return Err(invalid("tenant_id", "must be 1-64 characters"));
+        }
+        if record.call_id.is_empty() || record.call_id.len() > 128 {
+            return Err(invalid("call_id", "must be 1-128 characters"));
+        }
+        if !["ANSWER", "BUSY", "NOANSWER", "FAILED"].contains(&record.network_result.as_str()) {
+            return Err(invalid(
+                "network_result",
+                "must be ANSWER, BUSY, NOANSWER or FAILED",
+            ));
+        }
+        if record.ended_at < record.started_at {
+            return Err(invalid("ended_at", "is before started_at"));
+        }
+        if (record.ended_at - record.started_at).num_seconds() > MAX_CALL_SECONDS {
+            return Err(invalid("ended_at", "a call cannot last longer than a day"));
+        }
+        let digits = record
+            .number_dialed
+            .chars()
+            .filter(char::is_ascii_digit)
+            .count();
+        if !(3..=20).contains(&digits) {
+            return Err(invalid("number_dialed", "is not a phone number"));
+        }
+        let stream = StreamName::new(
+            "telephony",
+            format!("{}:{}", record.tenant_id, record.call_id),
+        )
+        .map_err(status::from_store_error)?;
+        let event = NewEvent::new("TelephonyRecordIngested", &record)
+            .map_err(status::from_store_error)?
+            .with_metadata(event_metadata(
+                Some(&record.tenant_id),
+                Some("system:telephony"),
+            ));
+        let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
+        match self
+            .store
+            .append_in(&mut tx, &stream, ExpectedVersion::NoStream, &[event])
+            .await
+        {
+            Ok(_) => {}
+            Err(callback_eventstore::Error::VersionConflict { .. }) => {
+                return Ok((true, Vec::new()))
+            }
+            Err(e) => return Err(status::from_store_error(e)),
+        }
+        project_telephony(&mut tx, &record).await?;
+        let mut raised = Vec::new();
+        let attempt: Option<MatchedAttempt> = sqlx::query_as(
+            "SELECT attempt_id, agent_id, disposition, started_at, ended_at FROM cl_attempts \
+             WHERE tenant_id = $1 AND telephony_call_id = $2 LIMIT 1",
+        )
+        .bind(&record.tenant_id)
+        .bind(&record.call_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| status::internal(&e))?;
+        if let Some(MatchedAttempt {
+            attempt_id,
+            agent_id,
+            disposition,
+            started_at,
+            ended_at,
+        }) = attempt
+        {
+            let facts = AttemptFacts {
+                disposition,
+                started_at,
+                ended_at,
+            };
+            let call = CallRecord {
+                call_id: record.call_id.clone(),
+                network_result: record.network_result.clone(),
+                billable_seconds: i64::from(record.billable_seconds),
+            };
+            for flag in honesty::check_attempt(&facts, Some(&call)) {
+                let already: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM cl_flags WHERE attempt_id = $1 AND kind = $2)",
+                )
+                .bind(&attempt_id)
+                .bind(&flag.kind)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| status::internal(&e))?;
+                if already {
+                    continue;
+                }
+                let attempt_stream = StreamName::new("call_attempt", attempt_id.clone())
+                    .map_err(status::from_store_error)?;
+                let event = NewEvent::new(
+                    "HonestyFlagRaised",
+                    &flag_payload(&record.tenant_id, &attempt_id, &agent_id, &flag),
+                )
+                .map_err(status::from_store_error)?
+                .with_metadata(event_metadata(
+                    Some(&record.tenant_id),
+                    Some("system:telephony"),
+                ));
+                self.store
+                    .append_in(&mut tx, &attempt_stream, ExpectedVersion::Any, &[event])
+                    .await
+                    .map_err(status::from_store_error)?;
+                project_flag(&mut tx, &record.tenant_id, &attempt_id, &agent_id, &flag).await?;
+                raised.push(flag.kind);
+            }
+        }
+        self.store
+            .commit(tx)
+            .await
+            .map_err(status::from_store_error)?;
+        Ok((false, raised))
+    }
+
+    /// Clears call-logging's read models and rebuilds them from the log, in one transaction,
+    /// with the same row-writing functions the commands use. Run with the service stopped.
+    pub async fn rebuild_projections(&self) -> Result<u64, Status> {
+        let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
+        sqlx::query("TRUNCATE cl_attempts, cl_telephony, cl_flags")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| status::internal(&e))?;
+        let filter = callback_eventstore::Filter::categories(["call_attempt", "telephony"]);
+        let mut after = callback_eventstore::Checkpoint::START;
+        let mut applied = 0;
+        loop {
+            let page = self
+                .store
+                .read_all(after, &filter, 5000)
+                .await
+                .map_err(status::from_store_error)?;
+            for event in &page.events {
+                applied += 1;
+                match event.event_type.as_str() {
+                    "CallAttemptLogged" => {
+                        let logged: LoggedAttempt =
+                            event.decode().map_err(status::from_store_error)?;
+                        let attempt = AttemptRow {
+                            tenant_id: &logged.tenant_id,
+                            attempt_id: &logged.attempt_id,
+                            callback_id: logged.callback_id,
+                            agent_id: &logged.agent_id,
+                            disposition: &logged.disposition.kind,
+                            started_at: logged.started_at,
+                            ended_at: logged.ended_at,
+                            telephony_call_id: &logged.telephony_call_id,
+                        };
+                        project_attempt(&mut tx, &attempt).await?;
+                    }
+                    "HonestyFlagRaised" => {
+                        let raised: FlagRaised =
+                            event.decode().map_err(status::from_store_error)?;
+                        let flag = Flag {
+                            kind: raised.kind,
+                            evidence: raised.evidence,
+                        };
+                        project_flag(
+                            &mut tx,
+                            &raised.tenant_id,
+                            &raised.attempt_id,
+                            &raised.agent_id,
+                            &flag,
+                        )
+                        .await?;
+                    }
+                    "TelephonyRecordIngested" => {
+                        let record: TelephonyRecord =
+                            event.decode().map_err(status::from_store_error)?;
+                        project_telephony(&mut tx, &record).await?;
+                    }
+                    _ => {}
+                }
+            }
+            after = page.checkpoint;
+            if page.reached_horizon {
+                break;
+            }
+        }
+        tx.commit().await.map_err(|e| status::internal(&e))?;
+        Ok(applied)
+    }
+}
+
+/// A call detail record as the telephony middleware reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TelephonyRecord {
+    pub tenant_id: String,
+    pub call_id: String,
+    /// Personal data.
+    pub number_dialed: String,
+    pub started_at: DateTime<Utc>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: DateTime<Utc>,
+    pub billable_seconds: u32,
+    pub network_result: String,
+}
+
+/// A logged attempt matched to a telephony record by call id.
+#[derive(sqlx::FromRow)]
+struct MatchedAttempt {
+    attempt_id: String,
+    agent_id: String,
+    disposition: String,
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
+}
+
+/// The fields of a `CallAttemptLogged` payload the read models need.
+#[derive(Deserialize)]
+struct LoggedAttempt {
+    tenant_id: String,
+    attempt_id: String,
+    callback_id: uuid::Uuid,
+    agent_id: String,
+    disposition: LoggedDisposition,
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
+    #[serde(default)]
+    telephony_call_id: String,
+}
+
+#[derive(Deserialize)]
+struct LoggedDisposition {
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct FlagRaised {
+    tenant_id: String,
+    attempt_id: String,
+    agent_id: String,
+    kind: String,
+    evidence: Value,
+}
+
+fn flag_payload(tenant_id: &str, attempt_id: &str, agent_id: &str, flag: &Flag) -> Value {
+    json!({ "tenant_id": tenant_id, "attempt_id": attempt_id, "agent_id": agent_id, "kind": flag.kind, "evidence": flag.evidence })
+}
+
+async fn telephony_record(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    call_id: &str,
+) -> Result<Option<CallRecord>, Status> {
+    if call_id.is_empty() {
+        return Ok(None);
+    }
+    let row: Option<(String, i32)> =
+        sqlx::query_as("SELECT network_result, billable_seconds FROM cl_telephony WHERE tenant_id = $1 AND call_id = $2")
+            .bind(tenant_id)
+            .bind(call_id)
+            .fetch_optional(conn)
+            .await
+            .map_err(|e| status::internal(&e))?;
+    Ok(row.map(|(network_result, billable)| CallRecord {
+        call_id: call_id.to_owned(),
+        network_result,
+        billable_seconds: i64::from(billable),
+    }))
+}
+
+async fn overlapping_attempt(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    agent_id: &str,
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
+) -> Result<Option<(String, DateTime<Utc>, DateTime<Utc>)>, Status> {
+    sqlx::query_as(
+        "SELECT attempt_id, started_at, ended_at FROM cl_attempts WHERE tenant_id = $1 AND agent_id = $2 \
+         AND started_at < $4 AND ended_at > $3 ORDER BY started_at LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .bind(started_at)
+    .bind(ended_at)
+    .fetch_optional(conn)
+    .await
+    .map_err(|e| status::internal(&e))
+}
+
+/// One row of `cl_attempts`.
+struct AttemptRow<'a> {
+    tenant_id: &'a str,
+    attempt_id: &'a str,
+    callback_id: uuid::Uuid,
+    agent_id: &'a str,
+    disposition: &'a str,
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
+    telephony_call_id: &'a str,
+}
+
+async fn project_attempt(
+    conn: &mut sqlx::PgConnection,
+    row: &AttemptRow<'_>,
+) -> Result<(), Status> {
+    sqlx::query(
+        "INSERT INTO cl_attempts (attempt_id, tenant_id, callback_id, agent_id, disposition, started_at, ended_at, telephony_call_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, '')) ON CONFLICT (attempt_id) DO NOTHING",
+    )
+    .bind(row.attempt_id)
+    .bind(row.tenant_id)
+    .bind(row.callback_id)
+    .bind(row.agent_id)
+    .bind(row.disposition)
+    .bind(row.started_at)
+    .bind(row.ended_at)
+    .bind(row.telephony_call_id)
+    .execute(conn)
+    .await
+    .map_err(|e| status::internal(&e))?;
+    Ok(())
+}
+
+async fn project_flag(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    attempt_id: &str,
+    agent_id: &str,
+    flag: &Flag,
+) -> Result<(), Status> {
+    sqlx::query(
+        "INSERT INTO cl_flags (attempt_id, kind, tenant_id, agent_id, evidence) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (attempt_id, kind) DO NOTHING",
+    )
+    .bind(attempt_id)
+    .bind(&flag.kind)
+    .bind(tenant_id)
+    .bind(agent_id)
+    .bind(&flag.evidence)
+    .execute(conn)
+    .await
+    .map_err(|e| status::internal(&e))?;
+    Ok(())
+}
+
+async fn project_telephony(
+    conn: &mut sqlx::PgConnection,
+    record: &TelephonyRecord,
+) -> Result<(), Status> {
+    sqlx::query(
+        "INSERT INTO cl_telephony (tenant_id, call_id, network_result, started_at, answered_at, ended_at, billable_seconds) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, call_id) DO NOTHING",
+    )
+    .bind(&record.tenant_id)
+    .bind(&record.call_id)
+    .bind(&record.network_result)
+    .bind(record.started_at)
+    .bind(record.answered_at)
+    .bind(record.ended_at)
+    .bind(record.billable_seconds as i32)
+    .execute(conn)
+    .await
+    .map_err(|e| status::internal(&e))?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `callback.v1.CallLogging` API: wire types to domain types and back.
 
 use callback_proto::v1::call_logging_server::{CallLogging as CallLoggingApi, CallLoggingServer};
+use callback_proto::v1::{IngestTelephonyRecordRequest, IngestTelephonyRecordResponse};
 use callback_proto::v1::{
     LogCallAttemptRequest, LogCallAttemptResponse, PublishQuestionnaireRequest,
     PublishQuestionnaireResponse,
@@ -8,7 +9,7 @@ use callback_proto::v1::{
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
-use crate::app::{AttemptReport, CallLogging, Complaint};
+use crate::app::{AttemptReport, CallLogging, Complaint, TelephonyRecord};
 
 pub fn service(app: CallLogging) -> CallLoggingServer<Api> {
     CallLoggingServer::new(Api { app })
@@ -94,10 +95,37 @@ impl CallLoggingApi for Api {
             notes: r.notes,
             complaint,
         };
-        let (duplicate, event_types) = self.app.log_attempt(report).await?;
+        let (duplicate, event_types, flags_raised) = self.app.log_attempt(report).await?;
         Ok(Response::new(LogCallAttemptResponse {
             duplicate,
             event_types,
+            flags_raised,
+        }))
+    }
+
+    async fn ingest_telephony_record(
+        &self,
+        request: Request<IngestTelephonyRecordRequest>,
+    ) -> Result<Response<IngestTelephonyRecordResponse>, Status> {
+        let r = request.into_inner();
+        let required = |field: &str, t: Option<&prost_types::Timestamp>| {
+            instant(field, t)?
+                .ok_or_else(|| callback_kit::status::invalid_argument(field, "is required"))
+        };
+        let record = TelephonyRecord {
+            tenant_id: r.tenant_id,
+            call_id: r.call_id,
+            number_dialed: r.number_dialed,
+            started_at: required("started_at", r.started_at.as_ref())?,
+            answered_at: instant("answered_at", r.answered_at.as_ref())?,
+            ended_at: required("ended_at", r.ended_at.as_ref())?,
+            billable_seconds: r.billable_seconds,
+            network_result: r.network_result,
+        };
+        let (duplicate, flags_raised) = self.app.ingest_telephony(record).await?;
+        Ok(Response::new(IngestTelephonyRecordResponse {
+            duplicate,
+            flags_raised,
         }))
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! So far: questionnaires ([`domain`]) and `LogCallAttempt`, which checks the lease with the
 //! scheduling service and records the attempt as events that scheduling consumes. Telephony
-//! records, honesty checks and private reads are still to come.
+//! records with honesty flags; private (masked, audited) reads are still to come.
 
 use callback_feed::{HostError, ServiceHost};
 use callback_kit::{Config, ServiceKind, Shutdown};
@@ -26,11 +26,21 @@ pub async fn serve(
     config: Config,
     shutdown: Shutdown,
 ) -> Result<(), HostError> {
-    let host = ServiceHost::start(KIND, pool, CATEGORIES).await?;
+    let host = ServiceHost::start(KIND, pool.clone(), CATEGORIES).await?;
+    migrator()
+        .run(&pool)
+        .await
+        .map_err(|e| HostError::Store(callback_eventstore::Error::Migrate(e)))?;
     let scheduling = callback_kit::grpc::channel(config.url(ServiceKind::Scheduling))?;
     let app = app::CallLogging::new(host.store.clone(), scheduling);
     let host = host.route(&["callback.v1.CallLogging"], |router| {
         router.add_service(grpc::service(app))
     });
     Ok(host.serve(listener, shutdown).await?)
+}
+
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
 }

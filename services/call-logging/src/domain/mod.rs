@@ -1,5 +1,6 @@
 //! Pure call-logging rules: questionnaires and the validation of an attempt's answers.
 
+pub mod honesty;
 pub mod questionnaire;
 
 pub use questionnaire::{AnswerError, Condition, Item, ItemKind, Questionnaire};

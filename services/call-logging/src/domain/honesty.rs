@@ -1,0 +1,123 @@
+//! Honesty checks (弄虚作假): facts that make a logged call suspect. Pure: given an attempt and
+//! what is known about it, which flags, with which evidence.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Below this many seconds of talk, a "reached" call is suspect.
+pub const SHORT_REACHED_SECONDS: i64 = 10;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Flag {
+    /// `short_reached`, `network_contradiction` or `overlapping_calls`.
+    pub kind: String,
+    pub evidence: Value,
+}
+
+/// The attempt as the checks see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptFacts {
+    pub disposition: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+}
+
+/// A telephony call detail record matched to the attempt by call id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    pub call_id: String,
+    pub network_result: String,
+    pub billable_seconds: i64,
+}
+
+/// Flags for a "reached" attempt: too short (by the agent's times, or by the billed seconds
+/// once the record is known), or contradicted by the network (NOANSWER, BUSY or FAILED).
+pub fn check_attempt(attempt: &AttemptFacts, record: Option<&CallRecord>) -> Vec<Flag> {
+    if attempt.disposition != "reached" {
+        return Vec::new();
+    }
+    let mut flags = Vec::new();
+    let reported = (attempt.ended_at - attempt.started_at).num_seconds();
+    let talk = record.map_or(reported, |r| r.billable_seconds.min(reported));
+    if talk < SHORT_REACHED_SECONDS {
+        flags.push(Flag {
+            kind: "short_reached".into(),
+            evidence: json!({ "talk_seconds": talk, "threshold_seconds": SHORT_REACHED_SECONDS,
+                              "billable_seconds": record.map(|r| r.billable_seconds) }),
+        });
+    }
+    if let Some(record) = record {
+        if record.network_result != "ANSWER" {
+            flags.push(Flag {
+                kind: "network_contradiction".into(),
+                evidence: json!({ "call_id": record.call_id, "network_result": record.network_result,
+                                  "disposition": attempt.disposition }),
+            });
+        }
+    }
+    flags
+}
+
+/// The flag for an agent whose attempt overlaps another of their own.
+pub fn overlapping(
+    other_attempt_id: &str,
+    other_start: DateTime<Utc>,
+    other_end: DateTime<Utc>,
+) -> Flag {
+    Flag {
+        kind: "overlapping_calls".into(),
+        evidence: json!({ "other_attempt_id": other_attempt_id, "other_started_at": other_start, "other_ended_at": other_end }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn attempt(disposition: &str, seconds: i64) -> AttemptFacts {
+        let start = DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default();
+        AttemptFacts {
+            disposition: disposition.into(),
+            started_at: start,
+            ended_at: start + Duration::seconds(seconds),
+        }
+    }
+
+    fn record(result: &str, billable: i64) -> CallRecord {
+        CallRecord {
+            call_id: "c1".into(),
+            network_result: result.into(),
+            billable_seconds: billable,
+        }
+    }
+
+    #[test]
+    fn suspect_reached_calls_are_flagged_with_evidence() {
+        let kinds = |flags: Vec<Flag>| flags.into_iter().map(|f| f.kind).collect::<Vec<_>>();
+        assert!(check_attempt(&attempt("reached", 95), None).is_empty());
+        assert_eq!(
+            kinds(check_attempt(&attempt("reached", 3), None)),
+            ["short_reached"]
+        );
+        // The agent reported 95 s but the network billed 4 s.
+        assert_eq!(
+            kinds(check_attempt(
+                &attempt("reached", 95),
+                Some(&record("ANSWER", 4))
+            )),
+            ["short_reached"]
+        );
+        assert_eq!(
+            kinds(check_attempt(
+                &attempt("reached", 95),
+                Some(&record("NOANSWER", 0))
+            )),
+            ["short_reached", "network_contradiction"]
+        );
+        assert!(check_attempt(&attempt("no_answer", 2), Some(&record("NOANSWER", 0))).is_empty());
+        let flag = &check_attempt(&attempt("reached", 3), None)[0];
+        assert_eq!(flag.evidence["talk_seconds"], 3);
+    }
+}
