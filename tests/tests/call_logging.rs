@@ -9,12 +9,12 @@ use callback_eventstore::{EventStore, StreamName};
 use callback_kit::ServiceKind;
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::scheduling_client::SchedulingClient;
-use callback_proto::v1::IngestTelephonyRecordRequest;
 use callback_proto::v1::{
     ClaimNextRequest, ClaimedCallback, Disposition, GetCallbackRequest, IngestBusinessEventRequest,
     LogCallAttemptRequest, PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest,
     Subject,
 };
+use callback_proto::v1::{GetCallRecordRequest, IngestTelephonyRecordRequest};
 use callback_tests::{eventually, System};
 use prost_types::Timestamp;
 use serde_json::json;
@@ -321,6 +321,75 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     bad_cdr.network_result = "MAYBE".into();
     let e = calls.ingest_telephony_record(bad_cdr).await.unwrap_err();
     assert!(e.message().starts_with("network_result:"), "{e:?}");
+
+    // Privacy: numbers are masked unless a full view is asked for with a reason, and every full
+    // view is recorded (who, why).
+    let read = |full_view: bool, reason: &str| GetCallRecordRequest {
+        tenant_id: "h".into(),
+        attempt_id: "att-11".into(),
+        reader: "supervisor-7".into(),
+        full_view,
+        reason: reason.into(),
+    };
+    let masked = calls
+        .get_call_record(read(false, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(masked.number_dialed, "139****9000");
+    assert_eq!(masked.network_result, "NOANSWER");
+    let mut flags = masked.flags.clone();
+    flags.sort();
+    assert_eq!(
+        flags,
+        [
+            "network_contradiction",
+            "overlapping_calls",
+            "short_reached"
+        ]
+    );
+    let e = calls.get_call_record(read(true, "")).await.unwrap_err();
+    assert!(e.message().starts_with("reason:"), "{e:?}");
+    let attempt_stream = StreamName::new("call_attempt", "att-11").unwrap();
+    let viewed = |events: &[callback_eventstore::RecordedEvent]| {
+        events
+            .iter()
+            .filter(|e| e.event_type == "CallRecordViewed")
+            .count()
+    };
+    assert_eq!(
+        viewed(&store.read_stream(&attempt_stream, 1).await.unwrap()),
+        0,
+        "masked reads and refusals are not full views"
+    );
+    let full = calls
+        .get_call_record(read(true, "complaint investigation #12"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(full.number_dialed, "13900139000");
+    let events = store.read_stream(&attempt_stream, 1).await.unwrap();
+    assert_eq!(viewed(&events), 1);
+    let audit = events
+        .iter()
+        .find(|e| e.event_type == "CallRecordViewed")
+        .unwrap();
+    assert!(
+        audit.payload.contains("supervisor-7")
+            && audit.payload.contains("complaint investigation #12")
+    );
+    let e = calls
+        .get_call_record(GetCallRecordRequest {
+            tenant_id: "other".into(),
+            ..read(false, "")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::NotFound,
+        "another tenant's record is not visible"
+    );
 
     // The read models rebuild from the log to the same rows.
     let snapshot = |pool: sqlx::PgPool| async move {

@@ -537,6 +537,99 @@ impl CallLogging {
         Ok((false, raised))
     }
 
+    /// One call record for `reader`. Phone numbers are masked unless `full_view` is asked for
+    /// with a reason; a full view is recorded as a `CallRecordViewed` event before it is given.
+    #[tracing::instrument(name = "call_logging.get_call_record", skip_all, fields(attempt_id = %attempt_id, full_view))]
+    pub async fn get_call_record(
+        &self,
+        tenant_id: &str,
+        attempt_id: &str,
+        reader: &str,
+        full_view: bool,
+        reason: &str,
+    ) -> Result<CallRecordView, Status> {
+        if reader.trim().is_empty() {
+            return Err(invalid("reader", "must not be empty"));
+        }
+        if full_view && (reason.trim().is_empty() || reason.chars().count() > 500) {
+            return Err(invalid(
+                "reason",
+                "a full view needs a reason of 1-500 characters",
+            ));
+        }
+        let stream = StreamName::new("call_attempt", attempt_id.to_owned())
+            .map_err(|_| invalid("attempt_id", "is not valid"))?;
+        let events = self
+            .store
+            .read_stream(&stream, 1)
+            .await
+            .map_err(status::from_store_error)?;
+        let not_found = || Status::not_found(format!("call record `{attempt_id}` not found"));
+        let first = events.first().ok_or_else(not_found)?;
+        let logged: Value = first.decode().map_err(status::from_store_error)?;
+        if logged["tenant_id"].as_str() != Some(tenant_id) {
+            return Err(not_found());
+        }
+        let mut view = CallRecordView {
+            attempt_id: attempt_id.to_owned(),
+            callback_id: logged["callback_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            agent_id: logged["agent_id"].as_str().unwrap_or_default().to_owned(),
+            disposition: logged["disposition"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            started_at: serde_json::from_value(logged["started_at"].clone()).ok(),
+            ended_at: serde_json::from_value(logged["ended_at"].clone()).ok(),
+            notes: logged["notes"].as_str().unwrap_or_default().to_owned(),
+            ..CallRecordView::default()
+        };
+        for event in &events[1..] {
+            let payload: Value = event.decode().map_err(status::from_store_error)?;
+            match event.event_type.as_str() {
+                "SurveyAnswered" => view.answers_json = payload["answers"].to_string(),
+                "HonestyFlagRaised" => view
+                    .flags
+                    .push(payload["kind"].as_str().unwrap_or_default().to_owned()),
+                _ => {}
+            }
+        }
+        let call_id = logged["telephony_call_id"].as_str().unwrap_or_default();
+        if !call_id.is_empty() {
+            let cdr = StreamName::new("telephony", format!("{tenant_id}:{call_id}"))
+                .map_err(status::from_store_error)?;
+            if let Some(event) = self
+                .store
+                .read_stream(&cdr, 1)
+                .await
+                .map_err(status::from_store_error)?
+                .first()
+            {
+                let record: TelephonyRecord = event.decode().map_err(status::from_store_error)?;
+                view.network_result = record.network_result;
+                view.number_dialed = record.number_dialed;
+            }
+        }
+        if full_view {
+            let viewed = NewEvent::new(
+                "CallRecordViewed",
+                &json!({ "tenant_id": tenant_id, "attempt_id": attempt_id, "reader": reader, "reason": reason, "at": Utc::now() }),
+            )
+            .map_err(status::from_store_error)?
+            .with_metadata(event_metadata(Some(tenant_id), Some(reader)));
+            self.store
+                .append(&stream, ExpectedVersion::Any, &[viewed])
+                .await
+                .map_err(status::from_store_error)?;
+            tracing::info!("full view of a call record recorded");
+        } else {
+            view.number_dialed = crate::domain::privacy::mask_phone(&view.number_dialed);
+        }
+        Ok(view)
+    }
+
     /// Clears call-logging's read models and rebuilds them from the log, in one transaction,
     /// with the same row-writing functions the commands use. Run with the service stopped.
     pub async fn rebuild_projections(&self) -> Result<u64, Status> {
@@ -604,6 +697,22 @@ impl CallLogging {
         tx.commit().await.map_err(|e| status::internal(&e))?;
         Ok(applied)
     }
+}
+
+/// A call record as a reader sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CallRecordView {
+    pub attempt_id: String,
+    pub callback_id: String,
+    pub agent_id: String,
+    pub disposition: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub number_dialed: String,
+    pub network_result: String,
+    pub notes: String,
+    pub answers_json: String,
+    pub flags: Vec<String>,
 }
 
 /// A call detail record as the telephony middleware reports it.

@@ -1,7 +1,10 @@
 //! The `callback.v1.CallLogging` API: wire types to domain types and back.
 
 use callback_proto::v1::call_logging_server::{CallLogging as CallLoggingApi, CallLoggingServer};
-use callback_proto::v1::{IngestTelephonyRecordRequest, IngestTelephonyRecordResponse};
+use callback_proto::v1::{
+    GetCallRecordRequest, GetCallRecordResponse, IngestTelephonyRecordRequest,
+    IngestTelephonyRecordResponse,
+};
 use callback_proto::v1::{
     LogCallAttemptRequest, LogCallAttemptResponse, PublishQuestionnaireRequest,
     PublishQuestionnaireResponse,
@@ -126,6 +129,42 @@ impl CallLoggingApi for Api {
         Ok(Response::new(IngestTelephonyRecordResponse {
             duplicate,
             flags_raised,
+        }))
+    }
+
+    async fn get_call_record(
+        &self,
+        request: Request<GetCallRecordRequest>,
+    ) -> Result<Response<GetCallRecordResponse>, Status> {
+        let r = request.into_inner();
+        let view = self
+            .app
+            .get_call_record(
+                &r.tenant_id,
+                &r.attempt_id,
+                &r.reader,
+                r.full_view,
+                &r.reason,
+            )
+            .await?;
+        let timestamp = |t: Option<DateTime<Utc>>| {
+            t.map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: t.timestamp_subsec_nanos() as i32,
+            })
+        };
+        Ok(Response::new(GetCallRecordResponse {
+            attempt_id: view.attempt_id,
+            callback_id: view.callback_id,
+            agent_id: view.agent_id,
+            disposition: view.disposition,
+            started_at: timestamp(view.started_at),
+            ended_at: timestamp(view.ended_at),
+            number_dialed: view.number_dialed,
+            network_result: view.network_result,
+            notes: view.notes,
+            answers_json: view.answers_json,
+            flags: view.flags,
         }))
     }
 }
