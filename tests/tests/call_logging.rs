@@ -85,7 +85,8 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
 
     let settings = json!({
         "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
-                     "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
+                     "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+                     "holidays": ["2026-01-01"]},
         "pools": ["nurses"], "agents": [{"agent_id": "n1", "pools": ["nurses"]}, {"agent_id": "n2", "pools": ["nurses"]}]
     });
     scheduling
@@ -322,6 +323,87 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     let e = calls.ingest_telephony_record(bad_cdr).await.unwrap_err();
     assert!(e.message().starts_with("network_result:"), "{e:?}");
 
+    // A phone call started outside the tenant's calling windows (a holiday), once call-logging
+    // has learned the tenant's calendar from scheduling's feed.
+    let pool = system.db.pool.clone();
+    eventually(
+        Duration::from_secs(30),
+        "call-logging to learn the calendar",
+        || {
+            let pool = pool.clone();
+            async move {
+                let known: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM cl_tenant_calendars WHERE tenant_id = 'h')",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                known.then_some(())
+            }
+        },
+    )
+    .await;
+    let c4 = claim(&mut scheduling, "n2").await;
+    let mut on_holiday = attempt("att-12", &c4, "n2", "no_answer");
+    let new_year = 1_767_232_800; // 2026-01-01T10:00:00+08:00
+    on_holiday.started_at = Some(Timestamp {
+        seconds: new_year,
+        nanos: 0,
+    });
+    on_holiday.ended_at = Some(Timestamp {
+        seconds: new_year + 40,
+        nanos: 0,
+    });
+    let logged = calls
+        .log_call_attempt(on_holiday)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(logged.flags_raised, ["outside_calling_window"]);
+
+    // Shared contact (insurer rule): p2, p3 and p4 were given the same number.
+    eventually(
+        Duration::from_secs(30),
+        "shared contacts to be flagged",
+        || {
+            let pool = pool.clone();
+            async move {
+                let pairs: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM cl_shared_contacts WHERE tenant_id = 'h'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (pairs == 6).then_some(())
+            }
+        },
+    )
+    .await;
+    // Polled: another test's open transaction may hold the log's visibility horizon back.
+    let shared = eventually(
+        Duration::from_secs(30),
+        "the shared-contact events to be visible",
+        || {
+            let store = store.clone();
+            async move {
+                let page = store
+                    .read_all(
+                        callback_eventstore::Checkpoint::START,
+                        &callback_eventstore::Filter::categories(["shared_contact"]),
+                        100,
+                    )
+                    .await
+                    .unwrap();
+                (page.events.len() >= 3).then_some(page.events)
+            }
+        },
+    )
+    .await;
+    assert_eq!(shared.len(), 3, "one flag per pair of subjects");
+    assert!(shared
+        .iter()
+        .all(|e| !e.payload.contains("13900139000") && e.payload.contains("139****9000")));
+
     // Privacy: numbers are masked unless a full view is asked for with a reason, and every full
     // view is recorded (who, why).
     let read = |full_view: bool, reason: &str| GetCallRecordRequest {
@@ -408,7 +490,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         (flags, attempts)
     };
     let before = snapshot(system.db.pool.clone()).await;
-    assert_eq!(before.0.len(), 3);
+    assert_eq!(before.0.len(), 4);
     let app = callback_call_logging::app::CallLogging::new(
         store.clone(),
         system.channel(ServiceKind::Scheduling),

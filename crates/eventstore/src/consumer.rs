@@ -150,5 +150,9 @@ pub async fn apply_batch<P: Projection>(
         return Ok(0);
     }
     tx.commit(up_to).await?;
+    if !fresh.is_empty() {
+        // The projection may have appended events of its own.
+        store.notifier().committed();
+    }
     Ok(fresh.len())
 }

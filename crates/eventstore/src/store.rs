@@ -138,7 +138,8 @@ impl EventStore {
     }
 
     /// Appends inside the caller's transaction, so events and the caller's own rows commit
-    /// together. Commit with [`EventStore::commit`] so subscribers are woken.
+    /// together. Commit with [`EventStore::commit`] so subscribers are woken. `tx` must be inside
+    /// a transaction (a `Transaction` or a consumer's connection derefs to one).
     ///
     /// With `ExpectedVersion::Any` the append runs under a savepoint, so a lost race is
     /// retried and an idempotent retry recognised without aborting the caller's transaction.
@@ -147,7 +148,7 @@ impl EventStore {
     /// other conflict is the caller's to roll back and report.
     pub async fn append_in(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut PgConnection,
         stream: &StreamName,
         expected: ExpectedVersion,
         events: &[NewEvent],

@@ -348,6 +348,11 @@ impl CallLogging {
             ended_at,
         };
         let mut flags = honesty::check_attempt(&facts, record.as_ref());
+        if report.channel == "phone" {
+            if let Some(calendar) = tenant_calendar(&mut tx, &report.tenant_id).await? {
+                flags.extend(honesty::outside_window(&calendar, started_at));
+            }
+        }
         if let Some((other, start, end)) = overlapping_attempt(
             &mut tx,
             &report.tenant_id,
@@ -765,6 +770,22 @@ struct FlagRaised {
     agent_id: String,
     kind: String,
     evidence: Value,
+}
+
+/// The tenant's calendar as last published through scheduling's feed; `None` until known.
+async fn tenant_calendar(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &str,
+) -> Result<Option<callback_calendar::Calendar>, Status> {
+    let spec: Option<Value> =
+        sqlx::query_scalar("SELECT calendar FROM cl_tenant_calendars WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(conn)
+            .await
+            .map_err(|e| status::internal(&e))?;
+    Ok(spec
+        .and_then(|spec| serde_json::from_value::<callback_calendar::CalendarSpec>(spec).ok())
+        .and_then(|spec| callback_calendar::Calendar::new(&spec).ok()))
 }
 
 fn flag_payload(tenant_id: &str, attempt_id: &str, agent_id: &str, flag: &Flag) -> Value {

@@ -12,12 +12,18 @@ use tokio::net::TcpListener;
 
 pub mod app;
 pub mod domain;
+pub mod facts;
 pub mod grpc;
 
 pub const KIND: ServiceKind = ServiceKind::CallLogging;
 
 /// Stream categories this service owns (and serves on its feed).
-pub const CATEGORIES: &[&str] = &["call_attempt", "questionnaire", "telephony"];
+pub const CATEGORIES: &[&str] = &[
+    "call_attempt",
+    "questionnaire",
+    "telephony",
+    "shared_contact",
+];
 
 /// Serves the call-logging service on `listener` until `shutdown`.
 pub async fn serve(
@@ -32,11 +38,20 @@ pub async fn serve(
         .await
         .map_err(|e| HostError::Store(callback_eventstore::Error::Migrate(e)))?;
     let scheduling = callback_kit::grpc::channel(config.url(ServiceKind::Scheduling))?;
+    let (facts, _) = callback_feed::RemoteConsumer::new(scheduling.clone(), &facts::CATEGORIES)
+        .with_event_types(&facts::EVENT_TYPES)
+        .spawn(
+            host.store.clone(),
+            facts::SchedulingFacts::new(host.store.clone()),
+            shutdown.clone(),
+        );
     let app = app::CallLogging::new(host.store.clone(), scheduling);
     let host = host.route(&["callback.v1.CallLogging"], |router| {
         router.add_service(grpc::service(app))
     });
-    Ok(host.serve(listener, shutdown).await?)
+    let served = host.serve(listener, shutdown).await;
+    let _ = facts.await;
+    Ok(served?)
 }
 
 pub fn migrator() -> sqlx::migrate::Migrator {

@@ -59,6 +59,17 @@ pub fn check_attempt(attempt: &AttemptFacts, record: Option<&CallRecord>) -> Vec
     flags
 }
 
+/// The flag for a phone call started outside the tenant's calling windows.
+pub fn outside_window(
+    calendar: &callback_calendar::Calendar,
+    started_at: DateTime<Utc>,
+) -> Option<Flag> {
+    (!calendar.is_allowed(started_at)).then(|| Flag {
+        kind: "outside_calling_window".into(),
+        evidence: json!({ "started_at": started_at, "next_allowed": calendar.next_allowed(started_at) }),
+    })
+}
+
 /// The flag for an agent whose attempt overlaps another of their own.
 pub fn overlapping(
     other_attempt_id: &str,

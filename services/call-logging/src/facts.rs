@@ -1,0 +1,176 @@
+//! What call-logging learns from the scheduling service's feed: tenants' calendars (for the
+//! calling-window check) and subjects' phone numbers (for the shared-contact check, the
+//! insurer rule: one number on two different customers is suspicious).
+//!
+//! Applied with the consumer's checkpoint in one transaction, so each fact counts once.
+
+use callback_eventstore::{
+    EventStore, ExpectedVersion, NewEvent, Projection, RecordedEvent, StreamName,
+};
+use callback_kit::telemetry::event_metadata;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+
+use crate::domain::privacy::mask_phone;
+
+pub const CATEGORIES: [&str; 2] = ["tenant", "business_event"];
+pub const EVENT_TYPES: [&str; 2] = ["TenantPublished", "BusinessEventIngested"];
+
+/// Namespace of shared-contact stream ids (UUIDv5 of tenant and number): the number itself
+/// never appears in a stream id.
+const SHARED_CONTACT_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x3c1e_77a0_5b2d_4e8f_8d61_0f4a_92b7_c5e3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    #[error("event log: {0}")]
+    Store(#[from] callback_eventstore::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(Deserialize)]
+struct TenantPublished {
+    tenant_id: String,
+    settings: Settings,
+}
+
+#[derive(Deserialize)]
+struct Settings {
+    calendar: Value,
+}
+
+#[derive(Deserialize)]
+struct Ingested {
+    fact: Fact,
+    subject: Subject,
+}
+
+#[derive(Deserialize)]
+struct Fact {
+    tenant_id: String,
+}
+
+#[derive(Deserialize)]
+struct Subject {
+    subject_id: String,
+    #[serde(default)]
+    phones: Vec<String>,
+}
+
+pub struct SchedulingFacts {
+    store: EventStore,
+}
+
+impl SchedulingFacts {
+    pub fn new(store: EventStore) -> Self {
+        Self { store }
+    }
+}
+
+impl Projection for SchedulingFacts {
+    type Error = FactsError;
+
+    fn name(&self) -> &str {
+        "call_logging.scheduling_facts"
+    }
+
+    async fn apply(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), FactsError> {
+        for event in events {
+            match event.event_type.as_str() {
+                "TenantPublished" => {
+                    let published: TenantPublished = event.decode()?;
+                    sqlx::query(
+                        "INSERT INTO cl_tenant_calendars (tenant_id, calendar) VALUES ($1, $2) \
+                         ON CONFLICT (tenant_id) DO UPDATE SET calendar = EXCLUDED.calendar",
+                    )
+                    .bind(&published.tenant_id)
+                    .bind(&published.settings.calendar)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                "BusinessEventIngested" => {
+                    let ingested: Ingested = event.decode()?;
+                    self.record_phones(conn, &ingested.fact.tenant_id, &ingested.subject)
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SchedulingFacts {
+    async fn record_phones(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &str,
+        subject: &Subject,
+    ) -> Result<(), FactsError> {
+        for phone in &subject.phones {
+            let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+            if digits.is_empty() {
+                continue;
+            }
+            sqlx::query("INSERT INTO cl_contacts (tenant_id, phone_digits, subject_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(tenant_id)
+                .bind(&digits)
+                .bind(&subject.subject_id)
+                .execute(&mut *conn)
+                .await?;
+            let others: Vec<String> = sqlx::query_scalar(
+                "SELECT c.subject_id FROM cl_contacts c WHERE c.tenant_id = $1 AND c.phone_digits = $2 AND c.subject_id <> $3 \
+                 AND NOT EXISTS (SELECT 1 FROM cl_shared_contacts s WHERE s.tenant_id = $1 AND s.phone_digits = $2 \
+                                 AND s.subject_id = $3 AND s.other_subject_id = c.subject_id) \
+                 ORDER BY c.subject_id",
+            )
+            .bind(tenant_id)
+            .bind(&digits)
+            .bind(&subject.subject_id)
+            .fetch_all(&mut *conn)
+            .await?;
+            for other in others {
+                let stream_key = uuid::Uuid::new_v5(
+                    &SHARED_CONTACT_NAMESPACE,
+                    format!("{tenant_id}\n{digits}").as_bytes(),
+                );
+                let stream = StreamName::new("shared_contact", stream_key.to_string())?;
+                let payload = json!({
+                    "tenant_id": tenant_id, "subject_id": subject.subject_id, "other_subject_id": other,
+                    "phone_masked": mask_phone(&digits),
+                });
+                // A deterministic id: replaying the feed (a rebuild) writes the flag only once.
+                let event_id = uuid::Uuid::new_v5(
+                    &SHARED_CONTACT_NAMESPACE,
+                    format!("{tenant_id}\n{digits}\n{}\n{other}", subject.subject_id).as_bytes(),
+                );
+                let event = NewEvent::new("SharedContactFlagged", &payload)?
+                    .with_id(event_id)
+                    .with_metadata(event_metadata(Some(tenant_id), Some("system:call-logging")));
+                self.store
+                    .append_in(conn, &stream, ExpectedVersion::Any, &[event])
+                    .await?;
+                for (a, b) in [(&subject.subject_id, &other), (&other, &subject.subject_id)] {
+                    sqlx::query(
+                        "INSERT INTO cl_shared_contacts (tenant_id, phone_digits, subject_id, other_subject_id) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(tenant_id)
+                    .bind(&digits)
+                    .bind(a)
+                    .bind(b)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                tracing::warn!(tenant_id, "shared contact flagged");
+            }
+        }
+        Ok(())
+    }
+}
