@@ -13,7 +13,7 @@ use callback_kit::telemetry::event_metadata;
 use callback_kit::Clock;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, Postgres, Row, Transaction};
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -434,7 +434,7 @@ impl Scheduling {
     #[allow(clippy::too_many_arguments)]
     async fn create_callback(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut PgConnection,
         policy: &Policy,
         policy_version: u64,
         fact: &BusinessFact,
@@ -521,7 +521,7 @@ impl Scheduling {
     /// Appends callback events with the version check and writes the resulting row.
     async fn append_callback(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut PgConnection,
         state: Option<CallbackState>,
         version: u64,
         events: &[CallbackEvent],
@@ -558,7 +558,7 @@ impl Scheduling {
     /// Cancels the open callbacks of a subject under a policy (or all policies when `None`).
     async fn cancel_open(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut PgConnection,
         tenant_id: &str,
         subject_id: &str,
         policy_id: &str,
@@ -572,7 +572,7 @@ impl Scheduling {
         .bind(tenant_id)
         .bind(subject_id)
         .bind(policy_id)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
         for id in &ids {
             let (state, version) = self.load_on(tx, *id).await?;
@@ -735,7 +735,7 @@ impl Scheduling {
     /// racing claimers different rows.
     async fn next_candidate(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut PgConnection,
         tenant_id: &str,
         agent_id: &str,
         pools: &[String],
@@ -760,7 +760,7 @@ impl Scheduling {
             .bind(agent_id)
             .bind(pools)
             .bind(departments)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = row {
                 let version: i64 = row.try_get("stream_version")?;
@@ -784,20 +784,53 @@ impl Scheduling {
         disposition: &Disposition,
         at: DateTime<Utc>,
     ) -> Result<CallbackState> {
+        let mut tx = self.store.begin().await?;
+        let state = self
+            .record_outcome_in(
+                &mut tx,
+                callback_id,
+                attempt_id,
+                agent_id,
+                lease_id,
+                disposition,
+                at,
+            )
+            .await?;
+        self.store.commit(tx).await?;
+        Ok(state)
+    }
+
+    /// [`Scheduling::record_outcome`] inside the caller's transaction (the outcome consumer
+    /// applies a whole batch, with its checkpoint, in one). A refused outcome (not the lease
+    /// holder, closed) is refused before anything is written, so the transaction stays usable.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_outcome_in(
+        &self,
+        tx: &mut PgConnection,
+        callback_id: Uuid,
+        attempt_id: &str,
+        agent_id: &str,
+        lease_id: Uuid,
+        disposition: &Disposition,
+        at: DateTime<Utc>,
+    ) -> Result<CallbackState> {
         let events = self
             .store
-            .read_stream(&callback_stream(callback_id)?, 1)
+            .read_stream_on(tx, &callback_stream(callback_id)?, 1)
             .await?;
-        let already = events.iter().any(|e| {
-            e.event_type == "CallbackAttempted"
-                && matches!(decode::<CallbackEvent>(e), Ok(CallbackEvent::CallbackAttempted { attempt_id: a, .. }) if a == attempt_id)
-        });
-        let (state, version) = self.load(callback_id).await?;
+        let mut state = None;
+        let mut already = false;
+        for event in &events {
+            let event = decode::<CallbackEvent>(event)?;
+            already |= matches!(&event, CallbackEvent::CallbackAttempted { attempt_id: a, .. } if a == attempt_id);
+            state = CallbackState::evolve(state, &event);
+        }
+        let state = state.ok_or_else(|| Error::NotFound(format!("callback `{callback_id}`")))?;
+        let version = events.len() as u64;
         if already {
             return Ok(state);
         }
-        let mut tx = self.store.begin().await?;
-        let (_, calendar) = self.tenant(&mut tx, &state.scheduled.tenant_id).await?;
+        let (_, calendar) = self.tenant(tx, &state.scheduled.tenant_id).await?;
         let decided = state
             .decide_outcome(attempt_id, agent_id, lease_id, disposition, at, &calendar)
             .map_err(|e| match e {
@@ -809,15 +842,15 @@ impl Scheduling {
             })?;
         let tenant_id = state.scheduled.tenant_id.clone();
         let next = self
-            .append_callback(&mut tx, Some(state), version, &decided, &tenant_id)
+            .append_callback(tx, Some(state), version, &decided, &tenant_id)
             .await?;
         for event in &decided {
             if let CallbackEvent::CallbackAttempted { attempt_id, at, .. } = event {
-                project_attempt(&mut tx, &next, attempt_id, *at).await?;
+                project_attempt(tx, &next, attempt_id, *at).await?;
             }
         }
         if !next.status.is_open() {
-            self.schedule_next(&mut tx, &next, &calendar, at).await?;
+            self.schedule_next(tx, &next, &calendar, at).await?;
         }
         if *disposition == Disposition::DoNotCall {
             // Do-not-call covers every policy of the tenant for this subject.
@@ -831,7 +864,7 @@ impl Scheduling {
             .await?;
             for policy_id in policies {
                 self.cancel_open(
-                    &mut tx,
+                    tx,
                     &tenant_id,
                     &next.scheduled.subject_id,
                     &policy_id,
@@ -841,7 +874,6 @@ impl Scheduling {
                 .await?;
             }
         }
-        self.store.commit(tx).await?;
         Ok(next)
     }
 
@@ -849,7 +881,7 @@ impl Scheduling {
     /// version the callback was created under.
     async fn schedule_next(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut PgConnection,
         ended: &CallbackState,
         calendar: &Calendar,
         ended_at: DateTime<Utc>,

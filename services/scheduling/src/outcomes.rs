@@ -51,7 +51,7 @@ impl Projection for OutcomeConsumer {
 
     async fn apply(
         &mut self,
-        _conn: &mut PgConnection,
+        conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), Error> {
         for event in events.iter().filter(|e| e.event_type == EVENT_TYPE) {
@@ -65,7 +65,8 @@ impl Projection for OutcomeConsumer {
             };
             let applied = self
                 .app
-                .record_outcome(
+                .record_outcome_in(
+                    conn,
                     attempt.callback_id,
                     &attempt.attempt_id,
                     &attempt.agent_id,
