@@ -192,3 +192,96 @@ pub async fn raw_single_insert_rate(
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
+
+/// An environment variable parsed as `T`, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Services running in this process as real gRPC servers on ephemeral ports.
+pub struct InProcess {
+    pub config: callback_kit::Config,
+    shutdown: callback_kit::Shutdown,
+    servers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    /// Starts `kinds` against `database_url`, each with a pool of `connections`.
+    pub async fn start(
+        database_url: &str,
+        kinds: &[callback_kit::ServiceKind],
+        connections: u32,
+    ) -> anyhow::Result<InProcess> {
+        let mut vars = std::collections::HashMap::new();
+        vars.insert("DATABASE_URL".to_owned(), database_url.to_owned());
+        let mut listeners = Vec::new();
+        for kind in kinds {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            vars.insert(kind.addr_var(), listener.local_addr()?.to_string());
+            listeners.push((*kind, listener));
+        }
+        let config = callback_kit::Config::from_lookup(|k| vars.get(k).cloned())?;
+        let shutdown = callback_kit::Shutdown::new();
+        let mut servers = Vec::new();
+        for (kind, listener) in listeners {
+            let pool = PgPoolOptions::new()
+                .max_connections(connections)
+                .connect(database_url)
+                .await?;
+            let (config, shutdown) = (config.clone(), shutdown.clone());
+            servers.push(tokio::spawn(callbackd::serve_service(
+                kind, pool, listener, config, shutdown,
+            )));
+        }
+        Ok(InProcess {
+            config,
+            shutdown,
+            servers,
+        })
+    }
+
+    pub fn channel(
+        &self,
+        kind: callback_kit::ServiceKind,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        Ok(
+            tonic::transport::Channel::from_shared(self.config.url(kind).to_owned())?
+                .connect_lazy(),
+        )
+    }
+
+    /// Publishes a tenant's settings on scheduling, retrying while the server starts.
+    pub async fn publish_tenant(
+        &self,
+        tenant_id: &str,
+        settings_json: String,
+    ) -> anyhow::Result<()> {
+        use callback_proto::v1::{scheduling_client::SchedulingClient, PublishTenantRequest};
+        let mut client =
+            SchedulingClient::new(self.channel(callback_kit::ServiceKind::Scheduling)?);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let request = PublishTenantRequest {
+                tenant_id: tenant_id.to_owned(),
+                settings_json: settings_json.clone(),
+            };
+            match client.publish_tenant(request).await {
+                Ok(_) => return Ok(()),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        for server in self.servers {
+            let _ = server.await;
+        }
+    }
+}

@@ -9,14 +9,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callback_bench::{environment, percentile, raw_single_insert_rate, write_section, BenchDb};
+use callback_bench::{
+    env_or, environment, percentile, raw_single_insert_rate, write_section, BenchDb, InProcess,
+};
 use callback_eventstore::{Checkpoint, EventStore, Filter, SubscriptionItem};
-use callback_kit::{Config, ServiceKind, Shutdown};
+use callback_kit::{Config, ServiceKind};
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
     ClaimNextRequest, Disposition, IngestBusinessEventRequest, LogCallAttemptRequest,
-    PublishPolicyRequest, PublishTenantRequest, Subject,
+    PublishPolicyRequest, Subject,
 };
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -30,54 +32,22 @@ fn now() -> prost_types::Timestamp {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let callbacks: usize = std::env::var("BENCH_CALLBACKS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
+    let seconds: u64 = env_or("BENCH_SECONDS", 10);
+    let callbacks: usize = env_or("BENCH_CALLBACKS", 20_000);
     let duration = Duration::from_secs(seconds);
     let db = BenchDb::create("callback_bench_call_logging", 33).await?;
     let env = environment(&db.pool).await?;
     println!("{env}");
 
     // Both services as real gRPC servers in this process, each with its own pool.
-    let mut vars = HashMap::new();
-    vars.insert("DATABASE_URL".to_owned(), db.url.clone());
-    let mut listeners = Vec::new();
-    for kind in [ServiceKind::Scheduling, ServiceKind::CallLogging] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        vars.insert(kind.addr_var(), listener.local_addr()?.to_string());
-        listeners.push((kind, listener));
-    }
-    let config = Config::from_lookup(|k| vars.get(k).cloned())?;
-    let shutdown = Shutdown::new();
-    let mut servers = Vec::new();
-    for (kind, listener) in listeners {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(28)
-            .connect(&db.url)
-            .await?;
-        let (config, shutdown) = (config.clone(), shutdown.clone());
-        servers.push(tokio::spawn(async move {
-            match kind {
-                ServiceKind::Scheduling => {
-                    callback_scheduling::serve(pool, listener, config, shutdown)
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-                _ => callback_call_logging::serve(pool, listener, config, shutdown)
-                    .await
-                    .map_err(anyhow::Error::from),
-            }
-        }));
-    }
-    let channel = |kind: ServiceKind| -> anyhow::Result<Channel> {
-        Ok(Channel::from_shared(config.url(kind).to_owned())?.connect_lazy())
-    };
-    let mut scheduling = SchedulingClient::new(channel(ServiceKind::Scheduling)?);
+    let services = InProcess::start(
+        &db.url,
+        &[ServiceKind::Scheduling, ServiceKind::CallLogging],
+        28,
+    )
+    .await?;
+    let config = services.config.clone();
+    let mut scheduling = SchedulingClient::new(services.channel(ServiceKind::Scheduling)?);
     let agents: Vec<_> = (0..32)
         .map(|i| json!({"agent_id": format!("agent-{i}"), "pools": ["desk"]}))
         .collect();
@@ -86,20 +56,9 @@ async fn main() -> anyhow::Result<()> {
                      "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
         "pools": ["desk"], "agents": agents
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let request = PublishTenantRequest {
-            tenant_id: TENANT.into(),
-            settings_json: settings.to_string(),
-        };
-        match scheduling.publish_tenant(request).await {
-            Ok(_) => break,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    services
+        .publish_tenant(TENANT, settings.to_string())
+        .await?;
     let policy = json!({
         "policy_id": "bench", "name": "回访", "trigger": {"event_type": "order.closed"},
         "steps": [{"name": "call", "owner": {"kind": "pool", "pool": "desk"},
@@ -137,10 +96,7 @@ async fn main() -> anyhow::Result<()> {
     // Half the measured maximum, spread over the 32 clients.
     let pace = Duration::from_secs_f64(32.0 / (max.rate / 2.0).max(1.0));
     let half = run_phase(&store, &config, duration, Some(pace), "half").await?;
-    shutdown.trigger();
-    for server in servers {
-        let _ = server.await;
-    }
+    services.stop().await;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (rate, attempts, latencies, propagation) =
         (max.rate, max.attempts, &max.latencies, &max.propagation);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callback_bench::{environment, percentile, write_section, BenchDb};
+use callback_bench::{env_or, environment, percentile, write_section, BenchDb};
 use callback_eventstore::{
     Checkpoint, EventStore, ExpectedVersion, Filter, Metadata, NewEvent, StreamName,
     SubscriptionItem,
@@ -363,14 +363,8 @@ async fn latency(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let read_events: i64 = std::env::var("BENCH_READ_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let seconds: u64 = env_or("BENCH_SECONDS", 5);
+    let read_events: i64 = env_or("BENCH_READ_EVENTS", 1_000_000);
     let duration = Duration::from_secs(seconds);
     let db = BenchDb::create("callback_bench_eventstore", 40).await?;
     let store = EventStore::open(db.pool.clone()).await?;

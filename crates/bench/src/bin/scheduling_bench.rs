@@ -10,12 +10,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callback_bench::{environment, percentile, raw_single_insert_rate, write_section, BenchDb};
-use callback_kit::{Config, ServiceKind, Shutdown};
+use callback_bench::{
+    env_or, environment, percentile, raw_single_insert_rate, write_section, BenchDb, InProcess,
+};
+use callback_kit::ServiceKind;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
-    ClaimNextRequest, IngestBusinessEventRequest, PublishPolicyRequest, PublishTenantRequest,
-    Subject,
+    ClaimNextRequest, IngestBusinessEventRequest, PublishPolicyRequest, Subject,
 };
 use callback_scheduling::domain::{CallbackEvent, Channel, RetryRule, Scheduled};
 use chrono::Utc;
@@ -135,18 +136,9 @@ async fn preload(pool: &sqlx::PgPool, target: i64) -> anyhow::Result<i64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let open_target: i64 = std::env::var("BENCH_OPEN_CALLBACKS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
-    let claimers: usize = std::env::var("BENCH_CLAIMERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let seconds: u64 = env_or("BENCH_SECONDS", 10);
+    let open_target: i64 = env_or("BENCH_OPEN_CALLBACKS", 1_000_000);
+    let claimers: usize = env_or("BENCH_CLAIMERS", 50);
     let duration = Duration::from_secs(seconds);
     // 33 connections for the raw reference (32 writers) and 56 for the service: within the
     // default max_connections of 100.
@@ -155,44 +147,10 @@ async fn main() -> anyhow::Result<()> {
     println!("{env}");
 
     // The service, as a real gRPC server with its own pool.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let url = db.url.clone();
-    let config = Config::from_lookup(|k| match k {
-        "DATABASE_URL" => Some(url.clone()),
-        "CALLBACK_SCHEDULING_ADDR" => Some(addr.to_string()),
-        _ => None,
-    })?;
-    let service_pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(56)
-        .connect(&db.url)
-        .await?;
-    let shutdown = Shutdown::new();
-    let server = tokio::spawn(callback_scheduling::serve(
-        service_pool,
-        listener,
-        config.clone(),
-        shutdown.clone(),
-    ));
-    let channel =
-        GrpcChannel::from_shared(config.url(ServiceKind::Scheduling).to_owned())?.connect_lazy();
-    let mut client = SchedulingClient::new(channel.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match client
-            .publish_tenant(PublishTenantRequest {
-                tenant_id: TENANT.into(),
-                settings_json: settings(50),
-            })
-            .await
-        {
-            Ok(_) => break,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let services = InProcess::start(&db.url, &[ServiceKind::Scheduling], 56).await?;
+    let config = services.config.clone();
+    let mut client = SchedulingClient::new(services.channel(ServiceKind::Scheduling)?);
+    services.publish_tenant(TENANT, settings(50)).await?;
     client
         .publish_policy(PublishPolicyRequest {
             tenant_id: TENANT.into(),
@@ -285,8 +243,7 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&claim_latencies, 0.5)),
         ms(percentile(&claim_latencies, 0.99))
     );
-    shutdown.trigger();
-    let _ = server.await;
+    services.stop().await;
 
     let body = format!(
         "## Scheduling (`scheduling_bench`)\n\n\
