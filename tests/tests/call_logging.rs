@@ -14,7 +14,9 @@ use callback_proto::v1::{
     LogCallAttemptRequest, PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest,
     Subject,
 };
-use callback_proto::v1::{GetCallRecordRequest, IngestTelephonyRecordRequest};
+use callback_proto::v1::{
+    GetCallRecordRequest, IngestTelephonyRecordRequest, PublishDispositionsRequest,
+};
 use callback_tests::{eventually, System};
 use prost_types::Timestamp;
 use serde_json::json;
@@ -360,6 +362,81 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         .unwrap()
         .into_inner();
     assert_eq!(logged.flags_raised, ["outside_calling_window"]);
+
+    // Tenant-defined dispositions, mapped onto standard ones.
+    let mapping = PublishDispositionsRequest {
+        tenant_id: "h".into(),
+        mapping_json: json!({"patient_deceased": "invalid_subject"}).to_string(),
+    };
+    assert_eq!(
+        calls
+            .publish_dispositions(mapping)
+            .await
+            .unwrap()
+            .into_inner()
+            .version,
+        1
+    );
+    let shadowing = PublishDispositionsRequest {
+        tenant_id: "h".into(),
+        mapping_json: json!({"reached": "reached"}).to_string(),
+    };
+    assert!(calls
+        .publish_dispositions(shadowing)
+        .await
+        .unwrap_err()
+        .message()
+        .starts_with("mapping_json.reached:"));
+    // p4's no-answer made it due again; claim it once scheduling has applied that.
+    let c5 = eventually(
+        Duration::from_secs(30),
+        "p4's callback to be due again",
+        || {
+            let mut s = scheduling.clone();
+            async move {
+                s.claim_next(ClaimNextRequest {
+                    tenant_id: "h".into(),
+                    agent_id: "n2".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .claimed
+            }
+        },
+    )
+    .await;
+    let dated = |mut request: LogCallAttemptRequest| {
+        let december = 1_764_554_400; // 2025-12-01T10:00:00+08:00, clear of every other call
+        request.started_at = Some(Timestamp {
+            seconds: december,
+            nanos: 0,
+        });
+        request.ended_at = Some(Timestamp {
+            seconds: december + 30,
+            nanos: 0,
+        });
+        request
+    };
+    let e = refused(dated(attempt("bad-8", &c5, "n2", "abc"))).await;
+    assert!(e.message().starts_with("disposition.kind:"), "{e:?}");
+    let deceased = calls
+        .log_call_attempt(dated(attempt("att-13", &c5, "n2", "patient_deceased")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deceased.event_types, ["CallAttemptLogged"]);
+    let id5 = c5.callback_id.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the callback to be cancelled as an invalid subject",
+        || {
+            let (mut s, id) = (scheduling.clone(), id5.clone());
+            async move { (view(&mut s, &id).await.0 == "cancelled").then_some(()) }
+        },
+    )
+    .await;
 
     // Shared contact (insurer rule): p2, p3 and p4 were given the same number.
     eventually(

@@ -131,6 +131,75 @@ impl CallLogging {
         ))
     }
 
+    /// Publishes the tenant's own dispositions, each mapped onto a standard one.
+    pub async fn publish_dispositions(
+        &self,
+        tenant_id: &str,
+        mapping_json: &str,
+    ) -> Result<u64, Status> {
+        if tenant_id.is_empty() || tenant_id.len() > 64 {
+            return Err(invalid("tenant_id", "must be 1-64 characters"));
+        }
+        let mapping: BTreeMap<String, String> =
+            serde_json::from_str(mapping_json).map_err(|_| {
+                invalid(
+                    "mapping_json",
+                    "must be an object of name to standard disposition",
+                )
+            })?;
+        for (name, standard) in &mapping {
+            let well_formed = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !well_formed || DISPOSITIONS.contains(&name.as_str()) {
+                return Err(invalid(
+                    &format!("mapping_json.{name}"),
+                    "must be 1-64 of a-z, 0-9, _ and not a standard name",
+                ));
+            }
+            if !DISPOSITIONS.contains(&standard.as_str()) {
+                return Err(invalid(
+                    &format!("mapping_json.{name}"),
+                    format!("must map to one of {}", DISPOSITIONS.join(", ")),
+                ));
+            }
+        }
+        let stream = StreamName::new("disposition_map", tenant_id.to_owned())
+            .map_err(status::from_store_error)?;
+        let event = NewEvent::new(
+            "DispositionsPublished",
+            &json!({ "tenant_id": tenant_id, "mapping": mapping }),
+        )
+        .map_err(status::from_store_error)?
+        .with_metadata(event_metadata(Some(tenant_id), Some("system:call-logging")));
+        let result = self
+            .store
+            .append(&stream, ExpectedVersion::Any, &[event])
+            .await
+            .map_err(status::from_store_error)?;
+        Ok(result.stream_version)
+    }
+
+    /// The tenant's latest published disposition mapping (empty when none).
+    async fn dispositions(&self, tenant_id: &str) -> Result<BTreeMap<String, String>, Status> {
+        let stream = StreamName::new("disposition_map", tenant_id.to_owned())
+            .map_err(|_| invalid("tenant_id", "is not valid"))?;
+        let events = self
+            .store
+            .read_stream(&stream, 1)
+            .await
+            .map_err(status::from_store_error)?;
+        match events.last() {
+            None => Ok(BTreeMap::new()),
+            Some(event) => {
+                let payload: Value = event.decode().map_err(status::from_store_error)?;
+                serde_json::from_value(payload["mapping"].clone()).map_err(|e| status::internal(&e))
+            }
+        }
+    }
+
     async fn questionnaire(
         &self,
         tenant_id: &str,
@@ -183,12 +252,31 @@ impl CallLogging {
                 format!("must be one of {}", CHANNELS.join(", ")),
             ));
         }
-        if !DISPOSITIONS.contains(&report.disposition.as_str()) {
-            return Err(invalid(
-                "disposition.kind",
-                format!("must be one of {}", DISPOSITIONS.join(", ")),
-            ));
-        }
+        // A tenant's own disposition is recorded as said and acted on by its standard meaning.
+        let (standard, tenant_kind) = if DISPOSITIONS.contains(&report.disposition.as_str()) {
+            (report.disposition.clone(), None)
+        } else {
+            match self
+                .dispositions(&report.tenant_id)
+                .await?
+                .get(&report.disposition)
+            {
+                Some(standard) => (standard.clone(), Some(report.disposition.clone())),
+                None => {
+                    return Err(invalid(
+                        "disposition.kind",
+                        format!(
+                            "unknown; use one of {} or one the tenant published",
+                            DISPOSITIONS.join(", ")
+                        ),
+                    ))
+                }
+            }
+        };
+        let report = AttemptReport {
+            disposition: standard,
+            ..report
+        };
         let started_at = report
             .started_at
             .ok_or_else(|| invalid("started_at", "is required"))?;
@@ -292,6 +380,9 @@ impl CallLogging {
         }
 
         let mut disposition = json!({ "kind": report.disposition });
+        if let Some(tenant_kind) = &tenant_kind {
+            disposition["tenant_kind"] = json!(tenant_kind);
+        }
         if let Some(t) = named_time {
             disposition["named_time"] = json!(t);
         }

@@ -3,7 +3,7 @@
 use callback_proto::v1::call_logging_server::{CallLogging as CallLoggingApi, CallLoggingServer};
 use callback_proto::v1::{
     GetCallRecordRequest, GetCallRecordResponse, IngestTelephonyRecordRequest,
-    IngestTelephonyRecordResponse,
+    IngestTelephonyRecordResponse, PublishDispositionsRequest, PublishDispositionsResponse,
 };
 use callback_proto::v1::{
     LogCallAttemptRequest, LogCallAttemptResponse, PublishQuestionnaireRequest,
@@ -166,5 +166,17 @@ impl CallLoggingApi for Api {
             answers_json: view.answers_json,
             flags: view.flags,
         }))
+    }
+
+    async fn publish_dispositions(
+        &self,
+        request: Request<PublishDispositionsRequest>,
+    ) -> Result<Response<PublishDispositionsResponse>, Status> {
+        let r = request.into_inner();
+        let version = self
+            .app
+            .publish_dispositions(&r.tenant_id, &r.mapping_json)
+            .await?;
+        Ok(Response::new(PublishDispositionsResponse { version }))
     }
 }

@@ -23,6 +23,7 @@ pub const CATEGORIES: &[&str] = &[
     "questionnaire",
     "telephony",
     "shared_contact",
+    "disposition_map",
 ];
 
 /// Serves the call-logging service on `listener` until `shutdown`.
