@@ -20,12 +20,26 @@ pub struct System {
     pub shutdown: Shutdown,
     running: HashMap<ServiceKind, (Shutdown, JoinHandle<()>)>,
     listeners: HashMap<ServiceKind, SocketAddr>,
+    /// When set, the scheduling service runs on this clock (simulated time).
+    scheduling_clock: Option<std::sync::Arc<dyn callback_kit::Clock>>,
 }
 
 impl System {
     /// Starts the given services; the others' addresses are reserved so that a service
     /// started later gets the address its peers were configured with.
     pub async fn start(kinds: &[ServiceKind]) -> System {
+        Self::start_with(kinds, None).await
+    }
+
+    /// Like [`System::start`], with the scheduling service on simulated time.
+    pub async fn start_on_clock(kinds: &[ServiceKind], clock: callback_kit::ManualClock) -> System {
+        Self::start_with(kinds, Some(std::sync::Arc::new(clock))).await
+    }
+
+    async fn start_with(
+        kinds: &[ServiceKind],
+        scheduling_clock: Option<std::sync::Arc<dyn callback_kit::Clock>>,
+    ) -> System {
         let db = TestDb::new().await;
         let mut listeners = HashMap::new();
         for kind in ServiceKind::ALL {
@@ -45,6 +59,7 @@ impl System {
             shutdown: Shutdown::new(),
             running: HashMap::new(),
             listeners,
+            scheduling_clock,
         };
         for kind in kinds {
             system.start_service(*kind).await;
@@ -63,8 +78,16 @@ impl System {
         let config = self.config.clone();
         let shutdown = self.shutdown.child();
         let stop = shutdown.clone();
+        let clock = self.scheduling_clock.clone();
         let handle = tokio::spawn(async move {
-            let result = callbackd::serve_service(kind, pool, listener, config, shutdown).await;
+            let result = match (kind, clock) {
+                (ServiceKind::Scheduling, Some(clock)) => {
+                    callback_scheduling::serve_with_clock(pool, listener, config, shutdown, clock)
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+                _ => callbackd::serve_service(kind, pool, listener, config, shutdown).await,
+            };
             if let Err(error) = result {
                 panic!("{} failed: {error}", kind.name());
             }
