@@ -1,8 +1,8 @@
 //! Wire types <-> event store types.
 
 use callback_eventstore::{Checkpoint, RecordedEvent};
+use callback_kit::wire;
 use callback_proto::v1;
-use chrono::{DateTime, Utc};
 
 pub fn checkpoint_to_proto(checkpoint: Checkpoint) -> v1::Checkpoint {
     v1::Checkpoint {
@@ -27,10 +27,7 @@ pub fn event_to_proto(event: &RecordedEvent) -> v1::Event {
         schema_version: event.schema_version,
         payload_json: event.payload.clone(),
         metadata_json: event.metadata.clone(),
-        recorded_at: Some(prost_types::Timestamp {
-            seconds: event.recorded_at.timestamp(),
-            nanos: event.recorded_at.timestamp_subsec_nanos() as i32,
-        }),
+        recorded_at: Some(wire::timestamp(event.recorded_at)),
         checkpoint: Some(checkpoint_to_proto(event.checkpoint)),
     }
 }
@@ -43,7 +40,8 @@ pub fn event_from_proto(event: v1::Event) -> Result<RecordedEvent, tonic::Status
         .map_err(|_| tonic::Status::data_loss("event.event_id: not a UUID"))?;
     let recorded_at = event
         .recorded_at
-        .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .as_ref()
+        .and_then(wire::datetime)
         .ok_or_else(|| tonic::Status::data_loss("event.recorded_at: missing or out of range"))?;
     let checkpoint = event
         .checkpoint

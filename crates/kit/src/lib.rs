@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, ServiceKind};

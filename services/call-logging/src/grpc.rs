@@ -1,5 +1,6 @@
 //! The `callback.v1.CallLogging` API: wire types to domain types and back.
 
+use callback_kit::wire;
 use callback_proto::v1::call_logging_server::{CallLogging as CallLoggingApi, CallLoggingServer};
 use callback_proto::v1::{
     GetCallRecordRequest, GetCallRecordResponse, IngestTelephonyRecordRequest,
@@ -20,18 +21,6 @@ pub fn service(app: CallLogging) -> CallLoggingServer<Api> {
 
 pub struct Api {
     app: CallLogging,
-}
-
-fn instant(
-    field: &str,
-    t: Option<&prost_types::Timestamp>,
-) -> Result<Option<DateTime<Utc>>, Status> {
-    match t {
-        None => Ok(None),
-        Some(t) => DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-            .map(Some)
-            .ok_or_else(|| callback_kit::status::invalid_argument(field, "is out of range")),
-    }
 }
 
 #[tonic::async_trait]
@@ -75,7 +64,7 @@ impl CallLoggingApi for Api {
                 text: c.text,
                 category: c.category,
                 severity_hint: c.severity_hint,
-                reply_by: instant("complaint.reply_by", c.reply_by.as_ref())?,
+                reply_by: wire::optional_instant("complaint.reply_by", c.reply_by.as_ref())?,
             }),
         };
         let report = AttemptReport {
@@ -85,13 +74,16 @@ impl CallLoggingApi for Api {
             lease_id: r.lease_id,
             agent_id: r.agent_id,
             channel: r.channel,
-            started_at: instant("started_at", r.started_at.as_ref())?,
-            ended_at: instant("ended_at", r.ended_at.as_ref())?,
+            started_at: wire::optional_instant("started_at", r.started_at.as_ref())?,
+            ended_at: wire::optional_instant("ended_at", r.ended_at.as_ref())?,
             duration_seconds: r.duration_seconds,
             telephony_call_id: r.telephony_call_id,
             recording_ref: r.recording_ref,
             disposition: disposition.kind,
-            named_time: instant("disposition.named_time", disposition.named_time.as_ref())?,
+            named_time: wire::optional_instant(
+                "disposition.named_time",
+                disposition.named_time.as_ref(),
+            )?,
             questionnaire_id: r.questionnaire_id,
             questionnaire_version: r.questionnaire_version,
             answers,
@@ -111,17 +103,13 @@ impl CallLoggingApi for Api {
         request: Request<IngestTelephonyRecordRequest>,
     ) -> Result<Response<IngestTelephonyRecordResponse>, Status> {
         let r = request.into_inner();
-        let required = |field: &str, t: Option<&prost_types::Timestamp>| {
-            instant(field, t)?
-                .ok_or_else(|| callback_kit::status::invalid_argument(field, "is required"))
-        };
         let record = TelephonyRecord {
             tenant_id: r.tenant_id,
             call_id: r.call_id,
             number_dialed: r.number_dialed,
-            started_at: required("started_at", r.started_at.as_ref())?,
-            answered_at: instant("answered_at", r.answered_at.as_ref())?,
-            ended_at: required("ended_at", r.ended_at.as_ref())?,
+            started_at: wire::required_instant("started_at", r.started_at.as_ref())?,
+            answered_at: wire::optional_instant("answered_at", r.answered_at.as_ref())?,
+            ended_at: wire::required_instant("ended_at", r.ended_at.as_ref())?,
             billable_seconds: r.billable_seconds,
             network_result: r.network_result,
         };
@@ -147,12 +135,7 @@ impl CallLoggingApi for Api {
                 &r.reason,
             )
             .await?;
-        let timestamp = |t: Option<DateTime<Utc>>| {
-            t.map(|t| prost_types::Timestamp {
-                seconds: t.timestamp(),
-                nanos: t.timestamp_subsec_nanos() as i32,
-            })
-        };
+        let timestamp = |t: Option<DateTime<Utc>>| t.map(wire::timestamp);
         Ok(Response::new(GetCallRecordResponse {
             attempt_id: view.attempt_id,
             callback_id: view.callback_id,

@@ -1,5 +1,6 @@
 //! The gRPC layer: converts wire types to domain types and back, nothing else.
 
+use callback_kit::wire;
 use callback_proto::v1::scheduling_server::{Scheduling as SchedulingApi, SchedulingServer};
 use callback_proto::v1::{
     CallbackView, ClaimNextRequest, ClaimNextResponse, ClaimedCallback, GetCallbackRequest,
@@ -24,16 +25,7 @@ pub struct Api {
 }
 
 fn timestamp(t: DateTime<Utc>) -> Option<Timestamp> {
-    Some(Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    })
-}
-
-fn instant(field: &str, t: Option<&Timestamp>) -> Result<DateTime<Utc>, Status> {
-    let t = t.ok_or_else(|| Status::from(invalid(field, "is required")))?;
-    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-        .ok_or_else(|| invalid(field, "is out of range").into())
+    Some(wire::timestamp(t))
 }
 
 fn non_empty(value: &str) -> Option<String> {
@@ -158,7 +150,7 @@ impl SchedulingApi for Api {
             source: r.source,
             source_event_id: r.source_event_id,
             event_type: r.event_type,
-            occurred_at: instant("occurred_at", r.occurred_at.as_ref())?,
+            occurred_at: wire::required_instant("occurred_at", r.occurred_at.as_ref())?,
             subject_id: subject.subject_id.clone(),
             attributes,
         };
@@ -222,7 +214,7 @@ impl SchedulingApi for Api {
             .parse()
             .map_err(|_| Status::from(invalid("callback_id", "is not a UUID")))?;
         let as_of = match r.as_of.as_ref() {
-            Some(_) => Some(instant("as_of", r.as_of.as_ref())?),
+            Some(_) => Some(wire::required_instant("as_of", r.as_of.as_ref())?),
             None => None,
         };
         let record = self.app.get_callback(&r.tenant_id, id, as_of).await?;
