@@ -177,3 +177,43 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Asks scheduling for the next callback `agent` may take in `tenant`.
+pub async fn claim(
+    client: &mut callback_proto::v1::scheduling_client::SchedulingClient<Channel>,
+    tenant: &str,
+    agent: &str,
+) -> Option<callback_proto::v1::ClaimedCallback> {
+    let request = callback_proto::v1::ClaimNextRequest {
+        tenant_id: tenant.into(),
+        agent_id: agent.into(),
+        ..Default::default()
+    };
+    client
+        .claim_next(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .claimed
+}
+
+/// A callback's status and attempts as scheduling reports them.
+pub async fn callback_state(
+    client: &mut callback_proto::v1::scheduling_client::SchedulingClient<Channel>,
+    tenant: &str,
+    callback_id: &str,
+) -> (String, u32) {
+    let request = callback_proto::v1::GetCallbackRequest {
+        tenant_id: tenant.into(),
+        callback_id: callback_id.into(),
+        as_of: None,
+    };
+    let view = client
+        .get_callback(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .callback
+        .unwrap();
+    (view.status, view.attempts)
+}

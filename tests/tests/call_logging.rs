@@ -10,9 +10,8 @@ use callback_kit::ServiceKind;
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
-    ClaimNextRequest, ClaimedCallback, Disposition, GetCallbackRequest, IngestBusinessEventRequest,
-    LogCallAttemptRequest, PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest,
-    Subject,
+    ClaimedCallback, Disposition, IngestBusinessEventRequest, LogCallAttemptRequest,
+    PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest, Subject,
 };
 use callback_proto::v1::{
     GetCallRecordRequest, IngestTelephonyRecordRequest, PublishDispositionsRequest,
@@ -32,17 +31,7 @@ fn ago(seconds: u64) -> Timestamp {
 }
 
 async fn claim(client: &mut SchedulingClient<Channel>, agent: &str) -> ClaimedCallback {
-    client
-        .claim_next(ClaimNextRequest {
-            tenant_id: "h".into(),
-            agent_id: agent.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .claimed
-        .unwrap()
+    callback_tests::claim(client, "h", agent).await.unwrap()
 }
 
 fn attempt(id: &str, c: &ClaimedCallback, agent: &str, kind: &str) -> LogCallAttemptRequest {
@@ -64,18 +53,7 @@ fn attempt(id: &str, c: &ClaimedCallback, agent: &str, kind: &str) -> LogCallAtt
 }
 
 async fn view(client: &mut SchedulingClient<Channel>, id: &str) -> (String, u32) {
-    let v = client
-        .get_callback(GetCallbackRequest {
-            tenant_id: "h".into(),
-            callback_id: id.into(),
-            as_of: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .callback
-        .unwrap();
-    (v.status, v.attempts)
+    callback_tests::callback_state(client, "h", id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,17 +371,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         "p4's callback to be due again",
         || {
             let mut s = scheduling.clone();
-            async move {
-                s.claim_next(ClaimNextRequest {
-                    tenant_id: "h".into(),
-                    agent_id: "n2".into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .claimed
-            }
+            async move { callback_tests::claim(&mut s, "h", "n2").await }
         },
     )
     .await;

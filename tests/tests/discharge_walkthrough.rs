@@ -11,7 +11,7 @@ use callback_kit::{ManualClock, ServiceKind};
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
-    ClaimNextRequest, ClaimedCallback, Disposition, GetCallbackRequest, IngestBusinessEventRequest,
+    ClaimedCallback, Disposition, GetCallbackRequest, IngestBusinessEventRequest,
     LogCallAttemptRequest, PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest,
     Subject,
 };
@@ -41,16 +41,7 @@ fn ts(t: DateTime<Utc>) -> Option<Timestamp> {
 }
 
 async fn claim(client: &mut SchedulingClient<Channel>) -> Option<ClaimedCallback> {
-    client
-        .claim_next(ClaimNextRequest {
-            tenant_id: "ward".into(),
-            agent_id: "nurse".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .claimed
+    callback_tests::claim(client, "ward", "nurse").await
 }
 
 fn report(

@@ -89,18 +89,7 @@ async fn log_attempt(
 }
 
 async fn status(client: &mut SchedulingClient<Channel>, id: &str) -> (String, u32) {
-    let view = client
-        .get_callback(GetCallbackRequest {
-            tenant_id: "t".into(),
-            callback_id: id.into(),
-            as_of: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .callback
-        .unwrap();
-    (view.status, view.attempts)
+    callback_tests::callback_state(client, "t", id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
