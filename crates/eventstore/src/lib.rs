@@ -25,12 +25,16 @@ pub use store::EventStore;
 pub use subscription::{Subscription, SubscriptionItem};
 
 /// Migrations of the event log, embedded in every binary.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    shared_database(sqlx::migrate!("./migrations"))
+}
+
+/// Prepares a crate's embedded migrations for the one database all crates share.
 ///
 /// Each crate that owns tables has its own migrations in one `_sqlx_migrations` table, with
 /// its own version range (event log 1-999, scheduling 2000s, call-logging 3000s,
 /// complaint-routing 4000s, analytics 5000s), so each migrator ignores the others' versions.
-pub fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("./migrations");
+pub fn shared_database(mut migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
     migrator.set_ignore_missing(true);
     migrator
 }

@@ -41,9 +41,7 @@ pub enum Error {
 }
 
 pub fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
+    callback_eventstore::shared_database(sqlx::migrate!("./migrations"))
 }
 
 /// Serves the analytics service and runs its feed consumers until `shutdown`.

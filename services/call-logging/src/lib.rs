@@ -56,7 +56,5 @@ pub async fn serve(
 }
 
 pub fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
+    callback_eventstore::shared_database(sqlx::migrate!("./migrations"))
 }

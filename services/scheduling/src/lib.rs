@@ -84,9 +84,7 @@ pub async fn open(
 }
 
 pub fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
+    callback_eventstore::shared_database(sqlx::migrate!("./migrations"))
 }
 
 /// The durable deadline timer: callbacks whose window closed become lost. Timers are the
