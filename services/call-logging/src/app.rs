@@ -31,6 +31,7 @@ const DISPOSITIONS: [&str; 9] = [
     "do_not_call",
     "invalid_subject",
 ];
+const MAX_COMPLAINT_CHARS: usize = 4000;
 const CHANNELS: [&str; 6] = ["phone", "sms", "wechat", "email", "letter", "on_site"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,6 +67,10 @@ pub struct AttemptReport {
 pub struct Complaint {
     pub text: String,
     pub category: String,
+    /// What the complaint is about (a location, product or topic); complaints on one topic
+    /// from several customers form a group.
+    #[serde(default)]
+    pub topic: String,
     pub severity_hint: String,
     pub reply_by: Option<DateTime<Utc>>,
 }
@@ -315,6 +320,12 @@ impl CallLogging {
             if complaint.text.trim().is_empty() {
                 return Err(invalid("complaint.text", "must not be empty"));
             }
+            if complaint.text.chars().count() > MAX_COMPLAINT_CHARS {
+                return Err(invalid(
+                    "complaint.text",
+                    format!("is longer than {MAX_COMPLAINT_CHARS} characters"),
+                ));
+            }
         }
         if !report.answers.is_empty() {
             if report.questionnaire_id.is_empty() {
@@ -420,7 +431,8 @@ impl CallLogging {
                 "ComplaintRaised",
                 json!({
                     "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
-                    "complaint": complaint,
+                    "agent_id": report.agent_id, "subject_id": view.subject_id, "department": view.department,
+                    "raised_at": ended_at, "complaint": complaint,
                 }),
             )?);
         }

@@ -63,6 +63,7 @@ impl CallLoggingApi for Api {
             Some(c) => Some(Complaint {
                 text: c.text,
                 category: c.category,
+                topic: c.topic,
                 severity_hint: c.severity_hint,
                 reply_by: wire::optional_instant("complaint.reply_by", c.reply_by.as_ref())?,
             }),

@@ -4,6 +4,8 @@
 //! This crate currently provides the service's shell (health, reflection, its event feed);
 //! classification, routing and clocks arrive with their own issue.
 
+pub mod domain;
+
 use callback_feed::{HostError, ServiceHost};
 use callback_kit::{Config, ServiceKind, Shutdown};
 use sqlx::PgPool;

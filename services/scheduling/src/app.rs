@@ -336,6 +336,7 @@ impl Scheduling {
         let mut tx = self.store.begin().await?;
         let (_, calendar) = self.tenant(&mut tx, &fact.tenant_id).await?;
         let policies = policies_for(&mut tx, &fact.tenant_id, &fact.event_type).await?;
+        let subject = with_known_contact(&mut tx, &fact.tenant_id, subject).await?;
 
         let mut cancelled = Vec::new();
         for (policy, _) in policies.iter().filter(|(p, _)| {
@@ -1126,24 +1127,57 @@ async fn policies_for(
         .collect()
 }
 
+/// A fact from another service may name only the subject (a complaint's verification call
+/// knows the customer id, not the number): it then reuses the contact details known from the
+/// subject's earlier facts. A fact that brings its own name or phones replaces them.
+async fn with_known_contact(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subject: SubjectContact,
+) -> Result<SubjectContact> {
+    if !subject.name.is_empty() || !subject.phones.is_empty() {
+        return Ok(subject);
+    }
+    Ok(match known_contact(conn, tenant_id, &subject.subject_id).await? {
+        Some(known) => SubjectContact {
+            owner_agent_id: subject.owner_agent_id.or(known.owner_agent_id),
+            department: subject.department.or(known.department),
+            ..known
+        },
+        None => subject,
+    })
+}
+
 async fn subject_contact(
     conn: &mut PgConnection,
     tenant_id: &str,
     subject_id: &str,
 ) -> Result<SubjectContact> {
+    known_contact(conn, tenant_id, subject_id)
+        .await?
+        .ok_or_else(|| Error::Corrupt(format!("subject of tenant {tenant_id} missing")))
+}
+
+async fn known_contact(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subject_id: &str,
+) -> Result<Option<SubjectContact>> {
     let row = sqlx::query("SELECT name, phones, owner_agent_id, department FROM sched_subjects WHERE tenant_id = $1 AND subject_id = $2")
         .bind(tenant_id)
         .bind(subject_id)
         .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| Error::Corrupt(format!("subject of tenant {tenant_id} missing")))?;
-    Ok(SubjectContact {
-        subject_id: subject_id.to_owned(),
-        name: row.try_get("name")?,
-        phones: row.try_get("phones")?,
-        owner_agent_id: row.try_get("owner_agent_id")?,
-        department: row.try_get("department")?,
+        .await?;
+    row.map(|row| {
+        Ok(SubjectContact {
+            subject_id: subject_id.to_owned(),
+            name: row.try_get("name")?,
+            phones: row.try_get("phones")?,
+            owner_agent_id: row.try_get("owner_agent_id")?,
+            department: row.try_get("department")?,
+        })
     })
+    .transpose()
 }
 
 // ---- projection rows (shared by commands and rebuild) ----

@@ -182,6 +182,10 @@ pub struct Offset {
     pub working_days: bool,
     #[serde(default)]
     pub hours: u32,
+    /// Working hours on the tenant's calendar (its windows on working days), counted from
+    /// the anchor itself when no months, days or `at` are given: "within 24 working hours".
+    #[serde(default)]
+    pub working_hours: u32,
     #[serde(default)]
     pub at: Option<TimeOfDay>,
 }
@@ -599,13 +603,19 @@ fn resolve_offset(
     } else {
         date += Duration::days(i64::from(offset.days));
     }
+    let from_anchor = offset.months == 0 && offset.days == 0 && offset.at.is_none();
     let instant = match (offset.at, bound) {
+        (None, _) if offset.working_hours > 0 && from_anchor => base,
         (Some(at), _) => calendar.resolve(date, at),
         (None, Bound::Earliest) if date == base_date => base,
         (None, Bound::Earliest) => calendar.resolve(date, TimeOfDay::MIDNIGHT),
         (None, Bound::Latest) => calendar.end_of_day(date),
     };
-    Some(instant + Duration::hours(i64::from(offset.hours)))
+    let instant = instant + Duration::hours(i64::from(offset.hours));
+    if offset.working_hours == 0 {
+        return Some(instant);
+    }
+    calendar.add_working_time(instant, Duration::hours(i64::from(offset.working_hours)))
 }
 
 /// The due window of a repeating step's occurrence on `date`: from the start of that day

@@ -1,0 +1,1441 @@
+//! One complaint's life as events: filed (classified and routed) -> acknowledged -> progress ->
+//! resolved -> verified (closed) or reopened; or rejected as invalid; with clocks that breach
+//! and escalate, and follow-ups for major complaints.
+//!
+//! State is a fold of events ([`ComplaintState::evolve`]) on the calendar of the rules
+//! version the complaint was filed under, so a replay always gives the same clocks. Decisions
+//! ([`ComplaintState::decide`], [`ComplaintState::fire_timers`]) are pure functions of the
+//! state, the rules and the time.
+
+use callback_calendar::Calendar;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::clock::SlaClock;
+use super::rules::{Class, Origin, RoutingRules};
+
+/// A clock breaches at most this many times: by then the escalation chain (handler -> head ->
+/// manager -> general manager) has been climbed and further breaches would only add noise.
+pub const MAX_BREACHES_PER_CLOCK: u32 = 3;
+
+/// How many timer events one evaluation fires at most; the rest wait for the next sweep.
+const MAX_TIMER_EVENTS: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Handler,
+    DepartmentHead,
+    Manager,
+    GeneralManager,
+}
+
+impl Level {
+    pub fn next(self) -> Level {
+        match self {
+            Level::Handler => Level::DepartmentHead,
+            Level::DepartmentHead => Level::Manager,
+            Level::Manager | Level::GeneralManager => Level::GeneralManager,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Handler => "handler",
+            Level::DepartmentHead => "department_head",
+            Level::Manager => "manager",
+            Level::GeneralManager => "general_manager",
+        }
+    }
+
+    /// Who holds this level for `department` under `rules`.
+    pub fn holder(self, rules: &RoutingRules, department: &str) -> String {
+        let chain = rules.department(department);
+        match (self, chain) {
+            (Level::GeneralManager, _) | (_, None) => rules.general_manager.clone(),
+            (Level::Handler, Some(d)) => d.handler.clone(),
+            (Level::DepartmentHead, Some(d)) => d.head.clone(),
+            (Level::Manager, Some(d)) => d.manager.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Filed, no response yet.
+    Open,
+    InProgress,
+    /// Information requested from the customer: clocks paused.
+    WaitingOnCustomer,
+    /// Resolved; closes on the verification callback's outcome.
+    Resolved,
+    Closed,
+    /// Rejected as invalid; an explanation callback follows.
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::InProgress => "in_progress",
+            Status::WaitingOnCustomer => "waiting_on_customer",
+            Status::Resolved => "resolved",
+            Status::Closed => "closed",
+            Status::Rejected => "rejected",
+        }
+    }
+
+    /// Still with the department (clocks may run).
+    pub fn is_handling(self) -> bool {
+        matches!(
+            self,
+            Status::Open | Status::InProgress | Status::WaitingOnCustomer
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockName {
+    FirstResponse,
+    Update,
+    Resolution,
+}
+
+impl ClockName {
+    pub const ALL: [ClockName; 3] = [
+        ClockName::FirstResponse,
+        ClockName::Update,
+        ClockName::Resolution,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockName::FirstResponse => "first_response",
+            ClockName::Update => "update",
+            ClockName::Resolution => "resolution",
+        }
+    }
+}
+
+/// The class's targets as minutes, recorded in the events that set them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Targets {
+    pub first_response_minutes: i64,
+    pub update_minutes: i64,
+    pub resolution_minutes: i64,
+    pub follow_up_every_minutes: Option<i64>,
+}
+
+impl Targets {
+    pub fn of(rules: &RoutingRules, class: Class) -> Targets {
+        let t = rules.targets(class);
+        let follow_up = t
+            .follow_up_every_hours
+            .or(class.is_major().then_some(24))
+            .map(|h| i64::from(h) * 60);
+        Targets {
+            first_response_minutes: i64::from(t.first_response_hours) * 60,
+            update_minutes: i64::from(t.update_hours) * 60,
+            resolution_minutes: i64::from(t.resolution_hours) * 60,
+            follow_up_every_minutes: follow_up,
+        }
+    }
+
+    fn of_clock(&self, clock: ClockName) -> Duration {
+        Duration::minutes(match clock {
+            ClockName::FirstResponse => self.first_response_minutes,
+            ClockName::Update => self.update_minutes,
+            ClockName::Resolution => self.resolution_minutes,
+        })
+    }
+}
+
+/// Personal data: in the log and shown masked; never logged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub customer_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub phones: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackPurpose {
+    /// 监督回访: asks whether the customer is satisfied with the resolution.
+    Verification,
+    /// Explains to the customer why the complaint was found invalid.
+    Explanation,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Filed {
+    pub complaint_id: Uuid,
+    pub tenant_id: String,
+    /// `callback` (raised during a callback), or the filing source system.
+    pub source: String,
+    pub source_id: String,
+    /// hotline, front_desk, letter, suggestion_box, online, callback, ...
+    pub channel: String,
+    pub customer: Customer,
+    pub text: String,
+    pub category: String,
+    /// The group key: the topic, location or product, else the category.
+    pub topic: String,
+    pub severity_hints: Vec<String>,
+    pub reply_by: Option<DateTime<Utc>>,
+    /// The callback during which it was raised.
+    pub callback_id: Option<Uuid>,
+    pub rules_version: u64,
+    pub class: Class,
+    pub origin: Origin,
+    pub department: String,
+    pub handler: String,
+    pub matched_by: String,
+    pub flags: Vec<String>,
+    pub targets: Targets,
+    pub at: DateTime<Utc>,
+}
+
+/// What a complaint's stream records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ComplaintEvent {
+    ComplaintFiled(Box<Filed>),
+    ComplaintEscalated {
+        level: Level,
+        to: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    ComplaintReclassified {
+        from: Class,
+        to: Class,
+        department: String,
+        handler: String,
+        targets: Targets,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    ComplaintAcknowledged {
+        actor: String,
+        at: DateTime<Utc>,
+    },
+    ProgressAdded {
+        actor: String,
+        note: String,
+        at: DateTime<Utc>,
+    },
+    InformationRequested {
+        actor: String,
+        question: String,
+        at: DateTime<Utc>,
+    },
+    InformationReceived {
+        actor: String,
+        note: String,
+        at: DateTime<Utc>,
+    },
+    ComplaintResolved {
+        actor: String,
+        resolution: String,
+        at: DateTime<Utc>,
+    },
+    ComplaintRejected {
+        actor: String,
+        explanation: String,
+        at: DateTime<Utc>,
+    },
+    ComplaintTransferred {
+        actor: String,
+        from: String,
+        to: String,
+        handler: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    ClockBreached {
+        clock: ClockName,
+        breach: u32,
+        /// When the target was used up; `at` is later when it was found later (a class change
+        /// to a shorter target breaches at once).
+        due_at: DateTime<Utc>,
+        elapsed_minutes: i64,
+        target_minutes: i64,
+        at: DateTime<Utc>,
+    },
+    ReplyDeadlineMissed {
+        reply_by: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    FollowUpReminded {
+        number: u32,
+        to: String,
+        at: DateTime<Utc>,
+    },
+    CallbackRequested {
+        purpose: CallbackPurpose,
+        callback_ids: Vec<Uuid>,
+        at: DateTime<Utc>,
+    },
+    /// Scheduling planned no callback (no policy for the event type): recorded, visible, and
+    /// not asked again.
+    CallbackUnavailable {
+        purpose: CallbackPurpose,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    VerificationAnswered {
+        callback_id: Uuid,
+        satisfied: bool,
+        at: DateTime<Utc>,
+    },
+    ComplaintReopened {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    ComplaintClosed {
+        /// satisfied, verification_lost, verification_cancelled.
+        outcome: String,
+        detail: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl ComplaintEvent {
+    /// When it happened (business time, from the service's clock).
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            ComplaintEvent::ComplaintFiled(filed) => filed.at,
+            ComplaintEvent::ComplaintEscalated { at, .. }
+            | ComplaintEvent::ComplaintReclassified { at, .. }
+            | ComplaintEvent::ComplaintAcknowledged { at, .. }
+            | ComplaintEvent::ProgressAdded { at, .. }
+            | ComplaintEvent::InformationRequested { at, .. }
+            | ComplaintEvent::InformationReceived { at, .. }
+            | ComplaintEvent::ComplaintResolved { at, .. }
+            | ComplaintEvent::ComplaintRejected { at, .. }
+            | ComplaintEvent::ComplaintTransferred { at, .. }
+            | ComplaintEvent::ClockBreached { at, .. }
+            | ComplaintEvent::ReplyDeadlineMissed { at, .. }
+            | ComplaintEvent::FollowUpReminded { at, .. }
+            | ComplaintEvent::CallbackRequested { at, .. }
+            | ComplaintEvent::CallbackUnavailable { at, .. }
+            | ComplaintEvent::VerificationAnswered { at, .. }
+            | ComplaintEvent::ComplaintReopened { at, .. }
+            | ComplaintEvent::ComplaintClosed { at, .. } => *at,
+        }
+    }
+
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            ComplaintEvent::ComplaintFiled(_) => "ComplaintFiled",
+            ComplaintEvent::ComplaintEscalated { .. } => "ComplaintEscalated",
+            ComplaintEvent::ComplaintReclassified { .. } => "ComplaintReclassified",
+            ComplaintEvent::ComplaintAcknowledged { .. } => "ComplaintAcknowledged",
+            ComplaintEvent::ProgressAdded { .. } => "ProgressAdded",
+            ComplaintEvent::InformationRequested { .. } => "InformationRequested",
+            ComplaintEvent::InformationReceived { .. } => "InformationReceived",
+            ComplaintEvent::ComplaintResolved { .. } => "ComplaintResolved",
+            ComplaintEvent::ComplaintRejected { .. } => "ComplaintRejected",
+            ComplaintEvent::ComplaintTransferred { .. } => "ComplaintTransferred",
+            ComplaintEvent::ClockBreached { .. } => "ClockBreached",
+            ComplaintEvent::ReplyDeadlineMissed { .. } => "ReplyDeadlineMissed",
+            ComplaintEvent::FollowUpReminded { .. } => "FollowUpReminded",
+            ComplaintEvent::CallbackRequested { .. } => "CallbackRequested",
+            ComplaintEvent::CallbackUnavailable { .. } => "CallbackUnavailable",
+            ComplaintEvent::VerificationAnswered { .. } => "VerificationAnswered",
+            ComplaintEvent::ComplaintReopened { .. } => "ComplaintReopened",
+            ComplaintEvent::ComplaintClosed { .. } => "ComplaintClosed",
+        }
+    }
+}
+
+/// A department's action on a complaint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Acknowledge,
+    AddProgress { note: String },
+    RequestInformation { question: String },
+    ReceiveInformation { note: String },
+    Resolve { resolution: String },
+    Reject { explanation: String },
+    Transfer { to: String, reason: String },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Acknowledge => "acknowledge",
+            Action::AddProgress { .. } => "add_progress",
+            Action::RequestInformation { .. } => "request_information",
+            Action::ReceiveInformation { .. } => "receive_information",
+            Action::Resolve { .. } => "resolve",
+            Action::Reject { .. } => "reject",
+            Action::Transfer { .. } => "transfer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The action does not fit the complaint's state (closed, resolved, not waiting ...).
+    #[error("{0}")]
+    NotNow(String),
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ActionError {
+    ActionError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Free text of an action (a note, a question, a resolution) is personal data; bounded.
+pub const MAX_TEXT_CHARS: usize = 4000;
+
+fn required_text(field: &str, text: &str) -> Result<(), ActionError> {
+    if text.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(invalid(
+            field,
+            format!("is longer than {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// What comes due next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    Breach(ClockName),
+    ReplyDeadline,
+    FollowUp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComplaintState {
+    pub filed: Filed,
+    pub class: Class,
+    pub department: String,
+    pub handler: String,
+    pub targets: Targets,
+    pub status: Status,
+    pub level: Level,
+    pub escalated_to: String,
+    pub first_response: SlaClock,
+    pub update: SlaClock,
+    pub resolution: SlaClock,
+    /// Clocks paused while waiting on the customer, resumed when the information arrives.
+    pub paused: Vec<ClockName>,
+    pub responded: bool,
+    pub reply_missed: bool,
+    /// Since when it has been major (A/B): the follow-up reminders count from then.
+    pub major_since: Option<DateTime<Utc>>,
+    pub reminders: u32,
+    pub breaches: u32,
+    pub reopenings: u32,
+    /// Whether scheduling has been asked (or answered "unavailable") for the callback the
+    /// current resolution or rejection needs.
+    pub callback_requested: bool,
+    pub callback_unavailable: Option<String>,
+    /// The current round's verification callbacks.
+    pub verification_callbacks: Vec<Uuid>,
+    pub outcome: Option<String>,
+    /// The latest event's time.
+    pub last_at: DateTime<Utc>,
+}
+
+impl ComplaintState {
+    pub fn complaint_id(&self) -> Uuid {
+        self.filed.complaint_id
+    }
+
+    pub fn clock(&self, name: ClockName) -> &SlaClock {
+        match name {
+            ClockName::FirstResponse => &self.first_response,
+            ClockName::Update => &self.update,
+            ClockName::Resolution => &self.resolution,
+        }
+    }
+
+    fn clock_mut(&mut self, name: ClockName) -> &mut SlaClock {
+        match name {
+            ClockName::FirstResponse => &mut self.first_response,
+            ClockName::Update => &mut self.update,
+            ClockName::Resolution => &mut self.resolution,
+        }
+    }
+
+    /// Whether any clock or the customer's reply time has been breached.
+    pub fn is_breached(&self) -> bool {
+        self.breaches > 0 || self.reply_missed
+    }
+
+    /// Waiting for scheduling to be asked for a verification or explanation callback.
+    pub fn needs_callback_request(&self) -> bool {
+        matches!(self.status, Status::Resolved | Status::Rejected) && !self.callback_requested
+    }
+
+    /// Applies one event on the complaint's calendar. `None` state accepts only the filing.
+    pub fn evolve(
+        state: Option<ComplaintState>,
+        event: &ComplaintEvent,
+        calendar: &Calendar,
+    ) -> Option<ComplaintState> {
+        let mut s = match (state, event) {
+            (None, ComplaintEvent::ComplaintFiled(filed)) => {
+                return Some(ComplaintState::filed(filed));
+            }
+            (None, _) => return None,
+            (Some(s), _) => s,
+        };
+        s.last_at = s.last_at.max(event.at());
+        match event {
+            ComplaintEvent::ComplaintFiled(_) => {}
+            ComplaintEvent::ComplaintEscalated { level, to, .. } => {
+                if *level >= s.level {
+                    s.level = *level;
+                    s.escalated_to = to.clone();
+                }
+            }
+            ComplaintEvent::ComplaintReclassified {
+                to,
+                department,
+                handler,
+                targets,
+                at,
+                ..
+            } => {
+                s.class = *to;
+                s.department = department.clone();
+                s.handler = handler.clone();
+                s.targets = *targets;
+                for name in ClockName::ALL {
+                    s.clock_mut(name).retarget(targets.of_clock(name));
+                }
+                if to.is_major() && s.major_since.is_none() {
+                    s.major_since = Some(*at);
+                    s.reminders = 0;
+                }
+            }
+            ComplaintEvent::ComplaintAcknowledged { at, .. } => {
+                s.respond(calendar, *at);
+            }
+            ComplaintEvent::ProgressAdded { at, .. } => {
+                if s.responded {
+                    s.update.restart(*at);
+                } else {
+                    s.respond(calendar, *at);
+                }
+            }
+            ComplaintEvent::InformationRequested { at, .. } => {
+                s.respond(calendar, *at);
+                s.paused = ClockName::ALL
+                    .into_iter()
+                    .filter(|name| s.clock(*name).is_running())
+                    .collect();
+                for name in s.paused.clone() {
+                    s.clock_mut(name).pause(calendar, *at);
+                }
+                s.status = Status::WaitingOnCustomer;
+            }
+            ComplaintEvent::InformationReceived { at, .. } => {
+                for name in std::mem::take(&mut s.paused) {
+                    s.clock_mut(name).resume(*at);
+                }
+                s.status = Status::InProgress;
+            }
+            ComplaintEvent::ComplaintResolved { at, .. } => {
+                s.finish_handling(calendar, *at);
+                s.status = Status::Resolved;
+            }
+            ComplaintEvent::ComplaintRejected { at, .. } => {
+                s.finish_handling(calendar, *at);
+                s.status = Status::Rejected;
+            }
+            ComplaintEvent::ComplaintTransferred { to, handler, .. } => {
+                s.department = to.clone();
+                s.handler = handler.clone();
+            }
+            ComplaintEvent::ClockBreached { clock, breach, .. } => {
+                s.clock_mut(*clock).breaches = *breach;
+                s.breaches += 1;
+            }
+            ComplaintEvent::ReplyDeadlineMissed { .. } => s.reply_missed = true,
+            ComplaintEvent::FollowUpReminded { number, .. } => s.reminders = *number,
+            ComplaintEvent::CallbackRequested {
+                purpose,
+                callback_ids,
+                ..
+            } => {
+                s.callback_requested = true;
+                if *purpose == CallbackPurpose::Verification {
+                    s.verification_callbacks.extend(callback_ids);
+                }
+            }
+            ComplaintEvent::CallbackUnavailable { reason, .. } => {
+                s.callback_requested = true;
+                s.callback_unavailable = Some(reason.clone());
+            }
+            ComplaintEvent::VerificationAnswered { .. } => {}
+            ComplaintEvent::ComplaintReopened { at, .. } => {
+                s.status = Status::InProgress;
+                s.reopenings += 1;
+                s.resolution = SlaClock::started(s.targets.of_clock(ClockName::Resolution), *at);
+                s.update = SlaClock::started(s.targets.of_clock(ClockName::Update), *at);
+                s.verification_callbacks.clear();
+                s.callback_requested = false;
+                s.callback_unavailable = None;
+            }
+            ComplaintEvent::ComplaintClosed { outcome, .. } => {
+                s.status = Status::Closed;
+                s.outcome = Some(outcome.clone());
+            }
+        }
+        Some(s)
+    }
+
+    fn filed(filed: &Filed) -> ComplaintState {
+        let t = &filed.targets;
+        ComplaintState {
+            class: filed.class,
+            department: filed.department.clone(),
+            handler: filed.handler.clone(),
+            targets: *t,
+            status: Status::Open,
+            level: Level::Handler,
+            escalated_to: filed.handler.clone(),
+            first_response: SlaClock::started(t.of_clock(ClockName::FirstResponse), filed.at),
+            update: SlaClock::idle(t.of_clock(ClockName::Update)),
+            resolution: SlaClock::started(t.of_clock(ClockName::Resolution), filed.at),
+            paused: Vec::new(),
+            responded: false,
+            reply_missed: false,
+            major_since: filed.class.is_major().then_some(filed.at),
+            reminders: 0,
+            breaches: 0,
+            reopenings: 0,
+            callback_requested: false,
+            callback_unavailable: None,
+            verification_callbacks: Vec::new(),
+            outcome: None,
+            last_at: filed.at,
+            filed: filed.clone(),
+        }
+    }
+
+    /// The department's first response: the first-response clock stops (its reply meets the
+    /// customer's reply time) and the update clock starts.
+    fn respond(&mut self, calendar: &Calendar, at: DateTime<Utc>) {
+        if !self.responded {
+            self.responded = true;
+            self.first_response.stop(calendar, at);
+            self.update = SlaClock::started(self.targets.of_clock(ClockName::Update), at);
+        }
+        if self.status == Status::Open {
+            self.status = Status::InProgress;
+        }
+    }
+
+    fn finish_handling(&mut self, calendar: &Calendar, at: DateTime<Utc>) {
+        self.respond(calendar, at);
+        for name in ClockName::ALL {
+            self.clock_mut(name).stop(calendar, at);
+        }
+        self.paused.clear();
+        self.callback_requested = false;
+        self.callback_unavailable = None;
+    }
+
+    /// The next timer and when it falls, on the complaint's calendar.
+    pub fn next_timer(&self, calendar: &Calendar) -> Option<(DateTime<Utc>, Timer)> {
+        if !self.status.is_handling() {
+            return None;
+        }
+        let mut candidates = Vec::new();
+        for name in ClockName::ALL {
+            let clock = self.clock(name);
+            if clock.breaches < MAX_BREACHES_PER_CLOCK {
+                if let Some(at) = clock.next_breach_at(calendar) {
+                    candidates.push((at, Timer::Breach(name)));
+                }
+            }
+        }
+        if let (Some(reply_by), false, false) =
+            (self.filed.reply_by, self.responded, self.reply_missed)
+        {
+            candidates.push((reply_by, Timer::ReplyDeadline));
+        }
+        if let (Some(since), Some(every)) = (self.major_since, self.targets.follow_up_every_minutes)
+        {
+            let n = i32::try_from(self.reminders + 1).unwrap_or(i32::MAX);
+            candidates.push((
+                since + Duration::minutes(every) * n,
+                Timer::FollowUp,
+            ));
+        }
+        // Earliest first; ties in the fixed order above, so a replay fires them alike.
+        candidates.into_iter().min_by_key(|(at, _)| *at)
+    }
+
+    /// Fires every timer due by `now`, in time order, each at the instant it fell. Returns
+    /// the events (already applied to the returned state).
+    pub fn fire_timers(
+        mut self,
+        rules: &RoutingRules,
+        calendar: &Calendar,
+        now: DateTime<Utc>,
+    ) -> (ComplaintState, Vec<ComplaintEvent>) {
+        let mut fired = Vec::new();
+        while fired.len() < MAX_TIMER_EVENTS {
+            let Some((due_at, timer)) = self.next_timer(calendar).filter(|(at, _)| *at <= now)
+            else {
+                break;
+            };
+            // Never before what is already recorded: events stay in time order.
+            let at = due_at.max(self.last_at);
+            let mut events = Vec::new();
+            match timer {
+                Timer::Breach(name) => {
+                    let clock = self.clock(name);
+                    events.push(ComplaintEvent::ClockBreached {
+                        clock: name,
+                        breach: clock.breaches + 1,
+                        due_at,
+                        elapsed_minutes: clock.elapsed(calendar, at).num_minutes(),
+                        target_minutes: clock.target_minutes,
+                        at,
+                    });
+                    events.extend(self.escalation(
+                        rules,
+                        format!("{} target breached", name.as_str()),
+                        at,
+                    ));
+                }
+                Timer::ReplyDeadline => {
+                    events.push(ComplaintEvent::ReplyDeadlineMissed {
+                        reply_by: due_at,
+                        at,
+                    });
+                    events.extend(self.escalation(
+                        rules,
+                        "the customer's requested reply time passed".into(),
+                        at,
+                    ));
+                }
+                Timer::FollowUp => events.push(ComplaintEvent::FollowUpReminded {
+                    number: self.reminders + 1,
+                    to: Level::Manager.holder(rules, &self.department),
+                    at,
+                }),
+            }
+            for event in events {
+                self = ComplaintState::evolve(Some(self), &event, calendar)
+                    .expect("a filed complaint stays filed");
+                fired.push(event);
+            }
+        }
+        (self, fired)
+    }
+
+    /// One level up the chain, unless already at the top.
+    fn escalation(
+        &self,
+        rules: &RoutingRules,
+        reason: String,
+        at: DateTime<Utc>,
+    ) -> Option<ComplaintEvent> {
+        (self.level < Level::GeneralManager).then(|| {
+            let level = self.level.next();
+            ComplaintEvent::ComplaintEscalated {
+                level,
+                to: level.holder(rules, &self.department),
+                reason,
+                at,
+            }
+        })
+    }
+
+    /// The events a department action produces, or why it cannot be taken now.
+    pub fn decide(
+        &self,
+        action: &Action,
+        actor: &str,
+        rules: &RoutingRules,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ComplaintEvent>, ActionError> {
+        if actor.trim().is_empty() {
+            return Err(invalid("actor", "must not be empty"));
+        }
+        match self.status {
+            Status::Closed | Status::Rejected => {
+                return Err(ActionError::NotNow(format!(
+                    "the complaint is {}; no further {} is possible",
+                    self.status.as_str(),
+                    action.name()
+                )))
+            }
+            Status::Resolved => {
+                return Err(ActionError::NotNow(
+                    "the complaint is resolved and awaits its verification callback".into(),
+                ))
+            }
+            _ => {}
+        }
+        let actor = actor.to_owned();
+        let at = now;
+        let event = match action {
+            Action::Acknowledge => {
+                if self.responded {
+                    return Err(ActionError::NotNow(
+                        "the complaint has already been acknowledged".into(),
+                    ));
+                }
+                ComplaintEvent::ComplaintAcknowledged { actor, at }
+            }
+            Action::AddProgress { note } => {
+                required_text("text", note)?;
+                self.not_waiting(action)?;
+                ComplaintEvent::ProgressAdded {
+                    actor,
+                    note: note.clone(),
+                    at,
+                }
+            }
+            Action::RequestInformation { question } => {
+                required_text("text", question)?;
+                self.not_waiting(action)?;
+                ComplaintEvent::InformationRequested {
+                    actor,
+                    question: question.clone(),
+                    at,
+                }
+            }
+            Action::ReceiveInformation { note } => {
+                if self.status != Status::WaitingOnCustomer {
+                    return Err(ActionError::NotNow(
+                        "no information has been requested from the customer".into(),
+                    ));
+                }
+                ComplaintEvent::InformationReceived {
+                    actor,
+                    note: note.clone(),
+                    at,
+                }
+            }
+            Action::Resolve { resolution } => {
+                required_text("text", resolution)?;
+                ComplaintEvent::ComplaintResolved {
+                    actor,
+                    resolution: resolution.clone(),
+                    at,
+                }
+            }
+            Action::Reject { explanation } => {
+                required_text("text", explanation)?;
+                ComplaintEvent::ComplaintRejected {
+                    actor,
+                    explanation: explanation.clone(),
+                    at,
+                }
+            }
+            Action::Transfer { to, reason } => {
+                let Some(department) = rules.department(to) else {
+                    return Err(invalid(
+                        "to_department",
+                        format!("unknown department `{to}`"),
+                    ));
+                };
+                if *to == self.department {
+                    return Err(invalid(
+                        "to_department",
+                        "is the complaint's current department",
+                    ));
+                }
+                ComplaintEvent::ComplaintTransferred {
+                    actor,
+                    from: self.department.clone(),
+                    to: to.clone(),
+                    handler: department.handler.clone(),
+                    reason: reason.clone(),
+                    at,
+                }
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn not_waiting(&self, action: &Action) -> Result<(), ActionError> {
+        if self.status == Status::WaitingOnCustomer {
+            return Err(ActionError::NotNow(format!(
+                "the complaint waits on the customer; record the information received before {}",
+                action.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reclassification into a group (the fifth distinct customer on its topic).
+    pub fn join_group(
+        &self,
+        rules: &RoutingRules,
+        customers: u32,
+        now: DateTime<Utc>,
+    ) -> Vec<ComplaintEvent> {
+        let to = self.class.as_group();
+        if to == self.class || !self.status.is_handling() {
+            return Vec::new();
+        }
+        let department = rules
+            .group
+            .department
+            .clone()
+            .unwrap_or_else(|| self.department.clone());
+        let handler = Level::Handler.holder(rules, &department);
+        let mut events = vec![ComplaintEvent::ComplaintReclassified {
+            from: self.class,
+            to,
+            department: department.clone(),
+            handler,
+            targets: Targets::of(rules, to),
+            reason: format!(
+                "{customers} distinct customers on topic `{}` within {} hours",
+                self.filed.topic, rules.group.window_hours
+            ),
+            at: now,
+        }];
+        if to.is_major() {
+            events.push(ComplaintEvent::ComplaintEscalated {
+                level: Level::Manager.max(self.level),
+                to: Level::Manager.holder(rules, &department),
+                reason: format!("class {} reported at once", to.as_str()),
+                at: now,
+            });
+        }
+        events
+    }
+
+    /// The verification callback's answer: satisfied closes, unsatisfied reopens with new
+    /// clocks. Answers for other callbacks or states change nothing (a replay is harmless).
+    pub fn verification_answered(
+        &self,
+        callback_id: Uuid,
+        satisfied: bool,
+        at: DateTime<Utc>,
+    ) -> Vec<ComplaintEvent> {
+        if self.status != Status::Resolved || !self.verification_callbacks.contains(&callback_id)
+        {
+            return Vec::new();
+        }
+        let answered = ComplaintEvent::VerificationAnswered {
+            callback_id,
+            satisfied,
+            at,
+        };
+        let next = if satisfied {
+            ComplaintEvent::ComplaintClosed {
+                outcome: "satisfied".into(),
+                detail: format!("verification callback {callback_id}"),
+                at,
+            }
+        } else {
+            ComplaintEvent::ComplaintReopened {
+                reason: format!("customer unsatisfied on verification callback {callback_id}"),
+                at,
+            }
+        };
+        vec![answered, next]
+    }
+
+    /// The verification callback ended without an answer (lost or cancelled): the complaint
+    /// closes with that fact recorded.
+    pub fn verification_ended(
+        &self,
+        callback_id: Uuid,
+        outcome: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Vec<ComplaintEvent> {
+        if self.status != Status::Resolved || !self.verification_callbacks.contains(&callback_id)
+        {
+            return Vec::new();
+        }
+        vec![ComplaintEvent::ComplaintClosed {
+            outcome: format!("verification_{outcome}"),
+            detail: format!("verification callback {callback_id}: {reason}"),
+            at,
+        }]
+    }
+}
+
+/// A complaint as it arrives, before classification.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Intake {
+    pub tenant_id: String,
+    pub source: String,
+    pub source_id: String,
+    pub channel: String,
+    pub customer: Customer,
+    pub text: String,
+    pub category: String,
+    pub topic: String,
+    pub severity_hints: Vec<String>,
+    pub reply_by: Option<DateTime<Utc>>,
+    pub callback_id: Option<Uuid>,
+}
+
+impl Intake {
+    /// The group key: the topic, else the category (trimmed, case-folded).
+    pub fn group_topic(&self) -> String {
+        let topic = if self.topic.trim().is_empty() {
+            &self.category
+        } else {
+            &self.topic
+        };
+        topic.trim().to_lowercase()
+    }
+}
+
+/// What the log already says about the customer and the topic when a complaint is filed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Context {
+    /// The customer's latest earlier complaint within the repeat window.
+    pub previous_complaint: Option<Uuid>,
+    /// Distinct customers, this one included, on the topic within the group window (of the
+    /// same kind: complaints or opinions).
+    pub group_customers: u32,
+}
+
+/// Classifies, routes and files a complaint: the filing event, then the escalations it needs
+/// at once (A/B are reported to the manager; a repeat complainant goes to the manager).
+pub fn file(
+    complaint_id: Uuid,
+    intake: &Intake,
+    rules: &RoutingRules,
+    rules_version: u64,
+    context: &Context,
+    now: DateTime<Utc>,
+) -> Vec<ComplaintEvent> {
+    let placement = rules.place(&super::rules::ComplaintFacts {
+        category: &intake.category,
+        text: &intake.text,
+        severity_hints: &intake.severity_hints,
+    });
+    let mut route = placement.route;
+    let mut flags = placement.flags;
+    if context.group_customers >= rules.group.min_customers && route.class.as_group() != route.class
+    {
+        route.class = route.class.as_group();
+        if let Some(department) = &rules.group.department {
+            route.department = department.clone();
+        }
+        flags.push("group".into());
+    }
+    let filed = Filed {
+        complaint_id,
+        tenant_id: intake.tenant_id.clone(),
+        source: intake.source.clone(),
+        source_id: intake.source_id.clone(),
+        channel: intake.channel.clone(),
+        customer: intake.customer.clone(),
+        text: intake.text.clone(),
+        category: intake.category.clone(),
+        topic: intake.group_topic(),
+        severity_hints: intake.severity_hints.clone(),
+        reply_by: intake.reply_by,
+        callback_id: intake.callback_id,
+        rules_version,
+        class: route.class,
+        origin: route.origin,
+        handler: Level::Handler.holder(rules, &route.department),
+        department: route.department.clone(),
+        matched_by: placement.matched_by,
+        flags,
+        targets: Targets::of(rules, route.class),
+        at: now,
+    };
+    let mut events = vec![ComplaintEvent::ComplaintFiled(Box::new(filed))];
+    let to_manager = |reason: String| ComplaintEvent::ComplaintEscalated {
+        level: Level::Manager,
+        to: Level::Manager.holder(rules, &route.department),
+        reason,
+        at: now,
+    };
+    if route.class.is_major() {
+        events.push(to_manager(format!(
+            "class {} reported at once",
+            route.class.as_str()
+        )));
+    }
+    if let Some(previous) = context.previous_complaint {
+        events.push(to_manager(format!(
+            "repeat complainant: complaint {previous} within {} days",
+            rules.repeat_window_days
+        )));
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::rules::tests::property_rules;
+    use chrono::TimeZone;
+
+    fn calendar() -> Calendar {
+        property_rules().validate().unwrap()
+    }
+
+    /// Shanghai local time in 2026.
+    fn local(month: u32, day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+        chrono_tz::Asia::Shanghai
+            .with_ymd_and_hms(2026, month, day, hour, minute, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn intake(category: &str, customer: &str) -> Intake {
+        Intake {
+            tenant_id: "estate".into(),
+            source: "hotline".into(),
+            source_id: format!("{customer}-{category}"),
+            channel: "hotline".into(),
+            customer: Customer {
+                customer_id: customer.into(),
+                ..Customer::default()
+            },
+            text: "the lift is broken again".into(),
+            category: category.into(),
+            ..Intake::default()
+        }
+    }
+
+    fn fold(events: &[ComplaintEvent]) -> ComplaintState {
+        let cal = calendar();
+        events
+            .iter()
+            .fold(None, |s, e| ComplaintState::evolve(s, e, &cal))
+            .unwrap()
+    }
+
+    fn filed(category: &str, at: DateTime<Utc>) -> (ComplaintState, Vec<ComplaintEvent>) {
+        let events = file(
+            Uuid::from_u128(1),
+            &intake(category, "c1"),
+            &property_rules(),
+            1,
+            &Context::default(),
+            at,
+        );
+        (fold(&events), events)
+    }
+
+    fn act(state: ComplaintState, action: Action, at: DateTime<Utc>) -> ComplaintState {
+        let rules = property_rules();
+        let cal = calendar();
+        let (state, _) = state.fire_timers(&rules, &cal, at);
+        let events = state.decide(&action, "agent-7", &rules, at).unwrap();
+        events
+            .iter()
+            .fold(Some(state), |s, e| ComplaintState::evolve(s, e, &cal))
+            .unwrap()
+    }
+
+    fn types(events: &[ComplaintEvent]) -> Vec<&'static str> {
+        events.iter().map(ComplaintEvent::event_type).collect()
+    }
+
+    #[test]
+    fn class_c_first_response_breach_escalates_to_the_department_head() {
+        // Monday 2026-09-28 09:00; C first response 8 working hours (08:30-12:00, 13:00-17:30).
+        let (state, _) = filed("noise", local(9, 28, 9, 0));
+        assert_eq!(state.class, Class::C);
+        let cal = calendar();
+        let (at, timer) = state.next_timer(&cal).unwrap();
+        assert_eq!(timer, Timer::Breach(ClockName::FirstResponse));
+        assert_eq!(at, local(9, 29, 9, 0));
+        let (state, fired) = state.fire_timers(&property_rules(), &cal, local(9, 29, 9, 30));
+        assert_eq!(types(&fired), ["ClockBreached", "ComplaintEscalated"]);
+        assert_eq!(state.level, Level::DepartmentHead);
+        assert_eq!(state.escalated_to, "desk-head");
+        // Nothing fires twice.
+        let (_, again) = state.fire_timers(&property_rules(), &cal, local(9, 29, 9, 30));
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn breaches_climb_the_chain_to_the_general_manager_and_stop() {
+        let (state, _) = filed("noise", local(9, 28, 9, 0));
+        let (state, fired) =
+            state.fire_timers(&property_rules(), &calendar(), local(10, 30, 12, 0));
+        assert_eq!(state.level, Level::GeneralManager);
+        assert_eq!(state.escalated_to, "gm");
+        // First response breaches 3 times (then stops), resolution (40h) once by then too.
+        assert_eq!(state.first_response.breaches, MAX_BREACHES_PER_CLOCK);
+        let escalations = fired
+            .iter()
+            .filter(|e| matches!(e, ComplaintEvent::ComplaintEscalated { .. }))
+            .count();
+        assert_eq!(escalations, 3);
+    }
+
+    #[test]
+    fn class_a_is_reported_at_once_and_followed_up_daily_until_resolved() {
+        let start = local(9, 28, 10, 0);
+        let (state, events) = filed("leak", start);
+        assert_eq!(types(&events), ["ComplaintFiled", "ComplaintEscalated"]);
+        assert_eq!(state.level, Level::Manager);
+        assert_eq!(state.escalated_to, "ops-manager");
+        let state = act(state, Action::Acknowledge, local(9, 28, 10, 30));
+        let (state, fired) =
+            state.fire_timers(&property_rules(), &calendar(), local(9, 30, 10, 0));
+        let reminders: Vec<_> = fired
+            .iter()
+            .filter_map(|e| match e {
+                ComplaintEvent::FollowUpReminded { number, at, .. } => Some((*number, *at)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reminders, [(1, local(9, 29, 10, 0)), (2, local(9, 30, 10, 0))]);
+        let state = act(
+            state,
+            Action::Resolve {
+                resolution: "pipe replaced".into(),
+            },
+            local(9, 30, 11, 0),
+        );
+        assert_eq!(state.next_timer(&calendar()), None);
+    }
+
+    #[test]
+    fn pause_while_waiting_on_the_customer_keeps_the_time_used() {
+        // Resolution target for C: 40 working hours (8h per working day: 5 days).
+        let (state, _) = filed("noise", local(9, 28, 8, 30));
+        let state = act(state, Action::Acknowledge, local(9, 28, 9, 0));
+        let state = act(
+            state,
+            Action::RequestInformation {
+                question: "which floor?".into(),
+            },
+            local(9, 28, 12, 0),
+        );
+        assert_eq!(state.status, Status::WaitingOnCustomer);
+        assert_eq!(state.next_timer(&calendar()), None);
+        assert_eq!(state.resolution.used_seconds, 3 * 3600 + 1800);
+        // The customer answers on Friday 9 October; 36.5 working hours remain from then.
+        let state = act(
+            state,
+            Action::ReceiveInformation {
+                note: "floor 12".into(),
+            },
+            local(10, 9, 8, 30),
+        );
+        assert_eq!(state.status, Status::InProgress);
+        let resolution_due = state.resolution.next_breach_at(&calendar()).unwrap();
+        // Fri 9 Oct 8h, Sat 10 Oct (an extra working day) 8h, Mon 12 and Tue 13 8h each, then
+        // 4.5h of Wednesday 14 October.
+        assert_eq!(
+            calendar().working_time_between(local(10, 9, 8, 30), resolution_due),
+            Duration::minutes(36 * 60 + 30)
+        );
+        assert_eq!(resolution_due, local(10, 14, 14, 0));
+    }
+
+    #[test]
+    fn holidays_stop_the_clock() {
+        // Wednesday 30 September 16:30, C first response 8h; 1, 2 October are holidays, 3-4 a
+        // weekend, 5 October a holiday: only 1 hour counts before Tuesday 6 October.
+        let (state, _) = filed("noise", local(9, 30, 16, 30));
+        let (at, _) = state.next_timer(&calendar()).unwrap();
+        assert_eq!(at, local(10, 6, 16, 30));
+    }
+
+    #[test]
+    fn class_change_keeps_the_elapsed_time() {
+        let (state, _) = filed("noise", local(9, 28, 8, 30));
+        // 3 working hours later the topic becomes a group: B's first response is 2 hours.
+        let events = state.join_group(&property_rules(), 5, local(9, 28, 11, 30));
+        assert_eq!(types(&events), ["ComplaintReclassified", "ComplaintEscalated"]);
+        let cal = calendar();
+        let state = events
+            .iter()
+            .fold(Some(state), |s, e| ComplaintState::evolve(s, e, &cal))
+            .unwrap();
+        assert_eq!(state.class, Class::B);
+        assert_eq!(state.department, "customer_relations");
+        assert_eq!(state.level, Level::Manager);
+        // Already 3h used of a 2h target: the target was used up at 10:30, found at 11:30.
+        let (at, timer) = state.next_timer(&cal).unwrap();
+        assert_eq!(timer, Timer::Breach(ClockName::FirstResponse));
+        assert_eq!(at, local(9, 28, 10, 30));
+        let (_, fired) = state
+            .clone()
+            .fire_timers(&property_rules(), &cal, local(9, 28, 11, 30));
+        assert!(matches!(
+            fired[0],
+            ComplaintEvent::ClockBreached { due_at, at, .. }
+                if due_at == local(9, 28, 10, 30) && at == local(9, 28, 11, 30)
+        ));
+        assert_eq!(
+            state.resolution.elapsed(&cal, local(9, 28, 11, 30)),
+            Duration::hours(3)
+        );
+    }
+
+    #[test]
+    fn unsatisfied_verification_reopens_with_new_clocks_and_satisfied_closes() {
+        let cal = calendar();
+        let (state, _) = filed("noise", local(9, 28, 9, 0));
+        let state = act(
+            state,
+            Action::Resolve {
+                resolution: "fixed".into(),
+            },
+            local(9, 28, 10, 0),
+        );
+        assert!(state.needs_callback_request());
+        let callback = Uuid::from_u128(77);
+        let requested = ComplaintEvent::CallbackRequested {
+            purpose: CallbackPurpose::Verification,
+            callback_ids: vec![callback],
+            at: local(9, 28, 10, 0),
+        };
+        let state = ComplaintState::evolve(Some(state), &requested, &cal).unwrap();
+        assert!(!state.needs_callback_request());
+        // Another callback's answer changes nothing.
+        assert!(state
+            .verification_answered(Uuid::from_u128(5), false, local(9, 29, 9, 0))
+            .is_empty());
+        let events = state.verification_answered(callback, false, local(9, 29, 9, 0));
+        assert_eq!(types(&events), ["VerificationAnswered", "ComplaintReopened"]);
+        let state = events
+            .iter()
+            .fold(Some(state), |s, e| ComplaintState::evolve(s, e, &cal))
+            .unwrap();
+        assert_eq!(state.status, Status::InProgress);
+        assert_eq!(state.reopenings, 1);
+        assert_eq!(
+            state.resolution.next_breach_at(&cal),
+            Some(local(10, 9, 9, 0)),
+            "a new 40 working hour clock from the reopening (holidays 1-5 October skipped)"
+        );
+        let state = act(
+            state,
+            Action::Resolve {
+                resolution: "fixed again".into(),
+            },
+            local(9, 29, 11, 0),
+        );
+        let state = ComplaintState::evolve(Some(state), &requested, &cal).unwrap();
+        let events = state.verification_answered(callback, true, local(9, 30, 9, 0));
+        let state = events
+            .iter()
+            .fold(Some(state), |s, e| ComplaintState::evolve(s, e, &cal))
+            .unwrap();
+        assert_eq!(state.status, Status::Closed);
+        assert_eq!(state.outcome.as_deref(), Some("satisfied"));
+    }
+
+    #[test]
+    fn lost_verification_closes_with_the_fact() {
+        let cal = calendar();
+        let (state, _) = filed("noise", local(9, 28, 9, 0));
+        let state = act(
+            state,
+            Action::Resolve {
+                resolution: "fixed".into(),
+            },
+            local(9, 28, 10, 0),
+        );
+        let callback = Uuid::from_u128(9);
+        let state = ComplaintState::evolve(
+            Some(state),
+            &ComplaintEvent::CallbackRequested {
+                purpose: CallbackPurpose::Verification,
+                callback_ids: vec![callback],
+                at: local(9, 28, 10, 0),
+            },
+            &cal,
+        )
+        .unwrap();
+        let events = state.verification_ended(callback, "lost", "deadline passed", local(9, 30, 9, 0));
+        let state = ComplaintState::evolve(Some(state), &events[0], &cal).unwrap();
+        assert_eq!(state.status, Status::Closed);
+        assert_eq!(state.outcome.as_deref(), Some("verification_lost"));
+    }
+
+    #[test]
+    fn actions_on_closed_or_resolved_complaints_are_refused() {
+        let (state, _) = filed("noise", local(9, 28, 9, 0));
+        let rules = property_rules();
+        let rejected = act(
+            state.clone(),
+            Action::Reject {
+                explanation: "not our estate".into(),
+            },
+            local(9, 28, 9, 30),
+        );
+        assert!(matches!(
+            rejected.decide(&Action::Acknowledge, "a", &rules, local(9, 28, 10, 0)),
+            Err(ActionError::NotNow(_))
+        ));
+        assert!(matches!(
+            state.decide(
+                &Action::Transfer { to: "moon".into(), reason: String::new() },
+                "a",
+                &rules,
+                local(9, 28, 10, 0)
+            ),
+            Err(ActionError::Invalid { field, .. }) if field == "to_department"
+        ));
+        assert!(matches!(
+            state.decide(&Action::Resolve { resolution: " ".into() }, "a", &rules, local(9, 28, 10, 0)),
+            Err(ActionError::Invalid { field, .. }) if field == "text"
+        ));
+        assert!(matches!(
+            state.decide(&Action::Acknowledge, "", &rules, local(9, 28, 10, 0)),
+            Err(ActionError::Invalid { field, .. }) if field == "actor"
+        ));
+    }
+
+    #[test]
+    fn reply_time_is_its_own_deadline() {
+        let rules = property_rules();
+        let mut complaint = intake("noise", "c1");
+        complaint.reply_by = Some(local(9, 28, 12, 0));
+        let events = file(Uuid::from_u128(1), &complaint, &rules, 1, &Context::default(), local(9, 28, 9, 0));
+        let state = fold(&events);
+        let (state, fired) = state.fire_timers(&rules, &calendar(), local(9, 28, 12, 5));
+        assert_eq!(types(&fired), ["ReplyDeadlineMissed", "ComplaintEscalated"]);
+        assert!(state.is_breached());
+    }
+
+    #[test]
+    fn repeat_complainant_goes_to_the_manager_and_groups_file_as_b() {
+        let rules = property_rules();
+        let context = Context {
+            previous_complaint: Some(Uuid::from_u128(3)),
+            group_customers: 5,
+        };
+        let events = file(Uuid::from_u128(1), &intake("noise", "c1"), &rules, 1, &context, local(9, 28, 9, 0));
+        assert_eq!(
+            types(&events),
+            ["ComplaintFiled", "ComplaintEscalated", "ComplaintEscalated"]
+        );
+        let state = fold(&events);
+        assert_eq!(state.class, Class::B);
+        assert_eq!(state.department, "customer_relations");
+        assert_eq!(state.level, Level::Manager);
+        assert!(state.filed.flags.contains(&"group".to_owned()));
+    }
+}
