@@ -20,7 +20,8 @@ pub struct System {
     pub shutdown: Shutdown,
     running: HashMap<ServiceKind, (Shutdown, JoinHandle<()>)>,
     listeners: HashMap<ServiceKind, SocketAddr>,
-    /// When set, the scheduling service runs on this clock (simulated time).
+    /// When set, the scheduling and complaint-routing services run on this clock (simulated
+    /// time).
     scheduling_clock: Option<std::sync::Arc<dyn callback_kit::Clock>>,
 }
 
@@ -31,7 +32,7 @@ impl System {
         Self::start_with(kinds, None).await
     }
 
-    /// Like [`System::start`], with the scheduling service on simulated time.
+    /// Like [`System::start`], with scheduling and complaint routing on simulated time.
     pub async fn start_on_clock(kinds: &[ServiceKind], clock: callback_kit::ManualClock) -> System {
         Self::start_with(kinds, Some(std::sync::Arc::new(clock))).await
     }
@@ -85,6 +86,13 @@ impl System {
                     callback_scheduling::serve_with_clock(pool, listener, config, shutdown, clock)
                         .await
                         .map_err(anyhow::Error::from)
+                }
+                (ServiceKind::ComplaintRouting, Some(clock)) => {
+                    callback_complaint_routing::serve_with_clock(
+                        pool, listener, config, shutdown, clock,
+                    )
+                    .await
+                    .map_err(anyhow::Error::from)
                 }
                 _ => callbackd::serve_service(kind, pool, listener, config, shutdown).await,
             };

@@ -12,13 +12,13 @@ use callback_kit::{grpc, telemetry, Config, ServiceKind, Shutdown};
 use callback_pgrunner::PrivateCluster;
 use sqlx::Connection;
 
-const USAGE: &str = "usage: callbackd [dev | demo | rebuild scheduling | health URL]
+const USAGE: &str = "usage: callbackd [dev | demo | rebuild SERVICE | health URL]
 
   dev                  run all four services in this process (the default)
   demo                 run a month of hospital and dealer traffic on simulated time in a fresh
                        database `callback_demo`, print what happened, rebuild and compare
-  rebuild scheduling   rebuild the scheduling read models from the event log (stop the
-                       scheduling service first)
+  rebuild SERVICE      rebuild a service's read models from the event log (stop the service
+                       first); SERVICE is scheduling or complaint-routing
   health URL           ask the gRPC health service at URL (e.g. http://127.0.0.1:50051);
                        exit 0 when it reports SERVING, 1 otherwise (for container health checks)
 
@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
         Some("demo") => demo().await,
         Some("rebuild") => match args.get(1).map(String::as_str) {
             Some("scheduling") => rebuild_scheduling().await,
+            Some("complaint-routing") => rebuild_complaint_routing().await,
             _ => bail!("rebuild needs a service: `callbackd rebuild scheduling`\n\n{USAGE}"),
         },
         Some("health") => match args.get(1) {
@@ -221,6 +222,37 @@ async fn demo() -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
     }
     anyhow::ensure!(before == after, "the rebuilt read model differs");
+    Ok(())
+}
+
+async fn rebuild_complaint_routing() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("callbackd")?;
+    let (url, cluster) = database("callback", false).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await?;
+    let store = callback_eventstore::EventStore::open(pool).await?;
+    store
+        .register_categories(
+            ServiceKind::ComplaintRouting.name(),
+            callback_complaint_routing::CATEGORIES,
+        )
+        .await?;
+    let config = Config::from_env()?;
+    let scheduling = grpc::channel(config.url(ServiceKind::Scheduling))?;
+    let app = callback_complaint_routing::open(
+        store,
+        std::sync::Arc::new(callback_kit::SystemClock),
+        scheduling,
+    )
+    .await?;
+    let events = app.rebuild_projections().await?;
+    println!("rebuilt the complaint-routing read models from {events} events");
+    app.store().pool().close().await;
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
     Ok(())
 }
 

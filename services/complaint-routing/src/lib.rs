@@ -1,13 +1,25 @@
 //! The complaint-routing service: classifies complaints (A-E), routes them to departments,
-//! runs their SLA clocks and escalations, and closes the loop with a verification callback.
+//! runs their SLA clocks in working time with escalations, and closes the loop with a
+//! verification callback asked of the scheduling service.
 //!
-//! This crate currently provides the service's shell (health, reflection, its event feed);
-//! classification, routing and clocks arrive with their own issue.
+//! - [`domain`]: the pure rules (routing rules, SLA clocks, a complaint's events);
+//! - [`app`]: commands and queries, each writing events and the read-model row in one
+//!   transaction; the timer sweep; callback requests to scheduling;
+//! - [`feeds`]: what it consumes from call-logging's and scheduling's feeds;
+//! - [`grpc`]: the `callback.v1.ComplaintRouting` API.
 
+pub mod app;
 pub mod domain;
+mod error;
+pub mod feeds;
+pub mod grpc;
 
-use callback_feed::{HostError, ServiceHost};
-use callback_kit::{Config, ServiceKind, Shutdown};
+pub use error::{Error, Result};
+
+use std::sync::Arc;
+
+use callback_feed::{HostError, RemoteConsumer, ServiceHost};
+use callback_kit::{Clock, Config, ServiceKind, Shutdown};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -16,12 +28,93 @@ pub const KIND: ServiceKind = ServiceKind::ComplaintRouting;
 /// Stream categories this service owns (and serves on its feed).
 pub const CATEGORIES: &[&str] = &["complaint", "routing_rules"];
 
-/// Serves the complaint-routing service on `listener` until `shutdown`.
+/// How often timers and pending callback requests are swept.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the complaint-routing service on `listener` until `shutdown`, on the system clock.
 pub async fn serve(
     pool: PgPool,
     listener: TcpListener,
-    _config: Config,
+    config: Config,
     shutdown: Shutdown,
 ) -> Result<(), HostError> {
-    ServiceHost::run(KIND, pool, CATEGORIES, listener, shutdown).await
+    serve_with_clock(
+        pool,
+        listener,
+        config,
+        shutdown,
+        Arc::new(callback_kit::SystemClock),
+    )
+    .await
+}
+
+/// Serves with the given clock (tests run on simulated time).
+pub async fn serve_with_clock(
+    pool: PgPool,
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+    clock: Arc<dyn Clock>,
+) -> Result<(), HostError> {
+    let host = ServiceHost::start(KIND, pool, CATEGORIES).await?;
+    let scheduling = callback_kit::grpc::channel(config.url(ServiceKind::Scheduling))?;
+    let call_logging = callback_kit::grpc::channel(config.url(ServiceKind::CallLogging))?;
+    let app = open(host.store.clone(), clock, scheduling.clone()).await?;
+    let sweeper = tokio::spawn(sweep(app.clone(), shutdown.clone()));
+    let (from_call_logging, _) = RemoteConsumer::new(call_logging, &feeds::CALL_LOGGING_CATEGORIES)
+        .with_event_types(&feeds::CALL_LOGGING_EVENT_TYPES)
+        .spawn(
+            host.store.clone(),
+            feeds::CallLoggingFacts::new(app.clone()),
+            shutdown.clone(),
+        );
+    let (from_scheduling, _) = RemoteConsumer::new(scheduling, &feeds::SCHEDULING_CATEGORIES)
+        .with_event_types(&feeds::SCHEDULING_EVENT_TYPES)
+        .spawn(
+            host.store.clone(),
+            feeds::SchedulingFacts::new(app.clone()),
+            shutdown.clone(),
+        );
+    let host = host.route(&["callback.v1.ComplaintRouting"], |router| {
+        router.add_service(grpc::service(app))
+    });
+    let served = host.serve(listener, shutdown).await;
+    let _ = sweeper.await;
+    let _ = from_call_logging.await;
+    let _ = from_scheduling.await;
+    Ok(served?)
+}
+
+/// Opens the service's state on `store` (whose categories are registered): runs the
+/// migrations and returns the application.
+pub async fn open(
+    store: callback_eventstore::EventStore,
+    clock: Arc<dyn Clock>,
+    scheduling: tonic::transport::Channel,
+) -> Result<app::ComplaintRouting, callback_eventstore::Error> {
+    migrator().run(store.pool()).await?;
+    Ok(app::ComplaintRouting::new(store, clock, scheduling))
+}
+
+pub fn migrator() -> sqlx::migrate::Migrator {
+    callback_eventstore::shared_database(sqlx::migrate!("./migrations"))
+}
+
+/// The durable timers and the callback-request outbox. Both are driven by the read model,
+/// which is derived from events, so a restart misses nothing.
+async fn sweep(app: app::ComplaintRouting, shutdown: Shutdown) {
+    loop {
+        match app.sweep_timers().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(complaints = n, "timer sweep: timers fired"),
+            Err(error) => tracing::warn!(%error, "timer sweep failed; retrying"),
+        }
+        if let Err(error) = app.request_pending_callbacks().await {
+            tracing::warn!(%error, "callback requests failed; retrying");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+            () = shutdown.wait() => return,
+        }
+    }
 }

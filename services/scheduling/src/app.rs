@@ -1138,14 +1138,16 @@ async fn with_known_contact(
     if !subject.name.is_empty() || !subject.phones.is_empty() {
         return Ok(subject);
     }
-    Ok(match known_contact(conn, tenant_id, &subject.subject_id).await? {
-        Some(known) => SubjectContact {
-            owner_agent_id: subject.owner_agent_id.or(known.owner_agent_id),
-            department: subject.department.or(known.department),
-            ..known
+    Ok(
+        match known_contact(conn, tenant_id, &subject.subject_id).await? {
+            Some(known) => SubjectContact {
+                owner_agent_id: subject.owner_agent_id.or(known.owner_agent_id),
+                department: subject.department.or(known.department),
+                ..known
+            },
+            None => subject,
         },
-        None => subject,
-    })
+    )
 }
 
 async fn subject_contact(

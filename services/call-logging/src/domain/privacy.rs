@@ -1,32 +1,3 @@
-//! Masking personal data for readers without a need for it (PIPL).
+//! Masking personal data: shared with the other services in `callback_kit::privacy`.
 
-/// Keeps the first three and last four digits of a phone number: `139****9000`. Short numbers
-/// keep only their last two digits.
-pub fn mask_phone(number: &str) -> String {
-    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
-    match digits.len() {
-        0 => String::new(),
-        n if n >= 8 => {
-            let head: String = digits[..3].iter().collect();
-            let tail: String = digits[n - 4..].iter().collect();
-            format!("{head}{}{tail}", "*".repeat(n - 7))
-        }
-        n => {
-            let tail: String = digits[n.saturating_sub(2)..].iter().collect();
-            format!("{}{tail}", "*".repeat(n.saturating_sub(2)))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_phone;
-
-    #[test]
-    fn numbers_are_masked_in_the_middle() {
-        assert_eq!(mask_phone("13900139000"), "139****9000");
-        assert_eq!(mask_phone("+86 139-0013-9000"), "861******9000");
-        assert_eq!(mask_phone("12345"), "***45");
-        assert_eq!(mask_phone(""), "");
-    }
-}
+pub use callback_kit::privacy::mask_phone;

@@ -128,10 +128,7 @@ mod tests {
         // Filed Friday 2026-09-25 at 17:00: 1 hour left that day, the weekend does not count.
         let clock = SlaClock::started(Duration::hours(8), local(25, 17, 0));
         assert_eq!(clock.next_breach_at(&cal), Some(local(28, 17, 0)));
-        assert_eq!(
-            clock.elapsed(&cal, local(28, 9, 30)),
-            Duration::minutes(90)
-        );
+        assert_eq!(clock.elapsed(&cal, local(28, 9, 30)), Duration::minutes(90));
     }
 
     #[test]

@@ -422,7 +422,8 @@ pub enum Timer {
     FollowUp,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// Serialisable so the read model can keep it as a snapshot (always rebuilt from the log).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ComplaintState {
     pub filed: Filed,
     pub class: Class,
@@ -679,10 +680,7 @@ impl ComplaintState {
         if let (Some(since), Some(every)) = (self.major_since, self.targets.follow_up_every_minutes)
         {
             let n = i32::try_from(self.reminders + 1).unwrap_or(i32::MAX);
-            candidates.push((
-                since + Duration::minutes(every) * n,
-                Timer::FollowUp,
-            ));
+            candidates.push((since + Duration::minutes(every) * n, Timer::FollowUp));
         }
         // Earliest first; ties in the fixed order above, so a replay fires them alike.
         candidates.into_iter().min_by_key(|(at, _)| *at)
@@ -933,8 +931,7 @@ impl ComplaintState {
         satisfied: bool,
         at: DateTime<Utc>,
     ) -> Vec<ComplaintEvent> {
-        if self.status != Status::Resolved || !self.verification_callbacks.contains(&callback_id)
-        {
+        if self.status != Status::Resolved || !self.verification_callbacks.contains(&callback_id) {
             return Vec::new();
         }
         let answered = ComplaintEvent::VerificationAnswered {
@@ -966,8 +963,7 @@ impl ComplaintState {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Vec<ComplaintEvent> {
-        if self.status != Status::Resolved || !self.verification_callbacks.contains(&callback_id)
-        {
+        if self.status != Status::Resolved || !self.verification_callbacks.contains(&callback_id) {
             return Vec::new();
         }
         vec![ComplaintEvent::ComplaintClosed {
@@ -1197,8 +1193,7 @@ mod tests {
         assert_eq!(state.level, Level::Manager);
         assert_eq!(state.escalated_to, "ops-manager");
         let state = act(state, Action::Acknowledge, local(9, 28, 10, 30));
-        let (state, fired) =
-            state.fire_timers(&property_rules(), &calendar(), local(9, 30, 10, 0));
+        let (state, fired) = state.fire_timers(&property_rules(), &calendar(), local(9, 30, 10, 0));
         let reminders: Vec<_> = fired
             .iter()
             .filter_map(|e| match e {
@@ -1206,7 +1201,10 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(reminders, [(1, local(9, 29, 10, 0)), (2, local(9, 30, 10, 0))]);
+        assert_eq!(
+            reminders,
+            [(1, local(9, 29, 10, 0)), (2, local(9, 30, 10, 0))]
+        );
         let state = act(
             state,
             Action::Resolve {
@@ -1265,7 +1263,10 @@ mod tests {
         let (state, _) = filed("noise", local(9, 28, 8, 30));
         // 3 working hours later the topic becomes a group: B's first response is 2 hours.
         let events = state.join_group(&property_rules(), 5, local(9, 28, 11, 30));
-        assert_eq!(types(&events), ["ComplaintReclassified", "ComplaintEscalated"]);
+        assert_eq!(
+            types(&events),
+            ["ComplaintReclassified", "ComplaintEscalated"]
+        );
         let cal = calendar();
         let state = events
             .iter()
@@ -1317,7 +1318,10 @@ mod tests {
             .verification_answered(Uuid::from_u128(5), false, local(9, 29, 9, 0))
             .is_empty());
         let events = state.verification_answered(callback, false, local(9, 29, 9, 0));
-        assert_eq!(types(&events), ["VerificationAnswered", "ComplaintReopened"]);
+        assert_eq!(
+            types(&events),
+            ["VerificationAnswered", "ComplaintReopened"]
+        );
         let state = events
             .iter()
             .fold(Some(state), |s, e| ComplaintState::evolve(s, e, &cal))
@@ -1368,7 +1372,8 @@ mod tests {
             &cal,
         )
         .unwrap();
-        let events = state.verification_ended(callback, "lost", "deadline passed", local(9, 30, 9, 0));
+        let events =
+            state.verification_ended(callback, "lost", "deadline passed", local(9, 30, 9, 0));
         let state = ComplaintState::evolve(Some(state), &events[0], &cal).unwrap();
         assert_eq!(state.status, Status::Closed);
         assert_eq!(state.outcome.as_deref(), Some("verification_lost"));
@@ -1413,7 +1418,14 @@ mod tests {
         let rules = property_rules();
         let mut complaint = intake("noise", "c1");
         complaint.reply_by = Some(local(9, 28, 12, 0));
-        let events = file(Uuid::from_u128(1), &complaint, &rules, 1, &Context::default(), local(9, 28, 9, 0));
+        let events = file(
+            Uuid::from_u128(1),
+            &complaint,
+            &rules,
+            1,
+            &Context::default(),
+            local(9, 28, 9, 0),
+        );
         let state = fold(&events);
         let (state, fired) = state.fire_timers(&rules, &calendar(), local(9, 28, 12, 5));
         assert_eq!(types(&fired), ["ReplyDeadlineMissed", "ComplaintEscalated"]);
@@ -1427,7 +1439,14 @@ mod tests {
             previous_complaint: Some(Uuid::from_u128(3)),
             group_customers: 5,
         };
-        let events = file(Uuid::from_u128(1), &intake("noise", "c1"), &rules, 1, &context, local(9, 28, 9, 0));
+        let events = file(
+            Uuid::from_u128(1),
+            &intake("noise", "c1"),
+            &rules,
+            1,
+            &context,
+            local(9, 28, 9, 0),
+        );
         assert_eq!(
             types(&events),
             ["ComplaintFiled", "ComplaintEscalated", "ComplaintEscalated"]

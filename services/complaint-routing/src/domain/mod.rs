@@ -7,7 +7,7 @@ pub mod rules;
 
 pub use clock::SlaClock;
 pub use complaint::{
-    file, Action, ActionError, CallbackPurpose, ClockName, ComplaintEvent, ComplaintState,
-    Context, Customer, Intake, Level, Status, Targets,
+    file, Action, ActionError, CallbackPurpose, ClockName, ComplaintEvent, ComplaintState, Context,
+    Customer, Intake, Level, Status, Targets,
 };
 pub use rules::{Class, Origin, RoutingRules, RulesError};

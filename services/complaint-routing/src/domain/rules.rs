@@ -276,8 +276,8 @@ impl RoutingRules {
 
     /// Checks the document and returns its calendar.
     pub fn validate(&self) -> Result<Calendar, RulesError> {
-        let calendar = Calendar::new(&self.calendar)
-            .map_err(|e| rules_error("calendar", e.to_string()))?;
+        let calendar =
+            Calendar::new(&self.calendar).map_err(|e| rules_error("calendar", e.to_string()))?;
         for class in Class::ALL {
             let targets = self
                 .targets

@@ -1,0 +1,60 @@
+use callback_kit::status;
+use tonic::Status;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the complaint-routing service; input faults name the field.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Another writer changed the complaint first; the caller may retry.
+    #[error("the complaint changed concurrently; retry")]
+    Conflict,
+    #[error("scheduling service: {0}")]
+    Scheduling(String),
+    #[error("event log: {0}")]
+    Store(#[from] callback_eventstore::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl From<crate::domain::ActionError> for Error {
+    fn from(error: crate::domain::ActionError) -> Error {
+        match error {
+            crate::domain::ActionError::Invalid { field, reason } => {
+                Error::InvalidArgument { field, reason }
+            }
+            crate::domain::ActionError::NotNow(reason) => Error::FailedPrecondition(reason),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match error {
+            Error::InvalidArgument { field, reason } => status::invalid_argument(&field, reason),
+            Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+            Error::FailedPrecondition(reason) => Status::failed_precondition(reason),
+            Error::Conflict => Status::aborted(error.to_string()),
+            Error::Scheduling(reason) => {
+                Status::unavailable(format!("scheduling service: {reason}"))
+            }
+            Error::Store(e) => status::from_store_error(e),
+            e @ (Error::Database(_) | Error::Corrupt(_)) => status::internal(&e),
+        }
+    }
+}
