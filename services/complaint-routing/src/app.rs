@@ -105,8 +105,10 @@ pub struct ComplaintRouting {
     clock: Arc<dyn Clock>,
     scheduling: SchedulingApi,
     /// Parsed rules by (tenant, version). Versions never change, so entries never go stale.
-    rules: Arc<Mutex<HashMap<(String, u64), Arc<Rules>>>>,
+    rules: Arc<Mutex<RulesCache>>,
 }
+
+type RulesCache = HashMap<(String, u64), Arc<Rules>>;
 
 pub fn complaint_id(tenant_id: &str, source: &str, source_id: &str) -> Uuid {
     Uuid::new_v5(

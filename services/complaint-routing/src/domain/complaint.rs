@@ -1141,10 +1141,15 @@ mod tests {
         let cal = calendar();
         let (state, _) = state.fire_timers(&rules, &cal, at);
         let events = state.decide(&action, "agent-7", &rules, at).unwrap();
-        events
-            .iter()
-            .fold(Some(state), |s, e| ComplaintState::evolve(s, e, &cal))
-            .unwrap()
+        apply(state, &events, &cal)
+    }
+
+    fn apply(state: ComplaintState, events: &[ComplaintEvent], cal: &Calendar) -> ComplaintState {
+        let mut state = Some(state);
+        for event in events {
+            state = ComplaintState::evolve(state, event, cal);
+        }
+        state.unwrap()
     }
 
     fn types(events: &[ComplaintEvent]) -> Vec<&'static str> {
@@ -1268,10 +1273,7 @@ mod tests {
             ["ComplaintReclassified", "ComplaintEscalated"]
         );
         let cal = calendar();
-        let state = events
-            .iter()
-            .fold(Some(state), |s, e| ComplaintState::evolve(s, e, &cal))
-            .unwrap();
+        let state = apply(state, &events, &cal);
         assert_eq!(state.class, Class::B);
         assert_eq!(state.department, "customer_relations");
         assert_eq!(state.level, Level::Manager);
@@ -1322,10 +1324,7 @@ mod tests {
             types(&events),
             ["VerificationAnswered", "ComplaintReopened"]
         );
-        let state = events
-            .iter()
-            .fold(Some(state), |s, e| ComplaintState::evolve(s, e, &cal))
-            .unwrap();
+        let state = apply(state, &events, &cal);
         assert_eq!(state.status, Status::InProgress);
         assert_eq!(state.reopenings, 1);
         assert_eq!(
@@ -1342,10 +1341,7 @@ mod tests {
         );
         let state = ComplaintState::evolve(Some(state), &requested, &cal).unwrap();
         let events = state.verification_answered(callback, true, local(9, 30, 9, 0));
-        let state = events
-            .iter()
-            .fold(Some(state), |s, e| ComplaintState::evolve(s, e, &cal))
-            .unwrap();
+        let state = apply(state, &events, &cal);
         assert_eq!(state.status, Status::Closed);
         assert_eq!(state.outcome.as_deref(), Some("satisfied"));
     }
