@@ -58,6 +58,7 @@ pub struct RulesPublished {
 }
 
 /// One version of a tenant's rules, parsed, with its calendar.
+#[derive(Debug)]
 pub struct Rules {
     pub version: u64,
     pub rules: RoutingRules,
@@ -65,22 +66,26 @@ pub struct Rules {
 }
 
 /// A complaint's state with what is needed to show its clocks.
+#[derive(Debug)]
 pub struct Complaint {
     pub state: ComplaintState,
     /// The calendar of the rules version it was filed under.
     pub calendar: Arc<Rules>,
 }
 
+#[derive(Debug)]
 pub struct Filing {
     pub duplicate: bool,
     pub complaint: Complaint,
 }
 
+#[derive(Debug)]
 pub struct Acted {
     pub complaint: Complaint,
     pub event_types: Vec<String>,
 }
 
+#[derive(Debug)]
 pub struct ComplaintRecord {
     pub complaint: Complaint,
     pub history: Vec<RecordedEvent>,
