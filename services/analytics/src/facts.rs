@@ -1,0 +1,627 @@
+//! The fact tables, folded from the other services' feeds. Each consumer folds a batch in
+//! memory (one delta per callback or complaint) and writes each table once per batch with a
+//! multi-row upsert, in the transaction that also stores its checkpoint; so every event counts
+//! once, and late or out-of-order facts (a correction, a late telephony record) simply update
+//! the rows they concern.
+
+use std::collections::HashMap;
+
+use callback_eventstore::{Projection, RecordedEvent};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::Error;
+
+pub const SCHEDULING_CATEGORIES: [&str; 2] = ["tenant", "callback"];
+pub const CALL_LOGGING_CATEGORIES: [&str; 3] = ["questionnaire", "call_attempt", "telephony"];
+pub const CALL_LOGGING_EVENT_TYPES: [&str; 3] =
+    ["QuestionnairePublished", "SurveyAnswered", "HonestyFlagRaised"];
+pub const COMPLAINT_CATEGORIES: [&str; 1] = ["complaint"];
+
+/// A payload that does not decode is a defect upstream; it is skipped by event id (it stays in
+/// the log) rather than stopping every report.
+fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Option<T> {
+    match event.decode() {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::error!(event_id = %event.event_id, event_type = %event.event_type, %error, "undecodable fact skipped");
+            None
+        }
+    }
+}
+
+fn stream_uuid(event: &RecordedEvent, prefix: &str) -> Option<Uuid> {
+    event.stream_id.strip_prefix(prefix)?.parse().ok()
+}
+
+// ---- scheduling: tenants and callbacks ----
+
+#[derive(Deserialize)]
+struct TenantPublished {
+    tenant_id: String,
+    settings: TenantSettings,
+}
+
+#[derive(Deserialize)]
+struct TenantSettings {
+    calendar: Value,
+}
+
+#[derive(Deserialize)]
+struct Scheduled {
+    tenant_id: String,
+    policy_id: String,
+    step: String,
+    #[serde(default)]
+    department: Option<String>,
+    channel: String,
+    due_at: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct Attempted {
+    agent_id: String,
+}
+
+#[derive(Deserialize)]
+struct Rescheduled {
+    deadline: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct Ended {
+    #[serde(default)]
+    reason: Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// What one batch changes about one callback.
+#[derive(Default)]
+struct CallbackDelta {
+    tenant_id: Option<String>,
+    policy_id: Option<String>,
+    step: Option<String>,
+    department: Option<String>,
+    channel: Option<String>,
+    due_at: Option<DateTime<Utc>>,
+    deadline: Option<DateTime<Utc>>,
+    status: Option<&'static str>,
+    end_reason: Option<String>,
+    ended_at: Option<DateTime<Utc>>,
+    attempts: i32,
+    last_agent: Option<String>,
+    reached_at: Option<DateTime<Utc>>,
+}
+
+pub struct SchedulingFacts;
+
+impl Projection for SchedulingFacts {
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "analytics.scheduling_facts"
+    }
+
+    async fn apply(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), Error> {
+        let mut callbacks: HashMap<Uuid, CallbackDelta> = HashMap::new();
+        for event in events {
+            if event.event_type == "TenantPublished" {
+                if let Some(published) = decode::<TenantPublished>(event) {
+                    let time_zone = published.settings.calendar["time_zone"]
+                        .as_str()
+                        .unwrap_or("UTC")
+                        .to_owned();
+                    sqlx::query(
+                        "INSERT INTO an_tenants (tenant_id, time_zone, calendar) VALUES ($1, $2, $3) \
+                         ON CONFLICT (tenant_id) DO UPDATE SET time_zone = EXCLUDED.time_zone, calendar = EXCLUDED.calendar",
+                    )
+                    .bind(&published.tenant_id)
+                    .bind(time_zone)
+                    .bind(&published.settings.calendar)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                continue;
+            }
+            let Some(id) = stream_uuid(event, "callback-") else {
+                continue;
+            };
+            let delta = callbacks.entry(id).or_default();
+            match event.event_type.as_str() {
+                "CallbackScheduled" => {
+                    if let Some(s) = decode::<Scheduled>(event) {
+                        delta.tenant_id = Some(s.tenant_id);
+                        delta.policy_id = Some(s.policy_id);
+                        delta.step = Some(s.step);
+                        delta.department = Some(s.department.unwrap_or_default());
+                        delta.channel = Some(s.channel);
+                        delta.due_at = Some(s.due_at);
+                        delta.deadline = Some(s.deadline);
+                        delta.status = Some("open");
+                    }
+                }
+                "CallbackAttempted" => {
+                    if let Some(a) = decode::<Attempted>(event) {
+                        delta.attempts += 1;
+                        delta.last_agent = Some(a.agent_id);
+                    }
+                }
+                "CallbackRescheduled" => {
+                    if let Some(r) = decode::<Rescheduled>(event) {
+                        delta.deadline = Some(r.deadline);
+                    }
+                }
+                kind @ ("CallbackCompleted" | "CallbackLost" | "CallbackSkipped"
+                | "CallbackCancelled") => {
+                    if let Some(e) = decode::<Ended>(event) {
+                        delta.status = Some(match kind {
+                            "CallbackCompleted" => "completed",
+                            "CallbackLost" => "lost",
+                            "CallbackSkipped" => "skipped",
+                            _ => "cancelled",
+                        });
+                        delta.end_reason = e.reason;
+                        delta.ended_at = Some(e.at);
+                        if kind == "CallbackCompleted" {
+                            delta.reached_at = Some(e.at);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        write_callbacks(conn, callbacks).await
+    }
+}
+
+async fn write_callbacks(
+    conn: &mut PgConnection,
+    callbacks: HashMap<Uuid, CallbackDelta>,
+) -> Result<(), Error> {
+    if callbacks.is_empty() {
+        return Ok(());
+    }
+    let n = callbacks.len();
+    let mut ids = Vec::with_capacity(n);
+    let (mut tenants, mut policies, mut steps, mut departments, mut channels) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut due, mut deadlines, mut statuses, mut reasons, mut ended) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut attempts, mut agents, mut reached) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (id, d) in callbacks {
+        ids.push(id);
+        tenants.push(d.tenant_id);
+        policies.push(d.policy_id);
+        steps.push(d.step);
+        departments.push(d.department);
+        channels.push(d.channel);
+        due.push(d.due_at);
+        deadlines.push(d.deadline);
+        statuses.push(d.status);
+        reasons.push(d.end_reason);
+        ended.push(d.ended_at);
+        attempts.push(d.attempts);
+        agents.push(d.last_agent);
+        reached.push(d.reached_at);
+    }
+    // The completing attempt is the callback's last one: who reached the customer is the last
+    // agent, from this batch or the row.
+    sqlx::query(
+        "INSERT INTO an_callbacks AS t (callback_id, tenant_id, policy_id, step, department, channel, due_at, \
+           deadline, status, end_reason, ended_at, attempts, last_agent, reached_by, reached_at) \
+         SELECT u.id, u.tenant, u.policy, u.step, u.department, u.channel, u.due, u.deadline, u.status, u.reason, \
+           u.ended, u.attempts, u.agent, CASE WHEN u.reached IS NOT NULL THEN u.agent END, u.reached \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], \
+           $8::timestamptz[], $9::text[], $10::text[], $11::timestamptz[], $12::int[], $13::text[], $14::timestamptz[]) \
+           AS u(id, tenant, policy, step, department, channel, due, deadline, status, reason, ended, attempts, agent, reached) \
+         ON CONFLICT (callback_id) DO UPDATE SET \
+           tenant_id = COALESCE(EXCLUDED.tenant_id, t.tenant_id), policy_id = COALESCE(EXCLUDED.policy_id, t.policy_id), \
+           step = COALESCE(EXCLUDED.step, t.step), department = COALESCE(EXCLUDED.department, t.department), \
+           channel = COALESCE(EXCLUDED.channel, t.channel), due_at = COALESCE(EXCLUDED.due_at, t.due_at), \
+           deadline = COALESCE(EXCLUDED.deadline, t.deadline), status = COALESCE(EXCLUDED.status, t.status), \
+           end_reason = COALESCE(EXCLUDED.end_reason, t.end_reason), ended_at = COALESCE(EXCLUDED.ended_at, t.ended_at), \
+           attempts = t.attempts + EXCLUDED.attempts, last_agent = COALESCE(EXCLUDED.last_agent, t.last_agent), \
+           reached_by = CASE WHEN EXCLUDED.reached_at IS NOT NULL THEN COALESCE(EXCLUDED.last_agent, t.last_agent) \
+             ELSE t.reached_by END, \
+           reached_at = COALESCE(EXCLUDED.reached_at, t.reached_at)",
+    )
+    .bind(ids)
+    .bind(tenants)
+    .bind(policies)
+    .bind(steps)
+    .bind(departments)
+    .bind(channels)
+    .bind(due)
+    .bind(deadlines)
+    .bind(statuses)
+    .bind(reasons)
+    .bind(ended)
+    .bind(attempts)
+    .bind(agents)
+    .bind(reached)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+// ---- call-logging: questionnaires, answers, honesty flags ----
+
+#[derive(Deserialize)]
+struct QuestionnairePublished {
+    tenant_id: String,
+    questionnaire: Questionnaire,
+}
+
+#[derive(Deserialize)]
+struct Questionnaire {
+    questionnaire_id: String,
+    items: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    id: String,
+    kind: ItemKind,
+}
+
+#[derive(Deserialize)]
+struct ItemKind {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct SurveyAnswered {
+    tenant_id: String,
+    callback_id: Uuid,
+    attempt_id: String,
+    questionnaire_id: String,
+    questionnaire_version: i64,
+    answers: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct FlagRaised {
+    tenant_id: String,
+    attempt_id: String,
+    agent_id: String,
+    kind: String,
+}
+
+/// The numeric value of an answer: ratings and scores as they are, yes = 1 and no = 0; choices
+/// and free text have none (free text is personal data and is not kept).
+pub fn numeric_answer(answer: &Value) -> Option<f64> {
+    match answer {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(yes) => Some(if *yes { 1.0 } else { 0.0 }),
+        _ => None,
+    }
+}
+
+pub struct CallLoggingFacts;
+
+impl Projection for CallLoggingFacts {
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "analytics.call_logging_facts"
+    }
+
+    async fn apply(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), Error> {
+        for event in events {
+            match event.event_type.as_str() {
+                "QuestionnairePublished" => {
+                    let Some(published) = decode::<QuestionnairePublished>(event) else {
+                        continue;
+                    };
+                    for item in &published.questionnaire.items {
+                        sqlx::query(
+                            "INSERT INTO an_questionnaire_items (tenant_id, questionnaire_id, version, item_id, kind) \
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&published.tenant_id)
+                        .bind(&published.questionnaire.questionnaire_id)
+                        .bind(event.stream_version)
+                        .bind(&item.id)
+                        .bind(&item.kind.kind)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                }
+                "SurveyAnswered" => {
+                    let Some(survey) = decode::<SurveyAnswered>(event) else {
+                        continue;
+                    };
+                    let (items, values): (Vec<String>, Vec<Option<f64>>) = survey
+                        .answers
+                        .iter()
+                        .map(|(item, answer)| (item.clone(), numeric_answer(answer)))
+                        .unzip();
+                    sqlx::query(
+                        "INSERT INTO an_answers (attempt_id, item_id, tenant_id, callback_id, questionnaire_id, \
+                           questionnaire_version, value) \
+                         SELECT $1, u.item, $2, $3, $4, $5, u.value FROM UNNEST($6::text[], $7::float8[]) AS u(item, value) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&survey.attempt_id)
+                    .bind(&survey.tenant_id)
+                    .bind(survey.callback_id)
+                    .bind(&survey.questionnaire_id)
+                    .bind(survey.questionnaire_version)
+                    .bind(items)
+                    .bind(values)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                "HonestyFlagRaised" => {
+                    let Some(flag) = decode::<FlagRaised>(event) else {
+                        continue;
+                    };
+                    sqlx::query(
+                        "INSERT INTO an_honesty_flags (attempt_id, kind, tenant_id, agent_id, raised_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&flag.attempt_id)
+                    .bind(&flag.kind)
+                    .bind(&flag.tenant_id)
+                    .bind(&flag.agent_id)
+                    .bind(event.recorded_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- complaint routing: complaints ----
+
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum ComplaintFact {
+    ComplaintFiled {
+        tenant_id: String,
+        class: String,
+        origin: String,
+        department: String,
+        channel: String,
+        at: DateTime<Utc>,
+    },
+    ComplaintReclassified {
+        to: String,
+        department: String,
+    },
+    ComplaintTransferred {
+        to: String,
+    },
+    ComplaintAcknowledged {
+        at: DateTime<Utc>,
+    },
+    ProgressAdded {
+        at: DateTime<Utc>,
+    },
+    InformationRequested {
+        at: DateTime<Utc>,
+    },
+    ComplaintResolved {
+        at: DateTime<Utc>,
+    },
+    ComplaintRejected {
+        at: DateTime<Utc>,
+    },
+    ClockBreached {
+        clock: String,
+    },
+    ReplyDeadlineMissed {},
+    VerificationAnswered {
+        satisfied: bool,
+    },
+    ComplaintReopened {},
+    ComplaintClosed {},
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Default)]
+struct ComplaintDelta {
+    tenant_id: Option<String>,
+    class: Option<String>,
+    origin: Option<String>,
+    department: Option<String>,
+    channel: Option<String>,
+    filed_at: Option<DateTime<Utc>>,
+    status: Option<&'static str>,
+    rejected: bool,
+    responded_at: Option<DateTime<Utc>>,
+    first_response_breached: bool,
+    update_breached: bool,
+    resolution_breached: bool,
+    reply_missed: bool,
+    resolved_at: Option<DateTime<Utc>>,
+    reopenings: i32,
+    verifications: i32,
+    satisfied: i32,
+}
+
+impl ComplaintDelta {
+    fn responded(&mut self, at: DateTime<Utc>) {
+        self.responded_at.get_or_insert(at);
+    }
+}
+
+pub struct ComplaintFacts;
+
+impl Projection for ComplaintFacts {
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "analytics.complaint_facts"
+    }
+
+    async fn apply(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), Error> {
+        let mut complaints: HashMap<Uuid, ComplaintDelta> = HashMap::new();
+        for event in events {
+            let Some(id) = stream_uuid(event, "complaint-") else {
+                continue;
+            };
+            let Some(fact) = decode::<ComplaintFact>(event) else {
+                continue;
+            };
+            let d = complaints.entry(id).or_default();
+            match fact {
+                ComplaintFact::ComplaintFiled {
+                    tenant_id,
+                    class,
+                    origin,
+                    department,
+                    channel,
+                    at,
+                } => {
+                    d.tenant_id = Some(tenant_id);
+                    d.class = Some(class);
+                    d.origin = Some(origin);
+                    d.department = Some(department);
+                    d.channel = Some(channel);
+                    d.filed_at = Some(at);
+                    d.status = Some("open");
+                }
+                ComplaintFact::ComplaintReclassified { to, department } => {
+                    d.class = Some(to);
+                    d.department = Some(department);
+                }
+                ComplaintFact::ComplaintTransferred { to } => d.department = Some(to),
+                ComplaintFact::ComplaintAcknowledged { at }
+                | ComplaintFact::ProgressAdded { at }
+                | ComplaintFact::InformationRequested { at } => {
+                    d.responded(at);
+                    d.status = Some("in_progress");
+                }
+                ComplaintFact::ComplaintResolved { at } => {
+                    d.responded(at);
+                    d.resolved_at.get_or_insert(at);
+                    d.status = Some("resolved");
+                }
+                ComplaintFact::ComplaintRejected { at } => {
+                    d.responded(at);
+                    d.rejected = true;
+                    d.status = Some("rejected");
+                }
+                ComplaintFact::ClockBreached { clock } => match clock.as_str() {
+                    "first_response" => d.first_response_breached = true,
+                    "update" => d.update_breached = true,
+                    _ => d.resolution_breached = true,
+                },
+                ComplaintFact::ReplyDeadlineMissed {} => d.reply_missed = true,
+                ComplaintFact::VerificationAnswered { satisfied } => {
+                    d.verifications += 1;
+                    d.satisfied += i32::from(satisfied);
+                }
+                ComplaintFact::ComplaintReopened {} => {
+                    d.reopenings += 1;
+                    d.status = Some("in_progress");
+                }
+                ComplaintFact::ComplaintClosed {} => d.status = Some("closed"),
+                ComplaintFact::Other => {}
+            }
+        }
+        write_complaints(conn, complaints).await
+    }
+}
+
+async fn write_complaints(
+    conn: &mut PgConnection,
+    complaints: HashMap<Uuid, ComplaintDelta>,
+) -> Result<(), Error> {
+    if complaints.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<(Uuid, ComplaintDelta)> = complaints.into_iter().collect();
+    rows.sort_by_key(|(id, _)| *id);
+    let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+    let text = |f: &dyn Fn(&ComplaintDelta) -> Option<String>| -> Vec<Option<String>> {
+        rows.iter().map(|(_, d)| f(d)).collect()
+    };
+    let time = |f: &dyn Fn(&ComplaintDelta) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
+        rows.iter().map(|(_, d)| f(d)).collect()
+    };
+    let flag = |f: &dyn Fn(&ComplaintDelta) -> bool| -> Vec<bool> {
+        rows.iter().map(|(_, d)| f(d)).collect()
+    };
+    let count = |f: &dyn Fn(&ComplaintDelta) -> i32| -> Vec<i32> {
+        rows.iter().map(|(_, d)| f(d)).collect()
+    };
+    sqlx::query(
+        "INSERT INTO an_complaints AS t (complaint_id, tenant_id, class, origin, department, channel, filed_at, \
+           status, rejected, responded_at, first_response_breached, update_breached, resolution_breached, \
+           reply_missed, resolved_at, reopenings, verifications, verifications_satisfied) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+           $7::timestamptz[], $8::text[], $9::bool[], $10::timestamptz[], $11::bool[], $12::bool[], $13::bool[], \
+           $14::bool[], $15::timestamptz[], $16::int[], $17::int[], $18::int[]) \
+         ON CONFLICT (complaint_id) DO UPDATE SET \
+           tenant_id = COALESCE(EXCLUDED.tenant_id, t.tenant_id), class = COALESCE(EXCLUDED.class, t.class), \
+           origin = COALESCE(EXCLUDED.origin, t.origin), department = COALESCE(EXCLUDED.department, t.department), \
+           channel = COALESCE(EXCLUDED.channel, t.channel), filed_at = COALESCE(EXCLUDED.filed_at, t.filed_at), \
+           status = COALESCE(EXCLUDED.status, t.status), rejected = t.rejected OR EXCLUDED.rejected, \
+           responded_at = COALESCE(t.responded_at, EXCLUDED.responded_at), \
+           first_response_breached = t.first_response_breached OR EXCLUDED.first_response_breached, \
+           update_breached = t.update_breached OR EXCLUDED.update_breached, \
+           resolution_breached = t.resolution_breached OR EXCLUDED.resolution_breached, \
+           reply_missed = t.reply_missed OR EXCLUDED.reply_missed, \
+           resolved_at = COALESCE(t.resolved_at, EXCLUDED.resolved_at), \
+           reopenings = t.reopenings + EXCLUDED.reopenings, verifications = t.verifications + EXCLUDED.verifications, \
+           verifications_satisfied = t.verifications_satisfied + EXCLUDED.verifications_satisfied",
+    )
+    .bind(&ids)
+    .bind(text(&|d| d.tenant_id.clone()))
+    .bind(text(&|d| d.class.clone()))
+    .bind(text(&|d| d.origin.clone()))
+    .bind(text(&|d| d.department.clone()))
+    .bind(text(&|d| d.channel.clone()))
+    .bind(time(&|d| d.filed_at))
+    .bind(text(&|d| d.status.map(str::to_owned)))
+    .bind(flag(&|d| d.rejected))
+    .bind(time(&|d| d.responded_at))
+    .bind(flag(&|d| d.first_response_breached))
+    .bind(flag(&|d| d.update_breached))
+    .bind(flag(&|d| d.resolution_breached))
+    .bind(flag(&|d| d.reply_missed))
+    .bind(time(&|d| d.resolved_at))
+    .bind(count(&|d| d.reopenings))
+    .bind(count(&|d| d.verifications))
+    .bind(count(&|d| d.satisfied))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
