@@ -20,8 +20,8 @@ pub struct System {
     pub shutdown: Shutdown,
     running: HashMap<ServiceKind, (Shutdown, JoinHandle<()>)>,
     listeners: HashMap<ServiceKind, SocketAddr>,
-    /// When set, the scheduling and complaint-routing services run on this clock (simulated
-    /// time).
+    /// When set, the scheduling, complaint-routing and analytics services run on this clock
+    /// (simulated time).
     scheduling_clock: Option<std::sync::Arc<dyn callback_kit::Clock>>,
 }
 
@@ -84,6 +84,11 @@ impl System {
             let result = match (kind, clock) {
                 (ServiceKind::Scheduling, Some(clock)) => {
                     callback_scheduling::serve_with_clock(pool, listener, config, shutdown, clock)
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+                (ServiceKind::Analytics, Some(clock)) => {
+                    callback_analytics::serve_with_clock(pool, listener, config, shutdown, clock)
                         .await
                         .map_err(anyhow::Error::from)
                 }

@@ -17,8 +17,11 @@ use crate::Error;
 
 pub const SCHEDULING_CATEGORIES: [&str; 2] = ["tenant", "callback"];
 pub const CALL_LOGGING_CATEGORIES: [&str; 3] = ["questionnaire", "call_attempt", "telephony"];
-pub const CALL_LOGGING_EVENT_TYPES: [&str; 3] =
-    ["QuestionnairePublished", "SurveyAnswered", "HonestyFlagRaised"];
+pub const CALL_LOGGING_EVENT_TYPES: [&str; 3] = [
+    "QuestionnairePublished",
+    "SurveyAnswered",
+    "HonestyFlagRaised",
+];
 pub const COMPLAINT_CATEGORIES: [&str; 1] = ["complaint"];
 
 /// A payload that does not decode is a defect upstream; it is skipped by event id (it stays in
@@ -573,9 +576,10 @@ async fn write_complaints(
     let text = |f: &dyn Fn(&ComplaintDelta) -> Option<String>| -> Vec<Option<String>> {
         rows.iter().map(|(_, d)| f(d)).collect()
     };
-    let time = |f: &dyn Fn(&ComplaintDelta) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
-        rows.iter().map(|(_, d)| f(d)).collect()
-    };
+    let time =
+        |f: &dyn Fn(&ComplaintDelta) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
+            rows.iter().map(|(_, d)| f(d)).collect()
+        };
     let flag = |f: &dyn Fn(&ComplaintDelta) -> bool| -> Vec<bool> {
         rows.iter().map(|(_, d)| f(d)).collect()
     };

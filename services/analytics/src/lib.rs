@@ -1,23 +1,35 @@
-//! The analytics service: read models for supervisors and BI dashboards, fed over gRPC by
-//! the other services' event feeds.
+//! The analytics service: exact, reproducible metrics for supervisors and BI dashboards, from
+//! read models fed over gRPC by the other services' event feeds.
 //!
-//! So far it keeps one read model, the events seen per source feed and event type
-//! ([`FeedActivity`]); callback and complaint metrics arrive with their own issue.
+//! - [`facts`]: the fact tables (callbacks, answers, complaints, honesty flags), each consumer
+//!   folding a batch in memory and writing it once with its checkpoint;
+//! - [`report`]: report definitions (dimensions, metrics, checks, SQL), see `docs/METRICS.md`;
+//! - [`settings`]: analytics settings and the deterministic spot-check sample;
+//! - [`app`] and [`grpc`]: the `callback.v1.Analytics` API;
+//! - [`FeedActivity`]: events seen per source feed and type (an operational read model).
+
+pub mod app;
+pub mod facts;
+pub mod grpc;
+pub mod report;
+pub mod settings;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use callback_eventstore::{EventStore, Projection, RecordedEvent};
+use callback_eventstore::{Checkpoint, EventStore, Filter, Projection, RecordedEvent};
 use callback_feed::{ConsumerProgress, HostError, RemoteConsumer, ServiceHost};
-use callback_kit::grpc::{self, GrpcError};
-use callback_kit::{Config, ServiceKind, Shutdown};
+use callback_kit::grpc::GrpcError;
+use callback_kit::{status, Clock, Config, ServiceKind, Shutdown};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tokio::net::TcpListener;
 
 pub const KIND: ServiceKind = ServiceKind::Analytics;
 
-/// Stream categories this service owns: the supervisors' spot-check samples (抽查).
-pub const CATEGORIES: &[&str] = &["spot_check"];
+/// Stream categories this service owns: its settings, and the supervisors' spot-check samples
+/// (抽查; reserved: samples are computed deterministically, not stored).
+pub const CATEGORIES: &[&str] = &["analytics_settings", "spot_check"];
 
 /// The services whose feeds analytics consumes.
 pub const SOURCES: [ServiceKind; 3] = [
@@ -38,6 +50,23 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> tonic::Status {
+        match error {
+            Error::InvalidArgument { field, reason } => status::invalid_argument(&field, reason),
+            Error::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
+            Error::Store(e) => status::from_store_error(e),
+            e => status::internal(&e),
+        }
+    }
 }
 
 pub fn migrator() -> sqlx::migrate::Migrator {
@@ -51,7 +80,29 @@ pub async fn serve(
     config: Config,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
+    serve_with_clock(
+        pool,
+        listener,
+        config,
+        shutdown,
+        Arc::new(callback_kit::SystemClock),
+    )
+    .await
+}
+
+/// Serves with the given clock ("now" bounds which callbacks are due; tests use simulated time).
+pub async fn serve_with_clock(
+    pool: PgPool,
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+    clock: Arc<dyn Clock>,
+) -> Result<(), Error> {
     let (host, consumers) = start(pool, &config, shutdown.clone()).await?;
+    let app = app::Analytics::new(host.store.clone(), clock);
+    let host = host.route(&["callback.v1.Analytics"], |router| {
+        router.add_service(grpc::service(app))
+    });
     host.serve(listener, shutdown).await?;
     for (handle, _) in consumers {
         let _ = handle.await;
@@ -75,7 +126,7 @@ pub async fn start(
     migrator().run(&pool).await?;
     let mut consumers = Vec::new();
     for source in SOURCES {
-        let channel = grpc::channel(config.url(source))?;
+        let channel = callback_kit::grpc::channel(config.url(source))?;
         let consumer = RemoteConsumer::new(channel, &[]);
         consumers.push(consumer.spawn(
             host.store.clone(),
@@ -83,7 +134,45 @@ pub async fn start(
             shutdown.clone(),
         ));
     }
+    let store = host.store.clone();
+    let channel = |kind: ServiceKind| callback_kit::grpc::channel(config.url(kind));
+    consumers.push(
+        RemoteConsumer::new(
+            channel(ServiceKind::Scheduling)?,
+            &facts::SCHEDULING_CATEGORIES,
+        )
+        .spawn(store.clone(), facts::SchedulingFacts, shutdown.clone()),
+    );
+    consumers.push(
+        RemoteConsumer::new(
+            channel(ServiceKind::CallLogging)?,
+            &facts::CALL_LOGGING_CATEGORIES,
+        )
+        .with_event_types(&facts::CALL_LOGGING_EVENT_TYPES)
+        .spawn(store.clone(), facts::CallLoggingFacts, shutdown.clone()),
+    );
+    consumers.push(
+        RemoteConsumer::new(
+            channel(ServiceKind::ComplaintRouting)?,
+            &facts::COMPLAINT_CATEGORIES,
+        )
+        .spawn(store, facts::ComplaintFacts, shutdown.clone()),
+    );
     Ok((host, consumers))
+}
+
+/// The names of every consumer whose checkpoint a rebuild resets.
+fn consumer_names() -> Vec<String> {
+    let mut names: Vec<String> = SOURCES
+        .iter()
+        .map(|source| FeedActivity::new(*source).name().to_owned())
+        .collect();
+    names.extend([
+        facts::SchedulingFacts.name().to_owned(),
+        facts::CallLoggingFacts.name().to_owned(),
+        facts::ComplaintFacts.name().to_owned(),
+    ]);
+    names
 }
 
 /// Counts events per source feed, category and type.
@@ -162,17 +251,33 @@ pub async fn feed_activity(pool: &PgPool) -> Result<Vec<ActivityRow>, Error> {
     .await?)
 }
 
-/// Clears the read model and its checkpoints in one transaction; the consumers then replay
-/// the feeds from the start. Run with the service stopped.
+/// Clears every read model and checkpoint in one transaction and re-projects the service's
+/// own settings from the log; the consumers then replay the feeds from the start. Run with the
+/// service stopped.
 pub async fn reset_read_models(store: &EventStore) -> Result<(), Error> {
     let mut tx = store.pool().begin().await?;
-    sqlx::query("DELETE FROM analytics_feed_activity")
-        .execute(&mut *tx)
-        .await?;
-    for source in SOURCES {
-        store
-            .reset_checkpoint(&mut tx, FeedActivity::new(source).name())
-            .await?;
+    sqlx::query(
+        "TRUNCATE analytics_feed_activity, an_tenants, an_settings, an_callbacks, an_questionnaire_items, \
+         an_answers, an_complaints, an_honesty_flags",
+    )
+    .execute(&mut *tx)
+    .await?;
+    for name in consumer_names() {
+        store.reset_checkpoint(&mut tx, &name).await?;
+    }
+    let filter = Filter::categories(["analytics_settings"]);
+    let mut after = Checkpoint::START;
+    loop {
+        let page = store.read_all(after, &filter, 1000).await?;
+        for event in &page.events {
+            let published: app::SettingsPublished =
+                event.decode().map_err(|e| Error::Corrupt(e.to_string()))?;
+            app::project_settings(&mut tx, &published, event.stream_version as u64).await?;
+        }
+        after = page.checkpoint;
+        if page.reached_horizon {
+            break;
+        }
     }
     tx.commit().await?;
     Ok(())

@@ -355,7 +355,10 @@ impl ReportSpec {
         for (i, name) in group_by.iter().enumerate() {
             let d = dimension(format!("group_by[{i}]"), name)?;
             if dims.contains(&d) {
-                return Err(spec_error(format!("group_by[{i}]"), format!("`{name}` is listed twice")));
+                return Err(spec_error(
+                    format!("group_by[{i}]"),
+                    format!("`{name}` is listed twice"),
+                ));
             }
             dims.push(d);
         }
@@ -364,9 +367,8 @@ impl ReportSpec {
             checked_filters.push((dimension(format!("filters.{name}"), name)?, value.clone()));
         }
         checked_filters.sort();
-        let granularity = Granularity::parse(granularity).ok_or_else(|| {
-            spec_error("granularity", "must be day, week, month or empty")
-        })?;
+        let granularity = Granularity::parse(granularity)
+            .ok_or_else(|| spec_error("granularity", "must be day, week, month or empty"))?;
         let from = from.ok_or_else(|| spec_error("from", "is required"))?;
         let to = to.ok_or_else(|| spec_error("to", "is required"))?;
         if to <= from {
@@ -434,10 +436,7 @@ impl ReportSpec {
         }
         if !keys.is_empty() {
             let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
-            sql.push_str(&format!(
-                " GROUP BY {0} ORDER BY {0}",
-                positions.join(", ")
-            ));
+            sql.push_str(&format!(" GROUP BY {0} ORDER BY {0}", positions.join(", ")));
         }
         sql
     }
@@ -521,26 +520,65 @@ mod tests {
 
     fn spec(report: &str, group_by: &[&str], granularity: &str) -> Result<ReportSpec, SpecError> {
         let group_by: Vec<String> = group_by.iter().map(|s| (*s).to_owned()).collect();
-        ReportSpec::new("t", report, &group_by, granularity, at(2026, 9, 1), at(2026, 10, 1), &[])
+        ReportSpec::new(
+            "t",
+            report,
+            &group_by,
+            granularity,
+            at(2026, 9, 1),
+            at(2026, 10, 1),
+            &[],
+        )
     }
 
     #[test]
     fn bad_requests_name_the_field() {
         assert_eq!(spec("sales", &[], "").unwrap_err().field, "report");
         assert_eq!(
-            spec("callbacks", &["department", "colour"], "").unwrap_err().field,
+            spec("callbacks", &["department", "colour"], "")
+                .unwrap_err()
+                .field,
             "group_by[1]"
         );
         assert_eq!(
-            spec("callbacks", &["agent", "agent"], "").unwrap_err().field,
+            spec("callbacks", &["agent", "agent"], "")
+                .unwrap_err()
+                .field,
             "group_by[1]"
         );
-        assert_eq!(spec("honesty", &[], "hour").unwrap_err().field, "granularity");
-        let inverted = ReportSpec::new("t", "callbacks", &[], "", at(2026, 10, 1), at(2026, 9, 1), &[]);
+        assert_eq!(
+            spec("honesty", &[], "hour").unwrap_err().field,
+            "granularity"
+        );
+        let inverted = ReportSpec::new(
+            "t",
+            "callbacks",
+            &[],
+            "",
+            at(2026, 10, 1),
+            at(2026, 9, 1),
+            &[],
+        );
         assert_eq!(inverted.unwrap_err().field, "to");
-        let too_long = ReportSpec::new("t", "callbacks", &[], "day", at(2024, 1, 1), at(2026, 1, 1), &[]);
+        let too_long = ReportSpec::new(
+            "t",
+            "callbacks",
+            &[],
+            "day",
+            at(2024, 1, 1),
+            at(2026, 1, 1),
+            &[],
+        );
         assert!(too_long.unwrap_err().reason.contains("366 days"));
-        let weekly = ReportSpec::new("t", "callbacks", &[], "week", at(2024, 1, 1), at(2026, 1, 1), &[]);
+        let weekly = ReportSpec::new(
+            "t",
+            "callbacks",
+            &[],
+            "week",
+            at(2024, 1, 1),
+            at(2026, 1, 1),
+            &[],
+        );
         assert!(weekly.is_ok());
         let filter = ReportSpec::new(
             "t",
@@ -553,7 +591,9 @@ mod tests {
         );
         assert_eq!(filter.unwrap_err().field, "filters.agent");
         assert_eq!(
-            ReportSpec::new("t", "callbacks", &[], "", None, at(2026, 9, 1), &[]).unwrap_err().field,
+            ReportSpec::new("t", "callbacks", &[], "", None, at(2026, 9, 1), &[])
+                .unwrap_err()
+                .field,
             "from"
         );
     }
