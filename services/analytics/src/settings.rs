@@ -57,11 +57,18 @@ impl AnalyticsSettings {
     }
 }
 
-/// FNV-1a, 64 bit: stable across versions and platforms (unlike std's hasher).
+/// FNV-1a, 64 bit, then MurmurHash3's finaliser so that inputs differing only in their last
+/// characters still spread over the whole range: stable across versions and platforms (unlike
+/// std's hasher).
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+    let mut h = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    });
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Whether a reached callback is in the month's re-check sample: a deterministic draw from
