@@ -94,6 +94,7 @@ CREATE TABLE an_honesty_flags (
     kind text NOT NULL,
     tenant_id text NOT NULL,
     agent_id text NOT NULL,
+    -- When the flagged call was made (the flag may be raised later, when evidence arrives).
     raised_at timestamptz NOT NULL,
     PRIMARY KEY (attempt_id, kind)
 );

@@ -311,6 +311,9 @@ struct FlagRaised {
     attempt_id: String,
     agent_id: String,
     kind: String,
+    /// When the flagged call was made (flags recorded before it existed: the event's time).
+    #[serde(default)]
+    attempt_started_at: Option<DateTime<Utc>>,
 }
 
 /// The numeric value of an answer: ratings and scores as they are, yes = 1 and no = 0; choices
@@ -394,7 +397,7 @@ impl Projection for CallLoggingFacts {
                     .bind(&flag.kind)
                     .bind(&flag.tenant_id)
                     .bind(&flag.agent_id)
-                    .bind(event.recorded_at)
+                    .bind(flag.attempt_started_at.unwrap_or(event.recorded_at))
                     .execute(&mut *conn)
                     .await?;
                 }

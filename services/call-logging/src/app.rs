@@ -474,6 +474,7 @@ impl CallLogging {
                     &report.tenant_id,
                     &report.attempt_id,
                     &report.agent_id,
+                    started_at,
                     flag,
                 ),
             )?);
@@ -623,7 +624,13 @@ impl CallLogging {
                     .map_err(status::from_store_error)?;
                 let event = NewEvent::new(
                     "HonestyFlagRaised",
-                    &flag_payload(&record.tenant_id, &attempt_id, &agent_id, &flag),
+                    &flag_payload(
+                        &record.tenant_id,
+                        &attempt_id,
+                        &agent_id,
+                        facts.started_at,
+                        &flag,
+                    ),
                 )
                 .map_err(status::from_store_error)?
                 .with_metadata(event_metadata(
@@ -891,8 +898,19 @@ async fn tenant_calendar(
         .and_then(|spec| callback_calendar::Calendar::new(&spec).ok()))
 }
 
-fn flag_payload(tenant_id: &str, attempt_id: &str, agent_id: &str, flag: &Flag) -> Value {
-    json!({ "tenant_id": tenant_id, "attempt_id": attempt_id, "agent_id": agent_id, "kind": flag.kind, "evidence": flag.evidence })
+/// A flag's payload; `attempt_started_at` dates it in business time (reports count flags by
+/// when the call was made, also when the evidence arrived later).
+fn flag_payload(
+    tenant_id: &str,
+    attempt_id: &str,
+    agent_id: &str,
+    attempt_started_at: DateTime<Utc>,
+    flag: &Flag,
+) -> Value {
+    json!({
+        "tenant_id": tenant_id, "attempt_id": attempt_id, "agent_id": agent_id,
+        "attempt_started_at": attempt_started_at, "kind": flag.kind, "evidence": flag.evidence,
+    })
 }
 
 async fn telephony_record(
