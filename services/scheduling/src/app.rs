@@ -815,6 +815,13 @@ impl Scheduling {
         disposition: &Disposition,
         at: DateTime<Utc>,
     ) -> Result<CallbackState> {
+        // The row lock first, as every other writer of a callback takes it: without it a
+        // claimer could lock the row and wait on this transaction's append while this one
+        // waits on the row to project it (a deadlock).
+        sqlx::query("SELECT 1 FROM sched_callbacks WHERE callback_id = $1 FOR UPDATE")
+            .bind(callback_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let events = self
             .store
             .read_stream_on(tx, &callback_stream(callback_id)?, 1)
