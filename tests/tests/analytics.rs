@@ -330,6 +330,16 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
 
+/// PostgreSQL's `percentile_cont`: linear interpolation between the closest ranks.
+fn percentile_cont(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let position = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (position.floor() as usize, position.ceil() as usize);
+    Some(sorted[lo] + (position - lo as f64) * (sorted[hi] - sorted[lo]))
+}
+
 async fn expected_from_log(
     pool: &sqlx::PgPool,
     from: DateTime<Utc>,
@@ -359,8 +369,10 @@ async fn expected_from_log(
         rejected: bool,
         responded: bool,
         first_breached: bool,
+        update_breached: bool,
         resolution_breached: bool,
         resolved: bool,
+        resolved_at: Option<DateTime<Utc>>,
         reopened: bool,
         verifications: f64,
         satisfied: f64,
@@ -369,7 +381,7 @@ async fn expected_from_log(
     let mut item_kinds: HashMap<(String, i64, String), String> = HashMap::new();
     let mut answers: Vec<(String, String, String, i64, Value)> = Vec::new();
     let mut complaints: HashMap<String, Complaint> = HashMap::new();
-    let mut flags: BTreeMap<String, f64> = BTreeMap::new();
+    let mut flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let time = |v: &Value| v.as_str().unwrap().parse::<DateTime<Utc>>().unwrap();
     for (stream, event_type, payload, recorded_at, version) in rows {
         let p: Value = serde_json::from_str(&payload).unwrap();
@@ -406,6 +418,7 @@ async fn expected_from_log(
                 "ComplaintResolved" => {
                     k.responded = true;
                     k.resolved = true;
+                    k.resolved_at.get_or_insert(time(&p["at"]));
                 }
                 "ComplaintRejected" => {
                     k.responded = true;
@@ -413,8 +426,8 @@ async fn expected_from_log(
                 }
                 "ClockBreached" => match p["clock"].as_str().unwrap() {
                     "first_response" => k.first_breached = true,
-                    "resolution" => k.resolution_breached = true,
-                    _ => {}
+                    "update" => k.update_breached = true,
+                    _ => k.resolution_breached = true,
                 },
                 "VerificationAnswered" => {
                     k.verifications += 1.0;
@@ -450,9 +463,10 @@ async fn expected_from_log(
         } else if event_type == "HonestyFlagRaised" {
             let at = p.get("attempt_started_at").map(time).unwrap_or(recorded_at);
             if at >= from && at < to {
-                *flags
+                flags
                     .entry(p["kind"].as_str().unwrap().to_owned())
-                    .or_default() += 1.0;
+                    .or_default()
+                    .push(p["attempt_id"].as_str().unwrap().to_owned());
             }
         }
     }
@@ -477,6 +491,7 @@ async fn expected_from_log(
         let lost = cbs.iter().filter(|c| c.status == "lost").count() as f64;
         let attempts: f64 = reached.iter().map(|c| c.attempts).sum();
         let r = reached.len() as f64;
+        let open = cbs.iter().filter(|c| c.status == "open").count() as f64;
         expected.callbacks.insert(
             department.clone(),
             vec![
@@ -487,6 +502,7 @@ async fn expected_from_log(
                 ratio(on_time, due),
                 Some(lost),
                 ratio(lost, due),
+                Some(open),
                 ratio(attempts, r),
             ],
         );
@@ -529,6 +545,8 @@ async fn expected_from_log(
             item.clone(),
             vec![
                 Some(values.len() as f64),
+                Some(n),
+                Some(m),
                 ratio(ratings.iter().sum(), n),
                 ratio(ratings.iter().filter(|v| **v >= 4.0).count() as f64, n),
                 ratio(100.0 * (promoters - detractors), m),
@@ -546,6 +564,13 @@ async fn expected_from_log(
         let count = |f: &dyn Fn(&Complaint) -> bool| ks.iter().filter(|k| f(k)).count() as f64;
         let valid = count(&|k| !k.rejected);
         let verifications: f64 = ks.iter().map(|k| k.verifications).sum();
+        let mut hours: Vec<f64> = ks
+            .iter()
+            .filter_map(|k| {
+                Some((k.resolved_at? - k.filed_at?).num_milliseconds() as f64 / 3_600_000.0)
+            })
+            .collect();
+        hours.sort_by(f64::total_cmp);
         let satisfied: f64 = ks.iter().map(|k| k.satisfied).sum();
         expected.complaints.insert(
             class.clone(),
@@ -558,16 +583,26 @@ async fn expected_from_log(
                     count(&|k| k.responded || k.first_breached),
                 ),
                 ratio(
+                    count(&|k| k.responded && !k.update_breached),
+                    count(&|k| k.responded),
+                ),
+                ratio(
                     count(&|k| k.resolved && !k.resolution_breached),
                     count(&|k| k.resolved || k.resolution_breached),
                 ),
+                percentile_cont(&hours, 0.5),
+                percentile_cont(&hours, 0.9),
                 ratio(satisfied, verifications),
                 ratio(count(&|k| k.reopened), count(&|k| k.resolved)),
             ],
         );
     }
-    for (kind, n) in flags {
-        expected.honesty.insert(kind, vec![Some(n)]);
+    for (kind, attempts) in flags {
+        let distinct: std::collections::BTreeSet<&String> = attempts.iter().collect();
+        expected.honesty.insert(
+            kind,
+            vec![Some(attempts.len() as f64), Some(distinct.len() as f64)],
+        );
     }
     expected
 }
@@ -628,12 +663,20 @@ async fn from_service(c: &mut Clients, from: DateTime<Utc>, to: DateTime<Utc>) -
                 "on_time_rate",
                 "lost",
                 "lost_rate",
+                "open",
                 "attempts_per_reached",
             ],
         ),
         satisfaction: figures(
             &get("satisfaction", "item").await,
-            &["answers", "rating_mean", "satisfaction_rate", "nps"],
+            &[
+                "answers",
+                "rating_responses",
+                "recommend_responses",
+                "rating_mean",
+                "satisfaction_rate",
+                "nps",
+            ],
         ),
         complaints: figures(
             &get("complaints", "class").await,
@@ -642,12 +685,18 @@ async fn from_service(c: &mut Clients, from: DateTime<Utc>, to: DateTime<Utc>) -
                 "valid",
                 "valid_per_mille_of_population",
                 "first_response_compliance",
+                "update_compliance",
                 "resolution_compliance",
+                "resolve_hours_median",
+                "resolve_hours_p90",
                 "verification_satisfaction",
                 "reopen_rate",
             ],
         ),
-        honesty: figures(&get("honesty", "kind").await, &["flags"]),
+        honesty: figures(
+            &get("honesty", "kind").await,
+            &["flags", "flagged_attempts"],
+        ),
     }
 }
 
@@ -658,7 +707,7 @@ fn close(a: &Expected, b: &Expected) -> bool {
                 k1 == k2
                     && v1.len() == v2.len()
                     && v1.iter().zip(v2).all(|(p, q)| match (p, q) {
-                        (Some(p), Some(q)) => (p - q).abs() < 1e-9,
+                        (Some(p), Some(q)) => (p - q).abs() <= 1e-9 * p.abs().max(1.0),
                         (None, None) => true,
                         _ => false,
                     })
@@ -771,6 +820,10 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
     assert!(
         expected.callbacks.values().any(|v| v[5].unwrap() > 0.0),
         "some were lost"
+    );
+    assert!(
+        expected.complaints.values().any(|v| v[7].is_some()),
+        "some were resolved"
     );
     assert!(
         expected

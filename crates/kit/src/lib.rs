@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod config;
 pub mod grpc;
+pub mod ids;
 pub mod privacy;
 pub mod shutdown;
 pub mod status;

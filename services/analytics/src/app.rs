@@ -55,18 +55,9 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
 }
 
 pub(crate) fn validate_id(field: &str, value: &str) -> Result<(), Error> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            "must be 1-64 letters, digits, `-`, `_` or `.`",
-        ))
+    match callback_kit::ids::id_problem(value) {
+        None => Ok(()),
+        Some(reason) => Err(invalid(field, reason)),
     }
 }
 

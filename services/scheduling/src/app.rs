@@ -149,18 +149,9 @@ fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T> {
 }
 
 pub(crate) fn validate_id(field: &str, value: &str) -> Result<()> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            "must be 1-64 letters, digits, `-`, `_` or `.`",
-        ))
+    match callback_kit::ids::id_problem(value) {
+        None => Ok(()),
+        Some(reason) => Err(invalid(field, reason)),
     }
 }
 

@@ -1175,6 +1175,65 @@ mod tests {
     }
 
     #[test]
+    fn every_class_breaches_its_own_first_response_target_and_escalates_one_level() {
+        // Filed Monday 28 September 08:30 (office hours 08:30-12:00, 13:00-17:30: 8 per day).
+        let rules = property_rules();
+        let cal = calendar();
+        let start = local(9, 28, 8, 30);
+        for (category, hints, class, hours) in [
+            ("leak", vec![], Class::A, 1),
+            ("noise", vec!["media_exposure".to_owned()], Class::B, 2),
+            ("noise", vec![], Class::C, 8),
+            ("suggestion", vec![], Class::E, 16),
+        ] {
+            let mut complaint = intake(category, "c1");
+            complaint.severity_hints = hints;
+            let events = file(
+                Uuid::from_u128(1),
+                &complaint,
+                &rules,
+                1,
+                &Context::default(),
+                start,
+            );
+            let state = fold(&events);
+            assert_eq!(state.class, class);
+            let due = cal.add_working_time(start, Duration::hours(hours)).unwrap();
+            let (at, timer) = state.next_timer(&cal).unwrap();
+            assert_eq!(
+                (at, timer),
+                (due, Timer::Breach(ClockName::FirstResponse)),
+                "{class:?}"
+            );
+            let before = state.level;
+            let (state, fired) = state.fire_timers(&rules, &cal, due);
+            assert_eq!(
+                types(&fired[..2]),
+                ["ClockBreached", "ComplaintEscalated"],
+                "{class:?}"
+            );
+            assert_eq!(state.level, before.next(), "{class:?}");
+        }
+        // D: an opinion in a group of five.
+        let context = Context {
+            previous_complaint: None,
+            group_customers: 5,
+        };
+        let events = file(
+            Uuid::from_u128(2),
+            &intake("suggestion", "c2"),
+            &rules,
+            1,
+            &context,
+            start,
+        );
+        let state = fold(&events);
+        assert_eq!(state.class, Class::D);
+        let due = cal.add_working_time(start, Duration::hours(8)).unwrap();
+        assert_eq!(state.next_timer(&cal).unwrap().0, due);
+    }
+
+    #[test]
     fn breaches_climb_the_chain_to_the_general_manager_and_stop() {
         let (state, _) = filed("noise", local(9, 28, 9, 0));
         let (state, fired) =
