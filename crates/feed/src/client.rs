@@ -13,6 +13,8 @@ use tonic::transport::Channel;
 
 use crate::convert::{checkpoint_to_proto, event_from_proto};
 
+/// The default largest batch: small enough that a consumer applying each event with its own
+/// statements (scheduling's outcomes) keeps its transactions short.
 const MAX_BATCH: usize = 500;
 /// How long to wait for more events before applying a partial batch.
 const BATCH_LINGER: Duration = Duration::from_millis(2);
@@ -24,6 +26,7 @@ pub struct RemoteConsumer {
     channel: Channel,
     categories: Vec<String>,
     event_types: Vec<String>,
+    max_batch: usize,
 }
 
 /// Where a consumer has got to; for health reporting and tests.
@@ -66,7 +69,15 @@ impl RemoteConsumer {
             channel,
             categories: categories.iter().map(|c| c.to_string()).collect(),
             event_types: Vec::new(),
+            max_batch: MAX_BATCH,
         }
+    }
+
+    /// The largest batch applied in one transaction (default 500). Projections that fold a
+    /// batch in memory and write it once (analytics) catch up faster with larger batches.
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
     }
 
     pub fn with_event_types(mut self, event_types: &[&str]) -> Self {
@@ -161,7 +172,7 @@ impl RemoteConsumer {
                 received = next => received,
                 () = shutdown.wait() => return Ok(()),
             };
-            let mut flush = received.is_none() || batch.len() >= MAX_BATCH;
+            let mut flush = received.is_none() || batch.len() >= self.max_batch;
             let mut ended = None;
             match received {
                 None => {}

@@ -141,6 +141,7 @@ pub async fn start(
             channel(ServiceKind::Scheduling)?,
             &facts::SCHEDULING_CATEGORIES,
         )
+        .with_max_batch(facts::BATCH)
         .spawn(store.clone(), facts::SchedulingFacts, shutdown.clone()),
     );
     consumers.push(
@@ -149,6 +150,7 @@ pub async fn start(
             &facts::CALL_LOGGING_CATEGORIES,
         )
         .with_event_types(&facts::CALL_LOGGING_EVENT_TYPES)
+        .with_max_batch(facts::BATCH)
         .spawn(store.clone(), facts::CallLoggingFacts, shutdown.clone()),
     );
     consumers.push(
@@ -156,6 +158,7 @@ pub async fn start(
             channel(ServiceKind::ComplaintRouting)?,
             &facts::COMPLAINT_CATEGORIES,
         )
+        .with_max_batch(facts::BATCH)
         .spawn(store, facts::ComplaintFacts, shutdown.clone()),
     );
     Ok((host, consumers))
