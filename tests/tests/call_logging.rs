@@ -518,6 +518,61 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         "another tenant's record is not visible"
     );
 
+    // No telephony record: a reached phone call whose record never comes is flagged once the
+    // records of later calls have arrived, beyond the 30-minute tolerance.
+    for i in 20..22 {
+        scheduling
+            .ingest_business_event(IngestBusinessEventRequest {
+                tenant_id: "h".into(),
+                source: "his".into(),
+                source_event_id: format!("adt-{i}"),
+                event_type: "patient.discharged".into(),
+                occurred_at: Some(ago(7200)),
+                subject: Some(Subject {
+                    subject_id: format!("p{i}"),
+                    name: "王五".into(),
+                    phones: vec![format!("139001390{i}")],
+                    ..Default::default()
+                }),
+                attributes_json: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let c5 = claim(&mut scheduling, "n1").await;
+    let mut unrecorded = attempt("att-20", &c5, "n1", "reached");
+    unrecorded.started_at = Some(ago(4060));
+    unrecorded.ended_at = Some(ago(4000));
+    unrecorded.telephony_call_id = "cdr-20".into();
+    let logged = calls
+        .log_call_attempt(unrecorded)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !logged
+            .flags_raised
+            .contains(&"no_telephony_record".to_owned()),
+        "later calls' records have not arrived yet: {:?}",
+        logged.flags_raised
+    );
+    let later = IngestTelephonyRecordRequest {
+        tenant_id: "h".into(),
+        call_id: "cdr-21".into(),
+        number_dialed: "13900139021".into(),
+        started_at: Some(ago(60)),
+        answered_at: Some(ago(55)),
+        ended_at: Some(ago(10)),
+        billable_seconds: 45,
+        network_result: "ANSWER".into(),
+    };
+    let ingested = calls
+        .ingest_telephony_record(later)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ingested.flags_raised, ["no_telephony_record"]);
+
     // The read models rebuild from the log to the same rows.
     let snapshot = |pool: sqlx::PgPool| async move {
         let flags: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
@@ -535,7 +590,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         (flags, attempts)
     };
     let before = snapshot(system.db.pool.clone()).await;
-    assert_eq!(before.0.len(), 4);
+    assert_eq!(before.0.len(), 5);
     let app = callback_call_logging::app::CallLogging::new(
         store.clone(),
         system.channel(ServiceKind::Scheduling),

@@ -455,6 +455,17 @@ impl CallLogging {
             if let Some(calendar) = tenant_calendar(&mut tx, &report.tenant_id).await? {
                 flags.extend(honesty::outside_window(&calendar, started_at));
             }
+            // Logged after later calls' records arrived, and no record of its own.
+            let records_until = records_until(&mut tx, &report.tenant_id).await?;
+            if report.disposition == "reached"
+                && record.is_none()
+                && honesty::record_overdue(ended_at, records_until)
+            {
+                flags.extend(
+                    records_until
+                        .map(|until| honesty::missing_record(&report.telephony_call_id, until)),
+                );
+            }
         }
         if let Some((other, start, end)) = overlapping_attempt(
             &mut tx,
@@ -498,6 +509,7 @@ impl CallLogging {
             callback_id,
             agent_id: &report.agent_id,
             disposition: &report.disposition,
+            channel: &report.channel,
             started_at,
             ended_at,
             telephony_call_id: &report.telephony_call_id,
@@ -579,8 +591,15 @@ impl CallLogging {
             }
             Err(e) => return Err(status::from_store_error(e)),
         }
+        let frontier = records_until(&mut tx, &record.tenant_id).await?;
         project_telephony(&mut tx, &record).await?;
         let mut raised = Vec::new();
+        if frontier.is_none_or(|until| record.started_at > until) {
+            raised.extend(
+                self.flag_unmatched(&mut tx, &record.tenant_id, frontier, record.started_at)
+                    .await?,
+            );
+        }
         let attempt: Option<MatchedAttempt> = sqlx::query_as(
             "SELECT attempt_id, agent_id, disposition, started_at, ended_at FROM cl_attempts \
              WHERE tenant_id = $1 AND telephony_call_id = $2 LIMIT 1",
@@ -650,6 +669,51 @@ impl CallLogging {
             .await
             .map_err(status::from_store_error)?;
         Ok((false, raised))
+    }
+
+    /// The records frontier moved from `from` to `until`: "reached" phone calls that ended in
+    /// between (less the tolerance) and still have no record are flagged `no_telephony_record`.
+    async fn flag_unmatched(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        tenant_id: &str,
+        from: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, Status> {
+        let tolerance = chrono::Duration::minutes(honesty::TELEPHONY_TOLERANCE_MINUTES);
+        let unmatched: Vec<(String, String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
+            "SELECT a.attempt_id, a.agent_id, a.started_at, a.telephony_call_id FROM cl_attempts a \
+             WHERE a.tenant_id = $1 AND a.disposition = 'reached' AND a.channel = 'phone' \
+             AND a.ended_at < $2 AND ($3::timestamptz IS NULL OR a.ended_at >= $3) \
+             AND NOT EXISTS (SELECT 1 FROM cl_telephony t WHERE t.tenant_id = a.tenant_id AND t.call_id = a.telephony_call_id) \
+             AND NOT EXISTS (SELECT 1 FROM cl_flags f WHERE f.attempt_id = a.attempt_id AND f.kind = 'no_telephony_record') \
+             ORDER BY a.ended_at, a.attempt_id",
+        )
+        .bind(tenant_id)
+        .bind(until - tolerance)
+        .bind(from.map(|f| f - tolerance))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| status::internal(&e))?;
+        let mut raised = Vec::new();
+        for (attempt_id, agent_id, started_at, call_id) in unmatched {
+            let flag = honesty::missing_record(call_id.as_deref().unwrap_or(""), until);
+            let stream = StreamName::new("call_attempt", attempt_id.clone())
+                .map_err(status::from_store_error)?;
+            let event = NewEvent::new(
+                "HonestyFlagRaised",
+                &flag_payload(tenant_id, &attempt_id, &agent_id, started_at, &flag),
+            )
+            .map_err(status::from_store_error)?
+            .with_metadata(event_metadata(Some(tenant_id), Some("system:telephony")));
+            self.store
+                .append_in(tx, &stream, ExpectedVersion::Any, &[event])
+                .await
+                .map_err(status::from_store_error)?;
+            project_flag(tx, tenant_id, &attempt_id, &agent_id, &flag).await?;
+            raised.push(flag.kind);
+        }
+        Ok(raised)
     }
 
     /// One call record for `reader`. Phone numbers are masked unless `full_view` is asked for
@@ -774,6 +838,7 @@ impl CallLogging {
                             callback_id: logged.callback_id,
                             agent_id: &logged.agent_id,
                             disposition: &logged.disposition.kind,
+                            channel: &logged.channel,
                             started_at: logged.started_at,
                             ended_at: logged.ended_at,
                             telephony_call_id: &logged.telephony_call_id,
@@ -866,6 +931,8 @@ struct LoggedAttempt {
     ended_at: DateTime<Utc>,
     #[serde(default)]
     telephony_call_id: String,
+    #[serde(default)]
+    channel: String,
 }
 
 #[derive(Deserialize)]
@@ -962,9 +1029,23 @@ struct AttemptRow<'a> {
     callback_id: uuid::Uuid,
     agent_id: &'a str,
     disposition: &'a str,
+    channel: &'a str,
     started_at: DateTime<Utc>,
     ended_at: DateTime<Utc>,
     telephony_call_id: &'a str,
+}
+
+/// The latest start among the tenant's telephony records: calls that ended well before it
+/// should have their records by now.
+async fn records_until(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &str,
+) -> Result<Option<DateTime<Utc>>, Status> {
+    sqlx::query_scalar("SELECT max(started_at) FROM cl_telephony WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(conn)
+        .await
+        .map_err(|e| status::internal(&e))
 }
 
 async fn project_attempt(
@@ -972,8 +1053,8 @@ async fn project_attempt(
     row: &AttemptRow<'_>,
 ) -> Result<(), Status> {
     sqlx::query(
-        "INSERT INTO cl_attempts (attempt_id, tenant_id, callback_id, agent_id, disposition, started_at, ended_at, telephony_call_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, '')) ON CONFLICT (attempt_id) DO NOTHING",
+        "INSERT INTO cl_attempts (attempt_id, tenant_id, callback_id, agent_id, disposition, started_at, ended_at, \
+         telephony_call_id, channel) VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''), $9) ON CONFLICT (attempt_id) DO NOTHING",
     )
     .bind(row.attempt_id)
     .bind(row.tenant_id)
@@ -983,6 +1064,7 @@ async fn project_attempt(
     .bind(row.started_at)
     .bind(row.ended_at)
     .bind(row.telephony_call_id)
+    .bind(row.channel)
     .execute(conn)
     .await
     .map_err(|e| status::internal(&e))?;

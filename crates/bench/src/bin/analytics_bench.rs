@@ -183,11 +183,31 @@ async fn main() -> anyhow::Result<()> {
         .execute(&db.pool)
         .await?;
 
-    let (raw_n, raw_time) = raw_read(&store).await?;
+    // The ceiling: the faster of two plain reads (the second with a warm cache).
+    let (raw_n, first_raw) = raw_read(&store).await?;
+    let (_, second_raw) = raw_read(&store).await?;
+    let raw_time = first_raw.min(second_raw);
     let raw_rate = raw_n as f64 / raw_time.as_secs_f64();
     println!(
         "raw ordered read: {raw_n} rows in {:.1} s ({raw_rate:.0}/s)",
         raw_time.as_secs_f64()
+    );
+
+    // The store's own part: the subscription alone, decoding nothing.
+    let t = Instant::now();
+    let mut subscription = store.subscribe(
+        Checkpoint::START,
+        Filter::categories(["tenant", "callback"]),
+    );
+    let mut read = 0u64;
+    while let SubscriptionItem::Event(_) = subscription.next().await? {
+        read += 1;
+    }
+    let subscription_time = t.elapsed();
+    let subscription_rate = read as f64 / subscription_time.as_secs_f64();
+    println!(
+        "subscription alone: {read} events in {:.1} s",
+        subscription_time.as_secs_f64()
     );
 
     let (applied, first) = catch_up(&store).await?;
@@ -313,7 +333,8 @@ async fn main() -> anyhow::Result<()> {
          folding each batch of {BATCH} events in memory and writing it with one multi-row upsert and its \
          checkpoint in one transaction.\n\n{env}\n\
          | measure | result |\n|---|---|\n\
-         | raw ordered read (plain streaming SELECT of every row, same run) | {raw_rate:.0} events/s ({:.1} s) |\n\
+         | raw ordered read (plain streaming SELECT of every row, the faster of two, same run) | {raw_rate:.0} events/s ({:.1} s) |\n\
+         | the store's subscription alone (no projection) | {subscription_rate:.0} events/s ({:.1} s), {:.0}% of the raw read |\n\
          | projection catch-up from zero | {first_rate:.0} events/s ({:.1} s), **{:.0}% of the raw read** (target >= 50%) |\n\
          | full rebuild (reset read model and checkpoint, catch up) | {:.1} s |\n\
          | dashboard report queries (the first three shapes below) | p99 {dashboard_p99:.1} ms (target < 100 ms) |\n\n\
@@ -322,6 +343,8 @@ async fn main() -> anyhow::Result<()> {
          cost grows with the callbacks in the range asked for: a month is about a twelfth of the table, \
          the whole year all of it.\n",
         raw_time.as_secs_f64(),
+        subscription_time.as_secs_f64(),
+        100.0 * subscription_rate / raw_rate,
         first.as_secs_f64(),
         100.0 * first_rate / raw_rate,
         rebuild.as_secs_f64(),

@@ -8,9 +8,14 @@ use serde_json::{json, Value};
 /// Below this many seconds of talk, a "reached" call is suspect.
 pub const SHORT_REACHED_SECONDS: i64 = 10;
 
+/// How late a call's telephony record may arrive behind the records of later calls before the
+/// call counts as having none.
+pub const TELEPHONY_TOLERANCE_MINUTES: i64 = 30;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Flag {
-    /// `short_reached`, `network_contradiction` or `overlapping_calls`.
+    /// `short_reached`, `network_contradiction`, `no_telephony_record`,
+    /// `outside_calling_window` or `overlapping_calls`.
     pub kind: String,
     pub evidence: Value,
 }
@@ -59,6 +64,24 @@ pub fn check_attempt(attempt: &AttemptFacts, record: Option<&CallRecord>) -> Vec
     flags
 }
 
+/// Whether a "reached" phone call ending at `ended_at` should have its telephony record by now:
+/// the tenant's records have arrived for calls started after it ended, beyond the tolerance.
+pub fn record_overdue(ended_at: DateTime<Utc>, records_until: Option<DateTime<Utc>>) -> bool {
+    records_until.is_some_and(|until| {
+        until > ended_at + chrono::Duration::minutes(TELEPHONY_TOLERANCE_MINUTES)
+    })
+}
+
+/// The flag for a "reached" phone call without a matching telephony record although the
+/// records of later calls have arrived.
+pub fn missing_record(telephony_call_id: &str, records_until: DateTime<Utc>) -> Flag {
+    Flag {
+        kind: "no_telephony_record".into(),
+        evidence: json!({ "telephony_call_id": telephony_call_id, "records_until": records_until,
+                          "tolerance_minutes": TELEPHONY_TOLERANCE_MINUTES }),
+    }
+}
+
 /// The flag for a phone call started outside the tenant's calling windows.
 pub fn outside_window(
     calendar: &callback_calendar::Calendar,
@@ -86,6 +109,17 @@ pub fn overlapping(
 mod tests {
     use super::*;
     use chrono::Duration;
+
+    #[test]
+    fn a_record_is_overdue_once_later_calls_records_have_arrived_beyond_the_tolerance() {
+        let end = DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default();
+        assert!(!record_overdue(end, None));
+        assert!(!record_overdue(end, Some(end + Duration::minutes(30))));
+        assert!(record_overdue(end, Some(end + Duration::minutes(31))));
+        let flag = missing_record("cdr-1", end);
+        assert_eq!(flag.kind, "no_telephony_record");
+        assert_eq!(flag.evidence["telephony_call_id"], "cdr-1");
+    }
 
     fn attempt(disposition: &str, seconds: i64) -> AttemptFacts {
         let start = DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default();
