@@ -46,6 +46,11 @@ struct Clients {
 }
 
 async fn publish_everything(c: &mut Clients) {
+    publish_callbacks(c).await;
+    publish_rules(c).await;
+}
+
+async fn publish_callbacks(c: &mut Clients) {
     let settings = json!({
         "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "08:00", "end": "12:00"}, {"start": "13:30", "end": "17:30"}]},
         "pools": ["nurses"], "agents": [{"agent_id": "nurse", "pools": ["nurses"]}]
@@ -92,6 +97,9 @@ async fn publish_everything(c: &mut Clients) {
             .await
             .unwrap();
     }
+}
+
+async fn publish_rules(c: &mut Clients) {
     let rules = json!({
         "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "08:00", "end": "12:00"}, {"start": "13:30", "end": "17:30"}]},
         "default_route": {"class": "C", "origin": "our_service", "department": "patient_services"},
@@ -481,5 +489,115 @@ async fn a_complaint_raised_in_a_callback_is_routed_resolved_verified_reopened_a
     assert!(history[0].payload_json.contains("138****8000"));
     assert!(!history[0].payload_json.contains("13800138000"));
     assert!(!history[0].payload_json.contains("李雷"));
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complaint_raised_before_the_tenant_has_routing_rules_is_parked_then_filed() {
+    let clock = ManualClock::new(shanghai(9, 28, 9, 0));
+    let system = System::start_on_clock(
+        &[
+            ServiceKind::Scheduling,
+            ServiceKind::CallLogging,
+            ServiceKind::ComplaintRouting,
+        ],
+        clock.clone(),
+    )
+    .await;
+    let mut c = Clients {
+        scheduling: SchedulingClient::new(system.channel(ServiceKind::Scheduling)),
+        calls: CallLoggingClient::new(system.channel(ServiceKind::CallLogging)),
+        complaints: ComplaintRoutingClient::new(system.channel(ServiceKind::ComplaintRouting)),
+    };
+    publish_callbacks(&mut c).await;
+    c.scheduling
+        .ingest_business_event(IngestBusinessEventRequest {
+            tenant_id: TENANT.into(),
+            source: "his".into(),
+            source_event_id: "adt-9".into(),
+            event_type: "patient.discharged".into(),
+            occurred_at: ts(shanghai(9, 28, 8, 30)),
+            subject: Some(Subject {
+                subject_id: "p9".into(),
+                name: "赵六".into(),
+                phones: vec!["13700137000".into()],
+                ..Default::default()
+            }),
+            attributes_json: String::new(),
+        })
+        .await
+        .unwrap();
+    let claimed = claim(&mut c).await;
+    let mut report = attempt(
+        "a9",
+        &claimed,
+        shanghai(9, 28, 9, 0),
+        "discharge-v1",
+        json!({"nursing": 1}),
+    );
+    report.complaint = Some(ComplaintReport {
+        text: "没人来换药".into(),
+        category: "nursing".into(),
+        ..Default::default()
+    });
+    c.calls.log_call_attempt(report).await.unwrap();
+
+    // No rules yet: the complaint is kept in complaint routing's log, not dropped.
+    let pool = system.db.pool.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the complaint to be parked",
+        || {
+            let pool = pool.clone();
+            async move {
+                let parked: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM events WHERE event_type = 'ComplaintParked'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (parked == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    let filing = c
+        .complaints
+        .file_complaint(FileComplaintRequest {
+            tenant_id: TENANT.into(),
+            source: "hotline".into(),
+            source_id: "call-1".into(),
+            channel: "hotline".into(),
+            customer: Some(ComplaintCustomer {
+                customer_id: "p9".into(),
+                ..Default::default()
+            }),
+            text: "还是没人来".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        filing.code(),
+        tonic::Code::FailedPrecondition,
+        "the API caller is told at once"
+    );
+
+    // Rules published: the parked complaint is filed, with its callback.
+    publish_rules(&mut c).await;
+    let list = c
+        .complaints
+        .list_complaints(ListComplaintsRequest {
+            tenant_id: TENANT.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .complaints;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].channel, "callback");
+    assert_eq!(list[0].callback_id, claimed.callback_id);
+    assert_eq!(list[0].department, "nursing");
     system.stop().await;
 }

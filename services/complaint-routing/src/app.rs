@@ -250,7 +250,71 @@ impl ComplaintRouting {
         project_rules(&mut tx, &published, result.stream_version).await?;
         self.store.commit(tx).await?;
         tracing::info!(version = result.stream_version, "routing rules published");
+        self.file_parked(tenant_id).await;
         Ok(result.stream_version)
+    }
+
+    /// Keeps a complaint that arrived from a feed before its tenant had routing rules, in the
+    /// log (`complaint_intake-<tenant>`), to be filed when rules are published. Idempotent: the
+    /// event id is derived from the complaint's id.
+    pub async fn park_in(
+        &self,
+        conn: &mut PgConnection,
+        intake: &Intake,
+        reason: &str,
+    ) -> Result<()> {
+        let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
+        let event = NewEvent::new(
+            "ComplaintParked",
+            &json!({ "intake": intake, "reason": reason, "at": self.now() }),
+        )?
+        .with_id(Uuid::new_v5(
+            &COMPLAINT_NAMESPACE,
+            format!("parked\n{id}").as_bytes(),
+        ))
+        .with_metadata(event_metadata(
+            Some(&intake.tenant_id),
+            Some("system:complaint-routing"),
+        ));
+        self.store
+            .append_in(
+                conn,
+                &StreamName::new("complaint_intake", intake.tenant_id.clone())?,
+                ExpectedVersion::Any,
+                &[event],
+            )
+            .await?;
+        tracing::warn!(tenant_id = %intake.tenant_id, "complaint parked until the tenant has routing rules");
+        Ok(())
+    }
+
+    /// Files every parked complaint of the tenant (filing is idempotent, so one filed before
+    /// is not filed twice). Failures are logged; the next publish tries again.
+    async fn file_parked(&self, tenant_id: &str) {
+        let parked = match StreamName::new("complaint_intake", tenant_id) {
+            Ok(stream) => self.store.read_stream(&stream, 1).await,
+            Err(e) => Err(e),
+        };
+        let parked = match parked {
+            Ok(parked) => parked,
+            Err(error) => {
+                tracing::warn!(%error, "parked complaints not read");
+                return;
+            }
+        };
+        for event in parked {
+            let intake = event
+                .decode::<Value>()
+                .ok()
+                .and_then(|v| serde_json::from_value::<Intake>(v["intake"].clone()).ok());
+            let Some(intake) = intake else {
+                tracing::error!(event_id = %event.event_id, "undecodable parked complaint skipped");
+                continue;
+            };
+            if let Err(error) = self.file(intake).await {
+                tracing::warn!(%error, "parked complaint not filed");
+            }
+        }
     }
 
     async fn rules_version(

@@ -83,7 +83,8 @@ fn intake(raised: ComplaintRaised) -> Intake {
 }
 
 /// Input that cannot become valid by retrying is skipped, loudly (it stays in the producer's
-/// log); store and database failures stop the batch so it is retried.
+/// log); store and database failures stop the batch so it is retried. (A complaint for a tenant
+/// without routing rules is not skipped but parked: see [`ComplaintRouting::park_in`].)
 fn skip_or_fail(event: &RecordedEvent, error: Error) -> Result<(), Error> {
     match error {
         Error::InvalidArgument { .. } | Error::FailedPrecondition(_) | Error::NotFound(_) => {
@@ -119,7 +120,16 @@ impl Projection for CallLoggingFacts {
         for event in events {
             let applied = match event.event_type.as_str() {
                 "ComplaintRaised" => match event.decode::<ComplaintRaised>() {
-                    Ok(raised) => self.app.file_in(conn, &intake(raised)).await.map(|_| ()),
+                    Ok(raised) => {
+                        let intake = intake(raised);
+                        match self.app.file_in(conn, &intake).await {
+                            // No routing rules yet: kept in the log, filed when they come.
+                            Err(Error::FailedPrecondition(reason)) => {
+                                self.app.park_in(conn, &intake, &reason).await
+                            }
+                            other => other.map(|_| ()),
+                        }
+                    }
                     Err(error) => Err(Error::InvalidArgument {
                         field: "payload".into(),
                         reason: error.to_string(),

@@ -975,7 +975,7 @@ impl ComplaintState {
 }
 
 /// A complaint as it arrives, before classification.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Intake {
     pub tenant_id: String,
     pub source: String,
