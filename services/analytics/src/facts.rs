@@ -20,6 +20,18 @@ use crate::Error;
 pub const BATCH: usize = 5_000;
 
 pub const SCHEDULING_CATEGORIES: [&str; 2] = ["tenant", "callback"];
+/// The scheduling events the callback facts use; claims (a fifth of a callback's events) are
+/// filtered out by the feed instead of shipped and ignored.
+pub const SCHEDULING_EVENT_TYPES: [&str; 8] = [
+    "TenantPublished",
+    "CallbackScheduled",
+    "CallbackAttempted",
+    "CallbackRescheduled",
+    "CallbackCompleted",
+    "CallbackLost",
+    "CallbackSkipped",
+    "CallbackCancelled",
+];
 pub const CALL_LOGGING_CATEGORIES: [&str; 3] = ["questionnaire", "call_attempt", "telephony"];
 pub const CALL_LOGGING_EVENT_TYPES: [&str; 3] = [
     "QuestionnairePublished",

@@ -141,6 +141,7 @@ pub async fn start(
             channel(ServiceKind::Scheduling)?,
             &facts::SCHEDULING_CATEGORIES,
         )
+        .with_event_types(&facts::SCHEDULING_EVENT_TYPES)
         .with_max_batch(facts::BATCH)
         .spawn(store.clone(), facts::SchedulingFacts, shutdown.clone()),
     );
