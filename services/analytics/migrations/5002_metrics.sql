@@ -131,12 +131,21 @@ CREATE VIEW callback_bi.complaints AS
 CREATE VIEW callback_bi.honesty_flags AS
     SELECT tenant_id, attempt_id, agent_id, kind, raised_at FROM an_honesty_flags;
 
+-- Creating a role needs CREATEROLE; where the service's user lacks it, the migration still
+-- succeeds and says so, and an administrator creates the role and runs the two grants.
 DO $$
 BEGIN
-    CREATE ROLE callback_bi NOLOGIN;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN
-    NULL; -- another database of this cluster created it first
+    BEGIN
+        CREATE ROLE callback_bi NOLOGIN;
+    EXCEPTION
+        WHEN duplicate_object OR unique_violation THEN
+            NULL; -- another database of this cluster created it first
+        WHEN insufficient_privilege THEN
+            RAISE NOTICE 'cannot create role callback_bi: create it, then GRANT USAGE ON SCHEMA callback_bi and SELECT ON ALL TABLES IN SCHEMA callback_bi to it';
+    END;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'callback_bi') THEN
+        GRANT USAGE ON SCHEMA callback_bi TO callback_bi;
+        GRANT SELECT ON ALL TABLES IN SCHEMA callback_bi TO callback_bi;
+    END IF;
 END
 $$;
-GRANT USAGE ON SCHEMA callback_bi TO callback_bi;
-GRANT SELECT ON ALL TABLES IN SCHEMA callback_bi TO callback_bi;
