@@ -183,6 +183,19 @@ async fn complaint(c: &Clients, id: &str) -> ComplaintView {
         .unwrap()
 }
 
+/// Waits until scheduling has applied the reached attempt on `callback_id` (the outcome travels
+/// through call-logging's feed), so the next claim cannot pick it up again.
+async fn completed(c: &Clients, callback_id: &str) {
+    eventually(Duration::from_secs(30), "the callback to complete", || {
+        let (mut client, id) = (c.scheduling.clone(), callback_id.to_owned());
+        async move {
+            let (status, _) = callback_tests::callback_state(&mut client, TENANT, &id).await;
+            (status == "completed").then_some(())
+        }
+    })
+    .await;
+}
+
 /// Waits until the complaint satisfies `check`.
 async fn until(
     c: &Clients,
@@ -256,6 +269,7 @@ async fn a_complaint_raised_in_a_callback_is_routed_resolved_verified_reopened_a
         topic: "ward 5 night shift".into(),
     });
     c.calls.log_call_attempt(report).await.unwrap();
+    completed(&c, &discharge.callback_id).await;
 
     let listed = eventually(Duration::from_secs(30), "the complaint is routed", || {
         let mut client = c.complaints.clone();
@@ -350,6 +364,7 @@ async fn a_complaint_raised_in_a_callback_is_routed_resolved_verified_reopened_a
         .await
         .unwrap();
     let reopened = until(&c, &id, "the complaint reopens", |v| v.reopenings == 1).await;
+    completed(&c, &verification).await;
     assert_eq!(reopened.status, "in_progress");
     let resolution = reopened
         .clocks
