@@ -18,7 +18,8 @@ const USAGE: &str = "usage: callbackd [dev | demo | rebuild SERVICE | health URL
   demo                 run a month of hospital and dealer traffic on simulated time in a fresh
                        database `callback_demo`, print what happened, rebuild and compare
   rebuild SERVICE      rebuild a service's read models from the event log (stop the service
-                       first); SERVICE is scheduling or complaint-routing
+                       first); SERVICE is scheduling, complaint-routing or analytics (whose
+                       read models are cleared and refilled from the feeds when it starts)
   health URL           ask the gRPC health service at URL (e.g. http://127.0.0.1:50051);
                        exit 0 when it reports SERVING, 1 otherwise (for container health checks)
 
@@ -33,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         Some("rebuild") => match args.get(1).map(String::as_str) {
             Some("scheduling") => rebuild_scheduling().await,
             Some("complaint-routing") => rebuild_complaint_routing().await,
+            Some("analytics") => rebuild_analytics().await,
             _ => bail!("rebuild needs a service: `callbackd rebuild scheduling`\n\n{USAGE}"),
         },
         Some("health") => match args.get(1) {
@@ -250,6 +252,27 @@ async fn rebuild_complaint_routing() -> anyhow::Result<()> {
     let events = app.rebuild_projections().await?;
     println!("rebuilt the complaint-routing read models from {events} events");
     app.store().pool().close().await;
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    Ok(())
+}
+
+async fn rebuild_analytics() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("callbackd")?;
+    let (url, cluster) = database("callback", false).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await?;
+    let store = callback_eventstore::EventStore::open(pool.clone()).await?;
+    callback_analytics::migrator().run(&pool).await?;
+    callback_analytics::reset_read_models(&store).await?;
+    println!(
+        "cleared the analytics read models and checkpoints; the analytics service refills them \
+         from the feeds when it starts"
+    );
+    pool.close().await;
     if let Some(cluster) = cluster {
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
     }
