@@ -36,7 +36,12 @@ fn start_of_year() -> DateTime<Utc> {
 
 /// One callback's events: scheduled, claimed, 1-3 attempts, completed or lost.
 fn callback_events(i: u64) -> Vec<NewEvent> {
-    let due = start_of_year() + Span::minutes((i * 37) as i64 % (365 * 24 * 60));
+    // Callbacks are planned as facts arrive, so due times follow the log with a few days'
+    // jitter (a discharge today is called back within the week): callback i of about a million
+    // over the year, plus 0-7 days.
+    let due = start_of_year()
+        + Span::seconds((i * 31) as i64)
+        + Span::minutes(((i * 7_919) % (7 * 24 * 60)) as i64);
     let deadline = due + Span::days(7);
     let agent = format!("agent-{:02}", i % 50);
     let attempts = 1 + i % 3;
@@ -333,7 +338,8 @@ async fn main() -> anyhow::Result<()> {
         "## Analytics (`analytics_bench`)\n\n\
          Command: `cargo run --release -p callback-bench --bin analytics_bench` (BENCH_EVENTS={target}). \
          The log holds {events} events: {callbacks} callbacks over one year as scheduling writes them \
-         (scheduled, claimed, 1-3 attempts, completed or lost; 20 departments, 50 agents, 5 policies). \
+         (scheduled, claimed, 1-3 attempts, completed or lost; 20 departments, 50 agents, 5 policies; due times \
+         following the log with 0-7 days' jitter, as callbacks planned from facts as they arrive). \
          The callback-facts projection runs in-process on the store's subscription (prefetching pages), \
          folding each batch of {BATCH} events in memory and writing it with one multi-row upsert and its \
          checkpoint in one transaction.\n\n{env}\n\
