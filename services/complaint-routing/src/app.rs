@@ -160,16 +160,10 @@ fn validate_intake(intake: &Intake) -> Result<()> {
     if intake.customer.name.chars().count() > 200 {
         return Err(invalid("customer.name", "is longer than 200 characters"));
     }
+    // Scheduling's rule: these numbers go on to it with the verification callback.
     for (i, phone) in intake.customer.phones.iter().enumerate() {
-        let digits = phone.chars().filter(char::is_ascii_digit).count();
-        let clean = phone
-            .chars()
-            .all(|c| c.is_ascii_digit() || " +-()".contains(c));
-        if !clean || !(3..=20).contains(&digits) {
-            return Err(invalid(
-                format!("customer.phones[{i}]"),
-                "must be 3-20 digits (with +, -, spaces or parentheses)",
-            ));
+        if let Some(reason) = callback_kit::ids::phone_problem(phone) {
+            return Err(invalid(format!("customer.phones[{i}]"), reason));
         }
     }
     if intake.text.trim().is_empty() {

@@ -158,18 +158,9 @@ pub(crate) fn validate_id(field: &str, value: &str) -> Result<()> {
 /// A phone number: digits with an optional leading `+`, spaces and dashes allowed, 5 to 20
 /// digits.
 pub(crate) fn validate_phone(field: &str, phone: &str) -> Result<()> {
-    let body = phone.strip_prefix('+').unwrap_or(phone);
-    let digits = body.chars().filter(char::is_ascii_digit).count();
-    let allowed = body
-        .chars()
-        .all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
-    if allowed && (5..=20).contains(&digits) {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            "is not a phone number (5-20 digits, optional +, spaces or dashes)",
-        ))
+    match callback_kit::ids::phone_problem(phone) {
+        None => Ok(()),
+        Some(reason) => Err(invalid(field, reason)),
     }
 }
 
