@@ -686,16 +686,15 @@ impl ComplaintRouting {
     /// round) for the callback the complaint's resolution or rejection needs, and records the
     /// answer.
     async fn request_callback(&self, complaint_id: Uuid) -> Result<()> {
+        // One connection for both reads, returned before the call to scheduling.
         let mut conn = self.store.pool().acquire().await?;
         let Some((complaint, _)) = self.load(&mut conn, complaint_id, false).await? else {
             return Ok(());
         };
-        drop(conn);
         let state = &complaint.state;
         if !state.needs_callback_request() {
             return Ok(());
         }
-        let mut conn = self.store.pool().acquire().await?;
         let latest = self.latest_rules(&mut conn, &state.filed.tenant_id).await?;
         drop(conn);
         let purpose = if state.status == Status::Resolved {
