@@ -43,6 +43,22 @@ impl Shutdown {
         self.token.clone().cancelled_owned()
     }
 
+    /// Runs `tick` now and then every `period` (after each run ends) until shutdown: the
+    /// shape of every durable timer sweep.
+    pub async fn every<F, Fut>(&self, period: std::time::Duration, mut tick: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        loop {
+            tick().await;
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = self.wait() => return,
+            }
+        }
+    }
+
     /// A child that is cancelled with this one but can also be cancelled alone (e.g. to stop
     /// one consumer in a test).
     pub fn child(&self) -> Shutdown {

@@ -104,18 +104,16 @@ pub fn migrator() -> sqlx::migrate::Migrator {
 /// The durable timers and the callback-request outbox. Both are driven by the read model,
 /// which is derived from events, so a restart misses nothing.
 async fn sweep(app: app::ComplaintRouting, shutdown: Shutdown) {
-    loop {
-        match app.sweep_timers().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(complaints = n, "timer sweep: timers fired"),
-            Err(error) => tracing::warn!(%error, "timer sweep failed; retrying"),
-        }
-        if let Err(error) = app.request_pending_callbacks().await {
-            tracing::warn!(%error, "callback requests failed; retrying");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(SWEEP_EVERY) => {}
-            () = shutdown.wait() => return,
-        }
-    }
+    shutdown
+        .every(SWEEP_EVERY, || async {
+            match app.sweep_timers().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(complaints = n, "timer sweep: timers fired"),
+                Err(error) => tracing::warn!(%error, "timer sweep failed; retrying"),
+            }
+            if let Err(error) = app.request_pending_callbacks().await {
+                tracing::warn!(%error, "callback requests failed; retrying");
+            }
+        })
+        .await;
 }

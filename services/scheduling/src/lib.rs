@@ -90,15 +90,13 @@ pub fn migrator() -> sqlx::migrate::Migrator {
 /// The durable deadline timer: callbacks whose window closed become lost. Timers are the
 /// open callbacks' deadlines in the projection (derived from events), so a restart misses none.
 async fn deadline_watch(app: app::Scheduling, shutdown: Shutdown) {
-    loop {
-        match app.sweep_deadlines().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(lost = n, "deadline watch: callbacks lost"),
-            Err(error) => tracing::warn!(%error, "deadline watch failed; retrying"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(DEADLINE_SWEEP_EVERY) => {}
-            () = shutdown.wait() => return,
-        }
-    }
+    shutdown
+        .every(DEADLINE_SWEEP_EVERY, || async {
+            match app.sweep_deadlines().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(lost = n, "deadline watch: callbacks lost"),
+                Err(error) => tracing::warn!(%error, "deadline watch failed; retrying"),
+            }
+        })
+        .await;
 }
