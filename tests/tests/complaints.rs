@@ -45,6 +45,46 @@ struct Clients {
     complaints: ComplaintRoutingClient<Channel>,
 }
 
+/// Scheduling, call-logging and complaint routing as separate gRPC servers on `clock`.
+async fn start(clock: &ManualClock) -> (System, Clients) {
+    let system = System::start_on_clock(
+        &[
+            ServiceKind::Scheduling,
+            ServiceKind::CallLogging,
+            ServiceKind::ComplaintRouting,
+        ],
+        clock.clone(),
+    )
+    .await;
+    let c = Clients {
+        scheduling: SchedulingClient::new(system.channel(ServiceKind::Scheduling)),
+        calls: CallLoggingClient::new(system.channel(ServiceKind::CallLogging)),
+        complaints: ComplaintRoutingClient::new(system.channel(ServiceKind::ComplaintRouting)),
+    };
+    (system, c)
+}
+
+/// A patient discharged on Monday 28 September at 08:30.
+async fn discharged(c: &mut Clients, event_id: &str, subject_id: &str, name: &str, phone: &str) {
+    c.scheduling
+        .ingest_business_event(IngestBusinessEventRequest {
+            tenant_id: TENANT.into(),
+            source: "his".into(),
+            source_event_id: event_id.into(),
+            event_type: "patient.discharged".into(),
+            occurred_at: ts(shanghai(9, 28, 8, 30)),
+            subject: Some(Subject {
+                subject_id: subject_id.into(),
+                name: name.into(),
+                phones: vec![phone.into()],
+                ..Default::default()
+            }),
+            attributes_json: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
 async fn publish_everything(c: &mut Clients) {
     publish_callbacks(c).await;
     publish_rules(c).await;
@@ -218,39 +258,10 @@ async fn until(
 async fn a_complaint_raised_in_a_callback_is_routed_resolved_verified_reopened_and_closed() {
     // Monday 28 September 2026, 09:00 in Shanghai.
     let clock = ManualClock::new(shanghai(9, 28, 9, 0));
-    let system = System::start_on_clock(
-        &[
-            ServiceKind::Scheduling,
-            ServiceKind::CallLogging,
-            ServiceKind::ComplaintRouting,
-        ],
-        clock.clone(),
-    )
-    .await;
-    let mut c = Clients {
-        scheduling: SchedulingClient::new(system.channel(ServiceKind::Scheduling)),
-        calls: CallLoggingClient::new(system.channel(ServiceKind::CallLogging)),
-        complaints: ComplaintRoutingClient::new(system.channel(ServiceKind::ComplaintRouting)),
-    };
+    let (system, mut c) = start(&clock).await;
     publish_everything(&mut c).await;
 
-    c.scheduling
-        .ingest_business_event(IngestBusinessEventRequest {
-            tenant_id: TENANT.into(),
-            source: "his".into(),
-            source_event_id: "adt-1".into(),
-            event_type: "patient.discharged".into(),
-            occurred_at: ts(shanghai(9, 28, 8, 30)),
-            subject: Some(Subject {
-                subject_id: "p1".into(),
-                name: "王芳".into(),
-                phones: vec!["13600136000".into()],
-                ..Default::default()
-            }),
-            attributes_json: String::new(),
-        })
-        .await
-        .unwrap();
+    discharged(&mut c, "adt-1", "p1", "王芳", "13600136000").await;
 
     // The discharge callback: reached, and the patient complains about the night shift.
     let discharge = claim(&mut c).await;
@@ -510,38 +521,9 @@ async fn a_complaint_raised_in_a_callback_is_routed_resolved_verified_reopened_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complaint_raised_before_the_tenant_has_routing_rules_is_parked_then_filed() {
     let clock = ManualClock::new(shanghai(9, 28, 9, 0));
-    let system = System::start_on_clock(
-        &[
-            ServiceKind::Scheduling,
-            ServiceKind::CallLogging,
-            ServiceKind::ComplaintRouting,
-        ],
-        clock.clone(),
-    )
-    .await;
-    let mut c = Clients {
-        scheduling: SchedulingClient::new(system.channel(ServiceKind::Scheduling)),
-        calls: CallLoggingClient::new(system.channel(ServiceKind::CallLogging)),
-        complaints: ComplaintRoutingClient::new(system.channel(ServiceKind::ComplaintRouting)),
-    };
+    let (system, mut c) = start(&clock).await;
     publish_callbacks(&mut c).await;
-    c.scheduling
-        .ingest_business_event(IngestBusinessEventRequest {
-            tenant_id: TENANT.into(),
-            source: "his".into(),
-            source_event_id: "adt-9".into(),
-            event_type: "patient.discharged".into(),
-            occurred_at: ts(shanghai(9, 28, 8, 30)),
-            subject: Some(Subject {
-                subject_id: "p9".into(),
-                name: "赵六".into(),
-                phones: vec!["13700137000".into()],
-                ..Default::default()
-            }),
-            attributes_json: String::new(),
-        })
-        .await
-        .unwrap();
+    discharged(&mut c, "adt-9", "p9", "赵六", "13700137000").await;
     let claimed = claim(&mut c).await;
     let mut report = attempt(
         "a9",
