@@ -52,6 +52,27 @@ fn attempt(id: &str, c: &ClaimedCallback, agent: &str, kind: &str) -> LogCallAtt
     }
 }
 
+/// Patient `p{i}` discharged now (fact `adt-{i}`).
+async fn discharged(client: &mut SchedulingClient<Channel>, i: u32, phone: &str) {
+    client
+        .ingest_business_event(IngestBusinessEventRequest {
+            tenant_id: "h".into(),
+            source: "his".into(),
+            source_event_id: format!("adt-{i}"),
+            event_type: "patient.discharged".into(),
+            occurred_at: Some(now()),
+            subject: Some(Subject {
+                subject_id: format!("p{i}"),
+                name: "李四".into(),
+                phones: vec![phone.into()],
+                ..Default::default()
+            }),
+            attributes_json: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
 async fn view(client: &mut SchedulingClient<Channel>, id: &str) -> (String, u32) {
     callback_tests::callback_state(client, "h", id).await
 }
@@ -226,23 +247,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     // Honesty checks (弄虚作假). A "reached" call of 3 seconds whose telephony record says
     // NOANSWER, logged while the same agent's other call was still running.
     for i in 2..5 {
-        scheduling
-            .ingest_business_event(IngestBusinessEventRequest {
-                tenant_id: "h".into(),
-                source: "his".into(),
-                source_event_id: format!("adt-{i}"),
-                event_type: "patient.discharged".into(),
-                occurred_at: Some(now()),
-                subject: Some(Subject {
-                    subject_id: format!("p{i}"),
-                    name: "李四".into(),
-                    phones: vec!["13900139000".into()],
-                    ..Default::default()
-                }),
-                attributes_json: String::new(),
-            })
-            .await
-            .unwrap();
+        discharged(&mut scheduling, i, "13900139000").await;
     }
     let c2 = claim(&mut scheduling, "n1").await;
     let mut long_call = attempt("att-10", &c2, "n1", "no_answer");
@@ -521,23 +526,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     // No telephony record: a reached phone call whose record never comes is flagged once the
     // records of later calls have arrived, beyond the 30-minute tolerance.
     for i in 20..22 {
-        scheduling
-            .ingest_business_event(IngestBusinessEventRequest {
-                tenant_id: "h".into(),
-                source: "his".into(),
-                source_event_id: format!("adt-{i}"),
-                event_type: "patient.discharged".into(),
-                occurred_at: Some(ago(7200)),
-                subject: Some(Subject {
-                    subject_id: format!("p{i}"),
-                    name: "王五".into(),
-                    phones: vec![format!("139001390{i}")],
-                    ..Default::default()
-                }),
-                attributes_json: String::new(),
-            })
-            .await
-            .unwrap();
+        discharged(&mut scheduling, i, &format!("139001390{i}")).await;
     }
     let c5 = claim(&mut scheduling, "n1").await;
     let mut unrecorded = attempt("att-20", &c5, "n1", "reached");
