@@ -18,6 +18,17 @@ pub struct BenchDb {
 
 impl BenchDb {
     pub async fn create(name: &str, max_connections: u32) -> anyhow::Result<BenchDb> {
+        Self::connect(name, max_connections, true).await
+    }
+
+    /// The database a previous run left, when `keep` data is wanted (`BENCH_REUSE=1`), else a
+    /// fresh one; only on a server that outlives the run (not a private cluster).
+    pub async fn reuse_or_create(name: &str, max_connections: u32) -> anyhow::Result<BenchDb> {
+        let reuse = std::env::var("BENCH_REUSE").is_ok_and(|v| v == "1");
+        Self::connect(name, max_connections, !reuse).await
+    }
+
+    async fn connect(name: &str, max_connections: u32, fresh: bool) -> anyhow::Result<BenchDb> {
         let (server, cluster) = match std::env::var("DATABASE_URL") {
             Ok(url) => (url, None),
             Err(_) if std::net::TcpStream::connect("127.0.0.1:5432").is_ok() => (
@@ -34,12 +45,19 @@ impl BenchDb {
         let mut admin = PgConnection::connect(&server)
             .await
             .context("connecting to PostgreSQL")?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(name)
+                .fetch_one(&mut admin)
+                .await?;
+        if fresh || !exists {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await?;
+        }
         admin.close().await?;
         let url = match server.rfind('/') {
             Some(i) if !server[..i].ends_with('/') => format!("{}/{name}", &server[..i]),

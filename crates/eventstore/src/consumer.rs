@@ -80,16 +80,13 @@ impl EventStore {
     /// Begins a consumer transaction, locking the consumer's checkpoint row.
     pub async fn begin_consumer(&self, consumer: &str) -> Result<ConsumerTx> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO consumer_checkpoints (consumer, transaction_id, position) \
-             VALUES ($1, 0, 0) ON CONFLICT (consumer) DO NOTHING",
-        )
-        .bind(consumer)
-        .execute(&mut *tx)
-        .await?;
+        // One round trip: creates the row on first use, else locks it (the no-op update) and
+        // returns what is stored.
         let row = sqlx::query(
-            "SELECT transaction_id, position FROM consumer_checkpoints \
-             WHERE consumer = $1 FOR UPDATE",
+            "INSERT INTO consumer_checkpoints (consumer, transaction_id, position) \
+             VALUES ($1, 0, 0) \
+             ON CONFLICT (consumer) DO UPDATE SET consumer = EXCLUDED.consumer \
+             RETURNING transaction_id, position",
         )
         .bind(consumer)
         .fetch_one(&mut *tx)

@@ -45,6 +45,12 @@ pub enum Error {
     },
     #[error("database: {0}")]
     Database(sqlx::Error),
+    #[error("consumer {consumer}: expected its checkpoint at {expected}, found {found} (another instance applied events meanwhile)")]
+    CheckpointMoved {
+        consumer: String,
+        expected: crate::Checkpoint,
+        found: crate::Checkpoint,
+    },
     #[error("background read failed: {0}")]
     Background(String),
     #[error("database migration: {0}")]

@@ -6,12 +6,14 @@
 //!   gap-safe global order (see `migrations/0001_event_log.sql` for why it is not `position`).
 //! - [`EventStore::subscribe`] catches up and then follows live appends.
 //! - [`ConsumerTx`] applies a batch of events to a read model and stores the consumer's
-//!   checkpoint in the same transaction.
+//!   checkpoint in the same transaction; [`Pipeline`] does so for a [`BatchProjection`] while
+//!   the next batch is folded.
 
 mod consumer;
 mod error;
 mod model;
 mod notify;
+mod pipeline;
 mod store;
 mod subscription;
 
@@ -21,6 +23,7 @@ pub use model::{
     AppendResult, Checkpoint, ExpectedVersion, Filter, Metadata, NewEvent, ReadPage, RecordedEvent,
     StreamName, MAX_BATCH_EVENTS, MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES,
 };
+pub use pipeline::{BatchProjection, Pipeline};
 pub use store::EventStore;
 pub use subscription::{Subscription, SubscriptionItem};
 

@@ -1,8 +1,12 @@
 //! Consuming another service's feed into a local projection.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use callback_eventstore::{apply_batch, Checkpoint, EventStore, Projection, RecordedEvent};
+use callback_eventstore::{
+    apply_batch, BatchProjection, Checkpoint, EventStore, Pipeline, Projection, RecordedEvent,
+};
 use callback_kit::grpc::TracePropagation;
 use callback_kit::Shutdown;
 use callback_proto::v1::event_feed_client::EventFeedClient;
@@ -85,30 +89,64 @@ impl RemoteConsumer {
         self
     }
 
-    /// Runs the consumer until shutdown. Errors (the peer down, a projection failure) are
-    /// logged and retried with backoff from the stored checkpoint, so nothing is skipped and
-    /// nothing applied twice.
+    /// Runs the consumer until shutdown, applying each batch before receiving more. Errors
+    /// (the peer down, a projection failure) are logged and retried with backoff from the
+    /// stored checkpoint, so nothing is skipped and nothing applied twice.
     pub fn spawn<P>(
         self,
         store: EventStore,
-        mut projection: P,
+        projection: P,
         shutdown: Shutdown,
     ) -> (JoinHandle<()>, ConsumerProgress)
     where
         P: Projection + Send + 'static,
         P::Error: std::fmt::Display + Send,
     {
+        let immediate = Immediate {
+            store: store.clone(),
+            projection,
+            committed: Checkpoint::START,
+        };
+        self.run(store, immediate, shutdown)
+    }
+
+    /// Like [`RemoteConsumer::spawn`] for a projection that folds each batch and writes it
+    /// once: while catching up (full batches), the next batch is received and folded while
+    /// the previous one is written; once live, each batch is committed before the next.
+    pub fn spawn_batched<P>(
+        self,
+        store: EventStore,
+        projection: P,
+        shutdown: Shutdown,
+    ) -> (JoinHandle<()>, ConsumerProgress)
+    where
+        P: BatchProjection,
+        P::Error: std::fmt::Display,
+    {
+        let pipelined = Pipelined {
+            projection: Arc::new(projection),
+            pipeline: None,
+        };
+        self.run(store, pipelined, shutdown)
+    }
+
+    fn run<A: Applier + 'static>(
+        self,
+        store: EventStore,
+        mut applier: A,
+        shutdown: Shutdown,
+    ) -> (JoinHandle<()>, ConsumerProgress) {
         let (progress, state) = watch::channel(Progress::default());
         let handle = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             while !shutdown.is_triggered() {
                 match self
-                    .session(&store, &mut projection, &progress, &shutdown)
+                    .session(&store, &mut applier, &progress, &shutdown)
                     .await
                 {
                     Ok(()) => backoff = Duration::from_millis(50),
                     Err(reason) => {
-                        tracing::warn!(consumer = projection.name(), %reason, "feed consumer interrupted, retrying");
+                        tracing::warn!(consumer = applier.name(), %reason, "feed consumer interrupted, retrying");
                     }
                 }
                 progress.send_modify(|p| p.caught_up = false);
@@ -123,21 +161,18 @@ impl RemoteConsumer {
     }
 
     /// One connection: resume from the stored checkpoint and apply until the stream breaks.
-    async fn session<P>(
+    async fn session<A: Applier>(
         &self,
         store: &EventStore,
-        projection: &mut P,
+        applier: &mut A,
         progress: &watch::Sender<Progress>,
         shutdown: &Shutdown,
-    ) -> Result<(), String>
-    where
-        P: Projection,
-        P::Error: std::fmt::Display,
-    {
+    ) -> Result<(), String> {
         let after = store
-            .load_checkpoint(projection.name())
+            .load_checkpoint(applier.name())
             .await
             .map_err(|e| e.to_string())?;
+        applier.resume(store, after);
         progress.send_modify(|p| p.applied = p.applied.max(after));
         let mut client = EventFeedClient::with_interceptor(self.channel.clone(), TracePropagation);
         let request = SubscribeRequest {
@@ -150,7 +185,7 @@ impl RemoteConsumer {
             response = client.subscribe(request) => response.map_err(|s| s.to_string())?.into_inner(),
             () = shutdown.wait() => return Ok(()),
         };
-        tracing::info!(consumer = projection.name(), after = %after, "feed consumer connected");
+        tracing::info!(consumer = applier.name(), after = %after, "feed consumer connected");
 
         let mut batch: Vec<RecordedEvent> = Vec::new();
         let mut up_to = after;
@@ -172,7 +207,8 @@ impl RemoteConsumer {
                 received = next => received,
                 () = shutdown.wait() => return Ok(()),
             };
-            let mut flush = received.is_none() || batch.len() >= self.max_batch;
+            let full = batch.len() >= self.max_batch;
+            let mut flush = received.is_none() || full;
             let mut ended = None;
             match received {
                 None => {}
@@ -203,13 +239,17 @@ impl RemoteConsumer {
                 }
             }
             if flush && (up_to > progress.borrow().applied || !batch.is_empty()) {
-                apply_batch(store, projection, &batch, up_to)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut committed = applier.apply(&batch, up_to).await?;
+                // Only a full batch while catching up may leave its write in flight: anything
+                // else (a lull, a heartbeat, caught up, the end) is committed before reporting.
+                let settle = !full || caught_up || ended.is_some();
+                if settle {
+                    committed = applier.settle().await?;
+                }
                 batch.clear();
                 progress.send_modify(|p| {
-                    p.applied = p.applied.max(up_to);
-                    p.caught_up |= caught_up;
+                    p.applied = p.applied.max(committed);
+                    p.caught_up |= caught_up && settle;
                 });
             } else if flush && caught_up {
                 progress.send_modify(|p| p.caught_up = true);
@@ -218,5 +258,112 @@ impl RemoteConsumer {
                 return Err(reason);
             }
         }
+    }
+}
+
+/// How a consumer session applies the batches it receives.
+trait Applier: Send {
+    fn name(&self) -> &str;
+
+    /// A new session resumes after the stored checkpoint.
+    fn resume(&mut self, store: &EventStore, stored: Checkpoint);
+
+    /// Applies (or starts applying) a batch; returns the checkpoint committed so far.
+    fn apply(
+        &mut self,
+        events: &[RecordedEvent],
+        up_to: Checkpoint,
+    ) -> impl Future<Output = Result<Checkpoint, String>> + Send;
+
+    /// Waits until everything applied is committed; returns that checkpoint.
+    fn settle(&mut self) -> impl Future<Output = Result<Checkpoint, String>> + Send;
+}
+
+/// Each batch in its own transaction before the next is received.
+struct Immediate<P> {
+    store: EventStore,
+    projection: P,
+    committed: Checkpoint,
+}
+
+impl<P> Applier for Immediate<P>
+where
+    P: Projection + Send,
+    P::Error: std::fmt::Display + Send,
+{
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn resume(&mut self, _store: &EventStore, stored: Checkpoint) {
+        self.committed = stored;
+    }
+
+    async fn apply(
+        &mut self,
+        events: &[RecordedEvent],
+        up_to: Checkpoint,
+    ) -> Result<Checkpoint, String> {
+        apply_batch(&self.store, &mut self.projection, events, up_to)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.committed = self.committed.max(up_to);
+        Ok(self.committed)
+    }
+
+    async fn settle(&mut self) -> Result<Checkpoint, String> {
+        Ok(self.committed)
+    }
+}
+
+/// Folds the next batch while the previous one is written (see [`Pipeline`]).
+struct Pipelined<P: BatchProjection> {
+    projection: Arc<P>,
+    /// One per session, resuming from the checkpoint stored when it began.
+    pipeline: Option<Pipeline<P>>,
+}
+
+impl<P> Pipelined<P>
+where
+    P: BatchProjection,
+    P::Error: std::fmt::Display,
+{
+    fn pipeline(&mut self) -> Result<&mut Pipeline<P>, String> {
+        self.pipeline
+            .as_mut()
+            .ok_or_else(|| "the session has not resumed".to_owned())
+    }
+}
+
+impl<P> Applier for Pipelined<P>
+where
+    P: BatchProjection,
+    P::Error: std::fmt::Display,
+{
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn resume(&mut self, store: &EventStore, stored: Checkpoint) {
+        self.pipeline = Some(Pipeline::new(
+            store.clone(),
+            self.projection.clone(),
+            stored,
+        ));
+    }
+
+    async fn apply(
+        &mut self,
+        events: &[RecordedEvent],
+        up_to: Checkpoint,
+    ) -> Result<Checkpoint, String> {
+        self.pipeline()?
+            .submit(events, up_to)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn settle(&mut self) -> Result<Checkpoint, String> {
+        self.pipeline()?.settle().await.map_err(|e| e.to_string())
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use callback_eventstore::{Projection, RecordedEvent};
+use callback_eventstore::{BatchProjection, RecordedEvent};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -126,22 +126,26 @@ struct CallbackDelta {
     reached_at: Option<DateTime<Utc>>,
 }
 
+/// What one batch of scheduling events changes.
+#[derive(Default)]
+pub struct SchedulingBatch {
+    /// (tenant, time zone, calendar), in log order.
+    tenants: Vec<(String, String, Value)>,
+    callbacks: HashMap<Uuid, CallbackDelta>,
+}
+
 pub struct SchedulingFacts;
 
-impl Projection for SchedulingFacts {
+impl BatchProjection for SchedulingFacts {
+    type Folded = SchedulingBatch;
     type Error = Error;
 
     fn name(&self) -> &str {
         "analytics.scheduling_facts"
     }
 
-    async fn apply(
-        &mut self,
-        conn: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), Error> {
-        relaxed_durability(conn).await?;
-        let mut callbacks: HashMap<Uuid, CallbackDelta> = HashMap::new();
+    fn fold(&self, events: &[RecordedEvent]) -> SchedulingBatch {
+        let mut batch = SchedulingBatch::default();
         for event in events {
             if event.event_type == "TenantPublished" {
                 if let Some(published) = decode::<TenantPublished>(event) {
@@ -149,22 +153,18 @@ impl Projection for SchedulingFacts {
                         .as_str()
                         .unwrap_or("UTC")
                         .to_owned();
-                    sqlx::query(
-                        "INSERT INTO an_tenants (tenant_id, time_zone, calendar) VALUES ($1, $2, $3) \
-                         ON CONFLICT (tenant_id) DO UPDATE SET time_zone = EXCLUDED.time_zone, calendar = EXCLUDED.calendar",
-                    )
-                    .bind(&published.tenant_id)
-                    .bind(time_zone)
-                    .bind(&published.settings.calendar)
-                    .execute(&mut *conn)
-                    .await?;
+                    batch.tenants.push((
+                        published.tenant_id,
+                        time_zone,
+                        published.settings.calendar,
+                    ));
                 }
                 continue;
             }
             let Some(id) = stream_uuid(event, "callback-") else {
                 continue;
             };
-            let delta = callbacks.entry(id).or_default();
+            let delta = batch.callbacks.entry(id).or_default();
             match event.event_type.as_str() {
                 "CallbackScheduled" => {
                     if let Some(s) = decode::<Scheduled>(event) {
@@ -208,7 +208,23 @@ impl Projection for SchedulingFacts {
                 _ => {}
             }
         }
-        write_callbacks(conn, callbacks).await
+        batch
+    }
+
+    async fn write(&self, conn: &mut PgConnection, batch: SchedulingBatch) -> Result<(), Error> {
+        relaxed_durability(conn).await?;
+        for (tenant_id, time_zone, calendar) in &batch.tenants {
+            sqlx::query(
+                "INSERT INTO an_tenants (tenant_id, time_zone, calendar) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET time_zone = EXCLUDED.time_zone, calendar = EXCLUDED.calendar",
+            )
+            .bind(tenant_id)
+            .bind(time_zone)
+            .bind(calendar)
+            .execute(&mut *conn)
+            .await?;
+        }
+        write_callbacks(conn, batch.callbacks).await
     }
 }
 
@@ -353,84 +369,157 @@ pub fn numeric_answer(answer: &Value) -> Option<f64> {
     }
 }
 
+/// What one batch of call-logging events adds: rows to insert (each is written once; a
+/// replayed event's rows are already there).
+#[derive(Default)]
+pub struct CallLoggingBatch {
+    items: ItemRows,
+    answers: AnswerRows,
+    flags: FlagRows,
+}
+
+#[derive(Default)]
+struct ItemRows {
+    tenant: Vec<String>,
+    questionnaire: Vec<String>,
+    version: Vec<i64>,
+    item: Vec<String>,
+    kind: Vec<String>,
+}
+
+#[derive(Default)]
+struct AnswerRows {
+    attempt: Vec<String>,
+    item: Vec<String>,
+    tenant: Vec<String>,
+    callback: Vec<Uuid>,
+    questionnaire: Vec<String>,
+    version: Vec<i64>,
+    value: Vec<Option<f64>>,
+}
+
+#[derive(Default)]
+struct FlagRows {
+    attempt: Vec<String>,
+    kind: Vec<String>,
+    tenant: Vec<String>,
+    agent: Vec<String>,
+    raised_at: Vec<DateTime<Utc>>,
+}
+
 pub struct CallLoggingFacts;
 
-impl Projection for CallLoggingFacts {
+impl BatchProjection for CallLoggingFacts {
+    type Folded = CallLoggingBatch;
     type Error = Error;
 
     fn name(&self) -> &str {
         "analytics.call_logging_facts"
     }
 
-    async fn apply(
-        &mut self,
-        conn: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), Error> {
-        relaxed_durability(conn).await?;
+    fn fold(&self, events: &[RecordedEvent]) -> CallLoggingBatch {
+        let mut batch = CallLoggingBatch::default();
         for event in events {
             match event.event_type.as_str() {
                 "QuestionnairePublished" => {
                     let Some(published) = decode::<QuestionnairePublished>(event) else {
                         continue;
                     };
-                    for item in &published.questionnaire.items {
-                        sqlx::query(
-                            "INSERT INTO an_questionnaire_items (tenant_id, questionnaire_id, version, item_id, kind) \
-                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(&published.tenant_id)
-                        .bind(&published.questionnaire.questionnaire_id)
-                        .bind(event.stream_version)
-                        .bind(&item.id)
-                        .bind(&item.kind.kind)
-                        .execute(&mut *conn)
-                        .await?;
+                    let rows = &mut batch.items;
+                    for item in published.questionnaire.items {
+                        rows.tenant.push(published.tenant_id.clone());
+                        rows.questionnaire
+                            .push(published.questionnaire.questionnaire_id.clone());
+                        rows.version.push(event.stream_version);
+                        rows.item.push(item.id);
+                        rows.kind.push(item.kind.kind);
                     }
                 }
                 "SurveyAnswered" => {
                     let Some(survey) = decode::<SurveyAnswered>(event) else {
                         continue;
                     };
-                    let (items, values): (Vec<String>, Vec<Option<f64>>) = survey
-                        .answers
-                        .iter()
-                        .map(|(item, answer)| (item.clone(), numeric_answer(answer)))
-                        .unzip();
-                    sqlx::query(
-                        "INSERT INTO an_answers (attempt_id, item_id, tenant_id, callback_id, questionnaire_id, \
-                           questionnaire_version, value) \
-                         SELECT $1, u.item, $2, $3, $4, $5, u.value FROM UNNEST($6::text[], $7::float8[]) AS u(item, value) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&survey.attempt_id)
-                    .bind(&survey.tenant_id)
-                    .bind(survey.callback_id)
-                    .bind(&survey.questionnaire_id)
-                    .bind(survey.questionnaire_version)
-                    .bind(items)
-                    .bind(values)
-                    .execute(&mut *conn)
-                    .await?;
+                    let rows = &mut batch.answers;
+                    for (item, answer) in &survey.answers {
+                        rows.attempt.push(survey.attempt_id.clone());
+                        rows.item.push(item.clone());
+                        rows.tenant.push(survey.tenant_id.clone());
+                        rows.callback.push(survey.callback_id);
+                        rows.questionnaire.push(survey.questionnaire_id.clone());
+                        rows.version.push(survey.questionnaire_version);
+                        rows.value.push(numeric_answer(answer));
+                    }
                 }
                 "HonestyFlagRaised" => {
                     let Some(flag) = decode::<FlagRaised>(event) else {
                         continue;
                     };
-                    sqlx::query(
-                        "INSERT INTO an_honesty_flags (attempt_id, kind, tenant_id, agent_id, raised_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&flag.attempt_id)
-                    .bind(&flag.kind)
-                    .bind(&flag.tenant_id)
-                    .bind(&flag.agent_id)
-                    .bind(flag.attempt_started_at.unwrap_or(event.recorded_at))
-                    .execute(&mut *conn)
-                    .await?;
+                    let rows = &mut batch.flags;
+                    rows.raised_at
+                        .push(flag.attempt_started_at.unwrap_or(event.recorded_at));
+                    rows.attempt.push(flag.attempt_id);
+                    rows.kind.push(flag.kind);
+                    rows.tenant.push(flag.tenant_id);
+                    rows.agent.push(flag.agent_id);
                 }
                 _ => {}
             }
+        }
+        batch
+    }
+
+    async fn write(&self, conn: &mut PgConnection, batch: CallLoggingBatch) -> Result<(), Error> {
+        relaxed_durability(conn).await?;
+        let CallLoggingBatch {
+            items,
+            answers,
+            flags,
+        } = batch;
+        if !items.item.is_empty() {
+            sqlx::query(
+                "INSERT INTO an_questionnaire_items (tenant_id, questionnaire_id, version, item_id, kind) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(items.tenant)
+            .bind(items.questionnaire)
+            .bind(items.version)
+            .bind(items.item)
+            .bind(items.kind)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !answers.item.is_empty() {
+            sqlx::query(
+                "INSERT INTO an_answers (attempt_id, item_id, tenant_id, callback_id, questionnaire_id, \
+                   questionnaire_version, value) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::bigint[], \
+                   $7::float8[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(answers.attempt)
+            .bind(answers.item)
+            .bind(answers.tenant)
+            .bind(answers.callback)
+            .bind(answers.questionnaire)
+            .bind(answers.version)
+            .bind(answers.value)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !flags.kind.is_empty() {
+            sqlx::query(
+                "INSERT INTO an_honesty_flags (attempt_id, kind, tenant_id, agent_id, raised_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(flags.attempt)
+            .bind(flags.kind)
+            .bind(flags.tenant)
+            .bind(flags.agent)
+            .bind(flags.raised_at)
+            .execute(&mut *conn)
+            .await?;
         }
         Ok(())
     }
@@ -484,8 +573,9 @@ enum ComplaintFact {
     Other,
 }
 
+/// What one batch changes about one complaint.
 #[derive(Default)]
-struct ComplaintDelta {
+pub struct ComplaintDelta {
     tenant_id: Option<String>,
     class: Option<String>,
     origin: Option<String>,
@@ -513,19 +603,15 @@ impl ComplaintDelta {
 
 pub struct ComplaintFacts;
 
-impl Projection for ComplaintFacts {
+impl BatchProjection for ComplaintFacts {
+    type Folded = HashMap<Uuid, ComplaintDelta>;
     type Error = Error;
 
     fn name(&self) -> &str {
         "analytics.complaint_facts"
     }
 
-    async fn apply(
-        &mut self,
-        conn: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), Error> {
-        relaxed_durability(conn).await?;
+    fn fold(&self, events: &[RecordedEvent]) -> HashMap<Uuid, ComplaintDelta> {
         let mut complaints: HashMap<Uuid, ComplaintDelta> = HashMap::new();
         for event in events {
             let Some(id) = stream_uuid(event, "complaint-") else {
@@ -591,6 +677,15 @@ impl Projection for ComplaintFacts {
                 ComplaintFact::Other => {}
             }
         }
+        complaints
+    }
+
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        complaints: HashMap<Uuid, ComplaintDelta>,
+    ) -> Result<(), Error> {
+        relaxed_durability(conn).await?;
         write_complaints(conn, complaints).await
     }
 }

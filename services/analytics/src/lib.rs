@@ -17,7 +17,9 @@ pub mod settings;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use callback_eventstore::{Checkpoint, EventStore, Filter, Projection, RecordedEvent};
+use callback_eventstore::{
+    BatchProjection, Checkpoint, EventStore, Filter, Projection, RecordedEvent,
+};
 use callback_feed::{ConsumerProgress, HostError, RemoteConsumer, ServiceHost};
 use callback_kit::grpc::GrpcError;
 use callback_kit::{status, Clock, Config, ServiceKind, Shutdown};
@@ -143,7 +145,7 @@ pub async fn start(
         )
         .with_event_types(&facts::SCHEDULING_EVENT_TYPES)
         .with_max_batch(facts::BATCH)
-        .spawn(store.clone(), facts::SchedulingFacts, shutdown.clone()),
+        .spawn_batched(store.clone(), facts::SchedulingFacts, shutdown.clone()),
     );
     consumers.push(
         RemoteConsumer::new(
@@ -152,7 +154,7 @@ pub async fn start(
         )
         .with_event_types(&facts::CALL_LOGGING_EVENT_TYPES)
         .with_max_batch(facts::BATCH)
-        .spawn(store.clone(), facts::CallLoggingFacts, shutdown.clone()),
+        .spawn_batched(store.clone(), facts::CallLoggingFacts, shutdown.clone()),
     );
     consumers.push(
         RemoteConsumer::new(
@@ -160,7 +162,7 @@ pub async fn start(
             &facts::COMPLAINT_CATEGORIES,
         )
         .with_max_batch(facts::BATCH)
-        .spawn(store, facts::ComplaintFacts, shutdown.clone()),
+        .spawn_batched(store, facts::ComplaintFacts, shutdown.clone()),
     );
     Ok((host, consumers))
 }

@@ -7,7 +7,8 @@
 //! - report query latency on the projected data.
 //!
 //! Run: `cargo run --release -p callback-bench --bin analytics_bench`
-//! (`BENCH_EVENTS`, default 5,000,000.)
+//! (`BENCH_EVENTS`, default 5,000,000; `BENCH_REUSE=1` keeps the log of an earlier run on the
+//! same server instead of writing it again.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +20,8 @@ use callback_analytics::facts::{
 use callback_analytics::report::ReportSpec;
 use callback_bench::{env_or, environment, percentile, write_section, BenchDb};
 use callback_eventstore::{
-    apply_batch, Checkpoint, EventStore, ExpectedVersion, Filter, NewEvent, RecordedEvent,
-    StreamName, SubscriptionItem,
+    BatchProjection, Checkpoint, EventStore, ExpectedVersion, Filter, NewEvent, Pipeline,
+    RecordedEvent, StreamName, SubscriptionItem,
 };
 use chrono::{DateTime, Duration as Span, TimeZone, Utc};
 use serde_json::json;
@@ -138,13 +139,30 @@ async fn raw_read(store: &EventStore) -> anyhow::Result<(u64, Duration)> {
     Ok((n, started.elapsed()))
 }
 
-/// The projection from zero to the end of the log, in batches with their checkpoint.
+/// Clears the callback facts and their checkpoint, as a rebuild does.
+async fn reset_read_model(store: &EventStore) -> anyhow::Result<()> {
+    let mut tx = store.pool().begin().await?;
+    sqlx::query("TRUNCATE an_tenants, an_callbacks")
+        .execute(&mut *tx)
+        .await?;
+    store
+        .reset_checkpoint(&mut tx, "analytics.scheduling_facts")
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The projection from zero to the end of the log, in batches with their checkpoint, as the
+/// analytics consumer applies them while catching up: each batch is folded while the previous
+/// one is written.
 async fn catch_up(store: &EventStore) -> anyhow::Result<(u64, Duration)> {
     let started = Instant::now();
     // The same filter the analytics consumer asks the scheduling feed for.
     let filter = Filter::categories(SCHEDULING_CATEGORIES).with_event_types(SCHEDULING_EVENT_TYPES);
-    let mut subscription = store.subscribe(Checkpoint::START, filter);
-    let mut projection = SchedulingFacts;
+    let projection = Arc::new(SchedulingFacts);
+    let stored = store.load_checkpoint(projection.name()).await?;
+    let mut subscription = store.subscribe(stored, filter);
+    let mut pipeline = Pipeline::new(store.clone(), projection, stored);
     let mut batch: Vec<RecordedEvent> = Vec::with_capacity(BATCH);
     let mut applied = 0u64;
     loop {
@@ -153,15 +171,15 @@ async fn catch_up(store: &EventStore) -> anyhow::Result<(u64, Duration)> {
                 batch.push(event);
                 if batch.len() == BATCH {
                     let up_to = batch[batch.len() - 1].checkpoint;
-                    applied += apply_batch(store, &mut projection, &batch, up_to).await? as u64;
+                    pipeline.submit(&batch, up_to).await?;
+                    applied += batch.len() as u64;
                     batch.clear();
                 }
             }
             SubscriptionItem::CaughtUp(up_to) => {
-                if !batch.is_empty() {
-                    applied += apply_batch(store, &mut projection, &batch, up_to).await? as u64;
-                    batch.clear();
-                }
+                pipeline.submit(&batch, up_to).await?;
+                applied += batch.len() as u64;
+                pipeline.settle().await?;
                 break;
             }
         }
@@ -172,7 +190,7 @@ async fn catch_up(store: &EventStore) -> anyhow::Result<(u64, Duration)> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let target: u64 = env_or("BENCH_EVENTS", 5_000_000);
-    let db = BenchDb::create("callback_bench_analytics", 12).await?;
+    let db = BenchDb::reuse_or_create("callback_bench_analytics", 12).await?;
     let env = environment(&db.pool).await?;
     println!("{env}");
     let store = EventStore::open(db.pool.clone()).await?;
@@ -181,15 +199,35 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     callback_analytics::migrator().run(&db.pool).await?;
 
-    let t = Instant::now();
-    let (events, callbacks) = generate(&store, target).await?;
-    println!(
-        "wrote {events} events ({callbacks} callbacks) in {:.0} s",
-        t.elapsed().as_secs_f64()
-    );
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.pool)
+        .await?;
+    let (events, callbacks) = if existing as u64 >= target {
+        println!("reusing the {existing} events of an earlier run (BENCH_REUSE=1)");
+        let callbacks: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE event_type = 'CallbackScheduled'",
+        )
+        .fetch_one(&db.pool)
+        .await?;
+        (existing as u64, callbacks as u64)
+    } else {
+        anyhow::ensure!(
+            existing == 0,
+            "the kept database has only {existing} events: run once without BENCH_REUSE"
+        );
+        let t = Instant::now();
+        let (events, callbacks) = generate(&store, target).await?;
+        println!(
+            "wrote {events} events ({callbacks} callbacks) in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        (events, callbacks)
+    };
     sqlx::query("VACUUM ANALYZE events")
         .execute(&db.pool)
         .await?;
+    // A reused database keeps the previous run's read model: start from zero.
+    reset_read_model(&store).await?;
 
     // The ceiling: the faster of two plain reads (the second with a warm cache).
     let (raw_n, first_raw) = raw_read(&store).await?;
@@ -229,14 +267,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Full rebuild: clear the read model and its checkpoint, then catch up again.
     let t = Instant::now();
-    let mut tx = store.pool().begin().await?;
-    sqlx::query("TRUNCATE an_tenants, an_callbacks")
-        .execute(&mut *tx)
-        .await?;
-    store
-        .reset_checkpoint(&mut tx, "analytics.scheduling_facts")
-        .await?;
-    tx.commit().await?;
+    reset_read_model(&store).await?;
     let (rebuilt, _) = catch_up(&store).await?;
     let rebuild = t.elapsed();
     anyhow::ensure!(
