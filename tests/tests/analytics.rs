@@ -22,7 +22,7 @@ use callback_proto::v1::{
     PublishTenantRequest, ReportRequest, ReportResponse, SpotCheckRequest, Subject,
 };
 use callback_tests::{eventually, System};
-use chrono::{DateTime, Duration as Span, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration as Span, TimeZone, Utc};
 use prost_types::Timestamp;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
@@ -321,6 +321,10 @@ async fn run_day(c: &mut Clients, clock: &ManualClock, rng: &mut Lcg, day: u32, 
 #[derive(Debug, Default, PartialEq)]
 struct Expected {
     callbacks: BTreeMap<String, Vec<Option<f64>>>,
+    /// Due and reached callbacks by the local day (and the local week's Monday) of their due
+    /// time; the tenant is in Shanghai (UTC+8 all year).
+    by_day: BTreeMap<String, Vec<Option<f64>>>,
+    by_week: BTreeMap<String, Vec<Option<f64>>>,
     satisfaction: BTreeMap<String, Vec<Option<f64>>>,
     complaints: BTreeMap<String, Vec<Option<f64>>>,
     honesty: BTreeMap<String, Vec<Option<f64>>>,
@@ -474,6 +478,19 @@ async fn expected_from_log(
         cb.status != "cancelled" && cb.due_at.is_some_and(|d| d >= from && d < to && d <= now)
     };
     let mut expected = Expected::default();
+    let china = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+    for cb in callbacks.values().filter(|cb| in_range(cb)) {
+        let day = cb.due_at.unwrap().with_timezone(&china).date_naive();
+        let monday = day - Span::days(i64::from(day.weekday().num_days_from_monday()));
+        let reached = f64::from(cb.status == "completed");
+        for (periods, key) in [(&mut expected.by_day, day), (&mut expected.by_week, monday)] {
+            let figures = periods
+                .entry(key.format("%Y-%m-%d").to_string())
+                .or_insert_with(|| vec![Some(0.0), Some(0.0)]);
+            figures[0] = figures[0].map(|n| n + 1.0);
+            figures[1] = figures[1].map(|n| n + reached);
+        }
+    }
     let mut by_department: BTreeMap<String, Vec<&Cb>> = BTreeMap::new();
     for cb in callbacks.values().filter(|cb| in_range(cb)) {
         by_department
@@ -652,7 +669,20 @@ async fn from_service(c: &mut Clients, from: DateTime<Utc>, to: DateTime<Utc>) -
                 .into_inner()
         }
     };
+    let by_period = |granularity: &'static str| {
+        let mut client = c.analytics.clone();
+        async move {
+            let mut request = request("callbacks", "", from, to);
+            request.group_by.clear();
+            request.granularity = granularity.into();
+            client.report(request).await.unwrap().into_inner()
+        }
+    };
+    let by_day = figures(&by_period("day").await, &["due", "reached"]);
+    let by_week = figures(&by_period("week").await, &["due", "reached"]);
     Expected {
+        by_day,
+        by_week,
         callbacks: figures(
             &get("callbacks", "department").await,
             &[
@@ -714,6 +744,8 @@ fn close(a: &Expected, b: &Expected) -> bool {
             })
     };
     same(&a.callbacks, &b.callbacks)
+        && same(&a.by_day, &b.by_day)
+        && same(&a.by_week, &b.by_week)
         && same(&a.satisfaction, &b.satisfaction)
         && same(&a.complaints, &b.complaints)
         && same(&a.honesty, &b.honesty)

@@ -223,17 +223,10 @@ impl Calendar {
         } else {
             (date, time.minutes())
         };
-        let mut local =
-            NaiveDateTime::new(date, NaiveTime::MIN) + Duration::minutes(i64::from(minutes));
-        // Gaps are at most a few hours; step forward to their end.
-        for _ in 0..(6 * 60) {
-            match self.tz.from_local_datetime(&local) {
-                LocalResult::Single(t) => return t.with_timezone(&Utc),
-                LocalResult::Ambiguous(earlier, _) => return earlier.with_timezone(&Utc),
-                LocalResult::None => local += Duration::minutes(1),
-            }
-        }
-        Utc.from_utc_datetime(&local)
+        resolve_local(
+            self.tz,
+            NaiveDateTime::new(date, NaiveTime::MIN) + Duration::minutes(i64::from(minutes)),
+        )
     }
 
     /// The calling windows of a local date as UTC intervals `[start, end)`; empty on a
@@ -376,4 +369,24 @@ impl Calendar {
     pub fn end_of_day(&self, date: NaiveDate) -> DateTime<Utc> {
         self.resolve(date, TimeOfDay::END_OF_DAY)
     }
+}
+
+/// The instant a local wall-clock time means in `tz`. In a DST gap the wall-clock time does not
+/// exist: the first instant after the gap is used. In an overlap, the earlier.
+pub fn resolve_local(tz: Tz, mut local: NaiveDateTime) -> DateTime<Utc> {
+    // Gaps are at most a few hours; step forward to their end.
+    for _ in 0..(6 * 60) {
+        match tz.from_local_datetime(&local) {
+            LocalResult::Single(t) => return t.with_timezone(&Utc),
+            LocalResult::Ambiguous(earlier, _) => return earlier.with_timezone(&Utc),
+            LocalResult::None => local += Duration::minutes(1),
+        }
+    }
+    Utc.from_utc_datetime(&local)
+}
+
+/// The instant a local date begins in `tz` (see [`resolve_local`] for days that begin in a
+/// DST gap or overlap).
+pub fn start_of_local_day(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
+    resolve_local(tz, NaiveDateTime::new(date, NaiveTime::MIN))
 }

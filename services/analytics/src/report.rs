@@ -2,7 +2,9 @@
 //! and the SQL that computes it from the fact tables. Every metric is defined in words in
 //! `docs/METRICS.md`; the SQL here is the one place that computes it.
 
-use chrono::{DateTime, Duration, Utc};
+use callback_calendar::start_of_local_day;
+use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, Utc};
+use chrono_tz::Tz;
 
 /// A report request that cannot be answered, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -290,17 +292,48 @@ impl Granularity {
         }
     }
 
-    /// The period label of a time, in the tenant's time zone `$4`.
-    fn label(self, time: &str) -> Option<String> {
-        let (unit, format) = match self {
-            Granularity::Whole => return None,
-            Granularity::Day => ("day", "YYYY-MM-DD"),
-            Granularity::Week => ("week", "YYYY-MM-DD"),
-            Granularity::Month => ("month", "YYYY-MM"),
+    /// How a period is labelled (`to_char` format of its start in the tenant's zone).
+    fn label_format(self) -> Option<&'static str> {
+        match self {
+            Granularity::Whole => None,
+            Granularity::Day | Granularity::Week => Some("YYYY-MM-DD"),
+            Granularity::Month => Some("YYYY-MM"),
+        }
+    }
+
+    /// The instants at which the periods covering `[from, to)` begin in `tz`: local midnights
+    /// of each day, Monday or first of the month, the first at or before `from`. Empty for a
+    /// report without periods.
+    pub fn period_starts(
+        self,
+        tz: Tz,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
+        let first = from.with_timezone(&tz).date_naive();
+        let (mut date, step): (NaiveDate, fn(NaiveDate) -> Option<NaiveDate>) = match self {
+            Granularity::Whole => return Vec::new(),
+            Granularity::Day => (first, |d| d.succ_opt()),
+            Granularity::Week => (
+                first - Duration::days(i64::from(first.weekday().num_days_from_monday())),
+                |d| d.checked_add_signed(Duration::days(7)),
+            ),
+            Granularity::Month => (first.with_day(1).unwrap_or(first), |d| {
+                d.checked_add_months(Months::new(1))
+            }),
         };
-        Some(format!(
-            "to_char(date_trunc('{unit}', {time} AT TIME ZONE $4), '{format}')"
-        ))
+        let mut starts = Vec::new();
+        loop {
+            let start = start_of_local_day(tz, date);
+            if start >= to && !starts.is_empty() {
+                return starts;
+            }
+            starts.push(start);
+            match step(date) {
+                Some(next) => date = next,
+                None => return starts,
+            }
+        }
     }
 }
 
@@ -409,7 +442,13 @@ impl ReportSpec {
 
     /// The SQL: keys as text, then each metric's value and sample size. Parameters: `$1`
     /// tenant, `$2` from, `$3` to, `$4` time zone, `$5` now, `$6` population (may be NULL),
-    /// then the filter values in order.
+    /// `$7` the period starts ([`Granularity::period_starts`]), then the filter values in order.
+    ///
+    /// The inner query puts each fact row in its period by a binary search of the period starts
+    /// (`width_bucket`, instead of converting every row's time to the tenant's zone) and groups
+    /// by the keys under the "C" collation (the same groups, as collations here are
+    /// deterministic), so PostgreSQL hashes the groups instead of sorting every fact row by
+    /// locale-aware text; the outer query labels and orders only the groups.
     pub fn sql(&self) -> String {
         let (source, time) = self.kind.source();
         let expr = |name: &str| -> &'static str {
@@ -420,25 +459,39 @@ impl ReportSpec {
                 .map(|(_, sql)| *sql)
                 .unwrap_or("''")
         };
-        let mut keys: Vec<String> = Vec::new();
-        if let Some(period) = self.granularity.label(time) {
-            keys.push(period);
+        let mut inner: Vec<String> = Vec::new();
+        let mut outer: Vec<String> = Vec::new();
+        if let Some(format) = self.granularity.label_format() {
+            inner.push(format!("width_bucket({time}, $7::timestamptz[]) AS period"));
+            outer.push(format!(
+                "to_char(($7::timestamptz[])[g.period] AT TIME ZONE $4, '{format}')"
+            ));
         }
-        keys.extend(self.group_by.iter().map(|d| format!("({})::text", expr(d))));
-        let mut select: Vec<String> = keys.clone();
-        for (_, value, sample, _) in self.kind.metrics() {
-            select.push(format!("({value})::float8"));
-            select.push(format!("({sample})::bigint"));
+        for (i, d) in self.group_by.iter().enumerate() {
+            inner.push(format!("({})::text COLLATE \"C\" AS k{i}", expr(d)));
+            outer.push(format!("g.k{i} COLLATE \"default\""));
         }
-        let mut sql = format!("SELECT {} {source}", select.join(", "));
+        let keys = inner.len();
+        for (j, (_, value, sample, _)) in self.kind.metrics().iter().enumerate() {
+            inner.push(format!("({value})::float8 AS v{j}"));
+            inner.push(format!("({sample})::bigint AS n{j}"));
+            outer.push(format!("g.v{j}"));
+            outer.push(format!("g.n{j}"));
+        }
+        let mut sql = format!("SELECT {} {source}", inner.join(", "));
         for (i, (name, _)) in self.filters.iter().enumerate() {
-            sql.push_str(&format!(" AND ({})::text = ${}", expr(name), i + 7));
+            sql.push_str(&format!(" AND ({})::text = ${}", expr(name), i + 8));
         }
-        if !keys.is_empty() {
-            let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
-            sql.push_str(&format!(" GROUP BY {0} ORDER BY {0}", positions.join(", ")));
+        if keys == 0 {
+            return sql;
         }
-        sql
+        let positions: Vec<String> = (1..=keys).map(|i| i.to_string()).collect();
+        sql.push_str(&format!(" GROUP BY {}", positions.join(", ")));
+        format!(
+            "SELECT {} FROM ({sql}) g ORDER BY {}",
+            outer.join(", "),
+            positions.join(", ")
+        )
     }
 }
 
@@ -612,9 +665,69 @@ mod tests {
         .unwrap();
         assert_eq!(s.key_names(), ["period", "department"]);
         let sql = s.sql();
-        assert!(sql.contains("date_trunc('month', c.due_at AT TIME ZONE $4)"));
-        assert!(sql.contains("(c.channel)::text = $7"));
-        assert!(sql.ends_with("GROUP BY 1, 2 ORDER BY 1, 2"));
+        assert!(sql.contains("width_bucket(c.due_at, $7::timestamptz[]) AS period"));
+        assert!(sql.contains("to_char(($7::timestamptz[])[g.period] AT TIME ZONE $4, 'YYYY-MM')"));
+        assert!(sql.contains("(c.channel)::text = $8"));
+        assert!(sql.contains("GROUP BY 1, 2) g"));
+        assert!(sql.ends_with("ORDER BY 1, 2"));
+    }
+
+    fn utc(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn periods_start_at_local_midnights_of_days_mondays_and_months() {
+        let shanghai: Tz = "Asia/Shanghai".parse().unwrap();
+        // Wednesday 25 November 2026, 10:00 in Shanghai.
+        let (from, to) = (utc(2026, 11, 25, 2), utc(2026, 12, 9, 0));
+        assert_eq!(
+            Granularity::Day.period_starts(shanghai, from, from + Duration::days(2)),
+            [
+                utc(2026, 11, 24, 16),
+                utc(2026, 11, 25, 16),
+                utc(2026, 11, 26, 16)
+            ]
+        );
+        assert_eq!(
+            Granularity::Week.period_starts(shanghai, from, to),
+            [
+                utc(2026, 11, 22, 16),
+                utc(2026, 11, 29, 16),
+                utc(2026, 12, 6, 16)
+            ]
+        );
+        assert_eq!(
+            Granularity::Month.period_starts(shanghai, from, to),
+            [utc(2026, 10, 31, 16), utc(2026, 11, 30, 16)]
+        );
+        assert!(Granularity::Whole
+            .period_starts(shanghai, from, to)
+            .is_empty());
+    }
+
+    #[test]
+    fn a_day_that_begins_in_a_dst_gap_or_overlap_starts_at_its_first_instant() {
+        // Havana moves its clocks at midnight: on 11 March 2018 from 00:00 to 01:00 (the day
+        // begins at 01:00 CDT), on 4 November 2018 from 01:00 back to 00:00 (midnight happens
+        // twice; the day begins at the first).
+        let havana: Tz = "America/Havana".parse().unwrap();
+        assert_eq!(
+            Granularity::Day.period_starts(havana, utc(2018, 3, 10, 12), utc(2018, 3, 12, 12)),
+            [
+                utc(2018, 3, 10, 5),
+                utc(2018, 3, 11, 5),
+                utc(2018, 3, 12, 4)
+            ]
+        );
+        assert_eq!(
+            Granularity::Day.period_starts(havana, utc(2018, 11, 3, 12), utc(2018, 11, 5, 12)),
+            [
+                utc(2018, 11, 3, 4),
+                utc(2018, 11, 4, 4),
+                utc(2018, 11, 5, 5)
+            ]
+        );
     }
 
     #[test]
