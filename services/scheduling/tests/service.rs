@@ -690,3 +690,85 @@ async fn a_rescheduled_appointment_moves_its_reminder() {
         Some("moved by appointment.rescheduled")
     );
 }
+
+#[tokio::test]
+async fn outcomes_applied_in_lanes_take_effect_once_when_the_checkpoint_is_lost() {
+    use callback_eventstore::{apply_batch, ExpectedVersion, NewEvent, Projection, StreamName};
+    use callback_scheduling::outcomes::OutcomeConsumer;
+
+    let (_db, app, clock) = setup().await;
+    let store = app.store().clone();
+    store
+        .register_categories("call-logging", &["call_attempt"])
+        .await
+        .unwrap();
+    for i in 0..6 {
+        let (fact, subject) = discharge(&format!("lane{i}"), shanghai(2026, 9, 7, 8, 30), None);
+        app.ingest(fact, subject).await.unwrap();
+    }
+    clock.set(shanghai(2026, 9, 8, 9, 0));
+    let mut claimed = Vec::new();
+    while let Some(claim) = app
+        .claim_next("hospital", "nurse-wang", &[], 0)
+        .await
+        .unwrap()
+    {
+        claimed.push(claim);
+    }
+    assert_eq!(claimed.len(), 6);
+    // Call-logging's facts: half reached, half no answer.
+    for (i, claim) in claimed.iter().enumerate() {
+        let kind = if i % 2 == 0 { "reached" } else { "no_answer" };
+        let payload = json!({
+            "callback_id": claim.state.scheduled.callback_id, "attempt_id": format!("lane-attempt-{i}"),
+            "agent_id": "nurse-wang", "lease_id": claim.lease_id, "disposition": {"kind": kind},
+            "ended_at": shanghai(2026, 9, 8, 9, 5),
+        });
+        store
+            .append(
+                &StreamName::new("call_attempt", format!("lane-attempt-{i}")).unwrap(),
+                ExpectedVersion::NoStream,
+                &[NewEvent::new("CallAttemptLogged", &payload).unwrap()],
+            )
+            .await
+            .unwrap();
+    }
+    let page = store
+        .read_all(
+            Checkpoint::START,
+            &Filter::categories(["call_attempt"]),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 6);
+
+    // The lanes commit, then the consumer's own transaction (the checkpoint) is lost.
+    let mut consumer = OutcomeConsumer::new(app.clone());
+    let mut lost = store.begin_consumer(consumer.name()).await.unwrap();
+    consumer.apply(lost.conn(), &page.events).await.unwrap();
+    drop(lost);
+    assert_eq!(
+        store.load_checkpoint(consumer.name()).await.unwrap(),
+        Checkpoint::START
+    );
+    // The replay applies nothing twice.
+    apply_batch(&store, &mut consumer, &page.events, page.checkpoint)
+        .await
+        .unwrap();
+    for (i, claim) in claimed.iter().enumerate() {
+        let id = claim.state.scheduled.callback_id;
+        let (state, _) = app.load(id).await.unwrap();
+        assert_eq!(state.attempts, 1, "callback {i}");
+        let expected = if i % 2 == 0 {
+            Status::Completed
+        } else {
+            Status::Scheduled
+        };
+        assert_eq!(state.status, expected, "callback {i}");
+    }
+    assert_eq!(
+        store.load_checkpoint(consumer.name()).await.unwrap(),
+        page.checkpoint
+    );
+}

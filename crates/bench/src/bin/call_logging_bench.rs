@@ -1,6 +1,7 @@
 //! Call-logging benchmark: `LogCallAttempt` throughput and latency through gRPC with 32
-//! concurrent clients (each claims a callback from scheduling, then reports a no-answer), and
-//! the delay from an attempt being logged to the scheduling service having applied it.
+//! concurrent clients (each claims a callback from scheduling, then reports a no-answer; and
+//! again with the callbacks claimed before the clock starts, LogCallAttempt alone), and the
+//! delay from an attempt being logged to the scheduling service having applied it.
 //!
 //! Run: `cargo run --release -p callback-bench --bin call_logging_bench`
 //! (`BENCH_SECONDS`, default 10; `BENCH_CALLBACKS` ingested first, default 20,000.)
@@ -92,10 +93,30 @@ async fn main() -> anyhow::Result<()> {
     let raw = raw_single_insert_rate(&db.pool, 32, Duration::from_secs(5)).await?;
 
     let store = EventStore::open(db.pool.clone()).await?;
-    let max = run_phase(&store, &config, duration, None, "max").await?;
+    let max = run_phase(&store, &config, duration, None, Claims::InTheLoop, "max").await?;
     // Half the measured maximum, spread over the 32 clients.
     let pace = Duration::from_secs_f64(32.0 / (max.rate / 2.0).max(1.0));
-    let half = run_phase(&store, &config, duration, Some(pace), "half").await?;
+    let half = run_phase(
+        &store,
+        &config,
+        duration,
+        Some(pace),
+        Claims::InTheLoop,
+        "half",
+    )
+    .await?;
+    // LogCallAttempt alone: the callbacks are claimed before the clock starts (a client stops
+    // early if it runs out).
+    let per_client = (callbacks / 32).min(600);
+    let alone = run_phase(
+        &store,
+        &config,
+        duration,
+        None,
+        Claims::Beforehand(per_client),
+        "alone",
+    )
+    .await?;
     services.stop().await;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (rate, attempts, latencies, propagation) =
@@ -116,6 +137,16 @@ async fn main() -> anyhow::Result<()> {
         half.propagation.len(),
         half.attempts
     );
+    println!(
+        "LogCallAttempt alone (claimed beforehand): {:.0}/s p50 {:.1} ms p99 {:.1} ms; propagation p50 {:.1} ms p99 {:.1} ms ({} of {} matched)",
+        alone.rate,
+        ms(percentile(&alone.latencies, 0.5)),
+        ms(percentile(&alone.latencies, 0.99)),
+        ms(percentile(&alone.propagation, 0.5)),
+        ms(percentile(&alone.propagation, 0.99)),
+        alone.propagation.len(),
+        alone.attempts
+    );
     let body = format!(
         "## Call logging (`call_logging_bench`)\n\n\
          Command: `cargo run --release -p callback-bench --bin call_logging_bench` (BENCH_SECONDS={seconds}, \
@@ -127,9 +158,12 @@ async fn main() -> anyhow::Result<()> {
          | LogCallAttempt, 32 concurrent clients | {rate:.0} attempts/s, p50 {:.1} ms, p99 {:.1} ms | >= 2,000/s |\n\
          | logged -> applied by scheduling (seen as its CallbackAttempted event), at that maximum rate | p50 {:.1} ms, p99 {:.1} ms over {} attempts | p99 < 100 ms |\n\
          | the same, paced at half the maximum ({:.0} attempts/s) | p50 {:.1} ms, p99 {:.1} ms over {} attempts | p99 < 100 ms |\n\
+         | LogCallAttempt alone, 32 concurrent clients, each with up to {per_client} callbacks claimed before the clock starts | {:.0} attempts/s over {} attempts, p50 {:.1} ms, p99 {:.1} ms | >= 2,000/s |\n\
+         | logged -> applied by scheduling, in that phase | p50 {:.1} ms, p99 {:.1} ms over {} attempts | p99 < 100 ms |\n\
          | raw single-row INSERT, 32 connections, same run | {raw:.0} rows/s | |\n\n\
-         The attempt rate is bounded by the loop itself: every attempt needs a fresh claim (a second gRPC call and \
-         transaction), and the 2 cores are shared by both services, PostgreSQL and the 32 clients.\n",
+         In the first rows every attempt needs a fresh claim (a second gRPC call and transaction) inside the measured \
+         loop; the \"alone\" row measures LogCallAttempt by itself (with its lease check and scheduling applying the \
+         outcome). The 2 cores are shared by both services, PostgreSQL and the 32 clients.\n",
         ms(percentile(latencies, 0.5)),
         ms(percentile(latencies, 0.99)),
         ms(percentile(propagation, 0.5)),
@@ -139,6 +173,13 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&half.propagation, 0.5)),
         ms(percentile(&half.propagation, 0.99)),
         half.propagation.len(),
+        alone.rate,
+        alone.attempts,
+        ms(percentile(&alone.latencies, 0.5)),
+        ms(percentile(&alone.latencies, 0.99)),
+        ms(percentile(&alone.propagation, 0.5)),
+        ms(percentile(&alone.propagation, 0.99)),
+        alone.propagation.len(),
     );
     let path = write_section("call-logging-bench", &body)?;
     println!("wrote {}", path.display());
@@ -152,13 +193,23 @@ struct Phase {
     propagation: Vec<Duration>,
 }
 
-/// One measured phase: 32 clients claim and log no-answers, unpaced (`pace` None) or each at
-/// one attempt per `pace`; attempt ids carry `tag` so phases do not mix.
+/// How the clients of a phase get the callbacks they log attempts for.
+#[derive(Clone, Copy)]
+enum Claims {
+    /// Each attempt is preceded by its own ClaimNext, inside the measured loop.
+    InTheLoop,
+    /// Each client claims this many callbacks before the clock starts and then only logs.
+    Beforehand(usize),
+}
+
+/// One measured phase: 32 clients log no-answers, unpaced (`pace` None) or each at one attempt
+/// per `pace`; attempt ids carry `tag` so phases do not mix.
 async fn run_phase(
     store: &EventStore,
     config: &Config,
     duration: Duration,
     pace: Option<Duration>,
+    claims: Claims,
     tag: &str,
 ) -> anyhow::Result<Phase> {
     let channel = |kind: ServiceKind| -> anyhow::Result<Channel> {
@@ -187,16 +238,36 @@ async fn run_phase(
         })
     };
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let stop_at = Instant::now() + duration;
-    let started = Instant::now();
+    // The clock starts once every client has its claims (if it claims beforehand).
+    let ready = Arc::new(tokio::sync::Barrier::new(33));
     let mut tasks = Vec::new();
     for worker in 0..32usize {
         let mut scheduling = SchedulingClient::new(channel(ServiceKind::Scheduling)?);
         let mut calls = CallLoggingClient::new(channel(ServiceKind::CallLogging)?);
-        let (latencies, logged_at) = (latencies.clone(), logged_at.clone());
+        let (latencies, logged_at, ready) = (latencies.clone(), logged_at.clone(), ready.clone());
         let tag = tag.to_owned();
         tasks.push(tokio::spawn(async move {
             let agent = format!("agent-{worker}");
+            let claim = |scheduling: &mut SchedulingClient<Channel>| {
+                let request = ClaimNextRequest {
+                    tenant_id: TENANT.into(),
+                    agent_id: agent.clone(),
+                    ..Default::default()
+                };
+                let mut scheduling = scheduling.clone();
+                async move { anyhow::Ok(scheduling.claim_next(request).await?.into_inner().claimed) }
+            };
+            let mut held = Vec::new();
+            if let Claims::Beforehand(count) = claims {
+                while held.len() < count {
+                    match claim(&mut scheduling).await? {
+                        Some(c) => held.push(c),
+                        None => break,
+                    }
+                }
+            }
+            ready.wait().await;
+            let stop_at = Instant::now() + duration;
             let mut n = 0u64;
             let mut mine = Vec::new();
             let mut ticker = pace.map(|p| {
@@ -208,15 +279,13 @@ async fn run_phase(
                 if let Some(ticker) = ticker.as_mut() {
                     ticker.tick().await;
                 }
-                let claimed = scheduling
-                    .claim_next(ClaimNextRequest {
-                        tenant_id: TENANT.into(),
-                        agent_id: agent.clone(),
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner()
-                    .claimed;
+                let claimed = match claims {
+                    Claims::InTheLoop => claim(&mut scheduling).await?,
+                    Claims::Beforehand(_) => match held.pop() {
+                        Some(c) => Some(c),
+                        None => break,
+                    },
+                };
                 let Some(c) = claimed else {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
@@ -251,6 +320,8 @@ async fn run_phase(
             anyhow::Ok(n)
         }));
     }
+    ready.wait().await;
+    let started = Instant::now();
     let mut attempts = 0;
     for task in tasks {
         attempts += task.await??;
