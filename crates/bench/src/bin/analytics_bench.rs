@@ -373,7 +373,8 @@ async fn main() -> anyhow::Result<()> {
          following the log with 0-7 days' jitter, as callbacks planned from facts as they arrive). \
          The callback-facts projection runs in-process on the store's subscription (prefetching pages), \
          folding each batch of {BATCH} events in memory and writing it with one multi-row upsert and its \
-         checkpoint in one transaction.\n\n{env}\n\
+         checkpoint in one transaction, the next batch folded while the previous one is written (as the \
+         service's consumers do). `BENCH_REUSE=1` reuses the log of an earlier run on the same server.\n\n{env}\n\
          | measure | result |\n|---|---|\n\
          | raw ordered read (plain streaming SELECT of every row, the faster of two, same run) | {raw_rate:.0} events/s ({:.1} s) |\n\
          | the store's subscription alone (no projection) | {subscription_rate:.0} events/s ({:.1} s), {:.0}% of the raw read |\n\
