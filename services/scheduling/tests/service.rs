@@ -733,14 +733,22 @@ async fn outcomes_applied_in_lanes_take_effect_once_when_the_checkpoint_is_lost(
             .await
             .unwrap();
     }
-    let page = store
-        .read_all(
-            Checkpoint::START,
-            &Filter::categories(["call_attempt"]),
-            100,
-        )
-        .await
-        .unwrap();
+    // Another test's open transaction may hold the visibility horizon back for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        let page = store
+            .read_all(
+                Checkpoint::START,
+                &Filter::categories(["call_attempt"]),
+                100,
+            )
+            .await
+            .unwrap();
+        if page.events.len() == 6 || std::time::Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(page.events.len(), 6);
 
     // The lanes commit, then the consumer's own transaction (the checkpoint) is lost.
