@@ -103,6 +103,26 @@ fn discharge(id: &str, at: DateTime<Utc>, owner: Option<&str>) -> (BusinessFact,
     )
 }
 
+/// The log's events of a category once at least `expected` are visible: another test's open
+/// transaction may hold the visibility horizon back for a moment.
+async fn visible_events(
+    store: &EventStore,
+    category: &str,
+    expected: usize,
+) -> callback_eventstore::ReadPage {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = store
+            .read_all(Checkpoint::START, &Filter::categories([category]), 10_000)
+            .await
+            .unwrap();
+        if page.events.len() >= expected || std::time::Instant::now() > deadline {
+            return page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn event_count(app: &Scheduling) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(app.store().pool())
@@ -555,11 +575,7 @@ async fn time_travel_and_rebuild_reproduce_the_read_model() {
         Err(Error::NotFound(_))
     ));
     // The log holds every callback's events; nothing was updated in place.
-    let page = app
-        .store()
-        .read_all(Checkpoint::START, &Filter::categories(["callback"]), 10_000)
-        .await
-        .unwrap();
+    let page = visible_events(app.store(), "callback", before.len()).await;
     assert!(page.events.len() >= before.len());
 }
 
@@ -733,22 +749,7 @@ async fn outcomes_applied_in_lanes_take_effect_once_when_the_checkpoint_is_lost(
             .await
             .unwrap();
     }
-    // Another test's open transaction may hold the visibility horizon back for a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let page = loop {
-        let page = store
-            .read_all(
-                Checkpoint::START,
-                &Filter::categories(["call_attempt"]),
-                100,
-            )
-            .await
-            .unwrap();
-        if page.events.len() == 6 || std::time::Instant::now() > deadline {
-            break page;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let page = visible_events(&store, "call_attempt", 6).await;
     assert_eq!(page.events.len(), 6);
 
     // The lanes commit, then the consumer's own transaction (the checkpoint) is lost.
