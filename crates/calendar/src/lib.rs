@@ -374,8 +374,8 @@ impl Calendar {
 /// The instant a local wall-clock time means in `tz`. In a DST gap the wall-clock time does not
 /// exist: the first instant after the gap is used. In an overlap, the earlier.
 pub fn resolve_local(tz: Tz, mut local: NaiveDateTime) -> DateTime<Utc> {
-    // Gaps are at most a few hours; step forward to their end.
-    for _ in 0..(6 * 60) {
+    // Gaps are at most a day (Samoa skipped 30 December 2011); step forward to their end.
+    for _ in 0..(25 * 60) {
         match tz.from_local_datetime(&local) {
             LocalResult::Single(t) => return t.with_timezone(&Utc),
             LocalResult::Ambiguous(earlier, _) => return earlier.with_timezone(&Utc),

@@ -208,7 +208,8 @@ impl RemoteConsumer {
                 () = shutdown.wait() => return Ok(()),
             };
             let full = batch.len() >= self.max_batch;
-            let mut flush = received.is_none() || full;
+            let lull = received.is_none();
+            let mut flush = lull || full;
             let mut ended = None;
             match received {
                 None => {}
@@ -242,7 +243,7 @@ impl RemoteConsumer {
                 let mut committed = applier.apply(&batch, up_to).await?;
                 // Only a full batch while catching up may leave its write in flight: anything
                 // else (a lull, a heartbeat, caught up, the end) is committed before reporting.
-                let settle = !full || caught_up || ended.is_some();
+                let settle = !full || lull || caught_up || ended.is_some();
                 if settle {
                     committed = applier.settle().await?;
                 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::report::{Figure, Report, ReportKind, ReportRow, ReportSpec};
+use crate::report::{Figure, Granularity, Report, ReportKind, ReportRow, ReportSpec};
 use crate::settings::{in_spot_check, reviewer_for, AnalyticsSettings};
 use crate::Error;
 
@@ -149,7 +149,7 @@ impl Analytics {
             .bind(&time_zone)
             .bind(self.now())
             .bind(settings.population.map(|p| p as f64))
-            .bind(period_starts);
+            .bind(&period_starts);
         for (_, value) in &spec.filters {
             query = query.bind(value);
         }
@@ -168,7 +168,18 @@ impl Analytics {
         for row in rows {
             let mut key_values = Vec::with_capacity(keys);
             for i in 0..keys {
-                key_values.push(row.try_get::<Option<String>, _>(i)?.unwrap_or_default());
+                let value = if i == 0 && spec.granularity != Granularity::Whole {
+                    // The period's number among the period starts, counted from 1.
+                    let number: i32 = row.try_get(0)?;
+                    let start = usize::try_from(number - 1)
+                        .ok()
+                        .and_then(|n| period_starts.get(n))
+                        .ok_or_else(|| Error::Corrupt(format!("period number {number}")))?;
+                    spec.granularity.label(tz, *start)
+                } else {
+                    row.try_get::<Option<String>, _>(i)?.unwrap_or_default()
+                };
+                key_values.push(value);
             }
             let mut figures = Vec::with_capacity(metrics.len());
             for (m, (_, _, _, is_count)) in metrics.iter().enumerate() {

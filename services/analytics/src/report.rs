@@ -292,12 +292,14 @@ impl Granularity {
         }
     }
 
-    /// How a period is labelled (`to_char` format of its start in the tenant's zone).
-    fn label_format(self) -> Option<&'static str> {
+    /// The label of the period starting at `start`: its local date (the Monday of a week), or
+    /// its month. Computed here from the same zone data as the period starts, so a server whose
+    /// time-zone database differs cannot label a period as its neighbour.
+    pub fn label(self, tz: Tz, start: DateTime<Utc>) -> String {
+        let local = start.with_timezone(&tz).date_naive();
         match self {
-            Granularity::Whole => None,
-            Granularity::Day | Granularity::Week => Some("YYYY-MM-DD"),
-            Granularity::Month => Some("YYYY-MM"),
+            Granularity::Month => local.format("%Y-%m").to_string(),
+            _ => local.format("%Y-%m-%d").to_string(),
         }
     }
 
@@ -440,7 +442,8 @@ impl ReportSpec {
         self.kind.metrics().iter().map(|m| m.0).collect()
     }
 
-    /// The SQL: keys as text, then each metric's value and sample size. Parameters: `$1`
+    /// The SQL: keys (the period's number in `$7`, counted from 1, then the dimensions as text),
+    /// then each metric's value and sample size. Parameters: `$1`
     /// tenant, `$2` from, `$3` to, `$4` time zone, `$5` now, `$6` population (may be NULL),
     /// `$7` the period starts ([`Granularity::period_starts`]), then the filter values in order.
     ///
@@ -448,7 +451,8 @@ impl ReportSpec {
     /// (`width_bucket`, instead of converting every row's time to the tenant's zone) and groups
     /// by the keys under the "C" collation (the same groups, as collations here are
     /// deterministic), so PostgreSQL hashes the groups instead of sorting every fact row by
-    /// locale-aware text; the outer query labels and orders only the groups.
+    /// locale-aware text; the outer query orders only the groups. Periods are labelled by the
+    /// caller ([`Granularity::label`]).
     pub fn sql(&self) -> String {
         let (source, time) = self.kind.source();
         let expr = |name: &str| -> &'static str {
@@ -461,11 +465,9 @@ impl ReportSpec {
         };
         let mut inner: Vec<String> = Vec::new();
         let mut outer: Vec<String> = Vec::new();
-        if let Some(format) = self.granularity.label_format() {
+        if self.granularity != Granularity::Whole {
             inner.push(format!("width_bucket({time}, $7::timestamptz[]) AS period"));
-            outer.push(format!(
-                "to_char(($7::timestamptz[])[g.period] AT TIME ZONE $4, '{format}')"
-            ));
+            outer.push("g.period".to_owned());
         }
         for (i, d) in self.group_by.iter().enumerate() {
             inner.push(format!("({})::text COLLATE \"C\" AS k{i}", expr(d)));
@@ -666,7 +668,7 @@ mod tests {
         assert_eq!(s.key_names(), ["period", "department"]);
         let sql = s.sql();
         assert!(sql.contains("width_bucket(c.due_at, $7::timestamptz[]) AS period"));
-        assert!(sql.contains("to_char(($7::timestamptz[])[g.period] AT TIME ZONE $4, 'YYYY-MM')"));
+        assert!(sql.starts_with("SELECT g.period, g.k0"));
         assert!(sql.contains("(c.channel)::text = $8"));
         assert!(sql.contains("GROUP BY 1, 2) g"));
         assert!(sql.ends_with("ORDER BY 1, 2"));
@@ -704,6 +706,13 @@ mod tests {
         assert!(Granularity::Whole
             .period_starts(shanghai, from, to)
             .is_empty());
+        let monday = utc(2026, 11, 22, 16);
+        assert_eq!(Granularity::Week.label(shanghai, monday), "2026-11-23");
+        assert_eq!(Granularity::Day.label(shanghai, monday), "2026-11-23");
+        assert_eq!(
+            Granularity::Month.label(shanghai, utc(2026, 10, 31, 16)),
+            "2026-11"
+        );
     }
 
     #[test]

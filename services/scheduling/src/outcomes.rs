@@ -80,13 +80,16 @@ impl Projection for OutcomeConsumer {
         let crosses_callbacks = attempts
             .iter()
             .any(|a| a.disposition == Disposition::DoNotCall);
-        if attempts.len() < 2 || crosses_callbacks {
+        // Each lane takes a connection besides the consumer's own: a small pool gets fewer.
+        let pool_size = self.app.store().pool().options().get_max_connections() as usize;
+        let lane_count = LANES.min(pool_size.saturating_sub(1));
+        if attempts.len() < 2 || crosses_callbacks || lane_count < 2 {
             return apply_in_order(&self.app, conn, &attempts).await;
         }
-        let mut lanes: Vec<Vec<AttemptLogged>> = (0..LANES).map(|_| Vec::new()).collect();
+        let mut lanes: Vec<Vec<AttemptLogged>> = (0..lane_count).map(|_| Vec::new()).collect();
         let mut lane_of: HashMap<Uuid, usize> = HashMap::new();
         for attempt in attempts {
-            let next = lane_of.len() % LANES;
+            let next = lane_of.len() % lane_count;
             let lane = *lane_of.entry(attempt.callback_id).or_insert(next);
             lanes[lane].push(attempt);
         }

@@ -757,6 +757,10 @@ async fn outcomes_applied_in_lanes_take_effect_once_when_the_checkpoint_is_lost(
     let mut lost = store.begin_consumer(consumer.name()).await.unwrap();
     consumer.apply(lost.conn(), &page.events).await.unwrap();
     drop(lost);
+    for claim in &claimed {
+        let (state, _) = app.load(claim.state.scheduled.callback_id).await.unwrap();
+        assert_eq!(state.attempts, 1, "the lanes committed on their own");
+    }
     assert_eq!(
         store.load_checkpoint(consumer.name()).await.unwrap(),
         Checkpoint::START

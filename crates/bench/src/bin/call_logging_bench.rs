@@ -258,15 +258,23 @@ async fn run_phase(
                 async move { anyhow::Ok(scheduling.claim_next(request).await?.into_inner().claimed) }
             };
             let mut held = Vec::new();
+            let mut claimed_beforehand = Ok(());
             if let Claims::Beforehand(count) = claims {
                 while held.len() < count {
-                    match claim(&mut scheduling).await? {
-                        Some(c) => held.push(c),
-                        None => break,
+                    match claim(&mut scheduling).await {
+                        Ok(Some(c)) => held.push(c),
+                        Ok(None) => break,
+                        Err(error) => {
+                            claimed_beforehand = Err(error);
+                            break;
+                        }
                     }
                 }
             }
+            // Every client reaches the barrier, also one that failed, so the run ends with the
+            // error instead of waiting for it.
             ready.wait().await;
+            claimed_beforehand?;
             let stop_at = Instant::now() + duration;
             let mut n = 0u64;
             let mut mine = Vec::new();
