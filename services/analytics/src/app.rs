@@ -116,27 +116,34 @@ impl Analytics {
                 .bind(tenant_id)
                 .fetch_optional(self.store.pool())
                 .await?;
-        match value {
-            Some(value) => serde_json::from_value(value).map_err(|e| Error::Corrupt(e.to_string())),
-            None => Ok(AnalyticsSettings::default()),
-        }
+        decode_settings(value)
     }
 
-    async fn time_zone(&self, tenant_id: &str) -> Result<String, Error> {
-        let zone: Option<String> =
-            sqlx::query_scalar("SELECT time_zone FROM an_tenants WHERE tenant_id = $1")
-                .bind(tenant_id)
-                .fetch_optional(self.store.pool())
-                .await?;
-        Ok(zone.unwrap_or_else(|| "UTC".into()))
+    /// A report's context in one round trip: the tenant's analytics settings and time zone
+    /// (UTC until scheduling's tenant settings have arrived).
+    async fn settings_and_zone(
+        conn: &mut PgConnection,
+        tenant_id: &str,
+    ) -> Result<(AnalyticsSettings, String), Error> {
+        let (settings, zone): (Option<Value>, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT settings FROM an_settings WHERE tenant_id = $1), \
+                    (SELECT time_zone FROM an_tenants WHERE tenant_id = $1)",
+        )
+        .bind(tenant_id)
+        .fetch_one(conn)
+        .await?;
+        Ok((
+            decode_settings(settings)?,
+            zone.unwrap_or_else(|| "UTC".into()),
+        ))
     }
 
     /// Computes one report.
     #[tracing::instrument(name = "analytics.report", skip_all, fields(tenant_id = %spec.tenant_id, report = spec.kind.name()))]
     pub async fn report(&self, spec: &ReportSpec) -> Result<Report, Error> {
         validate_id("tenant_id", &spec.tenant_id)?;
-        let settings = self.settings(&spec.tenant_id).await?;
-        let time_zone = self.time_zone(&spec.tenant_id).await?;
+        let mut tx = self.store.pool().begin().await?;
+        let (settings, time_zone) = Self::settings_and_zone(&mut tx, &spec.tenant_id).await?;
         let tz: chrono_tz::Tz = time_zone
             .parse()
             .map_err(|_| Error::Corrupt(format!("tenant time zone `{time_zone}` is unknown")))?;
@@ -156,7 +163,6 @@ impl Analytics {
         // The planner cannot know how few groups a report has and, estimating one per fact
         // row, would sort every row to group them within the default 4 MB; with room to hash
         // them it groups in one pass (reports are bounded: a checked range, a few dimensions).
-        let mut tx = self.store.pool().begin().await?;
         sqlx::query("SET LOCAL work_mem = '64MB'")
             .execute(&mut *tx)
             .await?;
@@ -308,6 +314,14 @@ impl Analytics {
             ready: self.now() >= ready_at,
             reports,
         })
+    }
+}
+
+/// Stored analytics settings, or the defaults for a tenant that has published none.
+fn decode_settings(value: Option<Value>) -> Result<AnalyticsSettings, Error> {
+    match value {
+        Some(value) => serde_json::from_value(value).map_err(|e| Error::Corrupt(e.to_string())),
+        None => Ok(AnalyticsSettings::default()),
     }
 }
 
