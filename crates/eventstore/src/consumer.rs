@@ -102,6 +102,55 @@ impl EventStore {
         })
     }
 
+    /// Begins the transaction that writes one batch of a read model, moving the consumer's
+    /// checkpoint from `expected` to `up_to` first (one statement that checks and locks it).
+    /// Another instance that moved the checkpoint meanwhile makes it fail with
+    /// [`Error::CheckpointMoved`](crate::Error::CheckpointMoved), so nothing is applied twice.
+    ///
+    /// The commit does not wait for the WAL flush: the transaction holds read-model rows and
+    /// their checkpoint only, so a crash that loses its commit loses both, and the events are
+    /// applied again from the checkpoint that survived. Not for transactions with effects
+    /// outside the database.
+    pub(crate) async fn begin_batch(
+        &self,
+        consumer: &str,
+        expected: Checkpoint,
+        up_to: Checkpoint,
+    ) -> Result<Transaction<'static, Postgres>> {
+        let mut tx = self
+            .pool()
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await?;
+        // The first batch ever creates the row; later ones must find it where they left it.
+        let advance = if expected == Checkpoint::START {
+            "INSERT INTO consumer_checkpoints (consumer, transaction_id, position) VALUES ($1, $4, $5) \
+             ON CONFLICT (consumer) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
+               position = EXCLUDED.position, updated_at = now() \
+             WHERE consumer_checkpoints.transaction_id = $2 AND consumer_checkpoints.position = $3"
+        } else {
+            "UPDATE consumer_checkpoints SET transaction_id = $4, position = $5, updated_at = now() \
+             WHERE consumer = $1 AND transaction_id = $2 AND position = $3"
+        };
+        let advanced = sqlx::query(advance)
+            .bind(consumer)
+            .bind(expected.transaction_id as i64)
+            .bind(expected.position)
+            .bind(up_to.transaction_id as i64)
+            .bind(up_to.position)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if advanced != 1 {
+            tx.rollback().await?;
+            return Err(crate::Error::CheckpointMoved {
+                consumer: consumer.to_owned(),
+                expected,
+                found: self.load_checkpoint(consumer).await?,
+            });
+        }
+        Ok(tx)
+    }
+
     /// Forgets a consumer's checkpoint (for a rebuild). The caller clears its read model in
     /// the same transaction.
     pub async fn reset_checkpoint(&self, conn: &mut PgConnection, consumer: &str) -> Result<()> {

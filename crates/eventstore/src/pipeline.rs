@@ -28,8 +28,10 @@ pub trait BatchProjection: Send + Sync + 'static {
     /// Folds events (all new to this projection, in global order) into one change.
     fn fold(&self, events: &[RecordedEvent]) -> Self::Folded;
 
-    /// Writes a folded batch inside the consumer's transaction (read models only: events
-    /// appended here would not wake subscribers).
+    /// Writes a folded batch inside the transaction that moves the checkpoint past it. Read
+    /// models only: the commit does not wait for the WAL flush (a crash may undo it, checkpoint
+    /// included, and the batch is applied again), and events appended here would not wake
+    /// subscribers.
     fn write(
         &self,
         conn: &mut PgConnection,
@@ -93,17 +95,11 @@ impl<P: BatchProjection> Pipeline<P> {
         let (store, projection, expected) =
             (self.store.clone(), self.projection.clone(), self.submitted);
         let write = tokio::spawn(async move {
-            let mut tx = store.begin_consumer(projection.name()).await?;
-            if tx.checkpoint() != expected {
-                return Err(Error::CheckpointMoved {
-                    consumer: projection.name().to_owned(),
-                    expected,
-                    found: tx.checkpoint(),
-                }
-                .into());
-            }
-            projection.write(tx.conn(), folded).await?;
-            tx.commit(up_to).await?;
+            let mut tx = store
+                .begin_batch(projection.name(), expected, up_to)
+                .await?;
+            projection.write(&mut tx, folded).await?;
+            tx.commit().await.map_err(Error::from)?;
             Ok(up_to)
         });
         self.submitted = up_to.max(self.submitted);

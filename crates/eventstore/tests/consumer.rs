@@ -213,4 +213,22 @@ async fn a_pipeline_writes_each_batch_once_and_refuses_to_race_another_instance(
         "{moved}"
     );
     assert_eq!(batch_total(&db.pool).await, ((1..=30).sum::<i64>(), 30));
+
+    // So does one starting from the beginning (its first batch would create the checkpoint).
+    let mut fresh = Pipeline::new(store.clone(), Arc::new(BatchSum), Checkpoint::START);
+    fresh
+        .submit(batches[0], batches[0][9].checkpoint)
+        .await
+        .unwrap();
+    let moved = fresh.settle().await.unwrap_err();
+    assert!(
+        matches!(moved, Error::CheckpointMoved { expected, found, .. }
+            if expected == Checkpoint::START && found == page.checkpoint),
+        "{moved}"
+    );
+    assert_eq!(batch_total(&db.pool).await, ((1..=30).sum::<i64>(), 30));
+    assert_eq!(
+        store.load_checkpoint("batch_sum").await.unwrap(),
+        page.checkpoint
+    );
 }

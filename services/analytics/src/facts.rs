@@ -13,11 +13,12 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::copy::BinaryRows;
 use crate::Error;
 
 /// Events per consumer transaction: each batch is folded in memory and written once, so larger
 /// batches mean fewer statements and commits while catching up.
-pub const BATCH: usize = 5_000;
+pub const BATCH: usize = 10_000;
 
 pub const SCHEDULING_CATEGORIES: [&str; 2] = ["tenant", "callback"];
 /// The scheduling events the callback facts use; claims (a fifth of a callback's events) are
@@ -39,16 +40,6 @@ pub const CALL_LOGGING_EVENT_TYPES: [&str; 3] = [
     "HonestyFlagRaised",
 ];
 pub const COMPLAINT_CATEGORIES: [&str; 1] = ["complaint"];
-
-/// Read models may lose their last commits in a crash without harm: the checkpoint is in the
-/// same transaction, so rows and checkpoint roll back together and the feed is replayed from
-/// there. Not waiting for the WAL flush on every batch makes catching up markedly faster.
-async fn relaxed_durability(conn: &mut PgConnection) -> Result<(), Error> {
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(conn)
-        .await?;
-    Ok(())
-}
 
 /// A payload that does not decode is a defect upstream; it is skipped by event id (it stays in
 /// the log) rather than stopping every report.
@@ -124,6 +115,8 @@ struct CallbackDelta {
     attempts: i32,
     last_agent: Option<String>,
     reached_at: Option<DateTime<Utc>>,
+    /// The batch holds the callback's `CallbackScheduled`: its row is new.
+    scheduled: bool,
 }
 
 /// What one batch of scheduling events changes.
@@ -176,6 +169,7 @@ impl BatchProjection for SchedulingFacts {
                         delta.due_at = Some(s.due_at);
                         delta.deadline = Some(s.deadline);
                         delta.status = Some("open");
+                        delta.scheduled = true;
                     }
                 }
                 "CallbackAttempted" => {
@@ -212,7 +206,6 @@ impl BatchProjection for SchedulingFacts {
     }
 
     async fn write(&self, conn: &mut PgConnection, batch: SchedulingBatch) -> Result<(), Error> {
-        relaxed_durability(conn).await?;
         for (tenant_id, time_zone, calendar) in &batch.tenants {
             sqlx::query(
                 "INSERT INTO an_tenants (tenant_id, time_zone, calendar) VALUES ($1, $2, $3) \
@@ -232,10 +225,66 @@ async fn write_callbacks(
     conn: &mut PgConnection,
     callbacks: HashMap<Uuid, CallbackDelta>,
 ) -> Result<(), Error> {
-    if callbacks.is_empty() {
+    // A callback's first event is its `CallbackScheduled`, applied once (the checkpoint commits
+    // with the batch), so a delta holding it is a row that does not exist yet. Those rows are
+    // copied in (no parameters to decode, no upsert's speculative insertion; and an error
+    // rather than a silent merge, should that ever not hold). Deltas of callbacks scheduled in
+    // an earlier batch are merged into their rows.
+    let (new, known): (Vec<_>, Vec<_>) = callbacks.into_iter().partition(|(_, d)| d.scheduled);
+    copy_new_callbacks(conn, new).await?;
+    merge_callbacks(conn, known).await
+}
+
+/// Adds rows that do not exist yet, in one binary COPY.
+async fn copy_new_callbacks(
+    conn: &mut PgConnection,
+    rows: Vec<(Uuid, CallbackDelta)>,
+) -> Result<(), Error> {
+    if rows.is_empty() {
         return Ok(());
     }
-    let n = callbacks.len();
+    let mut data = BinaryRows::new();
+    for (id, d) in rows {
+        data.row(15);
+        data.uuid(id);
+        data.text(d.tenant_id.as_deref());
+        data.text(d.policy_id.as_deref());
+        data.text(d.step.as_deref());
+        data.text(d.department.as_deref());
+        data.text(d.channel.as_deref());
+        data.timestamptz(d.due_at);
+        data.timestamptz(d.deadline);
+        data.text(d.status);
+        data.text(d.end_reason.as_deref());
+        data.timestamptz(d.ended_at);
+        data.int4(d.attempts);
+        data.text(d.last_agent.as_deref());
+        // The completing attempt is the callback's last one.
+        data.text(d.reached_at.and(d.last_agent.as_deref()));
+        data.timestamptz(d.reached_at);
+    }
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY an_callbacks (callback_id, tenant_id, policy_id, step, department, channel, due_at, \
+               deadline, status, end_reason, ended_at, attempts, last_agent, reached_by, reached_at) \
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    copy.send(data.finish()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Merges the deltas of callbacks whose row exists (or, should it not, inserts them), in one
+/// multi-row statement.
+async fn merge_callbacks(
+    conn: &mut PgConnection,
+    rows: Vec<(Uuid, CallbackDelta)>,
+) -> Result<(), Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let n = rows.len();
     let mut ids = Vec::with_capacity(n);
     let (mut tenants, mut policies, mut steps, mut departments, mut channels) = (
         Vec::with_capacity(n),
@@ -256,7 +305,7 @@ async fn write_callbacks(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (id, d) in callbacks {
+    for (id, d) in rows {
         ids.push(id);
         tenants.push(d.tenant_id);
         policies.push(d.policy_id);
@@ -469,7 +518,6 @@ impl BatchProjection for CallLoggingFacts {
     }
 
     async fn write(&self, conn: &mut PgConnection, batch: CallLoggingBatch) -> Result<(), Error> {
-        relaxed_durability(conn).await?;
         let CallLoggingBatch {
             items,
             answers,
@@ -685,7 +733,6 @@ impl BatchProjection for ComplaintFacts {
         conn: &mut PgConnection,
         complaints: HashMap<Uuid, ComplaintDelta>,
     ) -> Result<(), Error> {
-        relaxed_durability(conn).await?;
         write_complaints(conn, complaints).await
     }
 }

@@ -9,6 +9,7 @@
 //! - [`FeedActivity`]: events seen per source feed and type (an operational read model).
 
 pub mod app;
+mod copy;
 pub mod facts;
 pub mod grpc;
 pub mod report;

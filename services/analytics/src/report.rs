@@ -21,6 +21,23 @@ fn spec_error(field: impl Into<String>, reason: impl Into<String>) -> SpecError 
     }
 }
 
+/// The tenant (`$1`)'s policies that have callbacks, as an array: a loose index scan, one
+/// descent of `an_callbacks_policy_due` per policy. The callback reports select
+/// `policy_id = ANY(...)` of it, so that PostgreSQL (which has no skip scan before version 18)
+/// reads each policy's due-time range from the index, whose first columns are the tenant and the
+/// policy (migration 5003). A report filtered to one policy then reads only that policy's
+/// entries; the filter makes the other policies' descents end at once.
+macro_rules! tenant_policies {
+    () => {
+        "ARRAY(WITH RECURSIVE p(id) AS ( \
+           SELECT min(policy_id) FROM an_callbacks WHERE tenant_id = $1 \
+           UNION ALL \
+           SELECT (SELECT min(q.policy_id) FROM an_callbacks q WHERE q.tenant_id = $1 AND q.policy_id > p.id) \
+           FROM p WHERE p.id IS NOT NULL) \
+         SELECT id FROM p WHERE id IS NOT NULL)"
+    };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReportKind {
     Callbacks,
@@ -235,8 +252,12 @@ impl ReportKind {
     fn source(self) -> (&'static str, &'static str) {
         match self {
             ReportKind::Callbacks => (
-                "FROM an_callbacks c WHERE c.tenant_id = $1 AND c.status <> 'cancelled' \
-                 AND c.due_at >= $2 AND c.due_at < $3 AND c.due_at <= $5",
+                concat!(
+                    "FROM an_callbacks c WHERE c.tenant_id = $1 AND c.policy_id = ANY(",
+                    tenant_policies!(),
+                    ") AND c.status <> 'cancelled' \
+                     AND c.due_at >= $2 AND c.due_at < $3 AND c.due_at <= $5"
+                ),
                 "c.due_at",
             ),
             ReportKind::Satisfaction => (
