@@ -220,6 +220,7 @@ pub async fn callback_state(
         tenant_id: tenant.into(),
         callback_id: callback_id.into(),
         as_of: None,
+        without_history: false,
     };
     let view = client
         .get_callback(request)

@@ -151,20 +151,28 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         .into_inner();
     assert!(!first.duplicate);
     assert_eq!(first.event_types, ["CallAttemptLogged"]);
-    assert!(
-        calls
-            .log_call_attempt(attempt("att-1", &c, "n1", "no_answer"))
-            .await
-            .unwrap()
-            .into_inner()
-            .duplicate
-    );
+    // At once (the lease may still hold: the append finds the attempt logged)...
+    let retry = calls
+        .log_call_attempt(attempt("att-1", &c, "n1", "no_answer"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retry.duplicate);
+    assert_eq!(retry.event_types, ["CallAttemptLogged"]);
     let id = c.callback_id.clone();
     eventually(Duration::from_secs(30), "the retry to be scheduled", || {
         let (mut s, id) = (scheduling.clone(), id.clone());
         async move { (view(&mut s, &id).await == ("scheduled".to_string(), 1)).then_some(()) }
     })
     .await;
+    // ...and once scheduling has applied it, when the lease is gone.
+    let late_retry = calls
+        .log_call_attempt(attempt("att-1", &c, "n1", "no_answer"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(late_retry.duplicate);
+    assert_eq!(late_retry.event_types, ["CallAttemptLogged"]);
 
     // Reports that must be refused, with nothing written for them.
     let c = claim(&mut scheduling, "n2").await;

@@ -336,6 +336,7 @@ async fn a_complaint_raised_in_a_callback_is_routed_resolved_verified_reopened_a
             tenant_id: TENANT.into(),
             callback_id: verification.clone(),
             as_of: None,
+            without_history: false,
         })
         .await
         .unwrap()

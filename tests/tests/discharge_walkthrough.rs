@@ -85,6 +85,7 @@ async fn expect(
                     tenant_id: "ward".into(),
                     callback_id: id,
                     as_of: None,
+                    without_history: false,
                 })
                 .await
                 .unwrap()

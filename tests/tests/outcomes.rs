@@ -173,6 +173,7 @@ async fn outcomes_from_the_call_logging_feed_apply_exactly_once_across_a_restart
                 tenant_id: "t".into(),
                 callback_id: id.clone(),
                 as_of: None,
+                without_history: false,
             })
             .await
             .unwrap()

@@ -128,6 +128,7 @@ async fn ingest_claim_and_inspect_over_grpc() {
             tenant_id: "dealer".into(),
             callback_id: claimed.callback_id.clone(),
             as_of: None,
+            without_history: false,
         })
         .await
         .unwrap()
@@ -143,6 +144,19 @@ async fn ingest_claim_and_inspect_over_grpc() {
         .map(|h| h.event_type.as_str())
         .collect();
     assert_eq!(types, ["CallbackScheduled", "CallbackClaimed"]);
+    // The state alone (how call-logging checks a lease).
+    let state_only = client
+        .get_callback(GetCallbackRequest {
+            tenant_id: "dealer".into(),
+            callback_id: claimed.callback_id.clone(),
+            as_of: None,
+            without_history: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state_only.callback, Some(view.clone()));
+    assert!(state_only.history.is_empty());
     let listed = client
         .list_callbacks(ListCallbacksRequest {
             tenant_id: "dealer".into(),
@@ -201,6 +215,7 @@ async fn ingest_claim_and_inspect_over_grpc() {
             tenant_id: "dealer".into(),
             callback_id: "nope".into(),
             as_of: None,
+            without_history: false,
         })
         .await
         .unwrap_err();

@@ -7,7 +7,7 @@ use callback_kit::grpc::TracePropagation;
 use callback_kit::status;
 use callback_kit::telemetry::event_metadata;
 use callback_proto::v1::scheduling_client::SchedulingClient;
-use callback_proto::v1::GetCallbackRequest;
+use callback_proto::v1::{CallbackView, GetCallbackRequest};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -345,50 +345,15 @@ impl CallLogging {
 
         let stream = StreamName::new("call_attempt", report.attempt_id.clone())
             .map_err(status::from_store_error)?;
-        let existing = self
-            .store
-            .read_stream(&stream, 1)
-            .await
-            .map_err(status::from_store_error)?;
-        if !existing.is_empty() {
-            return Ok((
-                true,
-                existing.iter().map(|e| e.event_type.clone()).collect(),
-                Vec::new(),
-            ));
-        }
-
-        // The lease, asked of the scheduling service itself (fresh, not a lagging copy).
-        let view = self
-            .scheduling
-            .clone()
-            .get_callback(GetCallbackRequest {
-                tenant_id: report.tenant_id.clone(),
-                callback_id: report.callback_id.clone(),
-                as_of: None,
-            })
-            .await
-            .map_err(|s| match s.code() {
-                Code::NotFound | Code::InvalidArgument => s,
-                _ => Status::unavailable(format!(
-                    "scheduling could not confirm the lease: {}",
-                    s.message()
-                )),
-            })?
-            .into_inner()
-            .callback
-            .ok_or_else(|| Status::internal("scheduling returned no callback"))?;
-        if view.status != "claimed" {
-            return Err(Status::failed_precondition(format!(
-                "the callback is {}, not claimed",
-                view.status
-            )));
-        }
-        if view.claimed_by != report.agent_id || view.lease_id != lease_id.to_string() {
-            return Err(Status::permission_denied(
-                "agent_id: this agent does not hold the callback's lease",
-            ));
-        }
+        let view = match self.check_lease(&report, lease_id).await {
+            Ok(view) => view,
+            // A retry of an attempt logged before: its lease has usually ended since (a retry
+            // while the lease still holds is caught by the append below).
+            Err(refused) => match self.logged_events(&stream).await? {
+                Some(types) => return Ok((true, types, Vec::new())),
+                None => return Err(refused),
+            },
+        };
 
         let mut disposition = json!({ "kind": report.disposition });
         if let Some(tenant_kind) = &tenant_kind {
@@ -443,8 +408,8 @@ impl CallLogging {
             )?);
         }
         let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
-        let record =
-            telephony_record(&mut tx, &report.tenant_id, &report.telephony_call_id).await?;
+        let context = attempt_context(&mut tx, &report, started_at, ended_at).await?;
+        let record = context.record;
         let facts = AttemptFacts {
             disposition: report.disposition.clone(),
             started_at,
@@ -452,11 +417,11 @@ impl CallLogging {
         };
         let mut flags = honesty::check_attempt(&facts, record.as_ref());
         if report.channel == "phone" {
-            if let Some(calendar) = tenant_calendar(&mut tx, &report.tenant_id).await? {
-                flags.extend(honesty::outside_window(&calendar, started_at));
+            if let Some(calendar) = &context.calendar {
+                flags.extend(honesty::outside_window(calendar, started_at));
             }
             // Logged after later calls' records arrived, and no record of its own.
-            let records_until = records_until(&mut tx, &report.tenant_id).await?;
+            let records_until = context.records_until;
             if report.disposition == "reached"
                 && record.is_none()
                 && honesty::record_overdue(ended_at, records_until)
@@ -467,15 +432,7 @@ impl CallLogging {
                 );
             }
         }
-        if let Some((other, start, end)) = overlapping_attempt(
-            &mut tx,
-            &report.tenant_id,
-            &report.agent_id,
-            started_at,
-            ended_at,
-        )
-        .await?
-        {
+        if let Some((other, start, end)) = context.overlapping {
             flags.push(honesty::overlapping(&other, start, end));
         }
         for flag in &flags {
@@ -497,9 +454,11 @@ impl CallLogging {
             .await
         {
             Ok(_) => {}
-            // A concurrent retry of the same attempt won the race.
+            // Logged before (a retry while the lease still holds), or a concurrent retry of the
+            // same attempt won the race.
             Err(callback_eventstore::Error::VersionConflict { .. }) => {
-                return Ok((true, types, Vec::new()))
+                let logged = self.logged_events(&stream).await?;
+                return Ok((true, logged.unwrap_or(types), Vec::new()));
             }
             Err(e) => return Err(status::from_store_error(e)),
         }
@@ -534,6 +493,56 @@ impl CallLogging {
         }
         tracing::info!(events = types.len(), "call attempt logged");
         Ok((false, types, flags.into_iter().map(|f| f.kind).collect()))
+    }
+
+    /// The lease, asked of the scheduling service itself (fresh, not a lagging copy).
+    async fn check_lease(
+        &self,
+        report: &AttemptReport,
+        lease_id: uuid::Uuid,
+    ) -> Result<CallbackView, Status> {
+        let view = self
+            .scheduling
+            .clone()
+            .get_callback(GetCallbackRequest {
+                tenant_id: report.tenant_id.clone(),
+                callback_id: report.callback_id.clone(),
+                as_of: None,
+                without_history: true,
+            })
+            .await
+            .map_err(|s| match s.code() {
+                Code::NotFound | Code::InvalidArgument => s,
+                _ => Status::unavailable(format!(
+                    "scheduling could not confirm the lease: {}",
+                    s.message()
+                )),
+            })?
+            .into_inner()
+            .callback
+            .ok_or_else(|| Status::internal("scheduling returned no callback"))?;
+        if view.status != "claimed" {
+            return Err(Status::failed_precondition(format!(
+                "the callback is {}, not claimed",
+                view.status
+            )));
+        }
+        if view.claimed_by != report.agent_id || view.lease_id != lease_id.to_string() {
+            return Err(Status::permission_denied(
+                "agent_id: this agent does not hold the callback's lease",
+            ));
+        }
+        Ok(view)
+    }
+
+    /// The event types of an attempt already logged, if it was.
+    async fn logged_events(&self, stream: &StreamName) -> Result<Option<Vec<String>>, Status> {
+        let existing = self
+            .store
+            .read_stream(stream, 1)
+            .await
+            .map_err(status::from_store_error)?;
+        Ok((!existing.is_empty()).then(|| existing.into_iter().map(|e| e.event_type).collect()))
     }
 
     /// Records a call detail record; matched to a logged attempt, it may raise flags there.
@@ -949,22 +958,6 @@ struct FlagRaised {
     evidence: Value,
 }
 
-/// The tenant's calendar as last published through scheduling's feed; `None` until known.
-async fn tenant_calendar(
-    conn: &mut sqlx::PgConnection,
-    tenant_id: &str,
-) -> Result<Option<callback_calendar::Calendar>, Status> {
-    let spec: Option<Value> =
-        sqlx::query_scalar("SELECT calendar FROM cl_tenant_calendars WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_optional(conn)
-            .await
-            .map_err(|e| status::internal(&e))?;
-    Ok(spec
-        .and_then(|spec| serde_json::from_value::<callback_calendar::CalendarSpec>(spec).ok())
-        .and_then(|spec| callback_calendar::Calendar::new(&spec).ok()))
-}
-
 /// A flag's payload; `attempt_started_at` dates it in business time (reports count flags by
 /// when the call was made, also when the evidence arrived later).
 fn flag_payload(
@@ -980,46 +973,73 @@ fn flag_payload(
     })
 }
 
-async fn telephony_record(
-    conn: &mut sqlx::PgConnection,
-    tenant_id: &str,
-    call_id: &str,
-) -> Result<Option<CallRecord>, Status> {
-    if call_id.is_empty() {
-        return Ok(None);
-    }
-    let row: Option<(String, i32)> =
-        sqlx::query_as("SELECT network_result, billable_seconds FROM cl_telephony WHERE tenant_id = $1 AND call_id = $2")
-            .bind(tenant_id)
-            .bind(call_id)
-            .fetch_optional(conn)
-            .await
-            .map_err(|e| status::internal(&e))?;
-    Ok(row.map(|(network_result, billable)| CallRecord {
-        call_id: call_id.to_owned(),
-        network_result,
-        billable_seconds: i64::from(billable),
-    }))
+/// What the honesty checks of one attempt need to know, read in one round trip.
+struct AttemptContext {
+    /// The telephony record of the attempt's call, if it has arrived.
+    record: Option<CallRecord>,
+    /// The tenant's calendar as last published through scheduling's feed; `None` until known.
+    calendar: Option<callback_calendar::Calendar>,
+    /// See [`records_until`].
+    records_until: Option<DateTime<Utc>>,
+    /// Another attempt of the same agent overlapping this one in time.
+    overlapping: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
 }
 
-async fn overlapping_attempt(
+async fn attempt_context(
     conn: &mut sqlx::PgConnection,
-    tenant_id: &str,
-    agent_id: &str,
+    report: &AttemptReport,
     started_at: DateTime<Utc>,
     ended_at: DateTime<Utc>,
-) -> Result<Option<(String, DateTime<Utc>, DateTime<Utc>)>, Status> {
-    sqlx::query_as(
-        "SELECT attempt_id, started_at, ended_at FROM cl_attempts WHERE tenant_id = $1 AND agent_id = $2 \
-         AND started_at < $4 AND ended_at > $3 ORDER BY started_at LIMIT 1",
-    )
-    .bind(tenant_id)
-    .bind(agent_id)
-    .bind(started_at)
-    .bind(ended_at)
-    .fetch_optional(conn)
-    .await
-    .map_err(|e| status::internal(&e))
+) -> Result<AttemptContext, Status> {
+    type Row = (
+        Option<String>,
+        Option<i32>,
+        Option<Value>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
+    let (network_result, billable, calendar, records_until, other, other_start, other_end): Row =
+        sqlx::query_as(
+            "SELECT r.network_result, r.billable_seconds, \
+               (SELECT calendar FROM cl_tenant_calendars WHERE tenant_id = $1), \
+               (SELECT max(started_at) FROM cl_telephony WHERE tenant_id = $1), \
+               o.attempt_id, o.started_at, o.ended_at \
+             FROM (SELECT 1) AS one \
+             LEFT JOIN cl_telephony r ON r.tenant_id = $1 AND r.call_id = $2 AND $2 <> '' \
+             LEFT JOIN LATERAL (SELECT attempt_id, started_at, ended_at FROM cl_attempts \
+               WHERE tenant_id = $1 AND agent_id = $3 AND started_at < $5 AND ended_at > $4 \
+               ORDER BY started_at LIMIT 1) o ON true",
+        )
+        .bind(&report.tenant_id)
+        .bind(&report.telephony_call_id)
+        .bind(&report.agent_id)
+        .bind(started_at)
+        .bind(ended_at)
+        .fetch_one(conn)
+        .await
+        .map_err(|e| status::internal(&e))?;
+    let record = network_result
+        .zip(billable)
+        .map(|(network_result, billable)| CallRecord {
+            call_id: report.telephony_call_id.clone(),
+            network_result,
+            billable_seconds: i64::from(billable),
+        });
+    let calendar = calendar
+        .and_then(|spec| serde_json::from_value::<callback_calendar::CalendarSpec>(spec).ok())
+        .and_then(|spec| callback_calendar::Calendar::new(&spec).ok());
+    let overlapping = match (other, other_start, other_end) {
+        (Some(id), Some(start), Some(end)) => Some((id, start, end)),
+        _ => None,
+    };
+    Ok(AttemptContext {
+        record,
+        calendar,
+        records_until,
+        overlapping,
+    })
 }
 
 /// One row of `cl_attempts`.

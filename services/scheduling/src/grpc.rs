@@ -218,10 +218,14 @@ impl SchedulingApi for Api {
             None => None,
         };
         let record = self.app.get_callback(&r.tenant_id, id, as_of).await?;
+        let history = if r.without_history {
+            &[][..]
+        } else {
+            &record.history[..]
+        };
         Ok(Response::new(GetCallbackResponse {
             callback: Some(view(&record.state)),
-            history: record
-                .history
+            history: history
                 .iter()
                 .map(|e| HistoryEntry {
                     version: e.stream_version as u64,
