@@ -1010,6 +1010,7 @@ async fn attempt_context(
              LEFT JOIN cl_telephony r ON r.tenant_id = $1 AND r.call_id = $2 AND $2 <> '' \
              LEFT JOIN LATERAL (SELECT attempt_id, started_at, ended_at FROM cl_attempts \
                WHERE tenant_id = $1 AND agent_id = $3 AND started_at < $5 AND ended_at > $4 \
+                 AND started_at > $6 \
                ORDER BY started_at LIMIT 1) o ON true",
         )
         .bind(&report.tenant_id)
@@ -1017,6 +1018,10 @@ async fn attempt_context(
         .bind(&report.agent_id)
         .bind(started_at)
         .bind(ended_at)
+        // No call lasts longer than MAX_CALL_SECONDS, so an overlapping one started at most
+        // that long before this one: the index scan reads the agent's last day, not their
+        // whole history.
+        .bind(started_at - Duration::seconds(MAX_CALL_SECONDS))
         .fetch_one(conn)
         .await
         .map_err(|e| status::internal(&e))?;

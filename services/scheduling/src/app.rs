@@ -725,14 +725,18 @@ impl Scheduling {
         departments: &[String],
         now: DateTime<Utc>,
     ) -> Result<Option<(Uuid, u64)>> {
-        for status in ["claimed", "scheduled"] {
-            // The status is a literal, not a parameter: only then can a generic plan use the
-            // partial indexes.
+        // Each status is a literal, not a parameter: only then can a generic plan use its
+        // partial index. For leases the expiry is a condition of its own, so the scan reads
+        // only expired leases (inside an OR it read every live lease of the tenant, and a
+        // claim cost grew with the callbacks claimed).
+        for queue in [
+            "status = 'claimed' AND lease_until <= $2",
+            "status = 'scheduled'",
+        ] {
             let row = sqlx::query(&format!(
                 "SELECT callback_id, stream_version FROM sched_callbacks \
-                 WHERE tenant_id = $1 AND status = '{status}' \
+                 WHERE tenant_id = $1 AND {queue} \
                    AND due_at <= $2 AND deadline > $2 \
-                   AND (status = 'scheduled' OR lease_until <= $2) \
                    AND (owner_agent_id = $3 OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
                    AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
                  ORDER BY priority, deadline, due_at, callback_id \
