@@ -311,14 +311,47 @@ impl Scheduling {
             validate_phone(&format!("subject.phones[{i}]"), phone)?;
         }
         let fact_name = fact_stream(&fact.tenant_id, &fact.source, &fact.source_event_id)?;
-        if let Some(done) = self.recorded_ingest(&fact_name).await? {
-            return Ok(done);
-        }
+        // A retry of a fact already ingested is found when its streams turn out to exist
+        // (below), not by a read before every ingest: retries are rare.
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let (_, calendar) = self.tenant(&mut tx, &fact.tenant_id).await?;
-        let policies = policies_for(&mut tx, &fact.tenant_id, &fact.event_type).await?;
-        let subject = with_known_contact(&mut tx, &fact.tenant_id, subject).await?;
+        match self
+            .ingest_in(&mut tx, &fact, subject, &fact_name, now)
+            .await
+        {
+            Ok(result) => {
+                self.store.commit(tx).await?;
+                tracing::info!(
+                    scheduled = result.scheduled.len(),
+                    cancelled = result.cancelled.len(),
+                    "business event ingested"
+                );
+                Ok(result)
+            }
+            // A stream this fact writes exists already (the fact's own, or a callback planned
+            // from it: their ids derive from the fact): ingested before, or a concurrent retry
+            // won. Nothing of this attempt is kept; the answer is the recorded one.
+            // Any other conflict (a callback changed meanwhile) is the caller's to retry.
+            Err(error @ Error::Store(callback_eventstore::Error::VersionConflict { .. })) => {
+                drop(tx);
+                self.recorded_ingest(&fact_name).await?.ok_or(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The writes of one ingest, in the caller's transaction.
+    async fn ingest_in(
+        &self,
+        tx: &mut PgConnection,
+        fact: &BusinessFact,
+        subject: SubjectContact,
+        fact_name: &StreamName,
+        now: DateTime<Utc>,
+    ) -> Result<IngestResult> {
+        let (_, calendar) = self.tenant(tx, &fact.tenant_id).await?;
+        let policies = policies_for(tx, &fact.tenant_id, &fact.event_type).await?;
+        let subject = with_known_contact(tx, &fact.tenant_id, subject).await?;
 
         let mut cancelled = Vec::new();
         for (policy, _) in policies.iter().filter(|(p, _)| {
@@ -331,7 +364,7 @@ impl Scheduling {
             };
             cancelled.extend(
                 self.cancel_open(
-                    &mut tx,
+                    tx,
                     &fact.tenant_id,
                     &fact.subject_id,
                     &policy.policy_id,
@@ -345,9 +378,7 @@ impl Scheduling {
         for (policy, version) in policies.iter().filter(|(p, _)| p.matches(&fact)) {
             if let Some(plan) = policy.first_callback(&fact, &calendar, now) {
                 if let Some(summary) = self
-                    .create_callback(
-                        &mut tx, policy, *version, &fact, &subject, &fact_name, plan, now,
-                    )
+                    .create_callback(tx, policy, *version, &fact, &subject, &fact_name, plan, now)
                     .await?
                 {
                     scheduled.push(summary);
@@ -360,11 +391,10 @@ impl Scheduling {
             scheduled: scheduled.clone(),
             cancelled: cancelled.clone(),
         };
-        let appended = self
-            .store
+        self.store
             .append_in(
-                &mut tx,
-                &fact_name,
+                tx,
+                fact_name,
                 ExpectedVersion::NoStream,
                 &[new_event(
                     "BusinessEventIngested",
@@ -372,25 +402,8 @@ impl Scheduling {
                     &fact.tenant_id,
                 )?],
             )
-            .await;
-        match appended {
-            Ok(_) => {}
-            Err(callback_eventstore::Error::VersionConflict { .. }) => {
-                // A concurrent retry of the same fact won; answer as it did.
-                drop(tx);
-                return self.recorded_ingest(&fact_name).await?.ok_or_else(|| {
-                    Error::Corrupt("ingest conflict without a recorded fact".into())
-                });
-            }
-            Err(e) => return Err(e.into()),
-        }
-        project_subject(&mut tx, &fact.tenant_id, &subject).await?;
-        self.store.commit(tx).await?;
-        tracing::info!(
-            scheduled = scheduled.len(),
-            cancelled = cancelled.len(),
-            "business event ingested"
-        );
+            .await?;
+        project_subject(tx, &fact.tenant_id, &subject).await?;
         Ok(IngestResult {
             duplicate: false,
             scheduled,
