@@ -375,10 +375,10 @@ impl Scheduling {
             );
         }
         let mut scheduled = Vec::new();
-        for (policy, version) in policies.iter().filter(|(p, _)| p.matches(&fact)) {
-            if let Some(plan) = policy.first_callback(&fact, &calendar, now) {
+        for (policy, version) in policies.iter().filter(|(p, _)| p.matches(fact)) {
+            if let Some(plan) = policy.first_callback(fact, &calendar, now) {
                 if let Some(summary) = self
-                    .create_callback(tx, policy, *version, &fact, &subject, &fact_name, plan, now)
+                    .create_callback(tx, policy, *version, fact, &subject, fact_name, plan, now)
                     .await?
                 {
                     scheduled.push(summary);
