@@ -71,11 +71,6 @@ impl<P: BatchProjection> Pipeline<P> {
         }
     }
 
-    /// Everything up to this checkpoint is committed.
-    pub fn committed(&self) -> Checkpoint {
-        self.committed
-    }
-
     /// Folds `events` (those after the previous batch; earlier ones are skipped) and starts
     /// writing them with the checkpoint `up_to` once the previous write has committed. Returns
     /// the checkpoint committed so far, which lags one batch behind.

@@ -153,7 +153,6 @@ impl Analytics {
             .bind(&spec.tenant_id)
             .bind(spec.from)
             .bind(spec.to)
-            .bind(&time_zone)
             .bind(self.now())
             .bind(settings.population.map(|p| p as f64))
             .bind(&period_starts);

@@ -184,7 +184,7 @@ impl ReportKind {
                 ),
                 (
                     "valid_per_mille_of_population",
-                    "1000.0 * count(*) FILTER (WHERE NOT k.rejected) / $6",
+                    "1000.0 * count(*) FILTER (WHERE NOT k.rejected) / $5",
                     "count(*)",
                     false,
                 ),
@@ -248,7 +248,7 @@ impl ReportKind {
         }
     }
 
-    /// The fact rows and their time column; `$1` tenant, `$2`-`$3` the range, `$5` now.
+    /// The fact rows and their time column; `$1` tenant, `$2`-`$3` the range, `$4` now.
     fn source(self) -> (&'static str, &'static str) {
         match self {
             ReportKind::Callbacks => (
@@ -256,7 +256,7 @@ impl ReportKind {
                     "FROM an_callbacks c WHERE c.tenant_id = $1 AND c.policy_id = ANY(",
                     tenant_policies!(),
                     ") AND c.status <> 'cancelled' \
-                     AND c.due_at >= $2 AND c.due_at < $3 AND c.due_at <= $5"
+                     AND c.due_at >= $2 AND c.due_at < $3 AND c.due_at <= $4"
                 ),
                 "c.due_at",
             ),
@@ -265,7 +265,7 @@ impl ReportKind {
                  JOIN an_questionnaire_items i ON i.tenant_id = a.tenant_id AND i.questionnaire_id = a.questionnaire_id \
                    AND i.version = a.questionnaire_version AND i.item_id = a.item_id \
                  JOIN an_callbacks c ON c.callback_id = a.callback_id \
-                 WHERE a.tenant_id = $1 AND c.due_at >= $2 AND c.due_at < $3 AND c.due_at <= $5",
+                 WHERE a.tenant_id = $1 AND c.due_at >= $2 AND c.due_at < $3 AND c.due_at <= $4",
                 "c.due_at",
             ),
             ReportKind::Complaints => (
@@ -463,10 +463,10 @@ impl ReportSpec {
         self.kind.metrics().iter().map(|m| m.0).collect()
     }
 
-    /// The SQL: keys (the period's number in `$7`, counted from 1, then the dimensions as text),
+    /// The SQL: keys (the period's number in `$6`, counted from 1, then the dimensions as text),
     /// then each metric's value and sample size. Parameters: `$1`
-    /// tenant, `$2` from, `$3` to, `$4` time zone, `$5` now, `$6` population (may be NULL),
-    /// `$7` the period starts ([`Granularity::period_starts`]), then the filter values in order.
+    /// tenant, `$2` from, `$3` to, `$4` now, `$5` population (may be NULL),
+    /// `$6` the period starts ([`Granularity::period_starts`]), then the filter values in order.
     ///
     /// The inner query puts each fact row in its period by a binary search of the period starts
     /// (`width_bucket`, instead of converting every row's time to the tenant's zone) and groups
@@ -487,7 +487,7 @@ impl ReportSpec {
         let mut inner: Vec<String> = Vec::new();
         let mut outer: Vec<String> = Vec::new();
         if self.granularity != Granularity::Whole {
-            inner.push(format!("width_bucket({time}, $7::timestamptz[]) AS period"));
+            inner.push(format!("width_bucket({time}, $6::timestamptz[]) AS period"));
             outer.push("g.period".to_owned());
         }
         for (i, d) in self.group_by.iter().enumerate() {
@@ -503,7 +503,7 @@ impl ReportSpec {
         }
         let mut sql = format!("SELECT {} {source}", inner.join(", "));
         for (i, (name, _)) in self.filters.iter().enumerate() {
-            sql.push_str(&format!(" AND ({})::text = ${}", expr(name), i + 8));
+            sql.push_str(&format!(" AND ({})::text = ${}", expr(name), i + 7));
         }
         if keys == 0 {
             return sql;
@@ -688,9 +688,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.key_names(), ["period", "department"]);
         let sql = s.sql();
-        assert!(sql.contains("width_bucket(c.due_at, $7::timestamptz[]) AS period"));
+        assert!(sql.contains("width_bucket(c.due_at, $6::timestamptz[]) AS period"));
         assert!(sql.starts_with("SELECT g.period, g.k0"));
-        assert!(sql.contains("(c.channel)::text = $8"));
+        assert!(sql.contains("(c.channel)::text = $7"));
         assert!(sql.contains("GROUP BY 1, 2) g"));
         assert!(sql.ends_with("ORDER BY 1, 2"));
     }
