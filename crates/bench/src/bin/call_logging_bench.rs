@@ -118,34 +118,18 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     services.stop().await;
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (rate, attempts, latencies, propagation) =
-        (max.rate, max.attempts, &max.latencies, &max.propagation);
+    let (m, h, a) = (max.summary(), half.summary(), alone.summary());
     println!(
-        "LogCallAttempt {rate:.0}/s p50 {:.1} ms p99 {:.1} ms; propagation p50 {:.1} ms p99 {:.1} ms ({} of {attempts} matched); raw INSERT {raw:.0}/s",
-        ms(percentile(latencies, 0.5)),
-        ms(percentile(latencies, 0.99)),
-        ms(percentile(propagation, 0.5)),
-        ms(percentile(propagation, 0.99)),
-        propagation.len()
+        "LogCallAttempt {:.0}/s p50 {:.1} ms p99 {:.1} ms; propagation p50 {:.1} ms p99 {:.1} ms ({} of {} matched); raw INSERT {raw:.0}/s",
+        max.rate, m.latency_p50, m.latency_p99, m.propagation_p50, m.propagation_p99, m.matched, max.attempts
     );
     println!(
         "at half rate ({:.0}/s): propagation p50 {:.1} ms p99 {:.1} ms ({} of {} matched)",
-        half.rate,
-        ms(percentile(&half.propagation, 0.5)),
-        ms(percentile(&half.propagation, 0.99)),
-        half.propagation.len(),
-        half.attempts
+        half.rate, h.propagation_p50, h.propagation_p99, h.matched, half.attempts
     );
     println!(
         "LogCallAttempt alone (claimed beforehand): {:.0}/s p50 {:.1} ms p99 {:.1} ms; propagation p50 {:.1} ms p99 {:.1} ms ({} of {} matched)",
-        alone.rate,
-        ms(percentile(&alone.latencies, 0.5)),
-        ms(percentile(&alone.latencies, 0.99)),
-        ms(percentile(&alone.propagation, 0.5)),
-        ms(percentile(&alone.propagation, 0.99)),
-        alone.propagation.len(),
-        alone.attempts
+        alone.rate, a.latency_p50, a.latency_p99, a.propagation_p50, a.propagation_p99, a.matched, alone.attempts
     );
     let body = format!(
         "## Call logging (`call_logging_bench`)\n\n\
@@ -155,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
          call-logging, which checks the lease with scheduling over gRPC and writes the attempt; scheduling applies \
          it from call-logging's feed.\n\n{env}\n\
          | measure | result | target |\n|---|---|---|\n\
-         | LogCallAttempt, 32 concurrent clients | {rate:.0} attempts/s, p50 {:.1} ms, p99 {:.1} ms | >= 2,000/s |\n\
+         | LogCallAttempt, 32 concurrent clients | {:.0} attempts/s, p50 {:.1} ms, p99 {:.1} ms | >= 2,000/s |\n\
          | logged -> applied by scheduling (seen as its CallbackAttempted event), at that maximum rate | p50 {:.1} ms, p99 {:.1} ms over {} attempts | p99 < 100 ms |\n\
          | the same, paced at half the maximum ({:.0} attempts/s) | p50 {:.1} ms, p99 {:.1} ms over {} attempts | p99 < 100 ms |\n\
          | LogCallAttempt alone, 32 concurrent clients, each with up to {per_client} callbacks claimed before the clock starts | {:.0} attempts/s over {} attempts, p50 {:.1} ms, p99 {:.1} ms | >= 2,000/s |\n\
@@ -164,22 +148,23 @@ async fn main() -> anyhow::Result<()> {
          In the first rows every attempt needs a fresh claim (a second gRPC call and transaction) inside the measured \
          loop; the \"alone\" row measures LogCallAttempt by itself (with its lease check and scheduling applying the \
          outcome). The 2 cores are shared by both services, PostgreSQL and the 32 clients.\n",
-        ms(percentile(latencies, 0.5)),
-        ms(percentile(latencies, 0.99)),
-        ms(percentile(propagation, 0.5)),
-        ms(percentile(propagation, 0.99)),
-        propagation.len(),
+        max.rate,
+        m.latency_p50,
+        m.latency_p99,
+        m.propagation_p50,
+        m.propagation_p99,
+        m.matched,
         half.rate,
-        ms(percentile(&half.propagation, 0.5)),
-        ms(percentile(&half.propagation, 0.99)),
-        half.propagation.len(),
+        h.propagation_p50,
+        h.propagation_p99,
+        h.matched,
         alone.rate,
         alone.attempts,
-        ms(percentile(&alone.latencies, 0.5)),
-        ms(percentile(&alone.latencies, 0.99)),
-        ms(percentile(&alone.propagation, 0.5)),
-        ms(percentile(&alone.propagation, 0.99)),
-        alone.propagation.len(),
+        a.latency_p50,
+        a.latency_p99,
+        a.propagation_p50,
+        a.propagation_p99,
+        a.matched,
     );
     let path = write_section("call-logging-bench", &body)?;
     println!("wrote {}", path.display());
@@ -191,6 +176,28 @@ struct Phase {
     attempts: u64,
     latencies: Vec<Duration>,
     propagation: Vec<Duration>,
+}
+
+/// A phase's percentiles in milliseconds, and how many attempts were seen applied.
+struct Summary {
+    latency_p50: f64,
+    latency_p99: f64,
+    propagation_p50: f64,
+    propagation_p99: f64,
+    matched: usize,
+}
+
+impl Phase {
+    fn summary(&self) -> Summary {
+        let ms = |sorted: &[Duration], q: f64| percentile(sorted, q).as_secs_f64() * 1000.0;
+        Summary {
+            latency_p50: ms(&self.latencies, 0.5),
+            latency_p99: ms(&self.latencies, 0.99),
+            propagation_p50: ms(&self.propagation, 0.5),
+            propagation_p99: ms(&self.propagation, 0.99),
+            matched: self.propagation.len(),
+        }
+    }
 }
 
 /// How the clients of a phase get the callbacks they log attempts for.
