@@ -24,7 +24,7 @@ pub use model::{
     StreamName, MAX_BATCH_EVENTS, MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES,
 };
 pub use pipeline::{BatchProjection, Pipeline};
-pub use store::EventStore;
+pub use store::{EventStore, StreamAppend};
 pub use subscription::{Subscription, SubscriptionItem};
 
 /// Migrations of the event log, embedded in every binary.

@@ -15,6 +15,43 @@ use crate::model::{
 use crate::notify::Notifier;
 use crate::subscription::Subscription;
 
+/// One stream's part of [`EventStore::append_streams_in`].
+#[derive(Clone, Copy, Debug)]
+pub struct StreamAppend<'a> {
+    pub stream: &'a StreamName,
+    pub expected: ExpectedVersion,
+    pub events: &'a [NewEvent],
+}
+
+/// The columns of a multi-stream append, one entry per event.
+struct StreamColumns<'a> {
+    stream_ids: Vec<String>,
+    categories: Vec<&'a str>,
+    expected: Vec<i64>,
+    offsets: Vec<i32>,
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schemas: Vec<i32>,
+    payloads: Vec<&'a str>,
+    metadata: Vec<String>,
+}
+
+impl StreamColumns<'_> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            stream_ids: Vec::with_capacity(n),
+            categories: Vec::with_capacity(n),
+            expected: Vec::with_capacity(n),
+            offsets: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            schemas: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        }
+    }
+}
+
 /// Handle to the event log. Cheap to clone.
 #[derive(Clone)]
 pub struct EventStore {
@@ -40,6 +77,36 @@ WITH current AS (
 SELECT (SELECT version FROM current) AS current_version,
        (SELECT min(position) FROM inserted) AS first_position,
        (SELECT max(stream_version) FROM inserted) AS last_version
+"#;
+
+/// [`EventStore::append_streams_in`]: one statement for several streams. A stream whose version
+/// is not the expected one is returned in `stale` and then nothing is inserted.
+const APPEND_STREAMS_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int4[], $5::uuid[], $6::text[],
+                         $7::int4[], $8::text[], $9::text[])
+        WITH ORDINALITY AS i(stream_id, stream_category, expected, offset_in_stream, event_id,
+                             event_type, schema_version, payload, metadata, n)
+), stale AS (
+    SELECT i.stream_id FROM input i
+    WHERE i.offset_in_stream = 1
+      AND i.expected <> coalesce((SELECT max(e.stream_version) FROM events e
+                                  WHERE e.stream_id = i.stream_id), 0)
+), inserted AS (
+    INSERT INTO events (event_id, stream_id, stream_category, stream_version,
+                        event_type, schema_version, payload, metadata)
+    SELECT i.event_id, i.stream_id, i.stream_category, i.expected + i.offset_in_stream,
+           i.event_type, i.schema_version, i.payload::json, i.metadata::json
+    FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM stale)
+    ORDER BY i.n
+    RETURNING position, stream_id, stream_version
+)
+SELECT stream_id, min(position) AS first_position, max(stream_version) AS last_version,
+       false AS stale
+FROM inserted GROUP BY stream_id
+UNION ALL
+SELECT stream_id, NULL, NULL, true FROM stale
 "#;
 
 const SELECT_COLUMNS: &str = "position, transaction_id, event_id, stream_id, stream_category, \
@@ -154,6 +221,158 @@ impl EventStore {
         events: &[NewEvent],
     ) -> Result<AppendResult> {
         self.append_with(tx, true, stream, expected, events).await
+    }
+
+    /// Appends to several streams in one statement inside the caller's transaction: all or
+    /// nothing, each stream with its exact expectation (`NoStream` or `Exact`), for commands that
+    /// change many aggregates at once (a batch of claims). Results come in the order of
+    /// `appends`. A stale expectation is a [`Error::VersionConflict`] naming the first such
+    /// stream, with nothing written and the transaction still usable; a writer racing on the
+    /// same stream version aborts the transaction with a conflict too.
+    pub async fn append_streams_in(
+        &self,
+        tx: &mut PgConnection,
+        appends: &[StreamAppend<'_>],
+    ) -> Result<Vec<AppendResult>> {
+        let total: usize = appends.iter().map(|a| a.events.len()).sum();
+        if appends.is_empty() || appends.iter().any(|a| a.events.is_empty()) {
+            return Err(Error::EmptyBatch);
+        }
+        if total > MAX_BATCH_EVENTS {
+            return Err(Error::BatchTooLarge {
+                actual: total,
+                limit: MAX_BATCH_EVENTS,
+            });
+        }
+        let mut columns = StreamColumns::with_capacity(total);
+        let mut streams = HashSet::with_capacity(appends.len());
+        let mut seen_ids = HashSet::with_capacity(total);
+        for append in appends {
+            let Some(expected) = append.expected.required() else {
+                return Err(Error::InvalidStream(format!(
+                    "{}: a multi-stream append needs an exact expected version",
+                    append.stream.stream_id()
+                )));
+            };
+            if !streams.insert(append.stream.stream_id()) {
+                return Err(Error::InvalidStream(format!(
+                    "{} appears twice in one multi-stream append",
+                    append.stream.stream_id()
+                )));
+            }
+            self.check_category(append.stream.category()).await?;
+            for (offset, event) in append.events.iter().enumerate() {
+                let index = columns.ids.len();
+                let metadata = event.validate(index)?;
+                if !seen_ids.insert(event.event_id) {
+                    return Err(Error::InvalidEvent {
+                        index,
+                        field: "event_id",
+                        reason: format!("event id {} appears twice in the batch", event.event_id),
+                    });
+                }
+                columns.stream_ids.push(append.stream.stream_id());
+                columns.categories.push(append.stream.category());
+                columns.expected.push(expected as i64);
+                columns.offsets.push(offset as i32 + 1);
+                columns.ids.push(event.event_id);
+                columns.types.push(&event.event_type);
+                columns.schemas.push(event.schema_version);
+                columns.payloads.push(&event.payload);
+                columns.metadata.push(metadata);
+            }
+        }
+        let rows = sqlx::query(APPEND_STREAMS_SQL)
+            .bind(&columns.stream_ids)
+            .bind(&columns.categories)
+            .bind(&columns.expected)
+            .bind(&columns.offsets)
+            .bind(&columns.ids)
+            .bind(&columns.types)
+            .bind(&columns.schemas)
+            .bind(&columns.payloads)
+            .bind(&columns.metadata)
+            .fetch_all(&mut *tx)
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => return Err(self.racing_append_error(error, appends, &columns.ids).await),
+        };
+        let mut written = std::collections::HashMap::with_capacity(rows.len());
+        let mut stale = HashSet::new();
+        for row in &rows {
+            let stream_id: String = row.try_get("stream_id")?;
+            if row.try_get::<bool, _>("stale")? {
+                stale.insert(stream_id);
+            } else {
+                let first: i64 = row.try_get("first_position")?;
+                let last: i64 = row.try_get("last_version")?;
+                written.insert(stream_id, (first, last));
+            }
+        }
+        if let Some(append) = appends
+            .iter()
+            .find(|a| stale.contains(&a.stream.stream_id()))
+        {
+            let stream_id = append.stream.stream_id();
+            let actual = self.stream_version_on(tx, &stream_id).await?;
+            return Err(Error::VersionConflict {
+                stream: stream_id,
+                expected: append.expected,
+                actual,
+            });
+        }
+        appends
+            .iter()
+            .map(|append| {
+                let (first_position, last) = written
+                    .get(&append.stream.stream_id())
+                    .copied()
+                    .ok_or_else(|| Error::Background("multi-stream append lost a stream".into()))?;
+                Ok(AppendResult {
+                    stream_version: last as u64,
+                    first_position,
+                    already_written: false,
+                })
+            })
+            .collect()
+    }
+
+    /// The typed error for a multi-stream append the database refused. A unique violation is
+    /// raised only once the competing writer committed, so another connection sees its rows
+    /// (the caller's transaction is aborted).
+    async fn racing_append_error(
+        &self,
+        error: sqlx::Error,
+        appends: &[StreamAppend<'_>],
+        ids: &[Uuid],
+    ) -> Error {
+        let constraint = violated_unique_constraint(&error);
+        let mut other = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => return e.into(),
+        };
+        match constraint.as_deref() {
+            Some("events_event_id_key") => self.first_taken_id(&mut other, ids).await,
+            Some(_) => {
+                for append in appends {
+                    let stream_id = append.stream.stream_id();
+                    match self.stream_version_on(&mut other, &stream_id).await {
+                        Ok(actual) if Some(actual) != append.expected.required() => {
+                            return Error::VersionConflict {
+                                stream: stream_id,
+                                expected: append.expected,
+                                actual,
+                            };
+                        }
+                        Ok(_) => {}
+                        Err(e) => return e,
+                    }
+                }
+                error.into()
+            }
+            None => error.into(),
+        }
     }
 
     /// Starts a transaction for [`EventStore::append_in`].
@@ -398,6 +617,34 @@ impl EventStore {
             .fetch_all(conn)
             .await?;
         rows.iter().map(|row| recorded_event(row, 0)).collect()
+    }
+
+    /// Every event of several streams in one query, on the caller's connection: one list per
+    /// stream, in the order of `streams`, each in version order (empty for a stream with none).
+    pub async fn read_streams_on(
+        &self,
+        conn: &mut PgConnection,
+        streams: &[StreamName],
+    ) -> Result<Vec<Vec<RecordedEvent>>> {
+        let ids: Vec<String> = streams.iter().map(StreamName::stream_id).collect();
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM events WHERE stream_id = ANY($1) \
+             ORDER BY stream_id, stream_version"
+        );
+        let rows = sqlx::query(&sql).bind(&ids).fetch_all(conn).await?;
+        let mut by_stream: std::collections::HashMap<String, Vec<RecordedEvent>> =
+            std::collections::HashMap::with_capacity(ids.len());
+        for row in &rows {
+            let event = recorded_event(row, 0)?;
+            by_stream
+                .entry(event.stream_id.clone())
+                .or_default()
+                .push(event);
+        }
+        Ok(ids
+            .iter()
+            .map(|id| by_stream.remove(id).unwrap_or_default())
+            .collect())
     }
 
     /// Up to `limit` events after `after` in the gap-safe global order, matching `filter`.

@@ -3,7 +3,8 @@
 mod common;
 
 use callback_eventstore::{
-    Checkpoint, Error, ExpectedVersion, Filter, NewEvent, StreamName, MAX_PAYLOAD_BYTES,
+    Checkpoint, Error, ExpectedVersion, Filter, NewEvent, StreamAppend, StreamName,
+    MAX_PAYLOAD_BYTES,
 };
 use common::{event, read_all_visible, store, stream};
 
@@ -423,4 +424,140 @@ async fn a_transaction_that_loses_a_race_gets_a_typed_conflict_with_the_actual_v
         }
         other => panic!("expected a typed conflict, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_multi_stream_append_checks_every_stream_and_writes_all_or_nothing() {
+    let (_db, store) = store().await;
+    let (a, b, c) = (stream("multi-a"), stream("multi-b"), stream("multi-c"));
+    store
+        .append(&a, ExpectedVersion::NoStream, &[event(1)])
+        .await
+        .unwrap();
+
+    let (to_a, to_b) = ([event(2), event(3)], [event(4)]);
+    let mut tx = store.begin().await.unwrap();
+    let results = store
+        .append_streams_in(
+            &mut tx,
+            &[
+                StreamAppend {
+                    stream: &a,
+                    expected: ExpectedVersion::Exact(1),
+                    events: &to_a,
+                },
+                StreamAppend {
+                    stream: &b,
+                    expected: ExpectedVersion::NoStream,
+                    events: &to_b,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    store.commit(tx).await.unwrap();
+    assert_eq!(
+        results.iter().map(|r| r.stream_version).collect::<Vec<_>>(),
+        vec![3, 1]
+    );
+    assert!(results[0].first_position < results[1].first_position);
+
+    // One stale expectation: a typed conflict naming that stream, nothing written to any, and
+    // the caller's transaction still usable.
+    let (to_c, to_a_again) = ([event(5)], [event(6)]);
+    let mut tx = store.begin().await.unwrap();
+    match store
+        .append_streams_in(
+            &mut tx,
+            &[
+                StreamAppend {
+                    stream: &c,
+                    expected: ExpectedVersion::NoStream,
+                    events: &to_c,
+                },
+                StreamAppend {
+                    stream: &a,
+                    expected: ExpectedVersion::Exact(2),
+                    events: &to_a_again,
+                },
+            ],
+        )
+        .await
+    {
+        Err(Error::VersionConflict {
+            stream,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(stream, a.stream_id());
+            assert_eq!(expected, ExpectedVersion::Exact(2));
+            assert_eq!(actual, 3);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let still_usable: i64 = sqlx::query_scalar("SELECT 1::int8")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(still_usable, 1);
+    tx.commit().await.unwrap();
+
+    let mut conn = store.pool().acquire().await.unwrap();
+    let read = store
+        .read_streams_on(&mut conn, &[c.clone(), a.clone(), b.clone()])
+        .await
+        .unwrap();
+    let versions: Vec<Vec<i64>> = read
+        .iter()
+        .map(|events| events.iter().map(|e| e.stream_version).collect())
+        .collect();
+    assert_eq!(versions, vec![vec![], vec![1, 2, 3], vec![1]]);
+
+    // Input the statement cannot take: named before anything is sent.
+    let mut tx = store.begin().await.unwrap();
+    let twice = store
+        .append_streams_in(
+            &mut tx,
+            &[
+                StreamAppend {
+                    stream: &c,
+                    expected: ExpectedVersion::NoStream,
+                    events: &to_c,
+                },
+                StreamAppend {
+                    stream: &c,
+                    expected: ExpectedVersion::NoStream,
+                    events: &to_a_again,
+                },
+            ],
+        )
+        .await;
+    assert!(
+        matches!(twice, Err(Error::InvalidStream(ref m)) if m.contains("twice")),
+        "{twice:?}"
+    );
+    let any = store
+        .append_streams_in(
+            &mut tx,
+            &[StreamAppend {
+                stream: &c,
+                expected: ExpectedVersion::Any,
+                events: &to_c,
+            }],
+        )
+        .await;
+    assert!(matches!(any, Err(Error::InvalidStream(_))), "{any:?}");
+    let empty = store
+        .append_streams_in(
+            &mut tx,
+            &[StreamAppend {
+                stream: &c,
+                expected: ExpectedVersion::NoStream,
+                events: &[],
+            }],
+        )
+        .await;
+    assert!(matches!(empty, Err(Error::EmptyBatch)), "{empty:?}");
+    drop(tx);
+    assert_eq!(store.stream_version(&c).await.unwrap(), 0);
 }
