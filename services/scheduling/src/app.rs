@@ -17,10 +17,12 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::domain::{
-    BusinessFact, CallbackEvent, CallbackState, Disposition, Finished, FrequencyCaps, OwnerRule,
-    PlannedCallback, Policy, Scheduled, Status, TenantSettings,
+    BusinessFact, CallbackEvent, CallbackState, Disposition, Finished, OwnerRule, PlannedCallback,
+    Policy, Scheduled, Status, TenantSettings,
 };
 use crate::error::{invalid, Error, Result};
+
+mod claims;
 
 /// Namespace of deterministic callback ids (UUIDv5): the same fact, policy, step and
 /// occurrence always give the same id, so a replay can never create a second callback.
@@ -102,6 +104,7 @@ pub struct Scheduling {
     store: EventStore,
     clock: Arc<dyn Clock>,
     tenants: Arc<std::sync::Mutex<HashMap<String, CachedTenant>>>,
+    claims: claims::ClaimQueue,
 }
 
 /// Parsed tenant settings, kept briefly: every ingest and claim needs them, and parsing the
@@ -170,6 +173,7 @@ impl Scheduling {
             store,
             clock,
             tenants: Arc::default(),
+            claims: claims::ClaimQueue::default(),
         }
     }
 
@@ -632,142 +636,25 @@ impl Scheduling {
         } else {
             Duration::seconds(i64::from(lease_seconds))
         };
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        let (settings, calendar) = self.tenant(&mut tx, tenant_id).await?;
-        let agent = settings.agent(agent_id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "agent_id: agent `{agent_id}` of tenant `{tenant_id}`"
-            ))
-        })?;
-        let departments: Vec<String> = if departments.is_empty() {
-            agent.departments.clone()
-        } else {
-            departments.to_vec()
-        };
-        // A candidate whose subject has used up the tenant's frequency caps is deferred (an
-        // event, not dropped) and the next candidate tried, a bounded number of times.
-        let mut deferred = 0;
-        let (state, stream_version) = loop {
-            let Some((callback_id, version)) = self
-                .next_candidate(
-                    &mut tx,
-                    tenant_id,
-                    agent_id,
-                    &agent.pools,
-                    &departments,
-                    now,
-                )
-                .await?
-            else {
-                self.store.commit(tx).await?;
-                return Ok(None);
-            };
-            let (state, stream_version) = self.load_on(&mut tx, callback_id).await?;
-            if stream_version != version {
-                return Err(Error::Corrupt(format!(
-                    "callback {callback_id} projection is behind its stream"
-                )));
-            }
-            let caps = settings.frequency_caps;
-            if caps == FrequencyCaps::default() {
-                break (state, stream_version);
-            }
-            let attempts: Vec<DateTime<Utc>> = sqlx::query_scalar(
-                "SELECT attempted_at FROM sched_contact_attempts WHERE tenant_id = $1 AND subject_id = $2 \
-                 AND attempted_at > $3 ORDER BY attempted_at",
+        // Served together with the claims of other agents arriving at the same time.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.claims
+            .submit(
+                self,
+                claims::ClaimRequest {
+                    tenant_id: tenant_id.to_owned(),
+                    agent_id: agent_id.to_owned(),
+                    departments: departments.to_vec(),
+                    lease,
+                    reply,
+                },
             )
-            .bind(tenant_id)
-            .bind(&state.scheduled.subject_id)
-            .bind(now - Duration::days(7))
-            .fetch_all(&mut *tx)
             .await?;
-            let Some(free_at) = caps.next_allowed_attempt(&attempts, now) else {
-                break (state, stream_version);
-            };
-            // Honour the cap even past the policy's window: the deadline moves with it.
-            let due_at = calendar.next_allowed(free_at).unwrap_or(free_at);
-            let deadline = state
-                .deadline
-                .max(calendar.end_of_day(calendar.local_date(due_at)));
-            let defer = CallbackEvent::CallbackRescheduled {
-                due_at,
-                deadline,
-                reason: "frequency cap".into(),
-                at: now,
-            };
-            self.append_callback(&mut tx, Some(state), stream_version, &[defer], tenant_id)
-                .await?;
-            deferred += 1;
-            if deferred >= MAX_DEFERRALS_PER_CLAIM {
-                self.store.commit(tx).await?;
-                return Ok(None);
-            }
-        };
-        let lease_id = Uuid::now_v7();
-        let lease_until = now + lease;
-        let claimed = CallbackEvent::CallbackClaimed {
-            agent_id: agent_id.to_owned(),
-            lease_id,
-            lease_until,
-            at: now,
-        };
-        let state = self
-            .append_callback(&mut tx, Some(state), stream_version, &[claimed], tenant_id)
-            .await?;
-        let subject = subject_contact(&mut tx, tenant_id, &state.scheduled.subject_id).await?;
-        self.store.commit(tx).await?;
-        tracing::info!(callback_id = %state.scheduled.callback_id, "callback claimed");
-        Ok(Some(Claim {
-            state,
-            lease_id,
-            lease_until,
-            subject,
-        }))
-    }
-
-    /// The most urgent callback the agent may take now, locked: expired leases first (they
-    /// were at the head of the queue when claimed), then the waiting queue. SKIP LOCKED hands
-    /// racing claimers different rows.
-    async fn next_candidate(
-        &self,
-        tx: &mut PgConnection,
-        tenant_id: &str,
-        agent_id: &str,
-        pools: &[String],
-        departments: &[String],
-        now: DateTime<Utc>,
-    ) -> Result<Option<(Uuid, u64)>> {
-        // Each status is a literal, not a parameter: only then can a generic plan use its
-        // partial index. For leases the expiry is a condition of its own, so the scan reads
-        // only expired leases (inside an OR it read every live lease of the tenant, and a
-        // claim cost grew with the callbacks claimed).
-        for queue in [
-            "status = 'claimed' AND lease_until <= $2",
-            "status = 'scheduled'",
-        ] {
-            let row = sqlx::query(&format!(
-                "SELECT callback_id, stream_version FROM sched_callbacks \
-                 WHERE tenant_id = $1 AND {queue} \
-                   AND due_at <= $2 AND deadline > $2 \
-                   AND (owner_agent_id = $3 OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
-                   AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
-                 ORDER BY priority, deadline, due_at, callback_id \
-                 LIMIT 1 FOR UPDATE SKIP LOCKED"
+        answer.await.map_err(|_| {
+            Error::Store(callback_eventstore::Error::Background(
+                "the claim worker stopped".into(),
             ))
-            .bind(tenant_id)
-            .bind(now)
-            .bind(agent_id)
-            .bind(pools)
-            .bind(departments)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = row {
-                let version: i64 = row.try_get("stream_version")?;
-                return Ok(Some((row.try_get("callback_id")?, version as u64)));
-            }
-        }
-        Ok(None)
+        })?
     }
 
     // ---- outcomes and deadlines ----
@@ -1156,16 +1043,6 @@ async fn with_known_contact(
     )
 }
 
-async fn subject_contact(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    subject_id: &str,
-) -> Result<SubjectContact> {
-    known_contact(conn, tenant_id, subject_id)
-        .await?
-        .ok_or_else(|| Error::Corrupt(format!("subject of tenant {tenant_id} missing")))
-}
-
 async fn known_contact(
     conn: &mut PgConnection,
     tenant_id: &str,
@@ -1258,39 +1135,95 @@ async fn project_callback(
     state: &CallbackState,
     version: u64,
 ) -> Result<()> {
-    let s = &state.scheduled;
+    project_callbacks(conn, &[(state, version)]).await
+}
+
+/// Writes callback rows (each callback at most once) in one statement.
+async fn project_callbacks(conn: &mut PgConnection, rows: &[(&CallbackState, u64)]) -> Result<()> {
+    let mut c = CallbackColumns::default();
+    for (state, version) in rows {
+        let s = &state.scheduled;
+        c.callback_id.push(s.callback_id);
+        c.tenant_id.push(s.tenant_id.as_str());
+        c.policy_id.push(s.policy_id.as_str());
+        c.policy_version.push(s.policy_version as i64);
+        c.step.push(s.step.as_str());
+        c.occurrence.push(s.occurrence as i32);
+        c.subject_id.push(s.subject_id.as_str());
+        c.department.push(s.department.as_deref());
+        c.status.push(state.status.as_str());
+        c.due_at.push(state.due_at);
+        c.deadline.push(state.deadline);
+        c.priority.push(i16::from(s.priority));
+        c.owner_agent_id.push(s.owner_agent_id.as_deref());
+        c.pool.push(s.pool.as_str());
+        c.pool_after.push(s.pool_after);
+        c.claimed_by.push(state.claimed_by.as_deref());
+        c.lease_until.push(state.lease_until);
+        c.attempts.push(state.attempts as i32);
+        c.end_reason.push(state.end_reason.as_deref());
+        c.stream_version.push(*version as i64);
+    }
     sqlx::query(
         "INSERT INTO sched_callbacks (callback_id, tenant_id, policy_id, policy_version, step, occurrence, \
            subject_id, department, status, due_at, deadline, priority, owner_agent_id, pool, pool_after, \
            claimed_by, lease_until, attempts, end_reason, stream_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int4[], \
+           $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::int2[], \
+           $13::text[], $14::text[], $15::timestamptz[], $16::text[], $17::timestamptz[], $18::int4[], \
+           $19::text[], $20::int8[]) \
          ON CONFLICT (callback_id) DO UPDATE SET status = EXCLUDED.status, due_at = EXCLUDED.due_at, \
            deadline = EXCLUDED.deadline, claimed_by = EXCLUDED.claimed_by, lease_until = EXCLUDED.lease_until, \
            attempts = EXCLUDED.attempts, end_reason = EXCLUDED.end_reason, stream_version = EXCLUDED.stream_version",
     )
-    .bind(s.callback_id)
-    .bind(&s.tenant_id)
-    .bind(&s.policy_id)
-    .bind(s.policy_version as i64)
-    .bind(&s.step)
-    .bind(s.occurrence as i32)
-    .bind(&s.subject_id)
-    .bind(&s.department)
-    .bind(state.status.as_str())
-    .bind(state.due_at)
-    .bind(state.deadline)
-    .bind(i16::from(s.priority))
-    .bind(&s.owner_agent_id)
-    .bind(&s.pool)
-    .bind(s.pool_after)
-    .bind(&state.claimed_by)
-    .bind(state.lease_until)
-    .bind(state.attempts as i32)
-    .bind(&state.end_reason)
-    .bind(version as i64)
+    .bind(&c.callback_id)
+    .bind(&c.tenant_id)
+    .bind(&c.policy_id)
+    .bind(&c.policy_version)
+    .bind(&c.step)
+    .bind(&c.occurrence)
+    .bind(&c.subject_id)
+    .bind(&c.department)
+    .bind(&c.status)
+    .bind(&c.due_at)
+    .bind(&c.deadline)
+    .bind(&c.priority)
+    .bind(&c.owner_agent_id)
+    .bind(&c.pool)
+    .bind(&c.pool_after)
+    .bind(&c.claimed_by)
+    .bind(&c.lease_until)
+    .bind(&c.attempts)
+    .bind(&c.end_reason)
+    .bind(&c.stream_version)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The columns of [`project_callbacks`], one entry per row.
+#[derive(Default)]
+struct CallbackColumns<'a> {
+    callback_id: Vec<Uuid>,
+    tenant_id: Vec<&'a str>,
+    policy_id: Vec<&'a str>,
+    policy_version: Vec<i64>,
+    step: Vec<&'a str>,
+    occurrence: Vec<i32>,
+    subject_id: Vec<&'a str>,
+    department: Vec<Option<&'a str>>,
+    status: Vec<&'static str>,
+    due_at: Vec<DateTime<Utc>>,
+    deadline: Vec<DateTime<Utc>>,
+    priority: Vec<i16>,
+    owner_agent_id: Vec<Option<&'a str>>,
+    pool: Vec<&'a str>,
+    pool_after: Vec<DateTime<Utc>>,
+    claimed_by: Vec<Option<&'a str>>,
+    lease_until: Vec<Option<DateTime<Utc>>>,
+    attempts: Vec<i32>,
+    end_reason: Vec<Option<&'a str>>,
+    stream_version: Vec<i64>,
 }
 
 async fn project_attempt(

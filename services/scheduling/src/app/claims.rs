@@ -1,0 +1,645 @@
+//! Claiming: `ClaimNext` requests that arrive together are served by one transaction.
+//!
+//! Why: when many agents claim at once, a claim's own work (its queue rows, one event, one
+//! row update) is small beside what every transaction costs anyway (begin, commit, the reads
+//! and writes as separate round trips). Requests wait in a queue; a few workers each take
+//! everything waiting (up to [`MAX_BATCH`]) and serve it with one queue query per group of
+//! agents with the same pools and departments, one read of the chosen callbacks' streams, one
+//! append to all their streams, one projection write, one contact read and one commit.
+//! A lone request is a batch of one, so an idle service answers as fast as before.
+//!
+//! What a claim means does not change: each agent gets the most urgent due callback it may
+//! take (expired leases first, then the waiting queue), rows locked with `SKIP LOCKED` so
+//! concurrent batches never hand out the same callback, and a candidate over the tenant's
+//! frequency caps is deferred with an event and the next one tried.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use callback_eventstore::{ExpectedVersion, NewEvent, StreamAppend, StreamName};
+use chrono::{DateTime, Duration, Utc};
+use sqlx::{PgConnection, Row};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{
+    callback_stream, decode, new_event, project_callbacks, Claim, Scheduling, SubjectContact,
+    MAX_DEFERRALS_PER_CLAIM,
+};
+use callback_calendar::Calendar;
+
+use crate::domain::{CallbackEvent, CallbackState, FrequencyCaps, TenantSettings};
+use crate::error::{Error, Result};
+
+/// At most this many requests are served by one transaction.
+const MAX_BATCH: usize = 64;
+/// Workers serving batches side by side (each holds one connection while it works).
+const WORKERS: usize = 4;
+/// Requests waiting beyond this make `ClaimNext` wait to enqueue (back-pressure).
+const QUEUE_CAPACITY: usize = 4096;
+
+/// A `ClaimNext` waiting for a worker.
+pub(super) struct ClaimRequest {
+    pub tenant_id: String,
+    pub agent_id: String,
+    /// As asked; empty means the agent's own departments.
+    pub departments: Vec<String>,
+    pub lease: Duration,
+    pub reply: oneshot::Sender<Result<Option<Claim>>>,
+}
+
+/// The sending end of the claim queue, started on first use (inside the runtime). Workers do
+/// not hold it, so they stop once every handle of the service is gone.
+#[derive(Clone, Default)]
+pub(super) struct ClaimQueue {
+    sender: Arc<OnceLock<mpsc::Sender<ClaimRequest>>>,
+}
+
+impl ClaimQueue {
+    pub(super) async fn submit(&self, app: &Scheduling, request: ClaimRequest) -> Result<()> {
+        let sender = self.sender.get_or_init(|| start_workers(app));
+        sender
+            .send(request)
+            .await
+            .map_err(|_| stopped("the claim queue is closed"))
+    }
+}
+
+fn stopped(what: &str) -> Error {
+    Error::Store(callback_eventstore::Error::Background(what.to_owned()))
+}
+
+fn start_workers(app: &Scheduling) -> mpsc::Sender<ClaimRequest> {
+    let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+    // Each worker keeps a connection busy; a small pool gets fewer.
+    let pool_size = app.store.pool().options().get_max_connections() as usize;
+    let workers = WORKERS.min((pool_size / 2).max(1));
+    for _ in 0..workers {
+        // A handle without the queue: the workers must not keep their own queue open.
+        let worker = Scheduling {
+            claims: ClaimQueue::default(),
+            ..app.clone()
+        };
+        let receiver = receiver.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = {
+                    let mut receiver = receiver.lock().await;
+                    let Some(first) = receiver.recv().await else {
+                        return;
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match receiver.try_recv() {
+                            Ok(request) => batch.push(request),
+                            Err(_) => break,
+                        }
+                    }
+                    batch
+                };
+                worker.serve(batch).await;
+            }
+        });
+    }
+    sender
+}
+
+/// A queue row a group of agents may get, in urgency order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Candidate {
+    pub callback_id: Uuid,
+    pub stream_version: u64,
+    /// Set when only this agent may take it (its owner, before the pool takes over).
+    pub reserved_for: Option<String>,
+}
+
+/// Hands out candidates (in urgency order) to agents (in arrival order): a reserved row to its
+/// agent, any other to the first agent still without one. The same as serving the agents one
+/// after another, each taking the most urgent row it may. Returns each agent's candidate index.
+pub(crate) fn assign(candidates: &[Candidate], agents: &[&str]) -> Vec<Option<usize>> {
+    let mut assigned: Vec<Option<usize>> = vec![None; agents.len()];
+    for (index, candidate) in candidates.iter().enumerate() {
+        let taker = match &candidate.reserved_for {
+            Some(owner) => agents
+                .iter()
+                .position(|a| a == owner)
+                .filter(|&i| assigned[i].is_none()),
+            None => assigned.iter().position(Option::is_none),
+        };
+        if let Some(agent) = taker {
+            assigned[agent] = Some(index);
+        }
+    }
+    assigned
+}
+
+/// A request still looking for a callback in this batch.
+struct Want {
+    request: usize,
+    pools: Vec<String>,
+    departments: Vec<String>,
+    /// Candidates deferred for it so far (frequency caps).
+    deferrals: usize,
+}
+
+/// A callback a batch locked for a request, with its state from its stream.
+struct Picked {
+    want: Want,
+    state: CallbackState,
+    version: u64,
+}
+
+type Tenants = HashMap<String, (Arc<TenantSettings>, Arc<Calendar>)>;
+
+impl Scheduling {
+    /// Serves a batch; when the batch as a whole fails, each request is tried alone so one
+    /// request's problem is not every agent's answer.
+    async fn serve(&self, batch: Vec<ClaimRequest>) {
+        let outcome = self.claim_batch(&batch).await;
+        match outcome {
+            Ok(results) => {
+                for (request, result) in batch.into_iter().zip(results) {
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(error) if batch.len() == 1 => {
+                if let Some(request) = batch.into_iter().next() {
+                    let _ = request.reply.send(Err(error));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, requests = batch.len(), "claim batch failed; serving each alone");
+                for request in batch {
+                    let result = match self.claim_batch(std::slice::from_ref(&request)).await {
+                        Ok(mut results) => results.pop().unwrap_or(Ok(None)),
+                        Err(error) => Err(error),
+                    };
+                    let _ = request.reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// One transaction for a batch of claims: an answer per request, in order. An `Err`
+    /// means nothing was written.
+    async fn claim_batch(&self, requests: &[ClaimRequest]) -> Result<Vec<Result<Option<Claim>>>> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let mut answers: Vec<Option<Result<Option<Claim>>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut tenants: Tenants = HashMap::new();
+        let mut wants = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            if !tenants.contains_key(&request.tenant_id) {
+                match self.tenant(&mut tx, &request.tenant_id).await {
+                    Ok(loaded) => {
+                        tenants.insert(request.tenant_id.clone(), loaded);
+                    }
+                    Err(error) => {
+                        answers[index] = Some(Err(error));
+                        continue;
+                    }
+                }
+            }
+            let Some(agent) = tenants[&request.tenant_id].0.agent(&request.agent_id) else {
+                answers[index] = Some(Err(Error::NotFound(format!(
+                    "agent_id: agent `{}` of tenant `{}`",
+                    request.agent_id, request.tenant_id
+                ))));
+                continue;
+            };
+            wants.push(Want {
+                request: index,
+                pools: agent.pools.clone(),
+                departments: if request.departments.is_empty() {
+                    agent.departments.clone()
+                } else {
+                    request.departments.clone()
+                },
+                deferrals: 0,
+            });
+        }
+
+        // Every callback this batch locked, so later rounds do not return them again (a
+        // transaction's own locks are not skipped by SKIP LOCKED).
+        let mut locked: Vec<Uuid> = Vec::new();
+        let mut changes: Vec<(CallbackState, u64, CallbackEvent)> = Vec::new();
+        let mut claimed: Vec<Picked> = Vec::new();
+        while !wants.is_empty() {
+            let mut again = Vec::new();
+            let mut chosen: Vec<(Want, Uuid, u64)> = Vec::new();
+            for group in group_wants(wants, requests) {
+                let agents: Vec<&str> = group
+                    .iter()
+                    .map(|w| requests[w.request].agent_id.as_str())
+                    .collect();
+                let head = &group[0];
+                let candidates = next_candidates(
+                    &mut tx,
+                    &requests[head.request].tenant_id,
+                    &agents,
+                    &head.pools,
+                    &head.departments,
+                    &locked,
+                    now,
+                )
+                .await?;
+                locked.extend(candidates.iter().map(|c| c.callback_id));
+                let exhausted = candidates.len() < group.len();
+                let assignment = assign(&candidates, &agents);
+                for (want, taken) in group.into_iter().zip(assignment) {
+                    match taken {
+                        Some(i) => {
+                            let c = &candidates[i];
+                            chosen.push((want, c.callback_id, c.stream_version));
+                        }
+                        // Fewer rows than agents: nothing (more) for this one now.
+                        None if exhausted => answers[want.request] = Some(Ok(None)),
+                        // The rows went to their owners: look further down the queue.
+                        None => again.push(want),
+                    }
+                }
+            }
+            let picked = self.read_states(&mut tx, chosen).await?;
+            let free_at = self
+                .capped(&mut tx, &picked, requests, &tenants, now)
+                .await?;
+            for (mut pick, free_at) in picked.into_iter().zip(free_at) {
+                let Some(free_at) = free_at else {
+                    claimed.push(pick);
+                    continue;
+                };
+                // Honour the cap even past the policy's window: the deadline moves with it.
+                let calendar = &tenants[&requests[pick.want.request].tenant_id].1;
+                let due_at = calendar.next_allowed(free_at).unwrap_or(free_at);
+                let deadline = pick
+                    .state
+                    .deadline
+                    .max(calendar.end_of_day(calendar.local_date(due_at)));
+                let defer = CallbackEvent::CallbackRescheduled {
+                    due_at,
+                    deadline,
+                    reason: "frequency cap".into(),
+                    at: now,
+                };
+                changes.push((pick.state, pick.version, defer));
+                pick.want.deferrals += 1;
+                if pick.want.deferrals >= MAX_DEFERRALS_PER_CLAIM {
+                    answers[pick.want.request] = Some(Ok(None));
+                } else {
+                    again.push(pick.want);
+                }
+            }
+            wants = again;
+        }
+
+        let mut claims = Vec::with_capacity(claimed.len());
+        for pick in claimed {
+            let request = &requests[pick.want.request];
+            let lease_id = Uuid::now_v7();
+            let lease_until = now + request.lease;
+            let event = CallbackEvent::CallbackClaimed {
+                agent_id: request.agent_id.clone(),
+                lease_id,
+                lease_until,
+                at: now,
+            };
+            claims.push(Granted {
+                request: pick.want.request,
+                lease_id,
+                lease_until,
+                change: changes.len(),
+            });
+            changes.push((pick.state, pick.version, event));
+        }
+        let states = self.write_changes(&mut tx, changes).await?;
+        let contacts = contacts_of(&mut tx, &states, &claims).await?;
+        self.store.commit(tx).await?;
+        for (granted, subject) in claims.into_iter().zip(contacts) {
+            let state = states[granted.change].clone();
+            tracing::info!(callback_id = %state.scheduled.callback_id, "callback claimed");
+            answers[granted.request] = Some(Ok(Some(Claim {
+                state,
+                lease_id: granted.lease_id,
+                lease_until: granted.lease_until,
+                subject,
+            })));
+        }
+        Ok(answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or(Ok(None)))
+            .collect())
+    }
+
+    /// The chosen callbacks' states, folded from their streams read in one query; each
+    /// stream must be at the version its row says (the row lock guards both).
+    async fn read_states(
+        &self,
+        tx: &mut PgConnection,
+        chosen: Vec<(Want, Uuid, u64)>,
+    ) -> Result<Vec<Picked>> {
+        let streams = chosen
+            .iter()
+            .map(|(_, id, _)| callback_stream(*id))
+            .collect::<Result<Vec<StreamName>>>()?;
+        let histories = self.store.read_streams_on(tx, &streams).await?;
+        let mut picked = Vec::with_capacity(chosen.len());
+        for ((want, callback_id, version), events) in chosen.into_iter().zip(histories) {
+            if events.len() as u64 != version {
+                return Err(Error::Corrupt(format!(
+                    "callback {callback_id} projection is behind its stream"
+                )));
+            }
+            let mut state = None;
+            for event in &events {
+                state = CallbackState::evolve(state, &decode::<CallbackEvent>(event)?);
+            }
+            let state =
+                state.ok_or_else(|| Error::NotFound(format!("callback `{callback_id}`")))?;
+            picked.push(Picked {
+                want,
+                state,
+                version,
+            });
+        }
+        Ok(picked)
+    }
+
+    /// For each picked callback, the time its subject is free again under the tenant's
+    /// frequency caps, or `None` when it may be called now. One read per tenant with caps.
+    async fn capped(
+        &self,
+        tx: &mut PgConnection,
+        picked: &[Picked],
+        requests: &[ClaimRequest],
+        tenants: &Tenants,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<DateTime<Utc>>>> {
+        let mut free_at = vec![None; picked.len()];
+        let mut by_tenant: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, pick) in picked.iter().enumerate() {
+            let tenant_id = requests[pick.want.request].tenant_id.as_str();
+            if tenants[tenant_id].0.frequency_caps != FrequencyCaps::default() {
+                by_tenant.entry(tenant_id).or_default().push(i);
+            }
+        }
+        for (tenant_id, members) in by_tenant {
+            let subjects: Vec<&str> = members
+                .iter()
+                .map(|&i| picked[i].state.scheduled.subject_id.as_str())
+                .collect();
+            let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT subject_id, attempted_at FROM sched_contact_attempts WHERE tenant_id = $1 \
+                 AND subject_id = ANY($2) AND attempted_at > $3 ORDER BY attempted_at",
+            )
+            .bind(tenant_id)
+            .bind(&subjects)
+            .bind(now - Duration::days(7))
+            .fetch_all(&mut *tx)
+            .await?;
+            let caps = tenants[tenant_id].0.frequency_caps;
+            for i in members {
+                let subject = &picked[i].state.scheduled.subject_id;
+                let attempts: Vec<DateTime<Utc>> = rows
+                    .iter()
+                    .filter(|(s, _)| s == subject)
+                    .map(|(_, at)| *at)
+                    .collect();
+                free_at[i] = caps.next_allowed_attempt(&attempts, now);
+            }
+        }
+        Ok(free_at)
+    }
+
+    /// Appends each change to its callback's stream (one statement) and writes the rows.
+    async fn write_changes(
+        &self,
+        tx: &mut PgConnection,
+        changes: Vec<(CallbackState, u64, CallbackEvent)>,
+    ) -> Result<Vec<CallbackState>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut streams = Vec::with_capacity(changes.len());
+        let mut events: Vec<[NewEvent; 1]> = Vec::with_capacity(changes.len());
+        for (state, _, event) in &changes {
+            streams.push(callback_stream(state.scheduled.callback_id)?);
+            events.push([new_event(
+                event.event_type(),
+                event,
+                &state.scheduled.tenant_id,
+            )?]);
+        }
+        let appends: Vec<StreamAppend> = changes
+            .iter()
+            .zip(&streams)
+            .zip(&events)
+            .map(|(((_, version, _), stream), events)| StreamAppend {
+                stream,
+                expected: ExpectedVersion::Exact(*version),
+                events,
+            })
+            .collect();
+        let written = self.store.append_streams_in(tx, &appends).await?;
+        let mut rows = Vec::with_capacity(changes.len());
+        for ((state, _, event), result) in changes.into_iter().zip(written) {
+            let next = CallbackState::evolve(Some(state), &event)
+                .ok_or_else(|| Error::Corrupt("a callback change lost its state".into()))?;
+            rows.push((next, result.stream_version));
+        }
+        let projected: Vec<(&CallbackState, u64)> = rows
+            .iter()
+            .map(|(state, version)| (state, *version))
+            .collect();
+        project_callbacks(tx, &projected).await?;
+        Ok(rows.into_iter().map(|(state, _)| state).collect())
+    }
+}
+
+/// Wants of the same tenant, pools and departments see the same queue rows: one query each.
+fn group_wants(wants: Vec<Want>, requests: &[ClaimRequest]) -> Vec<Vec<Want>> {
+    let mut groups: Vec<Vec<Want>> = Vec::new();
+    for want in wants {
+        let same = groups.iter_mut().find(|g| {
+            let head = &g[0];
+            requests[head.request].tenant_id == requests[want.request].tenant_id
+                && head.pools == want.pools
+                && head.departments == want.departments
+        });
+        match same {
+            Some(group) => group.push(want),
+            None => groups.push(vec![want]),
+        }
+    }
+    groups
+}
+
+/// Up to one queue row per agent of the group, locked, most urgent first: expired leases
+/// (they were at the head of the queue when claimed), then the waiting queue.
+async fn next_candidates(
+    tx: &mut PgConnection,
+    tenant_id: &str,
+    agents: &[&str],
+    pools: &[String],
+    departments: &[String],
+    locked: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<Candidate>> {
+    // Each status is a literal, not a parameter: only then can a generic plan use its partial
+    // index. For leases the expiry is a condition of its own, so the scan reads only expired
+    // leases (inside an OR it read every live lease of the tenant).
+    const ELIGIBLE: &str = "tenant_id = $1 AND due_at <= $2 AND deadline > $2 \
+         AND (owner_agent_id = ANY($3) OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
+         AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
+         AND callback_id <> ALL($6)";
+    let sql = format!(
+        "WITH expired AS ( \
+            SELECT callback_id, stream_version, owner_agent_id, pool, pool_after, priority, deadline, due_at, 0 AS queue \
+            FROM sched_callbacks WHERE status = 'claimed' AND lease_until <= $2 AND {ELIGIBLE} \
+            ORDER BY priority, deadline, due_at, callback_id LIMIT $7 FOR UPDATE SKIP LOCKED \
+         ), waiting AS ( \
+            SELECT callback_id, stream_version, owner_agent_id, pool, pool_after, priority, deadline, due_at, 1 AS queue \
+            FROM sched_callbacks WHERE status = 'scheduled' AND {ELIGIBLE} \
+            ORDER BY priority, deadline, due_at, callback_id \
+            LIMIT $7 - (SELECT count(*) FROM expired) FOR UPDATE SKIP LOCKED \
+         ) \
+         SELECT callback_id, stream_version, owner_agent_id, pool, pool_after FROM ( \
+            SELECT * FROM expired UNION ALL SELECT * FROM waiting \
+         ) c ORDER BY queue, priority, deadline, due_at, callback_id"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(now)
+        .bind(agents)
+        .bind(pools)
+        .bind(departments)
+        .bind(locked)
+        .bind(agents.len() as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let owner: Option<String> = row.try_get("owner_agent_id")?;
+            let pool: String = row.try_get("pool")?;
+            let pool_after: DateTime<Utc> = row.try_get("pool_after")?;
+            let version: i64 = row.try_get("stream_version")?;
+            // Anyone of the group may take a row of its pools that no owner holds (any more);
+            // any other row came back for its owner.
+            let open_to_pool = pools.contains(&pool) && (owner.is_none() || pool_after <= now);
+            Ok(Candidate {
+                callback_id: row.try_get("callback_id")?,
+                stream_version: version as u64,
+                reserved_for: if open_to_pool { None } else { owner },
+            })
+        })
+        .collect()
+}
+
+/// A claim a batch grants: whose, its lease, and which change carries it.
+struct Granted {
+    request: usize,
+    lease_id: Uuid,
+    lease_until: DateTime<Utc>,
+    change: usize,
+}
+
+/// The claimed subjects' contact details, one read per tenant, in the order of `claims`.
+async fn contacts_of(
+    tx: &mut PgConnection,
+    states: &[CallbackState],
+    claims: &[Granted],
+) -> Result<Vec<SubjectContact>> {
+    let mut found: HashMap<(String, String), SubjectContact> = HashMap::new();
+    let mut by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
+    for granted in claims {
+        let s = &states[granted.change].scheduled;
+        by_tenant
+            .entry(s.tenant_id.as_str())
+            .or_default()
+            .push(s.subject_id.as_str());
+    }
+    for (tenant_id, subjects) in by_tenant {
+        let rows = sqlx::query(
+            "SELECT subject_id, name, phones, owner_agent_id, department FROM sched_subjects \
+             WHERE tenant_id = $1 AND subject_id = ANY($2)",
+        )
+        .bind(tenant_id)
+        .bind(&subjects)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let subject_id: String = row.try_get("subject_id")?;
+            found.insert(
+                (tenant_id.to_owned(), subject_id.clone()),
+                SubjectContact {
+                    subject_id,
+                    name: row.try_get("name")?,
+                    phones: row.try_get("phones")?,
+                    owner_agent_id: row.try_get("owner_agent_id")?,
+                    department: row.try_get("department")?,
+                },
+            );
+        }
+    }
+    claims
+        .iter()
+        .map(|granted| {
+            let s = &states[granted.change].scheduled;
+            found
+                .get(&(s.tenant_id.clone(), s.subject_id.clone()))
+                .cloned()
+                .ok_or_else(|| Error::Corrupt(format!("subject of tenant {} missing", s.tenant_id)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(n: u128) -> Candidate {
+        Candidate {
+            callback_id: Uuid::from_u128(n),
+            stream_version: 1,
+            reserved_for: None,
+        }
+    }
+
+    fn reserved(n: u128, owner: &str) -> Candidate {
+        Candidate {
+            reserved_for: Some(owner.into()),
+            ..open(n)
+        }
+    }
+
+    #[test]
+    fn agents_take_the_most_urgent_rows_in_arrival_order() {
+        assert_eq!(
+            assign(&[open(1), open(2), open(3)], &["a", "b"]),
+            vec![Some(0), Some(1)]
+        );
+    }
+
+    #[test]
+    fn a_reserved_row_goes_to_its_owner_only() {
+        // b's own row is the most urgent; a takes the next open one.
+        assert_eq!(
+            assign(&[reserved(1, "b"), open(2)], &["a", "b"]),
+            vec![Some(1), Some(0)]
+        );
+        // A row reserved for someone outside the group, or for an agent already served, is
+        // left for later.
+        assert_eq!(assign(&[reserved(1, "z"), open(2)], &["a"]), vec![Some(1)]);
+        assert_eq!(
+            assign(&[open(1), reserved(2, "a")], &["a", "b"]),
+            vec![Some(0), None]
+        );
+    }
+
+    #[test]
+    fn fewer_rows_than_agents_leaves_the_last_arrivals_without() {
+        assert_eq!(assign(&[open(1)], &["a", "b"]), vec![Some(0), None]);
+        assert_eq!(assign(&[], &["a"]), vec![None]);
+    }
+}
