@@ -22,6 +22,7 @@ use crate::domain::{
 };
 use crate::error::{invalid, Error, Result};
 
+mod batches;
 mod claims;
 
 /// Namespace of deterministic callback ids (UUIDv5): the same fact, policy, step and
@@ -174,6 +175,14 @@ impl Scheduling {
             clock,
             tenants: Arc::default(),
             claims: claims::ClaimQueue::default(),
+        }
+    }
+
+    /// This handle without its command queues, for the queues' own workers.
+    fn without_queues(&self) -> Self {
+        Self {
+            claims: Default::default(),
+            ..self.clone()
         }
     }
 
@@ -641,6 +650,7 @@ impl Scheduling {
         self.claims
             .submit(
                 self,
+                claims::SERVE_CLAIMS,
                 claims::ClaimRequest {
                     tenant_id: tenant_id.to_owned(),
                     agent_id: agent_id.to_owned(),

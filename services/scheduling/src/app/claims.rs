@@ -1,12 +1,7 @@
-//! Claiming: `ClaimNext` requests that arrive together are served by one transaction.
-//!
-//! Why: when many agents claim at once, a claim's own work (its queue rows, one event, one
-//! row update) is small beside what every transaction costs anyway (begin, commit, the reads
-//! and writes as separate round trips). Requests wait in a queue; a few workers each take
-//! everything waiting (up to [`MAX_BATCH`]) and serve it with one queue query per group of
-//! agents with the same pools and departments, one read of the chosen callbacks' streams, one
-//! append to all their streams, one projection write, one contact read and one commit.
-//! A lone request is a batch of one, so an idle service answers as fast as before.
+//! Claiming: `ClaimNext` requests that arrive together are served by one transaction
+//! (see `batches.rs`): one queue query per group of agents with the same pools and
+//! departments, one read of the chosen callbacks' streams, one append to all their streams,
+//! one projection write, one contact read and one commit.
 //!
 //! What a claim means does not change: each agent gets the most urgent due callback it may
 //! take (expired leases first, then the waiting queue), rows locked with `SKIP LOCKED` so
@@ -14,29 +9,22 @@
 //! frequency caps is deferred with an event and the next one tried.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
+use callback_calendar::Calendar;
 use callback_eventstore::{ExpectedVersion, NewEvent, StreamAppend, StreamName};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::batches::{BatchQueue, Serve};
 use super::{
     callback_stream, decode, new_event, project_callbacks, Claim, Scheduling, SubjectContact,
     MAX_DEFERRALS_PER_CLAIM,
 };
-use callback_calendar::Calendar;
-
 use crate::domain::{CallbackEvent, CallbackState, FrequencyCaps, TenantSettings};
 use crate::error::{Error, Result};
-
-/// At most this many requests are served by one transaction.
-const MAX_BATCH: usize = 64;
-/// Workers serving batches side by side (each holds one connection while it works).
-const WORKERS: usize = 4;
-/// Requests waiting beyond this make `ClaimNext` wait to enqueue (back-pressure).
-const QUEUE_CAPACITY: usize = 4096;
 
 /// A `ClaimNext` waiting for a worker.
 pub(super) struct ClaimRequest {
@@ -48,62 +36,10 @@ pub(super) struct ClaimRequest {
     pub reply: oneshot::Sender<Result<Option<Claim>>>,
 }
 
-/// The sending end of the claim queue, started on first use (inside the runtime). Workers do
-/// not hold it, so they stop once every handle of the service is gone.
-#[derive(Clone, Default)]
-pub(super) struct ClaimQueue {
-    sender: Arc<OnceLock<mpsc::Sender<ClaimRequest>>>,
-}
+pub(super) type ClaimQueue = BatchQueue<ClaimRequest>;
 
-impl ClaimQueue {
-    pub(super) async fn submit(&self, app: &Scheduling, request: ClaimRequest) -> Result<()> {
-        let sender = self.sender.get_or_init(|| start_workers(app));
-        sender
-            .send(request)
-            .await
-            .map_err(|_| stopped("the claim queue is closed"))
-    }
-}
-
-fn stopped(what: &str) -> Error {
-    Error::Store(callback_eventstore::Error::Background(what.to_owned()))
-}
-
-fn start_workers(app: &Scheduling) -> mpsc::Sender<ClaimRequest> {
-    let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-    // Each worker keeps a connection busy; a small pool gets fewer.
-    let pool_size = app.store.pool().options().get_max_connections() as usize;
-    let workers = WORKERS.min((pool_size / 2).max(1));
-    for _ in 0..workers {
-        // A handle without the queue: the workers must not keep their own queue open.
-        let worker = Scheduling {
-            claims: ClaimQueue::default(),
-            ..app.clone()
-        };
-        let receiver = receiver.clone();
-        tokio::spawn(async move {
-            loop {
-                let batch = {
-                    let mut receiver = receiver.lock().await;
-                    let Some(first) = receiver.recv().await else {
-                        return;
-                    };
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match receiver.try_recv() {
-                            Ok(request) => batch.push(request),
-                            Err(_) => break,
-                        }
-                    }
-                    batch
-                };
-                worker.serve(batch).await;
-            }
-        });
-    }
-    sender
-}
+pub(super) const SERVE_CLAIMS: Serve<ClaimRequest> =
+    |app, batch| Box::pin(async move { app.serve_claims(batch).await });
 
 /// A queue row a group of agents may get, in urgency order.
 #[derive(Clone, Debug, PartialEq)]
@@ -155,7 +91,7 @@ type Tenants = HashMap<String, (Arc<TenantSettings>, Arc<Calendar>)>;
 impl Scheduling {
     /// Serves a batch; when the batch as a whole fails, each request is tried alone so one
     /// request's problem is not every agent's answer.
-    async fn serve(&self, batch: Vec<ClaimRequest>) {
+    async fn serve_claims(&self, batch: Vec<ClaimRequest>) {
         let outcome = self.claim_batch(&batch).await;
         match outcome {
             Ok(results) => {
