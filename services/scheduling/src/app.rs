@@ -24,6 +24,7 @@ use crate::error::{invalid, Error, Result};
 
 mod batches;
 mod claims;
+mod ingests;
 
 /// Namespace of deterministic callback ids (UUIDv5): the same fact, policy, step and
 /// occurrence always give the same id, so a replay can never create a second callback.
@@ -106,6 +107,7 @@ pub struct Scheduling {
     clock: Arc<dyn Clock>,
     tenants: Arc<std::sync::Mutex<HashMap<String, CachedTenant>>>,
     claims: claims::ClaimQueue,
+    ingests: ingests::IngestQueue,
 }
 
 /// Parsed tenant settings, kept briefly: every ingest and claim needs them, and parsing the
@@ -175,6 +177,7 @@ impl Scheduling {
             clock,
             tenants: Arc::default(),
             claims: claims::ClaimQueue::default(),
+            ingests: ingests::IngestQueue::default(),
         }
     }
 
@@ -182,6 +185,7 @@ impl Scheduling {
     fn without_queues(&self) -> Self {
         Self {
             claims: Default::default(),
+            ingests: Default::default(),
             ..self.clone()
         }
     }
@@ -324,6 +328,32 @@ impl Scheduling {
             validate_phone(&format!("subject.phones[{i}]"), phone)?;
         }
         let fact_name = fact_stream(&fact.tenant_id, &fact.source, &fact.source_event_id)?;
+        // Served together with other ingests arriving at the same time.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.ingests
+            .submit(
+                self,
+                ingests::SERVE_INGESTS,
+                ingests::IngestRequest {
+                    fact,
+                    subject,
+                    fact_name,
+                    reply,
+                },
+            )
+            .await?;
+        answer
+            .await
+            .map_err(|_| batches::stopped("the ingest worker stopped"))?
+    }
+
+    /// One ingest in a transaction of its own: the path for facts a batch does not take.
+    async fn ingest_alone(
+        &self,
+        fact: BusinessFact,
+        subject: SubjectContact,
+        fact_name: StreamName,
+    ) -> Result<IngestResult> {
         // A retry of a fact already ingested is found when its streams turn out to exist
         // (below), not by a read before every ingest: retries are rare.
         let now = self.now();
@@ -452,79 +482,15 @@ impl Scheduling {
         plan: PlannedCallback,
         now: DateTime<Utc>,
     ) -> Result<Option<ScheduledSummary>> {
-        if !plan.sampled {
+        let Some(events) =
+            new_callback_events(policy, policy_version, fact, subject, fact_name, &plan, now)
+        else {
             return Ok(None);
-        }
-        let step = &policy.steps[plan.step];
-        let callback_id = Uuid::new_v5(
-            &CALLBACK_NAMESPACE,
-            format!(
-                "{}\n{}\n{}\n{}\n{}\n{}",
-                fact.tenant_id,
-                fact.source,
-                fact.source_event_id,
-                policy.policy_id,
-                step.name,
-                plan.occurrence
-            )
-            .as_bytes(),
-        );
-        let (owner_agent_id, pool, pool_after) = match &step.owner {
-            OwnerRule::SubjectOwner {
-                fallback_pool,
-                pool_after_hours,
-            } => match &subject.owner_agent_id {
-                Some(owner) => (
-                    Some(owner.clone()),
-                    fallback_pool.clone(),
-                    plan.due_at + Duration::hours(i64::from(*pool_after_hours)),
-                ),
-                None => (None, fallback_pool.clone(), plan.due_at),
-            },
-            OwnerRule::Pool { pool } => (None, pool.clone(), plan.due_at),
         };
-        let scheduled = Scheduled {
-            callback_id,
-            tenant_id: fact.tenant_id.clone(),
-            policy_id: policy.policy_id.clone(),
-            policy_version,
-            step_index: plan.step,
-            step: step.name.clone(),
-            occurrence: plan.occurrence,
-            anchor_at: plan.anchor_at,
-            due_at: plan.due_at,
-            deadline: plan.deadline,
-            priority: step.priority,
-            channel: step.channel,
-            questionnaire_id: step.questionnaire_id.clone(),
-            owner_agent_id,
-            pool,
-            pool_after,
-            subject_id: fact.subject_id.clone(),
-            department: subject.department.clone(),
-            retry: step.retry.clone(),
-            fact_stream: fact_name.stream_id(),
-        };
-        let mut events = vec![CallbackEvent::CallbackScheduled(Box::new(scheduled))];
-        if plan.window_missed {
-            events.push(CallbackEvent::CallbackSkipped {
-                reason: "the due window closed before a call was possible".into(),
-                at: now,
-            });
-        }
         let state = self
             .append_callback(tx, None, 0, &events, &fact.tenant_id)
             .await?;
-        Ok(Some(ScheduledSummary {
-            callback_id,
-            policy_id: policy.policy_id.clone(),
-            policy_version,
-            step: step.name.clone(),
-            occurrence: plan.occurrence,
-            due_at: state.due_at,
-            deadline: state.deadline,
-            status: state.status,
-        }))
+        Ok(Some(ScheduledSummary::of(&state)))
     }
 
     /// Appends callback events with the version check and writes the resulting row.
@@ -660,11 +626,9 @@ impl Scheduling {
                 },
             )
             .await?;
-        answer.await.map_err(|_| {
-            Error::Store(callback_eventstore::Error::Background(
-                "the claim worker stopped".into(),
-            ))
-        })?
+        answer
+            .await
+            .map_err(|_| batches::stopped("the claim worker stopped"))?
     }
 
     // ---- outcomes and deadlines ----
@@ -1007,6 +971,96 @@ impl Scheduling {
     }
 }
 
+/// The events of a new callback planned from a fact (`None` when sampling left it out). Its
+/// id derives from the fact, policy, step and occurrence, so a replay cannot create a second.
+fn new_callback_events(
+    policy: &Policy,
+    policy_version: u64,
+    fact: &BusinessFact,
+    subject: &SubjectContact,
+    fact_name: &StreamName,
+    plan: &PlannedCallback,
+    now: DateTime<Utc>,
+) -> Option<Vec<CallbackEvent>> {
+    if !plan.sampled {
+        return None;
+    }
+    let step = &policy.steps[plan.step];
+    let callback_id = Uuid::new_v5(
+        &CALLBACK_NAMESPACE,
+        format!(
+            "{}\n{}\n{}\n{}\n{}\n{}",
+            fact.tenant_id,
+            fact.source,
+            fact.source_event_id,
+            policy.policy_id,
+            step.name,
+            plan.occurrence
+        )
+        .as_bytes(),
+    );
+    let (owner_agent_id, pool, pool_after) = match &step.owner {
+        OwnerRule::SubjectOwner {
+            fallback_pool,
+            pool_after_hours,
+        } => match &subject.owner_agent_id {
+            Some(owner) => (
+                Some(owner.clone()),
+                fallback_pool.clone(),
+                plan.due_at + Duration::hours(i64::from(*pool_after_hours)),
+            ),
+            None => (None, fallback_pool.clone(), plan.due_at),
+        },
+        OwnerRule::Pool { pool } => (None, pool.clone(), plan.due_at),
+    };
+    let scheduled = Scheduled {
+        callback_id,
+        tenant_id: fact.tenant_id.clone(),
+        policy_id: policy.policy_id.clone(),
+        policy_version,
+        step_index: plan.step,
+        step: step.name.clone(),
+        occurrence: plan.occurrence,
+        anchor_at: plan.anchor_at,
+        due_at: plan.due_at,
+        deadline: plan.deadline,
+        priority: step.priority,
+        channel: step.channel,
+        questionnaire_id: step.questionnaire_id.clone(),
+        owner_agent_id,
+        pool,
+        pool_after,
+        subject_id: fact.subject_id.clone(),
+        department: subject.department.clone(),
+        retry: step.retry.clone(),
+        fact_stream: fact_name.stream_id(),
+    };
+    let mut events = vec![CallbackEvent::CallbackScheduled(Box::new(scheduled))];
+    if plan.window_missed {
+        events.push(CallbackEvent::CallbackSkipped {
+            reason: "the due window closed before a call was possible".into(),
+            at: now,
+        });
+    }
+    Some(events)
+}
+
+impl ScheduledSummary {
+    fn of(state: &CallbackState) -> Self {
+        let s = &state.scheduled;
+        Self {
+            callback_id: s.callback_id,
+            policy_id: s.policy_id.clone(),
+            policy_version: s.policy_version,
+            step: s.step.clone(),
+            occurrence: s.occurrence,
+            due_at: state.due_at,
+            deadline: state.deadline,
+            status: state.status,
+        }
+    }
+}
+
 async fn policies_for(
     conn: &mut PgConnection,
     tenant_id: &str,
@@ -1123,18 +1177,48 @@ async fn project_subject(
     tenant_id: &str,
     subject: &SubjectContact,
 ) -> Result<()> {
+    project_subjects(conn, &[(tenant_id, subject)]).await
+}
+
+/// Writes subject rows (each subject at most once) in one statement.
+async fn project_subjects(
+    conn: &mut PgConnection,
+    subjects: &[(&str, &SubjectContact)],
+) -> Result<()> {
+    let tenant_ids: Vec<&str> = subjects.iter().map(|(t, _)| *t).collect();
+    let ids: Vec<&str> = subjects
+        .iter()
+        .map(|(_, s)| s.subject_id.as_str())
+        .collect();
+    let names: Vec<&str> = subjects.iter().map(|(_, s)| s.name.as_str()).collect();
+    // Phones as one JSON array per subject: PostgreSQL has no arrays of arrays of text
+    // with different lengths.
+    let phones: Vec<serde_json::Value> = subjects
+        .iter()
+        .map(|(_, s)| serde_json::json!(s.phones))
+        .collect();
+    let owners: Vec<Option<&str>> = subjects
+        .iter()
+        .map(|(_, s)| s.owner_agent_id.as_deref())
+        .collect();
+    let departments: Vec<Option<&str>> = subjects
+        .iter()
+        .map(|(_, s)| s.department.as_deref())
+        .collect();
     sqlx::query(
         "INSERT INTO sched_subjects (tenant_id, subject_id, name, phones, owner_agent_id, department) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, subject_id) DO UPDATE SET \
+         SELECT t, id, n, ARRAY(SELECT jsonb_array_elements_text(p)), o, d \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[]) AS u(t, id, n, p, o, d) \
+         ON CONFLICT (tenant_id, subject_id) DO UPDATE SET \
          name = EXCLUDED.name, phones = EXCLUDED.phones, owner_agent_id = EXCLUDED.owner_agent_id, \
          department = EXCLUDED.department",
     )
-    .bind(tenant_id)
-    .bind(&subject.subject_id)
-    .bind(&subject.name)
-    .bind(&subject.phones)
-    .bind(&subject.owner_agent_id)
-    .bind(&subject.department)
+    .bind(&tenant_ids)
+    .bind(&ids)
+    .bind(&names)
+    .bind(&phones)
+    .bind(&owners)
+    .bind(&departments)
     .execute(conn)
     .await?;
     Ok(())

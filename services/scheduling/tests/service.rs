@@ -298,6 +298,111 @@ async fn concurrent_claimers_never_get_the_same_callback() {
     let unique: HashSet<Uuid> = all.iter().copied().collect();
     assert_eq!(all.len(), 30, "every callback claimed exactly once");
     assert_eq!(unique.len(), 30);
+    // Concurrent claims were served together (several claims in one transaction), and the
+    // rows written that way are the rows a rebuild from the log writes.
+    assert!(
+        largest_transaction(&app, "CallbackClaimed").await > 1,
+        "no claims were batched"
+    );
+    let before = rows(&app).await;
+    app.rebuild_projections().await.unwrap();
+    assert_eq!(rows(&app).await, before);
+}
+
+/// The most events of a type that one transaction appended.
+async fn largest_transaction(app: &Scheduling, event_type: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM events WHERE event_type = $1 \
+         GROUP BY transaction_id) t",
+    )
+    .bind(event_type)
+    .fetch_one(app.store().pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_ingests_are_served_together_and_each_gets_its_own_answer() {
+    let (_db, app, _clock) = setup().await;
+    // One fact whose subject comes back later without contact details, one that a
+    // correcting fact will cancel: both kinds are served alone, beside the batches.
+    let (fact, subject) = discharge("known", shanghai(2026, 9, 7, 8, 30), None);
+    app.ingest(fact, subject).await.unwrap();
+    let (fact, subject) = discharge("dies", shanghai(2026, 9, 7, 8, 30), None);
+    let doomed = app.ingest(fact, subject).await.unwrap().scheduled[0].callback_id;
+
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        // Facts 0-4 are sent twice at once: a retry racing its original.
+        for _ in 0..(if i < 5 { 2 } else { 1 }) {
+            let app = app.clone();
+            let (fact, subject) = discharge(&format!("b{i}"), shanghai(2026, 9, 7, 8, 30), None);
+            tasks.push(tokio::spawn(
+                async move { (i, app.ingest(fact, subject).await) },
+            ));
+        }
+    }
+    let app2 = app.clone();
+    let (mut again, mut nameless) = discharge("known2", shanghai(2026, 9, 7, 9, 0), None);
+    again.subject_id = "patient-known".into();
+    nameless.subject_id = "patient-known".into();
+    nameless.name.clear();
+    nameless.phones.clear();
+    tasks.push(tokio::spawn(async move {
+        (100, app2.ingest(again, nameless).await)
+    }));
+    let app3 = app.clone();
+    let (mut deceased, contact) = discharge("dies", shanghai(2026, 9, 7, 10, 0), None);
+    deceased.source_event_id = "dies-deceased".into();
+    deceased.event_type = "patient.deceased".into();
+    tasks.push(tokio::spawn(async move {
+        (101, app3.ingest(deceased, contact).await)
+    }));
+
+    let mut answers: std::collections::HashMap<i32, Vec<_>> = Default::default();
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        answers.entry(i).or_default().push(result.unwrap());
+    }
+    for i in 0..40 {
+        let got = &answers[&i];
+        let firsts = got.iter().filter(|r| !r.duplicate).count();
+        assert_eq!(
+            firsts, 1,
+            "fact b{i}: exactly one answer is the first ingest"
+        );
+        assert!(got
+            .iter()
+            .all(|r| r.scheduled == got[0].scheduled && r.scheduled.len() == 1));
+    }
+    assert_eq!(
+        answers[&101][0].cancelled,
+        vec![doomed],
+        "the correcting fact cancelled"
+    );
+    // The nameless fact reused the contact on record.
+    let phones: Vec<String> =
+        sqlx::query_scalar("SELECT phones FROM sched_subjects WHERE subject_id = 'patient-known'")
+            .fetch_one(app.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(phones, vec!["+86 138-0013-8000".to_owned()]);
+
+    let facts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'BusinessEventIngested'",
+    )
+    .fetch_one(app.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(facts, 2 + 40 + 2, "every fact once, retries nothing twice");
+    assert!(
+        largest_transaction(&app, "BusinessEventIngested").await > 1,
+        "no ingests were batched"
+    );
+    let before = rows(&app).await;
+    assert_eq!(before.len(), 2 + 40 + 1);
+    app.rebuild_projections().await.unwrap();
+    assert_eq!(rows(&app).await, before, "a rebuild writes the same rows");
 }
 
 #[tokio::test]
