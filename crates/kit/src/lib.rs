@@ -12,5 +12,5 @@ pub mod telemetry;
 pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, ConfigError, ServiceKind};
+pub use config::{pool_options, Config, ConfigError, ServiceKind};
 pub use shutdown::Shutdown;

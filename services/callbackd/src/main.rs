@@ -164,10 +164,7 @@ async fn scheduling_app(
     url: &str,
     clock: std::sync::Arc<dyn callback_kit::Clock>,
 ) -> anyhow::Result<callback_scheduling::app::Scheduling> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(url)
-        .await?;
+    let pool = callback_kit::pool_options(4).connect(url).await?;
     let store = callback_eventstore::EventStore::open(pool).await?;
     store
         .register_categories(
@@ -230,10 +227,7 @@ async fn demo() -> anyhow::Result<()> {
 async fn rebuild_complaint_routing() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
     let (url, cluster) = database("callback", false).await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&url)
-        .await?;
+    let pool = callback_kit::pool_options(4).connect(&url).await?;
     let store = callback_eventstore::EventStore::open(pool).await?;
     store
         .register_categories(
@@ -261,10 +255,7 @@ async fn rebuild_complaint_routing() -> anyhow::Result<()> {
 async fn rebuild_analytics() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
     let (url, cluster) = database("callback", false).await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&url)
-        .await?;
+    let pool = callback_kit::pool_options(2).connect(&url).await?;
     let store = callback_eventstore::EventStore::open(pool.clone()).await?;
     callback_analytics::migrator().run(&pool).await?;
     callback_analytics::reset_read_models(&store).await?;
