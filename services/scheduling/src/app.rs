@@ -25,6 +25,9 @@ use crate::error::{invalid, Error, Result};
 mod batches;
 mod claims;
 mod ingests;
+mod outcome_batch;
+
+pub use outcome_batch::ReportedOutcome;
 
 /// Namespace of deterministic callback ids (UUIDv5): the same fact, policy, step and
 /// occurrence always give the same id, so a replay can never create a second callback.
@@ -1326,18 +1329,7 @@ async fn project_attempt(
     attempt_id: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO sched_contact_attempts (callback_id, attempt_id, tenant_id, subject_id, attempted_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(state.scheduled.callback_id)
-    .bind(attempt_id)
-    .bind(&state.scheduled.tenant_id)
-    .bind(&state.scheduled.subject_id)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    outcome_batch::project_attempts(conn, &[(state, attempt_id, at)]).await
 }
 
 /// The columns of [`CallbackRow`].

@@ -9,15 +9,13 @@
 //! Delivery is at least once (the feed resumes from the stored checkpoint); applying an outcome
 //! is idempotent on the attempt id, so every outcome takes effect exactly once.
 
-use std::collections::HashMap;
-
 use callback_eventstore::{Projection, RecordedEvent};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::app::Scheduling;
+use crate::app::{ReportedOutcome, Scheduling};
 use crate::domain::Disposition;
 use crate::error::Error;
 
@@ -44,9 +42,6 @@ impl OutcomeConsumer {
     }
 }
 
-/// How many transactions apply a batch's outcomes side by side.
-const LANES: usize = 4;
-
 impl Projection for OutcomeConsumer {
     type Error = Error;
 
@@ -54,12 +49,11 @@ impl Projection for OutcomeConsumer {
         "scheduling.outcomes"
     }
 
-    /// Outcomes of different callbacks are applied side by side in [`LANES`] transactions of
-    /// their own (each callback's outcomes in one lane, in order); the consumer's transaction
-    /// then commits the checkpoint. A failure or crash in between replays the batch, and
-    /// applying an outcome again changes nothing (idempotent on the attempt id), so each still
-    /// takes effect exactly once. A batch with a do-not-call, which may cancel callbacks in
-    /// other lanes, is applied in the consumer's own transaction, one outcome after another.
+    /// A batch's outcomes are applied together in the consumer's transaction, with its
+    /// checkpoint ([`Scheduling::record_outcomes_in`]: one lock, one read, one append for
+    /// the whole batch). A batch with a do-not-call, which may cancel other callbacks of the
+    /// subject, is applied one outcome after another. Applying an outcome again changes
+    /// nothing (idempotent on the attempt id), so a replayed batch takes effect once.
     async fn apply(
         &mut self,
         conn: &mut PgConnection,
@@ -77,46 +71,24 @@ impl Projection for OutcomeConsumer {
                 }
             })
             .collect();
-        let crosses_callbacks = attempts
+        if attempts
             .iter()
-            .any(|a| a.disposition == Disposition::DoNotCall);
-        // Each lane takes a connection besides the consumer's own: a small pool gets fewer.
-        let pool_size = self.app.store().pool().options().get_max_connections() as usize;
-        let lane_count = LANES.min(pool_size.saturating_sub(1));
-        if attempts.len() < 2 || crosses_callbacks || lane_count < 2 {
+            .any(|a| a.disposition == Disposition::DoNotCall)
+        {
             return apply_in_order(&self.app, conn, &attempts).await;
         }
-        let mut lanes: Vec<Vec<AttemptLogged>> = (0..lane_count).map(|_| Vec::new()).collect();
-        let mut lane_of: HashMap<Uuid, usize> = HashMap::new();
-        for attempt in attempts {
-            let next = lane_of.len() % lane_count;
-            let lane = *lane_of.entry(attempt.callback_id).or_insert(next);
-            lanes[lane].push(attempt);
-        }
-        let tasks: Vec<_> = lanes
+        let outcomes: Vec<ReportedOutcome> = attempts
             .into_iter()
-            .filter(|lane| !lane.is_empty())
-            .map(|lane| {
-                let app = self.app.clone();
-                tokio::spawn(async move {
-                    let mut tx = app.store().pool().begin().await?;
-                    apply_in_order(&app, &mut tx, &lane).await?;
-                    tx.commit().await?;
-                    Ok::<_, Error>(())
-                })
+            .map(|a| ReportedOutcome {
+                callback_id: a.callback_id,
+                attempt_id: a.attempt_id,
+                agent_id: a.agent_id,
+                lease_id: a.lease_id,
+                disposition: a.disposition,
+                at: a.ended_at,
             })
             .collect();
-        let mut failure = None;
-        for task in tasks {
-            let outcome = task
-                .await
-                .map_err(|e| Error::Store(callback_eventstore::Error::Background(e.to_string())))
-                .and_then(|applied| applied);
-            if let Err(error) = outcome {
-                failure.get_or_insert(error);
-            }
-        }
-        failure.map_or(Ok(()), Err)
+        self.app.record_outcomes_in(conn, &outcomes).await
     }
 }
 

@@ -852,7 +852,7 @@ async fn a_rescheduled_appointment_moves_its_reminder() {
 }
 
 #[tokio::test]
-async fn outcomes_applied_in_lanes_take_effect_once_when_the_checkpoint_is_lost() {
+async fn outcomes_applied_as_a_batch_take_effect_once_when_the_checkpoint_is_lost() {
     use callback_eventstore::{apply_batch, ExpectedVersion, NewEvent, Projection, StreamName};
     use callback_scheduling::outcomes::OutcomeConsumer;
 
@@ -896,18 +896,25 @@ async fn outcomes_applied_in_lanes_take_effect_once_when_the_checkpoint_is_lost(
     let page = visible_events(&store, "call_attempt", 6).await;
     assert_eq!(page.events.len(), 6);
 
-    // The lanes commit, then the consumer's own transaction (the checkpoint) is lost.
+    // The batch's effects commit, but the checkpoint does not (as if the process died
+    // between the two): the feed delivers the batch again.
     let mut consumer = OutcomeConsumer::new(app.clone());
-    let mut lost = store.begin_consumer(consumer.name()).await.unwrap();
-    consumer.apply(lost.conn(), &page.events).await.unwrap();
-    drop(lost);
+    let mut effects = store.begin().await.unwrap();
+    consumer.apply(&mut effects, &page.events).await.unwrap();
+    effects.commit().await.unwrap();
     for claim in &claimed {
         let (state, _) = app.load(claim.state.scheduled.callback_id).await.unwrap();
-        assert_eq!(state.attempts, 1, "the lanes committed on their own");
+        assert_eq!(state.attempts, 1, "the batch took effect");
     }
     assert_eq!(
         store.load_checkpoint(consumer.name()).await.unwrap(),
         Checkpoint::START
+    );
+    let applied_once = rows(&app).await;
+    assert_eq!(
+        applied_once.len(),
+        6 + 3,
+        "each completed callback's next step is scheduled"
     );
     // The replay applies nothing twice.
     apply_batch(&store, &mut consumer, &page.events, page.checkpoint)
@@ -928,4 +935,5 @@ async fn outcomes_applied_in_lanes_take_effect_once_when_the_checkpoint_is_lost(
         store.load_checkpoint(consumer.name()).await.unwrap(),
         page.checkpoint
     );
+    assert_eq!(rows(&app).await, applied_once, "the replay changed no row");
 }

@@ -1,0 +1,225 @@
+//! Outcomes from call-logging's feed, a whole batch at once in the consumer's transaction:
+//! the callbacks locked in one statement (in id order, as every multi-row writer locks), their
+//! streams read in one query, each outcome decided in feed order on the evolving state, every
+//! changed stream appended in one statement, the rows written in one statement each. What
+//! follows a callback that ended (its policy's next step) is planned one callback at a time.
+//!
+//! Idempotent on the attempt id, as one outcome at a time is: an attempt already in the
+//! callback's stream (a replayed batch) changes nothing.
+
+use std::collections::{BTreeMap, HashSet};
+
+use callback_eventstore::{ExpectedVersion, NewEvent, StreamAppend, StreamName};
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{callback_stream, decode, new_event, project_callbacks, Scheduling};
+use crate::domain::{CallbackEvent, CallbackState, Disposition};
+use crate::error::{Error, Result};
+
+/// One attempt's outcome as call-logging reported it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportedOutcome {
+    pub callback_id: Uuid,
+    pub attempt_id: String,
+    pub agent_id: String,
+    pub lease_id: Uuid,
+    pub disposition: Disposition,
+    pub at: DateTime<Utc>,
+}
+
+/// A callback of the batch: its state as the batch goes, and what the batch adds.
+struct Touched {
+    state: CallbackState,
+    version: u64,
+    attempt_ids: HashSet<String>,
+    new_events: Vec<CallbackEvent>,
+    /// When the batch ended it (what follows is planned from then).
+    ended_at: Option<DateTime<Utc>>,
+}
+
+impl Scheduling {
+    /// Applies a batch of outcomes in the caller's transaction. An outcome that does not fit
+    /// its callback (closed, not the lease holder, unknown callback) is logged and skipped,
+    /// as it stays on record in call-logging; any other error fails the whole batch.
+    pub async fn record_outcomes_in(
+        &self,
+        tx: &mut PgConnection,
+        outcomes: &[ReportedOutcome],
+    ) -> Result<()> {
+        let ids: Vec<Uuid> = outcomes
+            .iter()
+            .map(|o| o.callback_id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "SELECT 1 FROM sched_callbacks WHERE callback_id = ANY($1) ORDER BY callback_id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let streams = ids
+            .iter()
+            .map(|id| callback_stream(*id))
+            .collect::<Result<Vec<StreamName>>>()?;
+        let histories = self.store.read_streams_on(tx, &streams).await?;
+        let mut touched: BTreeMap<Uuid, Touched> = BTreeMap::new();
+        for (id, events) in ids.iter().zip(histories) {
+            let mut state = None;
+            let mut attempt_ids = HashSet::new();
+            for event in &events {
+                let event = decode::<CallbackEvent>(event)?;
+                if let CallbackEvent::CallbackAttempted { attempt_id, .. } = &event {
+                    attempt_ids.insert(attempt_id.clone());
+                }
+                state = CallbackState::evolve(state, &event);
+            }
+            if let Some(state) = state {
+                touched.insert(
+                    *id,
+                    Touched {
+                        state,
+                        version: events.len() as u64,
+                        attempt_ids,
+                        new_events: Vec::new(),
+                        ended_at: None,
+                    },
+                );
+            }
+        }
+
+        for outcome in outcomes {
+            let Some(callback) = touched.get_mut(&outcome.callback_id) else {
+                tracing::warn!(callback_id = %outcome.callback_id, "call attempt not applied: unknown callback");
+                continue;
+            };
+            if !callback.attempt_ids.insert(outcome.attempt_id.clone()) {
+                continue;
+            }
+            let (_, calendar) = self.tenant(tx, &callback.state.scheduled.tenant_id).await?;
+            let decided = callback.state.decide_outcome(
+                &outcome.attempt_id,
+                &outcome.agent_id,
+                outcome.lease_id,
+                &outcome.disposition,
+                outcome.at,
+                &calendar,
+            );
+            let events = match decided {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(callback_id = %outcome.callback_id, %error, "call attempt not applied");
+                    continue;
+                }
+            };
+            for event in events {
+                callback.state = CallbackState::evolve(Some(callback.state.clone()), &event)
+                    .ok_or_else(|| Error::Corrupt("an outcome lost its callback".into()))?;
+                callback.new_events.push(event);
+            }
+            if !callback.state.status.is_open() && callback.ended_at.is_none() {
+                callback.ended_at = Some(outcome.at);
+            }
+        }
+
+        let changed: Vec<(&Uuid, &Touched)> = touched
+            .iter()
+            .filter(|(_, t)| !t.new_events.is_empty())
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut names = Vec::with_capacity(changed.len());
+        let mut events: Vec<Vec<NewEvent>> = Vec::with_capacity(changed.len());
+        for (id, callback) in &changed {
+            names.push(callback_stream(**id)?);
+            let tenant_id = &callback.state.scheduled.tenant_id;
+            events.push(
+                callback
+                    .new_events
+                    .iter()
+                    .map(|e| new_event(e.event_type(), e, tenant_id))
+                    .collect::<Result<_>>()?,
+            );
+        }
+        let appends: Vec<StreamAppend> = changed
+            .iter()
+            .zip(&names)
+            .zip(&events)
+            .map(|(((_, callback), stream), events)| StreamAppend {
+                stream,
+                expected: ExpectedVersion::Exact(callback.version),
+                events,
+            })
+            .collect();
+        let written = self.store.append_streams_in(tx, &appends).await?;
+        let rows: Vec<(&CallbackState, u64)> = changed
+            .iter()
+            .zip(&written)
+            .map(|((_, callback), result)| (&callback.state, result.stream_version))
+            .collect();
+        project_callbacks(tx, &rows).await?;
+        let attempts: Vec<(&CallbackState, &str, DateTime<Utc>)> = changed
+            .iter()
+            .flat_map(|(_, callback)| {
+                callback.new_events.iter().filter_map(|event| match event {
+                    CallbackEvent::CallbackAttempted { attempt_id, at, .. } => {
+                        Some((&callback.state, attempt_id.as_str(), *at))
+                    }
+                    _ => None,
+                })
+            })
+            .collect();
+        project_attempts(tx, &attempts).await?;
+        for (_, callback) in &changed {
+            if let Some(ended_at) = callback.ended_at {
+                let (_, calendar) = self.tenant(tx, &callback.state.scheduled.tenant_id).await?;
+                self.schedule_next(tx, &callback.state, &calendar, ended_at)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes contact-attempt rows (the frequency caps count them) in one statement.
+pub(super) async fn project_attempts(
+    conn: &mut PgConnection,
+    attempts: &[(&CallbackState, &str, DateTime<Utc>)],
+) -> Result<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let callback_ids: Vec<Uuid> = attempts
+        .iter()
+        .map(|(s, _, _)| s.scheduled.callback_id)
+        .collect();
+    let attempt_ids: Vec<&str> = attempts.iter().map(|(_, a, _)| *a).collect();
+    let tenant_ids: Vec<&str> = attempts
+        .iter()
+        .map(|(s, _, _)| s.scheduled.tenant_id.as_str())
+        .collect();
+    let subject_ids: Vec<&str> = attempts
+        .iter()
+        .map(|(s, _, _)| s.scheduled.subject_id.as_str())
+        .collect();
+    let times: Vec<DateTime<Utc>> = attempts.iter().map(|(_, _, at)| *at).collect();
+    sqlx::query(
+        "INSERT INTO sched_contact_attempts (callback_id, attempt_id, tenant_id, subject_id, attempted_at) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&callback_ids)
+    .bind(&attempt_ids)
+    .bind(&tenant_ids)
+    .bind(&subject_ids)
+    .bind(&times)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
