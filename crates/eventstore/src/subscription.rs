@@ -167,8 +167,15 @@ impl Subscription {
             .get_or_insert_with(|| self.store.notifier().watch());
         if retry_delay < poll_interval {
             // Woken recently but found nothing: an older transaction may still hide the
-            // new events. Look again soon instead of waiting for the next notification.
-            tokio::time::sleep(retry_delay).await;
+            // new events. Look again after the retry delay at the latest, or sooner when
+            // another commit is announced (it may be the one that ends the hiding
+            // transaction): sleeping through announcements made the delay grow to hundreds
+            // of milliseconds on a busy log whose other categories kept it committing. At
+            // most one read per `FIRST_RETRY`, as a read per commit would cost more than it
+            // finds.
+            tokio::time::sleep(FIRST_RETRY).await;
+            let rest = retry_delay.saturating_sub(FIRST_RETRY);
+            let _ = tokio::time::timeout(rest, wake.changed()).await;
             wake.borrow_and_update();
             return;
         }
