@@ -1,6 +1,7 @@
 //! What every service shares: configuration, telemetry, the gRPC server bootstrap with
 //! health and reflection, shutdown, and the mapping of errors to gRPC status codes.
 
+pub mod batch;
 pub mod clock;
 pub mod config;
 pub mod grpc;

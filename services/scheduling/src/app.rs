@@ -22,7 +22,6 @@ use crate::domain::{
 };
 use crate::error::{invalid, Error, Result};
 
-mod batches;
 mod claims;
 mod ingests;
 mod outcome_batch;
@@ -125,6 +124,10 @@ struct CachedTenant {
 
 const TENANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
+fn batches_stopped(what: &str) -> Error {
+    Error::Store(callback_eventstore::Error::Background(what.to_owned()))
+}
+
 fn stream(category: &str, id: String) -> Result<StreamName> {
     Ok(StreamName::new(category, id)?)
 }
@@ -182,6 +185,11 @@ impl Scheduling {
             claims: claims::ClaimQueue::default(),
             ingests: ingests::IngestQueue::default(),
         }
+    }
+
+    /// Workers per command queue: each keeps a connection busy, so a small pool gets fewer.
+    fn queue_workers(&self) -> usize {
+        (self.store.pool().options().get_max_connections() as usize / 2).max(1)
     }
 
     /// This handle without its command queues, for the queues' own workers.
@@ -335,19 +343,21 @@ impl Scheduling {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.ingests
             .submit(
-                self,
-                ingests::SERVE_INGESTS,
                 ingests::IngestRequest {
                     fact,
                     subject,
                     fact_name,
                     reply,
                 },
+                self.queue_workers(),
+                || self.without_queues(),
+                ingests::SERVE_INGESTS,
             )
-            .await?;
+            .await
+            .map_err(|e| batches_stopped(&e.to_string()))?;
         answer
             .await
-            .map_err(|_| batches::stopped("the ingest worker stopped"))?
+            .map_err(|_| batches_stopped("the ingest worker stopped"))?
     }
 
     /// One ingest in a transaction of its own: the path for facts a batch does not take.
@@ -618,8 +628,6 @@ impl Scheduling {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.claims
             .submit(
-                self,
-                claims::SERVE_CLAIMS,
                 claims::ClaimRequest {
                     tenant_id: tenant_id.to_owned(),
                     agent_id: agent_id.to_owned(),
@@ -627,11 +635,15 @@ impl Scheduling {
                     lease,
                     reply,
                 },
+                self.queue_workers(),
+                || self.without_queues(),
+                claims::SERVE_CLAIMS,
             )
-            .await?;
+            .await
+            .map_err(|e| batches_stopped(&e.to_string()))?;
         answer
             .await
-            .map_err(|_| batches::stopped("the claim worker stopped"))?
+            .map_err(|_| batches_stopped("the claim worker stopped"))?
     }
 
     // ---- outcomes and deadlines ----

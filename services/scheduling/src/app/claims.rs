@@ -1,5 +1,5 @@
 //! Claiming: `ClaimNext` requests that arrive together are served by one transaction
-//! (see `batches.rs`): one queue query per group of agents with the same pools and
+//! (see `callback_kit::batch`): one queue query per group of agents with the same pools and
 //! departments, one read of the chosen callbacks' streams, one append to all their streams,
 //! one projection write, one contact read and one commit.
 //!
@@ -18,13 +18,13 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::batches::{BatchQueue, Serve};
 use super::{
     callback_stream, decode, new_event, project_callbacks, Claim, Scheduling, SubjectContact,
     MAX_DEFERRALS_PER_CLAIM,
 };
 use crate::domain::{CallbackEvent, CallbackState, FrequencyCaps, TenantSettings};
 use crate::error::{Error, Result};
+use callback_kit::batch::{BatchQueue, Serve};
 
 /// A `ClaimNext` waiting for a worker.
 pub(super) struct ClaimRequest {
@@ -38,7 +38,7 @@ pub(super) struct ClaimRequest {
 
 pub(super) type ClaimQueue = BatchQueue<ClaimRequest>;
 
-pub(super) const SERVE_CLAIMS: Serve<ClaimRequest> =
+pub(super) const SERVE_CLAIMS: Serve<Scheduling, ClaimRequest> =
     |app, batch| Box::pin(async move { app.serve_claims(batch).await });
 
 /// A queue row a group of agents may get, in urgency order.

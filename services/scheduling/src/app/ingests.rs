@@ -1,5 +1,5 @@
 //! Ingest: business facts that arrive together are served by one transaction (see
-//! `batches.rs`): the tenant's policies read once, every fact's and new callback's events in
+//! `callback_kit::batch`): the tenant's policies read once, every fact's and new callback's events in
 //! one append, the callback rows and the subject rows in one statement each, one commit.
 //!
 //! Each fact still gets what it would alone: its own `BusinessEventIngested` event, its
@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use callback_eventstore::{ExpectedVersion, NewEvent, StreamAppend, StreamName};
 use tokio::sync::oneshot;
 
-use super::batches::{BatchQueue, Serve};
 use super::{
     callback_stream, new_callback_events, new_event, policies_for, project_callbacks,
     project_subjects, BusinessEventIngested, IngestResult, ScheduledSummary, Scheduling,
@@ -24,6 +23,7 @@ use super::{
 };
 use crate::domain::{BusinessFact, CallbackEvent, CallbackState, Policy};
 use crate::error::{Error, Result};
+use callback_kit::batch::{BatchQueue, Serve};
 
 /// An `IngestBusinessEvent` waiting for a worker, already validated.
 pub(super) struct IngestRequest {
@@ -35,7 +35,7 @@ pub(super) struct IngestRequest {
 
 pub(super) type IngestQueue = BatchQueue<IngestRequest>;
 
-pub(super) const SERVE_INGESTS: Serve<IngestRequest> =
+pub(super) const SERVE_INGESTS: Serve<Scheduling, IngestRequest> =
     |app, batch| Box::pin(async move { app.serve_ingests(batch).await });
 
 /// What a batch writes for one fact.
