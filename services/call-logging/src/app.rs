@@ -79,7 +79,10 @@ pub struct Complaint {
 pub struct CallLogging {
     store: EventStore,
     scheduling: SchedulingClient<InterceptedService<Channel, TracePropagation>>,
+    attempts: attempts::AttemptQueue,
 }
+
+mod attempts;
 
 fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
     status::invalid_argument(field, reason)
@@ -90,6 +93,15 @@ impl CallLogging {
         Self {
             store,
             scheduling: SchedulingClient::with_interceptor(scheduling, TracePropagation),
+            attempts: Default::default(),
+        }
+    }
+
+    /// This handle without its command queue, for the queue's own workers.
+    fn without_queues(&self) -> Self {
+        Self {
+            attempts: Default::default(),
+            ..self.clone()
         }
     }
 
@@ -407,92 +419,31 @@ impl CallLogging {
                 json!({ "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id }),
             )?);
         }
-        let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
-        let context = attempt_context(&mut tx, &report, started_at, ended_at).await?;
-        let record = context.record;
-        let facts = AttemptFacts {
-            disposition: report.disposition.clone(),
-            started_at,
-            ended_at,
-        };
-        let mut flags = honesty::check_attempt(&facts, record.as_ref());
-        if report.channel == "phone" {
-            if let Some(calendar) = &context.calendar {
-                flags.extend(honesty::outside_window(calendar, started_at));
-            }
-            // Logged after later calls' records arrived, and no record of its own.
-            let records_until = context.records_until;
-            if report.disposition == "reached"
-                && record.is_none()
-                && honesty::record_overdue(ended_at, records_until)
-            {
-                flags.extend(
-                    records_until
-                        .map(|until| honesty::missing_record(&report.telephony_call_id, until)),
-                );
-            }
-        }
-        if let Some((other, start, end)) = context.overlapping {
-            flags.push(honesty::overlapping(&other, start, end));
-        }
-        for flag in &flags {
-            events.push(new(
-                "HonestyFlagRaised",
-                flag_payload(
-                    &report.tenant_id,
-                    &report.attempt_id,
-                    &report.agent_id,
-                    started_at,
-                    flag,
-                ),
-            )?);
-        }
-        let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
-        match self
-            .store
-            .append_in(&mut tx, &stream, ExpectedVersion::NoStream, &events)
-            .await
-        {
-            Ok(_) => {}
-            // Logged before (a retry while the lease still holds), or a concurrent retry of the
-            // same attempt won the race.
-            Err(callback_eventstore::Error::VersionConflict { .. }) => {
-                let logged = self.logged_events(&stream).await?;
-                return Ok((true, logged.unwrap_or(types), Vec::new()));
-            }
-            Err(e) => return Err(status::from_store_error(e)),
-        }
-        let attempt = AttemptRow {
-            tenant_id: &report.tenant_id,
-            attempt_id: &report.attempt_id,
+        // Written together with other attempts arriving at the same time (one transaction).
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = attempts::PendingAttempt {
+            report,
             callback_id,
-            agent_id: &report.agent_id,
-            disposition: &report.disposition,
-            channel: &report.channel,
             started_at,
             ended_at,
-            telephony_call_id: &report.telephony_call_id,
+            stream,
+            events,
+            metadata,
+            reply,
         };
-        project_attempt(&mut tx, &attempt).await?;
-        for flag in &flags {
-            project_flag(
-                &mut tx,
-                &report.tenant_id,
-                &report.attempt_id,
-                &report.agent_id,
-                flag,
+        let workers = (self.store.pool().options().get_max_connections() as usize / 2).max(1);
+        self.attempts
+            .submit(
+                pending,
+                workers,
+                || self.without_queues(),
+                attempts::SERVE_ATTEMPTS,
             )
-            .await?;
-        }
-        self.store
-            .commit(tx)
             .await
-            .map_err(status::from_store_error)?;
-        if !flags.is_empty() {
-            tracing::warn!(attempt_id = %report.attempt_id, flags = flags.len(), "honesty flags raised");
-        }
-        tracing::info!(events = types.len(), "call attempt logged");
-        Ok((false, types, flags.into_iter().map(|f| f.kind).collect()))
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the attempt writer stopped"))?
     }
 
     /// The lease, asked of the scheduling service itself (fresh, not a lagging copy).
@@ -1077,23 +1028,7 @@ async fn project_attempt(
     conn: &mut sqlx::PgConnection,
     row: &AttemptRow<'_>,
 ) -> Result<(), Status> {
-    sqlx::query(
-        "INSERT INTO cl_attempts (attempt_id, tenant_id, callback_id, agent_id, disposition, started_at, ended_at, \
-         telephony_call_id, channel) VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''), $9) ON CONFLICT (attempt_id) DO NOTHING",
-    )
-    .bind(row.attempt_id)
-    .bind(row.tenant_id)
-    .bind(row.callback_id)
-    .bind(row.agent_id)
-    .bind(row.disposition)
-    .bind(row.started_at)
-    .bind(row.ended_at)
-    .bind(row.telephony_call_id)
-    .bind(row.channel)
-    .execute(conn)
-    .await
-    .map_err(|e| status::internal(&e))?;
-    Ok(())
+    attempts::project_attempts(conn, std::slice::from_ref(row)).await
 }
 
 async fn project_flag(

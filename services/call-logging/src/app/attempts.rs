@@ -1,0 +1,414 @@
+//! Writing attempts: `LogCallAttempt` reports that arrive together are written by one
+//! transaction (see `callback_kit::batch`). Each report was validated and its lease checked
+//! with scheduling before it got here; the batch reads each attempt's honesty context (one
+//! query each, as before), appends every attempt's events in one statement and writes the
+//! attempt rows in one statement.
+//!
+//! Two attempts of one agent are never in the same batch: the overlap check of the second
+//! must see the first. A later one waits for the next round, in arrival order. An attempt
+//! whose stream exists is a retry of one logged before: the append names it without writing
+//! anything, and it is answered with what was logged.
+
+use std::collections::HashSet;
+
+use callback_eventstore::{ExpectedVersion, Metadata, NewEvent, StreamAppend, StreamName};
+use callback_kit::batch::{BatchQueue, Serve};
+use callback_kit::status;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+use tonic::Status;
+use uuid::Uuid;
+
+use super::{
+    attempt_context, flag_payload, project_flag, AttemptContext, AttemptReport, CallLogging,
+};
+use crate::domain::honesty::{self, AttemptFacts, Flag};
+
+/// What `LogCallAttempt` answers: logged before (a retry), the event types, the flag kinds.
+pub(super) type Logged = (bool, Vec<String>, Vec<String>);
+
+/// A validated report whose lease scheduling confirmed, waiting to be written.
+pub(super) struct PendingAttempt {
+    pub report: AttemptReport,
+    pub callback_id: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub stream: StreamName,
+    /// The attempt's events before the honesty checks (which add their flags).
+    pub events: Vec<NewEvent>,
+    pub metadata: Metadata,
+    pub reply: oneshot::Sender<Result<Logged, Status>>,
+}
+
+pub(super) type AttemptQueue = BatchQueue<PendingAttempt>;
+
+pub(super) const SERVE_ATTEMPTS: Serve<CallLogging, PendingAttempt> =
+    |app, batch| Box::pin(async move { app.serve_attempts(batch).await });
+
+/// How one attempt of a batch ended.
+enum Written {
+    /// Appended: its event types and flag kinds.
+    New(Vec<String>, Vec<String>),
+    /// Its stream existed: logged before.
+    Before(Vec<String>),
+}
+
+impl CallLogging {
+    async fn serve_attempts(&self, batch: Vec<PendingAttempt>) {
+        let mut waiting = batch;
+        while !waiting.is_empty() {
+            // One attempt per agent per round, in arrival order.
+            let mut agents = HashSet::new();
+            let (round, later): (Vec<_>, Vec<_>) = waiting
+                .into_iter()
+                .partition(|p| agents.insert(p.report.agent_id.clone()));
+            waiting = later;
+            match self.write_attempts(&round).await {
+                Ok(written) => {
+                    for (pending, written) in round.into_iter().zip(written) {
+                        let answer = self.answer(&pending, written).await;
+                        let _ = pending.reply.send(answer);
+                    }
+                }
+                Err(error) if round.len() == 1 => {
+                    if let Some(pending) = round.into_iter().next() {
+                        let _ = pending.reply.send(Err(error));
+                    }
+                }
+                // One attempt's problem is not every agent's answer: each alone.
+                Err(error) => {
+                    tracing::warn!(code = ?error.code(), attempts = round.len(), "attempt batch failed; writing each alone");
+                    for pending in round {
+                        let answer = match self.write_attempts(std::slice::from_ref(&pending)).await
+                        {
+                            Ok(mut written) => match written.pop() {
+                                Some(written) => self.answer(&pending, written).await,
+                                None => Err(Status::internal("an attempt was not written")),
+                            },
+                            Err(error) => Err(error),
+                        };
+                        let _ = pending.reply.send(answer);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn answer(&self, pending: &PendingAttempt, written: Written) -> Result<Logged, Status> {
+        match written {
+            Written::New(types, flags) => {
+                if !flags.is_empty() {
+                    tracing::warn!(attempt_id = %pending.report.attempt_id, flags = flags.len(), "honesty flags raised");
+                }
+                tracing::info!(events = types.len(), "call attempt logged");
+                Ok((false, types, flags))
+            }
+            Written::Before(types) => {
+                let logged = self.logged_events(&pending.stream).await?;
+                Ok((true, logged.unwrap_or(types), Vec::new()))
+            }
+        }
+    }
+
+    /// One transaction for a round of attempts (at most one per agent).
+    async fn write_attempts(&self, round: &[PendingAttempt]) -> Result<Vec<Written>, Status> {
+        let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
+        let mut all_events = Vec::with_capacity(round.len());
+        let mut all_flags = Vec::with_capacity(round.len());
+        for pending in round {
+            let context = attempt_context(
+                &mut tx,
+                &pending.report,
+                pending.started_at,
+                pending.ended_at,
+            )
+            .await?;
+            let flags = honesty_flags(pending, context);
+            let mut events = pending.events.clone();
+            for flag in &flags {
+                let r = &pending.report;
+                let payload = flag_payload(
+                    &r.tenant_id,
+                    &r.attempt_id,
+                    &r.agent_id,
+                    pending.started_at,
+                    flag,
+                );
+                events.push(
+                    NewEvent::new("HonestyFlagRaised", &payload)
+                        .map(|e| e.with_metadata(pending.metadata.clone()))
+                        .map_err(status::from_store_error)?,
+                );
+            }
+            all_events.push(events);
+            all_flags.push(flags);
+        }
+        // Retries found by the append (their streams exist) are left out and the rest
+        // appended again; the statement wrote nothing, so the transaction is still usable.
+        let mut before: HashSet<usize> = HashSet::new();
+        loop {
+            let appends: Vec<StreamAppend> = round
+                .iter()
+                .zip(&all_events)
+                .enumerate()
+                .filter(|(i, _)| !before.contains(i))
+                .map(|(_, (pending, events))| StreamAppend {
+                    stream: &pending.stream,
+                    expected: ExpectedVersion::NoStream,
+                    events,
+                })
+                .collect();
+            if appends.is_empty() {
+                break;
+            }
+            match self.store.append_streams_in(&mut tx, &appends).await {
+                Ok(_) => break,
+                Err(callback_eventstore::Error::VersionConflict { stream, .. }) => {
+                    let Some(i) = round
+                        .iter()
+                        .position(|p| p.stream.stream_id() == stream)
+                        .filter(|i| !before.contains(i))
+                    else {
+                        return Err(Status::internal(format!("conflict on {stream}")));
+                    };
+                    before.insert(i);
+                }
+                Err(error) => return Err(status::from_store_error(error)),
+            }
+        }
+        let rows: Vec<super::AttemptRow> = round
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !before.contains(i))
+            .map(|(_, p)| super::AttemptRow {
+                tenant_id: &p.report.tenant_id,
+                attempt_id: &p.report.attempt_id,
+                callback_id: p.callback_id,
+                agent_id: &p.report.agent_id,
+                disposition: &p.report.disposition,
+                channel: &p.report.channel,
+                started_at: p.started_at,
+                ended_at: p.ended_at,
+                telephony_call_id: &p.report.telephony_call_id,
+            })
+            .collect();
+        project_attempts(&mut tx, &rows).await?;
+        for (i, (pending, flags)) in round.iter().zip(&all_flags).enumerate() {
+            if before.contains(&i) {
+                continue;
+            }
+            let r = &pending.report;
+            for flag in flags {
+                project_flag(&mut tx, &r.tenant_id, &r.attempt_id, &r.agent_id, flag).await?;
+            }
+        }
+        self.store
+            .commit(tx)
+            .await
+            .map_err(status::from_store_error)?;
+        Ok(all_events
+            .into_iter()
+            .zip(all_flags)
+            .enumerate()
+            .map(|(i, (events, flags))| {
+                let types = events.into_iter().map(|e| e.event_type).collect();
+                if before.contains(&i) {
+                    Written::Before(types)
+                } else {
+                    Written::New(types, flags.into_iter().map(|f| f.kind).collect())
+                }
+            })
+            .collect())
+    }
+}
+
+/// The honesty checks of one attempt against what is known of its call.
+fn honesty_flags(pending: &PendingAttempt, context: AttemptContext) -> Vec<Flag> {
+    let report = &pending.report;
+    let record = context.record;
+    let facts = AttemptFacts {
+        disposition: report.disposition.clone(),
+        started_at: pending.started_at,
+        ended_at: pending.ended_at,
+    };
+    let mut flags = honesty::check_attempt(&facts, record.as_ref());
+    if report.channel == "phone" {
+        if let Some(calendar) = &context.calendar {
+            flags.extend(honesty::outside_window(calendar, pending.started_at));
+        }
+        // Logged after later calls' records arrived, and no record of its own.
+        let records_until = context.records_until;
+        if report.disposition == "reached"
+            && record.is_none()
+            && honesty::record_overdue(pending.ended_at, records_until)
+        {
+            flags.extend(
+                records_until
+                    .map(|until| honesty::missing_record(&report.telephony_call_id, until)),
+            );
+        }
+    }
+    if let Some((other, start, end)) = context.overlapping {
+        flags.push(honesty::overlapping(&other, start, end));
+    }
+    flags
+}
+
+/// Writes attempt rows in one statement.
+pub(super) async fn project_attempts(
+    conn: &mut sqlx::PgConnection,
+    rows: &[super::AttemptRow<'_>],
+) -> Result<(), Status> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let attempt_ids: Vec<&str> = rows.iter().map(|r| r.attempt_id).collect();
+    let tenant_ids: Vec<&str> = rows.iter().map(|r| r.tenant_id).collect();
+    let callback_ids: Vec<Uuid> = rows.iter().map(|r| r.callback_id).collect();
+    let agent_ids: Vec<&str> = rows.iter().map(|r| r.agent_id).collect();
+    let dispositions: Vec<&str> = rows.iter().map(|r| r.disposition).collect();
+    let starts: Vec<DateTime<Utc>> = rows.iter().map(|r| r.started_at).collect();
+    let ends: Vec<DateTime<Utc>> = rows.iter().map(|r| r.ended_at).collect();
+    let calls: Vec<&str> = rows.iter().map(|r| r.telephony_call_id).collect();
+    let channels: Vec<&str> = rows.iter().map(|r| r.channel).collect();
+    sqlx::query(
+        "INSERT INTO cl_attempts (attempt_id, tenant_id, callback_id, agent_id, disposition, started_at, ended_at, \
+         telephony_call_id, channel) \
+         SELECT a, t, c, g, d, s, e, NULLIF(k, ''), h FROM unnest($1::text[], $2::text[], $3::uuid[], \
+           $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[]) \
+           AS u(a, t, c, g, d, s, e, k, h) \
+         ON CONFLICT (attempt_id) DO NOTHING",
+    )
+    .bind(&attempt_ids)
+    .bind(&tenant_ids)
+    .bind(&callback_ids)
+    .bind(&agent_ids)
+    .bind(&dispositions)
+    .bind(&starts)
+    .bind(&ends)
+    .bind(&calls)
+    .bind(&channels)
+    .execute(conn)
+    .await
+    .map_err(|e| status::internal(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use callback_eventstore::EventStore;
+    use callback_testkit::TestDb;
+    use chrono::TimeZone;
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 9, 8, 2, minute, 0).unwrap()
+    }
+
+    /// An attempt as `log_attempt` hands it over (validated, lease confirmed).
+    fn pending(
+        attempt_id: &str,
+        agent_id: &str,
+        start: u32,
+        end: u32,
+    ) -> (PendingAttempt, oneshot::Receiver<Result<Logged, Status>>) {
+        let (reply, answer) = oneshot::channel();
+        let report = AttemptReport {
+            attempt_id: attempt_id.into(),
+            tenant_id: "hospital".into(),
+            agent_id: agent_id.into(),
+            channel: "phone".into(),
+            disposition: "no_answer".into(),
+            ..AttemptReport::default()
+        };
+        let event = NewEvent::new(
+            "CallAttemptLogged",
+            &serde_json::json!({"attempt_id": attempt_id, "agent_id": agent_id}),
+        )
+        .unwrap();
+        let pending = PendingAttempt {
+            report,
+            callback_id: Uuid::now_v7(),
+            started_at: at(start),
+            ended_at: at(end),
+            stream: StreamName::new("call_attempt", attempt_id).unwrap(),
+            events: vec![event],
+            metadata: Metadata::default(),
+            reply,
+        };
+        (pending, answer)
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_transaction_per_round_with_one_attempt_per_agent() {
+        let db = TestDb::new().await;
+        let store = EventStore::open(db.pool.clone()).await.unwrap();
+        store
+            .register_categories("call-logging", crate::CATEGORIES)
+            .await
+            .unwrap();
+        crate::migrator().run(&db.pool).await.unwrap();
+        // The writer never calls scheduling; the channel is never connected.
+        let scheduling =
+            tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        let app = CallLogging::new(store.clone(), scheduling);
+
+        // Logged before: its stream exists.
+        let (earlier, _) = pending("a-retried", "agent-9", 0, 1);
+        app.serve_attempts(vec![earlier]).await;
+
+        let mut answers = Vec::new();
+        let mut batch = Vec::new();
+        for (id, agent, start, end) in [
+            ("a-1", "agent-1", 10, 14),
+            ("a-2", "agent-2", 10, 12),
+            ("a-3", "agent-1", 12, 16), // overlaps a-1: waits for the next round
+            ("a-retried", "agent-9", 0, 1),
+            ("a-4", "agent-3", 20, 21),
+        ] {
+            let (p, answer) = pending(id, agent, start, end);
+            batch.push(p);
+            answers.push((id, answer));
+        }
+        app.serve_attempts(batch).await;
+        let mut got = std::collections::HashMap::new();
+        for (id, answer) in answers {
+            got.insert(id, answer.await.unwrap().unwrap());
+        }
+        assert!(!got["a-1"].0 && !got["a-2"].0 && !got["a-3"].0 && !got["a-4"].0);
+        assert!(got["a-retried"].0, "a retry is answered as logged before");
+        assert_eq!(
+            got["a-3"].2,
+            vec!["overlapping_calls".to_owned()],
+            "the second round saw the first"
+        );
+        assert!(got["a-1"].2.is_empty());
+
+        let transactions: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT string_agg(stream_id, ',' ORDER BY stream_id), count(*) FROM events \
+             WHERE stream_category = 'call_attempt' AND event_type = 'CallAttemptLogged' \
+             GROUP BY transaction_id ORDER BY min(position)",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            transactions,
+            vec![
+                ("call_attempt-a-retried".to_owned(), 1),
+                (
+                    "call_attempt-a-1,call_attempt-a-2,call_attempt-a-4".to_owned(),
+                    3
+                ),
+                ("call_attempt-a-3".to_owned(), 1),
+            ]
+        );
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM cl_attempts")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 5);
+    }
+}
