@@ -1,5 +1,6 @@
 //! Scheduling benchmark: business events ingested per second through gRPC (32 concurrent
-//! clients; each ingest writes its events and projection rows in one transaction), and
+//! clients; each ingest writes its events and projection rows in one transaction, which
+//! ingests arriving together share), and
 //! `ClaimNext` latency with 1,000,000 open callbacks and 50 concurrent claimers; each beside
 //! the raw single-row INSERT rate measured in the same run.
 //!
@@ -258,7 +259,8 @@ async fn main() -> anyhow::Result<()> {
          {raw_before_claims:.0} rows/s | p99 < 20 ms |\n\n\
          The open callbacks are bulk-loaded by SQL (a CallbackScheduled event in the log and its projection row \
          each), all due, spread over 10 priorities; every claim appends a CallbackClaimed event and updates the \
-         row in one transaction.\n",
+         row in one transaction. Requests that arrive together share a transaction (group commit, \
+         `callback_kit::batch`); each one's writes still commit or fail as a whole.\n",
         ms(percentile(&ingest_latencies, 0.5)),
         ms(percentile(&ingest_latencies, 0.99)),
         ms(percentile(&claim_latencies, 0.5)),
