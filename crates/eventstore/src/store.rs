@@ -234,6 +234,58 @@ impl EventStore {
         tx: &mut PgConnection,
         appends: &[StreamAppend<'_>],
     ) -> Result<Vec<AppendResult>> {
+        match self.try_append_streams(tx, appends).await? {
+            Ok(results) => Ok(results),
+            Err(stale) => {
+                let append = &appends[stale];
+                let stream_id = append.stream.stream_id();
+                let actual = self.stream_version_on(tx, &stream_id).await?;
+                Err(Error::VersionConflict {
+                    stream: stream_id,
+                    expected: append.expected,
+                    actual,
+                })
+            }
+        }
+    }
+
+    /// Appends the streams of several commands (one slice per command) in one statement, in
+    /// the caller's transaction, for commands served together. A command with a stale
+    /// expectation (typically a retry whose streams exist already) is left out and the others
+    /// appended again; it gets `false`, the written ones `true`. A writer racing on the same
+    /// stream version aborts the transaction with a conflict, as in
+    /// [`EventStore::append_streams_in`].
+    pub async fn append_commands_in(
+        &self,
+        tx: &mut PgConnection,
+        commands: &[Vec<StreamAppend<'_>>],
+    ) -> Result<Vec<bool>> {
+        let mut written = vec![true; commands.len()];
+        loop {
+            let (owners, appends): (Vec<usize>, Vec<StreamAppend>) = commands
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| written[*i])
+                .flat_map(|(i, appends)| appends.iter().map(move |a| (i, *a)))
+                .unzip();
+            if appends.is_empty() {
+                return Ok(written);
+            }
+            // The statement wrote nothing when it found a stale expectation.
+            match self.try_append_streams(tx, &appends).await? {
+                Ok(_) => return Ok(written),
+                Err(stale) => written[owners[stale]] = false,
+            }
+        }
+    }
+
+    /// One multi-stream append: the results, or the index of the first append whose
+    /// expectation was stale (nothing written, the transaction still usable).
+    async fn try_append_streams(
+        &self,
+        tx: &mut PgConnection,
+        appends: &[StreamAppend<'_>],
+    ) -> Result<std::result::Result<Vec<AppendResult>, usize>> {
         let total: usize = appends.iter().map(|a| a.events.len()).sum();
         if appends.is_empty() || appends.iter().any(|a| a.events.is_empty()) {
             return Err(Error::EmptyBatch);
@@ -310,17 +362,11 @@ impl EventStore {
                 written.insert(stream_id, (first, last));
             }
         }
-        if let Some(append) = appends
+        if let Some(index) = appends
             .iter()
-            .find(|a| stale.contains(&a.stream.stream_id()))
+            .position(|a| stale.contains(&a.stream.stream_id()))
         {
-            let stream_id = append.stream.stream_id();
-            let actual = self.stream_version_on(tx, &stream_id).await?;
-            return Err(Error::VersionConflict {
-                stream: stream_id,
-                expected: append.expected,
-                actual,
-            });
+            return Ok(Err(index));
         }
         appends
             .iter()
@@ -335,7 +381,8 @@ impl EventStore {
                     already_written: false,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()
+            .map(Ok)
     }
 
     /// The typed error for a multi-stream append the database refused. A unique violation is

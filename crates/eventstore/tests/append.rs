@@ -560,4 +560,30 @@ async fn a_multi_stream_append_checks_every_stream_and_writes_all_or_nothing() {
     assert!(matches!(empty, Err(Error::EmptyBatch)), "{empty:?}");
     drop(tx);
     assert_eq!(store.stream_version(&c).await.unwrap(), 0);
+
+    // Commands served together: the one whose expectation is stale (a retry) is left out and
+    // the others written in the same transaction.
+    let mut tx = store.begin().await.unwrap();
+    let written = store
+        .append_commands_in(
+            &mut tx,
+            &[
+                vec![StreamAppend {
+                    stream: &a,
+                    expected: ExpectedVersion::NoStream,
+                    events: &to_a_again,
+                }],
+                vec![StreamAppend {
+                    stream: &c,
+                    expected: ExpectedVersion::NoStream,
+                    events: &to_c,
+                }],
+            ],
+        )
+        .await
+        .unwrap();
+    store.commit(tx).await.unwrap();
+    assert_eq!(written, vec![false, true]);
+    assert_eq!(store.stream_version(&a).await.unwrap(), 3);
+    assert_eq!(store.stream_version(&c).await.unwrap(), 1);
 }

@@ -143,43 +143,28 @@ impl CallLogging {
             all_events.push(events);
             all_flags.push(flags);
         }
-        // Retries found by the append (their streams exist) are left out and the rest
-        // appended again; the statement wrote nothing, so the transaction is still usable.
-        let mut before: HashSet<usize> = HashSet::new();
-        loop {
-            let appends: Vec<StreamAppend> = round
-                .iter()
-                .zip(&all_events)
-                .enumerate()
-                .filter(|(i, _)| !before.contains(i))
-                .map(|(_, (pending, events))| StreamAppend {
+        // Retries found by the append (their streams exist) are left out.
+        let commands: Vec<Vec<StreamAppend>> = round
+            .iter()
+            .zip(&all_events)
+            .map(|(pending, events)| {
+                vec![StreamAppend {
                     stream: &pending.stream,
                     expected: ExpectedVersion::NoStream,
                     events,
-                })
-                .collect();
-            if appends.is_empty() {
-                break;
-            }
-            match self.store.append_streams_in(&mut tx, &appends).await {
-                Ok(_) => break,
-                Err(callback_eventstore::Error::VersionConflict { stream, .. }) => {
-                    let Some(i) = round
-                        .iter()
-                        .position(|p| p.stream.stream_id() == stream)
-                        .filter(|i| !before.contains(i))
-                    else {
-                        return Err(Status::internal(format!("conflict on {stream}")));
-                    };
-                    before.insert(i);
-                }
-                Err(error) => return Err(status::from_store_error(error)),
-            }
-        }
+                }]
+            })
+            .collect();
+        let written = self
+            .store
+            .append_commands_in(&mut tx, &commands)
+            .await
+            .map_err(status::from_store_error)?;
+        drop(commands);
         let rows: Vec<super::AttemptRow> = round
             .iter()
             .enumerate()
-            .filter(|(i, _)| !before.contains(i))
+            .filter(|(i, _)| written[*i])
             .map(|(_, p)| super::AttemptRow {
                 tenant_id: &p.report.tenant_id,
                 attempt_id: &p.report.attempt_id,
@@ -194,7 +179,7 @@ impl CallLogging {
             .collect();
         project_attempts(&mut tx, &rows).await?;
         for (i, (pending, flags)) in round.iter().zip(&all_flags).enumerate() {
-            if before.contains(&i) {
+            if !written[i] {
                 continue;
             }
             let r = &pending.report;
@@ -212,7 +197,7 @@ impl CallLogging {
             .enumerate()
             .map(|(i, (events, flags))| {
                 let types = events.into_iter().map(|e| e.event_type).collect();
-                if before.contains(&i) {
+                if !written[i] {
                     Written::Before(types)
                 } else {
                     Written::New(types, flags.into_iter().map(|f| f.kind).collect())

@@ -162,46 +162,26 @@ impl Scheduling {
             writes.push((&requests[plan.request].fact_name, vec![fact_event]));
             new_events.push(writes);
         }
-        // A fact ingested before (a retry) finds its streams taken: the append names the
-        // stream and writes nothing, so that fact is left to the path alone and the rest
-        // appended again in the same transaction.
-        let mut left_out = std::collections::HashSet::new();
-        loop {
-            let appends: Vec<StreamAppend> = new_events
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !left_out.contains(i))
-                .flat_map(|(_, writes)| writes.iter())
-                .map(|(stream, events)| StreamAppend {
-                    stream,
-                    expected: ExpectedVersion::NoStream,
-                    events,
-                })
-                .collect();
-            if appends.is_empty() {
-                break;
-            }
-            match self.store.append_streams_in(&mut tx, &appends).await {
-                Ok(_) => break,
-                Err(callback_eventstore::Error::VersionConflict { stream, .. }) => {
-                    let owner = new_events
-                        .iter()
-                        .position(|writes| writes.iter().any(|(s, _)| s.stream_id() == stream))
-                        .filter(|i| !left_out.contains(i));
-                    match owner {
-                        Some(i) => left_out.insert(i),
-                        None => return Err(Error::Corrupt(format!("conflict on {stream}"))),
-                    };
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
+        // A fact ingested before (a retry) finds its streams taken: it is left out of the
+        // append and left to the path alone.
+        let commands: Vec<Vec<StreamAppend>> = new_events
+            .iter()
+            .map(|writes| {
+                writes
+                    .iter()
+                    .map(|(stream, events)| StreamAppend {
+                        stream,
+                        expected: ExpectedVersion::NoStream,
+                        events,
+                    })
+                    .collect()
+            })
+            .collect();
+        let written = self.store.append_commands_in(&mut tx, &commands).await?;
+        drop(commands);
         drop(new_events);
-        let mut index = 0;
-        planned.retain(|_| {
-            index += 1;
-            !left_out.contains(&(index - 1))
-        });
+        let mut written = written.into_iter();
+        planned.retain(|_| written.next().unwrap_or(false));
 
         let rows: Vec<(&CallbackState, u64)> = planned
             .iter()
