@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// At most this many requests are served by one transaction.
 pub const MAX_BATCH: usize = 64;
@@ -26,7 +26,7 @@ const QUEUE_CAPACITY: usize = 4096;
 /// service's application, cheap to clone).
 pub type Serve<H, R> = fn(H, Vec<R>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The queue is closed: its workers stopped (the runtime is shutting down).
+/// The queue is closed, or its worker stopped before answering (the runtime is shutting down).
 #[derive(Debug, thiserror::Error)]
 #[error("the command queue is closed")]
 pub struct QueueClosed;
@@ -55,19 +55,25 @@ impl<R> Clone for BatchQueue<R> {
 }
 
 impl<R: Send + 'static> BatchQueue<R> {
-    /// Queues a request. On first use starts `workers` (at most two) serving batches with
-    /// `serve`, each on a clone of `worker` (which must not hold this queue).
-    pub async fn submit<H: Clone + Send + 'static>(
+    /// Queues the request that `request` builds around its reply channel and waits for the
+    /// answer. On first use starts the workers (one per two connections of `pool`, at most
+    /// two: each keeps a connection busy), each serving batches with `serve` on a clone of
+    /// `worker()`, which must not hold this queue.
+    pub async fn ask<H: Clone + Send + 'static, T>(
         &self,
-        request: R,
-        workers: usize,
+        request: impl FnOnce(oneshot::Sender<T>) -> R,
+        pool: &sqlx::PgPool,
         worker: impl FnOnce() -> H,
         serve: Serve<H, R>,
-    ) -> Result<(), QueueClosed> {
-        let sender = self
-            .sender
-            .get_or_init(|| start_workers(workers, worker(), serve));
-        sender.send(request).await.map_err(|_| QueueClosed)
+    ) -> Result<T, QueueClosed> {
+        let sender = self.sender.get_or_init(|| {
+            let workers = pool.options().get_max_connections() as usize / 2;
+            start_workers(workers, worker(), serve)
+        });
+        let (reply, answer) = oneshot::channel();
+        sender.send(request(reply)).await.map_err(|_| QueueClosed)?;
+        // A worker that stopped (the runtime shutting down) drops the reply unanswered.
+        answer.await.map_err(|_| QueueClosed)
     }
 }
 

@@ -420,30 +420,24 @@ impl CallLogging {
             )?);
         }
         // Written together with other attempts arriving at the same time (one transaction).
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let pending = attempts::PendingAttempt {
-            report,
-            callback_id,
-            started_at,
-            ended_at,
-            stream,
-            events,
-            metadata,
-            reply,
-        };
-        let workers = (self.store.pool().options().get_max_connections() as usize / 2).max(1);
         self.attempts
-            .submit(
-                pending,
-                workers,
+            .ask(
+                |reply| attempts::PendingAttempt {
+                    report,
+                    callback_id,
+                    started_at,
+                    ended_at,
+                    stream,
+                    events,
+                    metadata,
+                    reply,
+                },
+                self.store.pool(),
                 || self.without_queues(),
                 attempts::SERVE_ATTEMPTS,
             )
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("the attempt writer stopped"))?
+            .map_err(|e| Status::unavailable(e.to_string()))?
     }
 
     /// The lease, asked of the scheduling service itself (fresh, not a lagging copy).

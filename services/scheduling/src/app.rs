@@ -124,8 +124,8 @@ struct CachedTenant {
 
 const TENANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn batches_stopped(what: &str) -> Error {
-    Error::Store(callback_eventstore::Error::Background(what.to_owned()))
+fn queue_closed(closed: callback_kit::batch::QueueClosed) -> Error {
+    Error::Store(callback_eventstore::Error::Background(closed.to_string()))
 }
 
 fn stream(category: &str, id: String) -> Result<StreamName> {
@@ -185,11 +185,6 @@ impl Scheduling {
             claims: claims::ClaimQueue::default(),
             ingests: ingests::IngestQueue::default(),
         }
-    }
-
-    /// Workers per command queue: each keeps a connection busy, so a small pool gets fewer.
-    fn queue_workers(&self) -> usize {
-        (self.store.pool().options().get_max_connections() as usize / 2).max(1)
     }
 
     /// This handle without its command queues, for the queues' own workers.
@@ -340,24 +335,20 @@ impl Scheduling {
         }
         let fact_name = fact_stream(&fact.tenant_id, &fact.source, &fact.source_event_id)?;
         // Served together with other ingests arriving at the same time.
-        let (reply, answer) = tokio::sync::oneshot::channel();
         self.ingests
-            .submit(
-                ingests::IngestRequest {
+            .ask(
+                |reply| ingests::IngestRequest {
                     fact,
                     subject,
                     fact_name,
                     reply,
                 },
-                self.queue_workers(),
+                self.store.pool(),
                 || self.without_queues(),
                 ingests::SERVE_INGESTS,
             )
             .await
-            .map_err(|e| batches_stopped(&e.to_string()))?;
-        answer
-            .await
-            .map_err(|_| batches_stopped("the ingest worker stopped"))?
+            .map_err(queue_closed)?
     }
 
     /// One ingest in a transaction of its own: the path for facts a batch does not take.
@@ -625,25 +616,21 @@ impl Scheduling {
             Duration::seconds(i64::from(lease_seconds))
         };
         // Served together with the claims of other agents arriving at the same time.
-        let (reply, answer) = tokio::sync::oneshot::channel();
         self.claims
-            .submit(
-                claims::ClaimRequest {
+            .ask(
+                |reply| claims::ClaimRequest {
                     tenant_id: tenant_id.to_owned(),
                     agent_id: agent_id.to_owned(),
                     departments: departments.to_vec(),
                     lease,
                     reply,
                 },
-                self.queue_workers(),
+                self.store.pool(),
                 || self.without_queues(),
                 claims::SERVE_CLAIMS,
             )
             .await
-            .map_err(|e| batches_stopped(&e.to_string()))?;
-        answer
-            .await
-            .map_err(|_| batches_stopped("the claim worker stopped"))?
+            .map_err(queue_closed)?
     }
 
     // ---- outcomes and deadlines ----
