@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use callback_calendar::Calendar;
 use callback_eventstore::{
-    Checkpoint, EventStore, ExpectedVersion, Filter, NewEvent, RecordedEvent, StreamName,
+    Checkpoint, EventStore, ExpectedVersion, Filter, NewEvent, RecordedEvent, StreamAppend,
+    StreamName,
 };
 use callback_kit::telemetry::event_metadata;
 use callback_kit::Clock;
@@ -532,6 +533,47 @@ impl Scheduling {
             .await?;
         project_callback(tx, &next, result.stream_version).await?;
         Ok(next)
+    }
+
+    /// Appends the new events of several callbacks in one statement, each stream expected at
+    /// the version before them, and writes the rows of the states they lead to. Each change
+    /// is (the state after its events, the stream version before them, the events).
+    async fn append_callbacks(
+        &self,
+        tx: &mut PgConnection,
+        changes: &[(&CallbackState, u64, &[CallbackEvent])],
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut streams = Vec::with_capacity(changes.len());
+        let mut events: Vec<Vec<NewEvent>> = Vec::with_capacity(changes.len());
+        for (state, _, new) in changes {
+            let s = &state.scheduled;
+            streams.push(callback_stream(s.callback_id)?);
+            events.push(
+                new.iter()
+                    .map(|e| new_event(e.event_type(), e, &s.tenant_id))
+                    .collect::<Result<_>>()?,
+            );
+        }
+        let appends: Vec<StreamAppend> = changes
+            .iter()
+            .zip(&streams)
+            .zip(&events)
+            .map(|(((_, version, _), stream), events)| StreamAppend {
+                stream,
+                expected: ExpectedVersion::Exact(*version),
+                events,
+            })
+            .collect();
+        let written = self.store.append_streams_in(tx, &appends).await?;
+        let rows: Vec<(&CallbackState, u64)> = changes
+            .iter()
+            .zip(&written)
+            .map(|((state, _, _), result)| (*state, result.stream_version))
+            .collect();
+        project_callbacks(tx, &rows).await
     }
 
     /// Cancels the open callbacks of a subject under a policy (or all policies when `None`).

@@ -12,16 +12,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use callback_calendar::Calendar;
-use callback_eventstore::{ExpectedVersion, NewEvent, StreamAppend, StreamName};
+use callback_eventstore::StreamName;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, Row};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{
-    callback_stream, decode, new_event, project_callbacks, Claim, Scheduling, SubjectContact,
-    MAX_DEFERRALS_PER_CLAIM,
-};
+use super::{callback_stream, decode, Claim, Scheduling, SubjectContact, MAX_DEFERRALS_PER_CLAIM};
 use crate::domain::{CallbackEvent, CallbackState, FrequencyCaps, TenantSettings};
 use crate::error::{Error, Result};
 use callback_kit::batch::{BatchQueue, Serve};
@@ -354,42 +351,22 @@ impl Scheduling {
         tx: &mut PgConnection,
         changes: Vec<(CallbackState, u64, CallbackEvent)>,
     ) -> Result<Vec<CallbackState>> {
-        if changes.is_empty() {
-            return Ok(Vec::new());
+        let mut next = Vec::with_capacity(changes.len());
+        let mut applied = Vec::with_capacity(changes.len());
+        for (state, version, event) in changes {
+            next.push(
+                CallbackState::evolve(Some(state), &event)
+                    .ok_or_else(|| Error::Corrupt("a callback change lost its state".into()))?,
+            );
+            applied.push((version, event));
         }
-        let mut streams = Vec::with_capacity(changes.len());
-        let mut events: Vec<[NewEvent; 1]> = Vec::with_capacity(changes.len());
-        for (state, _, event) in &changes {
-            streams.push(callback_stream(state.scheduled.callback_id)?);
-            events.push([new_event(
-                event.event_type(),
-                event,
-                &state.scheduled.tenant_id,
-            )?]);
-        }
-        let appends: Vec<StreamAppend> = changes
+        let appends: Vec<(&CallbackState, u64, &[CallbackEvent])> = next
             .iter()
-            .zip(&streams)
-            .zip(&events)
-            .map(|(((_, version, _), stream), events)| StreamAppend {
-                stream,
-                expected: ExpectedVersion::Exact(*version),
-                events,
-            })
+            .zip(&applied)
+            .map(|(state, (version, event))| (state, *version, std::slice::from_ref(event)))
             .collect();
-        let written = self.store.append_streams_in(tx, &appends).await?;
-        let mut rows = Vec::with_capacity(changes.len());
-        for ((state, _, event), result) in changes.into_iter().zip(written) {
-            let next = CallbackState::evolve(Some(state), &event)
-                .ok_or_else(|| Error::Corrupt("a callback change lost its state".into()))?;
-            rows.push((next, result.stream_version));
-        }
-        let projected: Vec<(&CallbackState, u64)> = rows
-            .iter()
-            .map(|(state, version)| (state, *version))
-            .collect();
-        project_callbacks(tx, &projected).await?;
-        Ok(rows.into_iter().map(|(state, _)| state).collect())
+        self.append_callbacks(tx, &appends).await?;
+        Ok(next)
     }
 }
 

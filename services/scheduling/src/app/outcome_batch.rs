@@ -9,12 +9,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use callback_eventstore::{ExpectedVersion, NewEvent, StreamAppend, StreamName};
+use callback_eventstore::StreamName;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{callback_stream, decode, new_event, project_callbacks, Scheduling};
+use super::{callback_stream, decode, Scheduling};
 use crate::domain::{CallbackEvent, CallbackState, Disposition};
 use crate::error::{Error, Result};
 
@@ -134,36 +134,11 @@ impl Scheduling {
         if changed.is_empty() {
             return Ok(());
         }
-        let mut names = Vec::with_capacity(changed.len());
-        let mut events: Vec<Vec<NewEvent>> = Vec::with_capacity(changed.len());
-        for (id, callback) in &changed {
-            names.push(callback_stream(**id)?);
-            let tenant_id = &callback.state.scheduled.tenant_id;
-            events.push(
-                callback
-                    .new_events
-                    .iter()
-                    .map(|e| new_event(e.event_type(), e, tenant_id))
-                    .collect::<Result<_>>()?,
-            );
-        }
-        let appends: Vec<StreamAppend> = changed
+        let appends: Vec<(&CallbackState, u64, &[CallbackEvent])> = changed
             .iter()
-            .zip(&names)
-            .zip(&events)
-            .map(|(((_, callback), stream), events)| StreamAppend {
-                stream,
-                expected: ExpectedVersion::Exact(callback.version),
-                events,
-            })
+            .map(|(_, c)| (&c.state, c.version, c.new_events.as_slice()))
             .collect();
-        let written = self.store.append_streams_in(tx, &appends).await?;
-        let rows: Vec<(&CallbackState, u64)> = changed
-            .iter()
-            .zip(&written)
-            .map(|((_, callback), result)| (&callback.state, result.stream_version))
-            .collect();
-        project_callbacks(tx, &rows).await?;
+        self.append_callbacks(tx, &appends).await?;
         let attempts: Vec<(&CallbackState, &str, DateTime<Utc>)> = changed
             .iter()
             .flat_map(|(_, callback)| {
