@@ -10,7 +10,7 @@ use callback_kit::ServiceKind;
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
-    ClaimedCallback, Disposition, IngestBusinessEventRequest, LogCallAttemptRequest,
+    ClaimedCallback, Disposition, GetCallbacksRequest, IngestBusinessEventRequest, LogCallAttemptRequest,
     PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest, Subject,
 };
 use callback_proto::v1::{
@@ -77,18 +77,18 @@ async fn view(client: &mut SchedulingClient<Channel>, id: &str) -> (String, u32)
     callback_tests::callback_state(client, "h", id).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_nothing() {
-    let system = System::start(&[ServiceKind::Scheduling, ServiceKind::CallLogging]).await;
-    let store = EventStore::open(system.db.pool.clone()).await.unwrap();
-    let mut scheduling = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
-    let mut calls = CallLoggingClient::new(system.channel(ServiceKind::CallLogging));
-
+/// Tenant `h` (calling all day, every day) with `agents` in pool `nurses`, and its discharge
+/// policy (one step, five attempts, at once again after a failed one).
+async fn publish_hospital(scheduling: &mut SchedulingClient<Channel>, agents: &[&str]) {
+    let agents: Vec<_> = agents
+        .iter()
+        .map(|a| json!({"agent_id": a, "pools": ["nurses"]}))
+        .collect();
     let settings = json!({
         "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
                      "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
                      "holidays": ["2026-01-01"]},
-        "pools": ["nurses"], "agents": [{"agent_id": "n1", "pools": ["nurses"]}, {"agent_id": "n2", "pools": ["nurses"]}]
+        "pools": ["nurses"], "agents": agents
     });
     scheduling
         .publish_tenant(PublishTenantRequest {
@@ -110,6 +110,131 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         })
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_sent_together_are_each_answered_on_their_own() {
+    let system = System::start(&[ServiceKind::Scheduling, ServiceKind::CallLogging]).await;
+    let store = EventStore::open(system.db.pool.clone()).await.unwrap();
+    let mut scheduling = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
+    let calls = CallLoggingClient::new(system.channel(ServiceKind::CallLogging));
+    let agents: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
+    let agent_refs: Vec<&str> = agents.iter().map(String::as_str).collect();
+    publish_hospital(&mut scheduling, &agent_refs).await;
+    let mut claimed = Vec::new();
+    for (i, agent) in agents.iter().enumerate() {
+        discharged(&mut scheduling, 100 + i as u32, &format!("1390000{:04}", i)).await;
+        claimed.push(claim(&mut scheduling, agent).await);
+    }
+
+    // Every agent reports at once (a complaint from the first), with three reports that must
+    // be refused among them: another agent's lease, an unknown callback, another tenant.
+    let mut requests: Vec<(String, LogCallAttemptRequest)> = Vec::new();
+    for (i, (agent, c)) in agents.iter().zip(&claimed).enumerate() {
+        let mut request = attempt(&format!("together-{i}"), c, agent, "no_answer");
+        if i == 0 {
+            request.complaint = Some(callback_proto::v1::ComplaintReport {
+                text: "护士态度差".into(),
+                category: "service".into(),
+                ..Default::default()
+            });
+        }
+        requests.push(("ok".into(), request));
+    }
+    requests.push((
+        "not holder".into(),
+        attempt("together-wrong", &claimed[1], "n0", "no_answer"),
+    ));
+    let mut unknown = attempt("together-unknown", &claimed[2], "n2", "no_answer");
+    unknown.callback_id = uuid::Uuid::now_v7().to_string();
+    requests.push(("unknown".into(), unknown));
+    let mut other_tenant = attempt("together-tenant", &claimed[3], "n3", "no_answer");
+    other_tenant.tenant_id = "dealer".into();
+    requests.push(("other tenant".into(), other_tenant));
+    let sent: Vec<_> = requests
+        .into_iter()
+        .map(|(expect, request)| {
+            let mut calls = calls.clone();
+            tokio::spawn(async move {
+                let attempt_id = request.attempt_id.clone();
+                (expect, attempt_id, calls.log_call_attempt(request).await)
+            })
+        })
+        .collect();
+    for task in sent {
+        let (expect, attempt_id, answer) = task.await.unwrap();
+        match (expect.as_str(), answer) {
+            ("ok", Ok(logged)) => assert!(!logged.into_inner().duplicate, "{attempt_id}"),
+            ("not holder", Err(e)) => assert_eq!(e.code(), Code::PermissionDenied, "{e:?}"),
+            ("unknown" | "other tenant", Err(e)) => {
+                assert_eq!(e.code(), Code::NotFound, "{attempt_id}: {e:?}")
+            }
+            (expect, answer) => panic!("{attempt_id}: expected {expect}, got {answer:?}"),
+        }
+    }
+    for refused in ["together-wrong", "together-unknown", "together-tenant"] {
+        let stream = StreamName::new("call_attempt", refused).unwrap();
+        assert!(store.read_stream(&stream, 1).await.unwrap().is_empty());
+    }
+    // The complaint carries the subject of its own callback.
+    let logged = store
+        .read_stream(&StreamName::new("call_attempt", "together-0").unwrap(), 1)
+        .await
+        .unwrap();
+    let complaint = logged
+        .iter()
+        .find(|e| e.event_type == "ComplaintRaised")
+        .expect("a complaint event");
+    let payload: serde_json::Value = serde_json::from_str(&complaint.payload).unwrap();
+    assert_eq!(payload["subject_id"], "p100");
+
+    // GetCallbacks itself: the tenant's own callbacks in the order asked, others left out,
+    // and a malformed id named.
+    let asked = vec![
+        claimed[2].callback_id.clone(),
+        uuid::Uuid::now_v7().to_string(),
+        claimed[0].callback_id.clone(),
+    ];
+    let found = scheduling
+        .get_callbacks(GetCallbacksRequest {
+            tenant_id: "h".into(),
+            callback_ids: asked.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .callbacks;
+    let ids: Vec<&str> = found.iter().map(|v| v.callback_id.as_str()).collect();
+    assert_eq!(ids, [asked[0].as_str(), asked[2].as_str()]);
+    let elsewhere = scheduling
+        .get_callbacks(GetCallbacksRequest {
+            tenant_id: "dealer".into(),
+            callback_ids: asked.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .callbacks;
+    assert!(elsewhere.is_empty());
+    let e = scheduling
+        .get_callbacks(GetCallbacksRequest {
+            tenant_id: "h".into(),
+            callback_ids: vec![asked[0].clone(), "nope".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("callback_ids[1]:"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_nothing() {
+    let system = System::start(&[ServiceKind::Scheduling, ServiceKind::CallLogging]).await;
+    let store = EventStore::open(system.db.pool.clone()).await.unwrap();
+    let mut scheduling = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
+    let mut calls = CallLoggingClient::new(system.channel(ServiceKind::CallLogging));
+
+    publish_hospital(&mut scheduling, &["n1", "n2"]).await;
     let questionnaire = json!({
         "questionnaire_id": "discharge-v3", "title": "出院回访",
         "items": [{"id": "recovered", "text": "恢复好吗", "kind": {"type": "yes_no"}, "required": true},

@@ -7,13 +7,12 @@ use callback_kit::grpc::TracePropagation;
 use callback_kit::status;
 use callback_kit::telemetry::event_metadata;
 use callback_proto::v1::scheduling_client::SchedulingClient;
-use callback_proto::v1::{CallbackView, GetCallbackRequest};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 use crate::domain::Questionnaire;
@@ -357,78 +356,24 @@ impl CallLogging {
 
         let stream = StreamName::new("call_attempt", report.attempt_id.clone())
             .map_err(status::from_store_error)?;
-        let view = match self.check_lease(&report, lease_id).await {
-            Ok(view) => view,
-            // A retry of an attempt logged before: its lease has usually ended since (a retry
-            // while the lease still holds is caught by the append below).
-            Err(refused) => match self.logged_events(&stream).await? {
-                Some(types) => return Ok((true, types, Vec::new())),
-                None => return Err(refused),
-            },
-        };
-
-        let mut disposition = json!({ "kind": report.disposition });
-        if let Some(tenant_kind) = &tenant_kind {
-            disposition["tenant_kind"] = json!(tenant_kind);
-        }
-        if let Some(t) = named_time {
-            disposition["named_time"] = json!(t);
-        }
         let metadata = event_metadata(
             Some(&report.tenant_id),
             Some(&format!("agent:{}", report.agent_id)),
         );
-        let new = |event_type: &str, payload: Value| {
-            NewEvent::new(event_type, &payload)
-                .map(|e| e.with_metadata(metadata.clone()))
-                .map_err(status::from_store_error)
-        };
-        let mut events = vec![new(
-            "CallAttemptLogged",
-            json!({
-                "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
-                "agent_id": report.agent_id, "lease_id": lease_id, "channel": report.channel,
-                "disposition": disposition, "started_at": started_at, "ended_at": ended_at,
-                "telephony_call_id": report.telephony_call_id, "recording_ref": report.recording_ref,
-                "notes": report.notes,
-            }),
-        )?];
-        if !report.answers.is_empty() {
-            events.push(new(
-                "SurveyAnswered",
-                json!({
-                    "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
-                    "questionnaire_id": report.questionnaire_id, "questionnaire_version": report.questionnaire_version,
-                    "answers": report.answers,
-                }),
-            )?);
-        }
-        if let Some(complaint) = &report.complaint {
-            events.push(new(
-                "ComplaintRaised",
-                json!({
-                    "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
-                    "agent_id": report.agent_id, "subject_id": view.subject_id, "department": view.department,
-                    "raised_at": ended_at, "complaint": complaint,
-                }),
-            )?);
-        }
-        if report.disposition == "do_not_call" {
-            events.push(new(
-                "DoNotCallRequested",
-                json!({ "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id }),
-            )?);
-        }
-        // Written together with other attempts arriving at the same time (one transaction).
+        // The lease is checked, and the attempt written, together with other attempts that
+        // arrive at the same time: one question to scheduling, one transaction.
         self.attempts
             .ask(
                 |reply| attempts::PendingAttempt {
                     report,
                     callback_id,
+                    lease_id,
                     started_at,
                     ended_at,
+                    tenant_kind,
+                    named_time,
                     stream,
-                    events,
+                    events: Vec::new(),
                     metadata,
                     reply,
                 },
@@ -438,46 +383,6 @@ impl CallLogging {
             )
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?
-    }
-
-    /// The lease, asked of the scheduling service itself (fresh, not a lagging copy).
-    async fn check_lease(
-        &self,
-        report: &AttemptReport,
-        lease_id: uuid::Uuid,
-    ) -> Result<CallbackView, Status> {
-        let view = self
-            .scheduling
-            .clone()
-            .get_callback(GetCallbackRequest {
-                tenant_id: report.tenant_id.clone(),
-                callback_id: report.callback_id.clone(),
-                as_of: None,
-                without_history: true,
-            })
-            .await
-            .map_err(|s| match s.code() {
-                Code::NotFound | Code::InvalidArgument => s,
-                _ => Status::unavailable(format!(
-                    "scheduling could not confirm the lease: {}",
-                    s.message()
-                )),
-            })?
-            .into_inner()
-            .callback
-            .ok_or_else(|| Status::internal("scheduling returned no callback"))?;
-        if view.status != "claimed" {
-            return Err(Status::failed_precondition(format!(
-                "the callback is {}, not claimed",
-                view.status
-            )));
-        }
-        if view.claimed_by != report.agent_id || view.lease_id != lease_id.to_string() {
-            return Err(Status::permission_denied(
-                "agent_id: this agent does not hold the callback's lease",
-            ));
-        }
-        Ok(view)
     }
 
     /// The event types of an attempt already logged, if it was.
@@ -915,80 +820,6 @@ fn flag_payload(
     json!({
         "tenant_id": tenant_id, "attempt_id": attempt_id, "agent_id": agent_id,
         "attempt_started_at": attempt_started_at, "kind": flag.kind, "evidence": flag.evidence,
-    })
-}
-
-/// What the honesty checks of one attempt need to know, read in one round trip.
-struct AttemptContext {
-    /// The telephony record of the attempt's call, if it has arrived.
-    record: Option<CallRecord>,
-    /// The tenant's calendar as last published through scheduling's feed; `None` until known.
-    calendar: Option<callback_calendar::Calendar>,
-    /// See [`records_until`].
-    records_until: Option<DateTime<Utc>>,
-    /// Another attempt of the same agent overlapping this one in time.
-    overlapping: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
-}
-
-async fn attempt_context(
-    conn: &mut sqlx::PgConnection,
-    report: &AttemptReport,
-    started_at: DateTime<Utc>,
-    ended_at: DateTime<Utc>,
-) -> Result<AttemptContext, Status> {
-    type Row = (
-        Option<String>,
-        Option<i32>,
-        Option<Value>,
-        Option<DateTime<Utc>>,
-        Option<String>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-    );
-    let (network_result, billable, calendar, records_until, other, other_start, other_end): Row =
-        sqlx::query_as(
-            "SELECT r.network_result, r.billable_seconds, \
-               (SELECT calendar FROM cl_tenant_calendars WHERE tenant_id = $1), \
-               (SELECT max(started_at) FROM cl_telephony WHERE tenant_id = $1), \
-               o.attempt_id, o.started_at, o.ended_at \
-             FROM (SELECT 1) AS one \
-             LEFT JOIN cl_telephony r ON r.tenant_id = $1 AND r.call_id = $2 AND $2 <> '' \
-             LEFT JOIN LATERAL (SELECT attempt_id, started_at, ended_at FROM cl_attempts \
-               WHERE tenant_id = $1 AND agent_id = $3 AND started_at < $5 AND ended_at > $4 \
-                 AND started_at > $6 \
-               ORDER BY started_at LIMIT 1) o ON true",
-        )
-        .bind(&report.tenant_id)
-        .bind(&report.telephony_call_id)
-        .bind(&report.agent_id)
-        .bind(started_at)
-        .bind(ended_at)
-        // No call lasts longer than MAX_CALL_SECONDS, so an overlapping one started at most
-        // that long before this one: the index scan reads the agent's last day, not their
-        // whole history.
-        .bind(started_at - Duration::seconds(MAX_CALL_SECONDS))
-        .fetch_one(conn)
-        .await
-        .map_err(|e| status::internal(&e))?;
-    let record = network_result
-        .zip(billable)
-        .map(|(network_result, billable)| CallRecord {
-            call_id: report.telephony_call_id.clone(),
-            network_result,
-            billable_seconds: i64::from(billable),
-        });
-    let calendar = calendar
-        .and_then(|spec| serde_json::from_value::<callback_calendar::CalendarSpec>(spec).ok())
-        .and_then(|spec| callback_calendar::Calendar::new(&spec).ok());
-    let overlapping = match (other, other_start, other_end) {
-        (Some(id), Some(start), Some(end)) => Some((id, start, end)),
-        _ => None,
-    };
-    Ok(AttemptContext {
-        record,
-        calendar,
-        records_until,
-        overlapping,
     })
 }
 

@@ -35,6 +35,9 @@ const CALLBACK_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_0b8a_4c0e_4f7e_9a55_1c2b
 
 const MAX_LEASE_SECONDS: u32 = 3600;
 
+/// How many callbacks one `get_callbacks` reads.
+pub const MAX_CALLBACKS_PER_READ: usize = 1000;
+
 /// How many capped candidates one claim defers before giving up for this call.
 const MAX_DEFERRALS_PER_CLAIM: usize = 20;
 
@@ -921,6 +924,36 @@ impl Scheduling {
             }
             _ => Err(Error::NotFound(format!("callback `{callback_id}`"))),
         }
+    }
+
+    /// The current state of several callbacks of a tenant, from their streams in one read; in
+    /// the order asked, an id the tenant has no callback for left out.
+    pub async fn get_callbacks(
+        &self,
+        tenant_id: &str,
+        callback_ids: &[Uuid],
+    ) -> Result<Vec<CallbackState>> {
+        if callback_ids.len() > MAX_CALLBACKS_PER_READ {
+            return Err(invalid(
+                "callback_ids",
+                format!("at most {MAX_CALLBACKS_PER_READ} per request"),
+            ));
+        }
+        let streams = callback_ids
+            .iter()
+            .map(|id| callback_stream(*id))
+            .collect::<Result<Vec<_>>>()?;
+        let mut conn = self.store.pool().acquire().await?;
+        let histories = self.store.read_streams_on(&mut conn, &streams).await?;
+        let mut states = Vec::with_capacity(histories.len());
+        for history in &histories {
+            let mut state = None;
+            for event in history {
+                state = CallbackState::evolve(state, &decode::<CallbackEvent>(event)?);
+            }
+            states.extend(state.filter(|s| s.scheduled.tenant_id == tenant_id));
+        }
+        Ok(states)
     }
 
     /// Due (or overdue) open callbacks of a tenant, most urgent first.

@@ -4,7 +4,7 @@ use callback_kit::wire;
 use callback_proto::v1::scheduling_server::{Scheduling as SchedulingApi, SchedulingServer};
 use callback_proto::v1::{
     CallbackView, ClaimNextRequest, ClaimNextResponse, ClaimedCallback, GetCallbackRequest,
-    GetCallbackResponse, HistoryEntry, IngestBusinessEventRequest, IngestBusinessEventResponse,
+    GetCallbackResponse, GetCallbacksRequest, GetCallbacksResponse, HistoryEntry, IngestBusinessEventRequest, IngestBusinessEventResponse,
     ListCallbacksRequest, ListCallbacksResponse, PublishPolicyRequest, PublishPolicyResponse,
     PublishTenantRequest, PublishTenantResponse, ScheduledCallback, Subject,
 };
@@ -234,6 +234,26 @@ impl SchedulingApi for Api {
                     payload_json: e.payload.clone(),
                 })
                 .collect(),
+        }))
+    }
+
+    async fn get_callbacks(
+        &self,
+        request: Request<GetCallbacksRequest>,
+    ) -> Result<Response<GetCallbacksResponse>, Status> {
+        let r = request.into_inner();
+        let ids = r
+            .callback_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                id.parse()
+                    .map_err(|_| invalid(format!("callback_ids[{i}]"), "is not a UUID"))
+            })
+            .collect::<Result<Vec<uuid::Uuid>, _>>()?;
+        let states = self.app.get_callbacks(&r.tenant_id, &ids).await?;
+        Ok(Response::new(GetCallbacksResponse {
+            callbacks: states.iter().map(view).collect(),
         }))
     }
 

@@ -1,40 +1,48 @@
-//! Writing attempts: `LogCallAttempt` reports that arrive together are written by one
-//! transaction (see `callback_kit::batch`). Each report was validated and its lease checked
-//! with scheduling before it got here; the batch reads each attempt's honesty context (one
-//! query each, as before), appends every attempt's events in one statement and writes the
-//! attempt rows in one statement.
+//! Writing attempts: `LogCallAttempt` reports that arrive together are served as one batch
+//! (see `callback_kit::batch`). Each report was validated before it got here. The batch asks
+//! scheduling for its callbacks in one call per tenant and refuses the attempts whose agent
+//! does not hold the lease; then it reads the honesty context of the rest in one query,
+//! appends every attempt's events in one statement and writes the attempt rows in one
+//! statement, all in one transaction.
 //!
-//! Two attempts of one agent are never in the same batch: the overlap check of the second
-//! must see the first. A later one waits for the next round, in arrival order. An attempt
-//! whose stream exists is a retry of one logged before: the append names it without writing
-//! anything, and it is answered with what was logged.
+//! Two attempts of one agent are never in the same transaction: the overlap check of the
+//! second must see the first. A later one waits for the next round, in arrival order. An
+//! attempt whose stream exists is a retry of one logged before: the append names it without
+//! writing anything, and it is answered with what was logged.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
+use callback_calendar::{Calendar, CalendarSpec};
 use callback_eventstore::{ExpectedVersion, Metadata, NewEvent, StreamAppend, StreamName};
 use callback_kit::batch::{BatchQueue, Serve};
 use callback_kit::status;
-use chrono::{DateTime, Utc};
+use callback_proto::v1::{CallbackView, GetCallbacksRequest};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use tonic::Status;
+use tonic::{Code, Status};
 use uuid::Uuid;
 
-use super::{
-    attempt_context, flag_payload, project_flag, AttemptContext, AttemptReport, CallLogging,
-};
-use crate::domain::honesty::{self, AttemptFacts, Flag};
+use super::{flag_payload, project_flag, AttemptReport, CallLogging, MAX_CALL_SECONDS};
+use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 
 /// What `LogCallAttempt` answers: logged before (a retry), the event types, the flag kinds.
 pub(super) type Logged = (bool, Vec<String>, Vec<String>);
 
-/// A validated report whose lease scheduling confirmed, waiting to be written.
+/// A validated report, waiting for its lease check and its write.
 pub(super) struct PendingAttempt {
     pub report: AttemptReport,
     pub callback_id: Uuid,
+    pub lease_id: Uuid,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
+    /// The tenant's own name of the disposition; `report.disposition` holds its standard one.
+    pub tenant_kind: Option<String>,
+    /// The time the customer named (not convenient).
+    pub named_time: Option<DateTime<Utc>>,
     pub stream: StreamName,
-    /// The attempt's events before the honesty checks (which add their flags).
+    /// The attempt's events before the honesty checks (which add their flags); made once
+    /// scheduling has confirmed the lease, since a complaint carries the callback's subject.
     pub events: Vec<NewEvent>,
     pub metadata: Metadata,
     pub reply: oneshot::Sender<Result<Logged, Status>>,
@@ -55,6 +63,81 @@ enum Written {
 
 impl CallLogging {
     async fn serve_attempts(&self, batch: Vec<PendingAttempt>) {
+        let confirmed = self.confirm_leases(batch).await;
+        self.write_confirmed(confirmed).await;
+    }
+
+    /// Keeps the attempts whose agent holds the callback's lease, with their events made, in
+    /// arrival order. Every other one is answered here: logged before (a retry after its
+    /// lease ended; a retry while the lease still holds is found by the append) or refused.
+    async fn confirm_leases(&self, batch: Vec<PendingAttempt>) -> Vec<PendingAttempt> {
+        let mut asked: HashMap<&str, BTreeSet<Uuid>> = HashMap::new();
+        for pending in &batch {
+            asked
+                .entry(&pending.report.tenant_id)
+                .or_default()
+                .insert(pending.callback_id);
+        }
+        let mut views = HashMap::with_capacity(asked.len());
+        for (tenant_id, ids) in asked {
+            views.insert(tenant_id.to_owned(), self.callbacks(tenant_id, ids).await);
+        }
+        let mut confirmed = Vec::with_capacity(batch.len());
+        for mut pending in batch {
+            let checked = match &views[&pending.report.tenant_id] {
+                Ok(views) => lease_held(&pending, views.get(&pending.callback_id))
+                    .and_then(|view| attempt_events(&pending, view)),
+                Err(error) => Err(error.clone()),
+            };
+            match checked {
+                Ok(events) => {
+                    pending.events = events;
+                    confirmed.push(pending);
+                }
+                Err(refused) => {
+                    let answer = match self.logged_events(&pending.stream).await {
+                        Ok(Some(types)) => Ok((true, types, Vec::new())),
+                        Ok(None) => Err(refused),
+                        Err(error) => Err(error),
+                    };
+                    let _ = pending.reply.send(answer);
+                }
+            }
+        }
+        confirmed
+    }
+
+    /// The callbacks, asked of the scheduling service itself (fresh, not a lagging copy).
+    async fn callbacks(
+        &self,
+        tenant_id: &str,
+        ids: BTreeSet<Uuid>,
+    ) -> Result<HashMap<Uuid, CallbackView>, Status> {
+        let found = self
+            .scheduling
+            .clone()
+            .get_callbacks(GetCallbacksRequest {
+                tenant_id: tenant_id.to_owned(),
+                callback_ids: ids.iter().map(Uuid::to_string).collect(),
+            })
+            .await
+            .map_err(|s| match s.code() {
+                Code::InvalidArgument => s,
+                _ => Status::unavailable(format!(
+                    "scheduling could not confirm the lease: {}",
+                    s.message()
+                )),
+            })?
+            .into_inner()
+            .callbacks;
+        Ok(found
+            .into_iter()
+            .filter_map(|view| Some((view.callback_id.parse().ok()?, view)))
+            .collect())
+    }
+
+    /// Writes attempts whose leases were confirmed, a round at a time.
+    async fn write_confirmed(&self, batch: Vec<PendingAttempt>) {
         let mut waiting = batch;
         while !waiting.is_empty() {
             // One attempt per agent per round, in arrival order.
@@ -113,16 +196,10 @@ impl CallLogging {
     /// One transaction for a round of attempts (at most one per agent).
     async fn write_attempts(&self, round: &[PendingAttempt]) -> Result<Vec<Written>, Status> {
         let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
+        let contexts = attempt_contexts(&mut tx, round).await?;
         let mut all_events = Vec::with_capacity(round.len());
         let mut all_flags = Vec::with_capacity(round.len());
-        for pending in round {
-            let context = attempt_context(
-                &mut tx,
-                &pending.report,
-                pending.started_at,
-                pending.ended_at,
-            )
-            .await?;
+        for (pending, context) in round.iter().zip(contexts) {
             let flags = honesty_flags(pending, context);
             let mut events = pending.events.clone();
             for flag in &flags {
@@ -205,6 +282,188 @@ impl CallLogging {
             })
             .collect())
     }
+}
+
+/// The callback's view when `pending`'s agent holds its lease.
+fn lease_held<'v>(
+    pending: &PendingAttempt,
+    view: Option<&'v CallbackView>,
+) -> Result<&'v CallbackView, Status> {
+    let view = view.ok_or_else(|| {
+        Status::not_found(format!("callback `{}` not found", pending.callback_id))
+    })?;
+    if view.status != "claimed" {
+        return Err(Status::failed_precondition(format!(
+            "the callback is {}, not claimed",
+            view.status
+        )));
+    }
+    if view.claimed_by != pending.report.agent_id || view.lease_id != pending.lease_id.to_string()
+    {
+        return Err(Status::permission_denied(
+            "agent_id: this agent does not hold the callback's lease",
+        ));
+    }
+    Ok(view)
+}
+
+/// The events of an attempt whose lease `view` confirmed, before the honesty checks.
+fn attempt_events(pending: &PendingAttempt, view: &CallbackView) -> Result<Vec<NewEvent>, Status> {
+    let report = &pending.report;
+    let callback_id = pending.callback_id;
+    let mut disposition = json!({ "kind": report.disposition });
+    if let Some(tenant_kind) = &pending.tenant_kind {
+        disposition["tenant_kind"] = json!(tenant_kind);
+    }
+    if let Some(t) = pending.named_time {
+        disposition["named_time"] = json!(t);
+    }
+    let new = |event_type: &str, payload: Value| {
+        NewEvent::new(event_type, &payload)
+            .map(|e| e.with_metadata(pending.metadata.clone()))
+            .map_err(status::from_store_error)
+    };
+    let mut events = vec![new(
+        "CallAttemptLogged",
+        json!({
+            "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
+            "agent_id": report.agent_id, "lease_id": pending.lease_id, "channel": report.channel,
+            "disposition": disposition, "started_at": pending.started_at, "ended_at": pending.ended_at,
+            "telephony_call_id": report.telephony_call_id, "recording_ref": report.recording_ref,
+            "notes": report.notes,
+        }),
+    )?];
+    if !report.answers.is_empty() {
+        events.push(new(
+            "SurveyAnswered",
+            json!({
+                "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
+                "questionnaire_id": report.questionnaire_id, "questionnaire_version": report.questionnaire_version,
+                "answers": report.answers,
+            }),
+        )?);
+    }
+    if let Some(complaint) = &report.complaint {
+        events.push(new(
+            "ComplaintRaised",
+            json!({
+                "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
+                "agent_id": report.agent_id, "subject_id": view.subject_id, "department": view.department,
+                "raised_at": pending.ended_at, "complaint": complaint,
+            }),
+        )?);
+    }
+    if report.disposition == "do_not_call" {
+        events.push(new(
+            "DoNotCallRequested",
+            json!({ "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id }),
+        )?);
+    }
+    Ok(events)
+}
+
+/// What the honesty checks of one attempt need to know.
+struct AttemptContext {
+    /// The telephony record of the attempt's call, if it has arrived.
+    record: Option<CallRecord>,
+    /// The tenant's calendar as last published through scheduling's feed; `None` until known.
+    calendar: Option<Calendar>,
+    /// See `records_until` in the parent module.
+    records_until: Option<DateTime<Utc>>,
+    /// Another attempt of the same agent overlapping this one in time.
+    overlapping: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// The honesty context of every attempt of a round, in one query, in the round's order.
+async fn attempt_contexts(
+    conn: &mut sqlx::PgConnection,
+    round: &[PendingAttempt],
+) -> Result<Vec<AttemptContext>, Status> {
+    type Row = (
+        Option<String>,
+        Option<i32>,
+        Option<Value>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
+    let tenants: Vec<&str> = round.iter().map(|p| p.report.tenant_id.as_str()).collect();
+    let calls: Vec<&str> = round
+        .iter()
+        .map(|p| p.report.telephony_call_id.as_str())
+        .collect();
+    let agents: Vec<&str> = round.iter().map(|p| p.report.agent_id.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = round.iter().map(|p| p.started_at).collect();
+    let ends: Vec<DateTime<Utc>> = round.iter().map(|p| p.ended_at).collect();
+    // No call lasts longer than MAX_CALL_SECONDS, so an overlapping one started at most that
+    // long before this one: the index scan reads the agent's last day, not their history.
+    let earliest: Vec<DateTime<Utc>> = starts
+        .iter()
+        .map(|s| *s - Duration::seconds(MAX_CALL_SECONDS))
+        .collect();
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT r.network_result, r.billable_seconds, \
+           (SELECT calendar FROM cl_tenant_calendars c WHERE c.tenant_id = u.tenant_id), \
+           (SELECT max(started_at) FROM cl_telephony f WHERE f.tenant_id = u.tenant_id), \
+           o.attempt_id, o.started_at, o.ended_at \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], \
+           $6::timestamptz[]) WITH ORDINALITY AS u(tenant_id, call_id, agent_id, started_at, ended_at, \
+           earliest, n) \
+         LEFT JOIN cl_telephony r ON r.tenant_id = u.tenant_id AND r.call_id = u.call_id \
+           AND u.call_id <> '' \
+         LEFT JOIN LATERAL (SELECT a.attempt_id, a.started_at, a.ended_at FROM cl_attempts a \
+           WHERE a.tenant_id = u.tenant_id AND a.agent_id = u.agent_id \
+             AND a.started_at < u.ended_at AND a.ended_at > u.started_at \
+             AND a.started_at > u.earliest \
+           ORDER BY a.started_at LIMIT 1) o ON true \
+         ORDER BY u.n",
+    )
+    .bind(&tenants)
+    .bind(&calls)
+    .bind(&agents)
+    .bind(&starts)
+    .bind(&ends)
+    .bind(&earliest)
+    .fetch_all(conn)
+    .await
+    .map_err(|e| status::internal(&e))?;
+    if rows.len() != round.len() {
+        return Err(Status::internal("the honesty context lost an attempt"));
+    }
+    // Each tenant's calendar is parsed once per round.
+    let mut calendars: HashMap<&str, Option<Calendar>> = HashMap::new();
+    let mut contexts = Vec::with_capacity(rows.len());
+    for (pending, row) in round.iter().zip(rows) {
+        let (network_result, billable, calendar, records_until, other, other_start, other_end) =
+            row;
+        let record = network_result
+            .zip(billable)
+            .map(|(network_result, billable)| CallRecord {
+                call_id: pending.report.telephony_call_id.clone(),
+                network_result,
+                billable_seconds: i64::from(billable),
+            });
+        let calendar = calendars
+            .entry(&pending.report.tenant_id)
+            .or_insert_with(|| {
+                calendar
+                    .and_then(|spec| serde_json::from_value::<CalendarSpec>(spec).ok())
+                    .and_then(|spec| Calendar::new(&spec).ok())
+            })
+            .clone();
+        let overlapping = match (other, other_start, other_end) {
+            (Some(id), Some(start), Some(end)) => Some((id, start, end)),
+            _ => None,
+        };
+        contexts.push(AttemptContext {
+            record,
+            calendar,
+            records_until,
+            overlapping,
+        });
+    }
+    Ok(contexts)
 }
 
 /// The honesty checks of one attempt against what is known of its call.
@@ -292,7 +551,7 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 9, 8, 2, minute, 0).unwrap()
     }
 
-    /// An attempt as `log_attempt` hands it over (validated, lease confirmed).
+    /// An attempt whose lease `confirm_leases` confirmed.
     fn pending(
         attempt_id: &str,
         agent_id: &str,
@@ -316,8 +575,11 @@ mod tests {
         let pending = PendingAttempt {
             report,
             callback_id: Uuid::now_v7(),
+            lease_id: Uuid::now_v7(),
             started_at: at(start),
             ended_at: at(end),
+            tenant_kind: None,
+            named_time: None,
             stream: StreamName::new("call_attempt", attempt_id).unwrap(),
             events: vec![event],
             metadata: Metadata::default(),
@@ -342,7 +604,7 @@ mod tests {
 
         // Logged before: its stream exists.
         let (earlier, _) = pending("a-retried", "agent-9", 0, 1);
-        app.serve_attempts(vec![earlier]).await;
+        app.write_confirmed(vec![earlier]).await;
 
         let mut answers = Vec::new();
         let mut batch = Vec::new();
@@ -357,7 +619,7 @@ mod tests {
             batch.push(p);
             answers.push((id, answer));
         }
-        app.serve_attempts(batch).await;
+        app.write_confirmed(batch).await;
         let mut got = std::collections::HashMap::new();
         for (id, answer) in answers {
             got.insert(id, answer.await.unwrap().unwrap());
