@@ -4,9 +4,8 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Interceptor;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::server::HealthReporter;
 
@@ -79,9 +78,11 @@ pub async fn serve(
                 .await;
         }
     };
-    router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
-        .await?;
+    // Without TCP_NODELAY on accepted connections, a response written in several small
+    // segments waits for the client's delayed ACK (40 ms on Linux): measured as 40-50 ms stalls
+    // of a service asking another one, several times a second.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    router.serve_with_incoming_shutdown(incoming, drain).await?;
     Ok(())
 }
 
