@@ -17,13 +17,13 @@ use callback_eventstore::{ExpectedVersion, Metadata, NewEvent, StreamAppend, Str
 use callback_kit::batch::{BatchQueue, Serve};
 use callback_kit::status;
 use callback_proto::v1::{CallbackView, GetCallbacksRequest};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use super::{flag_payload, project_flag, AttemptReport, CallLogging, MAX_CALL_SECONDS};
+use super::{flag_payload, project_flag, AttemptReport, CallLogging};
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 
 /// What `LogCallAttempt` answers: logged before (a retry), the event types, the flag kinds.
@@ -396,27 +396,19 @@ async fn attempt_contexts(
     let agents: Vec<&str> = round.iter().map(|p| p.report.agent_id.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = round.iter().map(|p| p.started_at).collect();
     let ends: Vec<DateTime<Utc>> = round.iter().map(|p| p.ended_at).collect();
-    // No call lasts longer than MAX_CALL_SECONDS, so an overlapping one started at most that
-    // long before this one: the index scan reads the agent's last day, not their history.
-    let earliest: Vec<DateTime<Utc>> = starts
-        .iter()
-        .map(|s| *s - Duration::seconds(MAX_CALL_SECONDS))
-        .collect();
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT r.network_result, r.billable_seconds, \
            (SELECT calendar FROM cl_tenant_calendars c WHERE c.tenant_id = u.tenant_id), \
            (SELECT max(started_at) FROM cl_telephony f WHERE f.tenant_id = u.tenant_id), \
            o.attempt_id, o.started_at, o.ended_at \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], \
-           $6::timestamptz[]) WITH ORDINALITY AS u(tenant_id, call_id, agent_id, started_at, ended_at, \
-           earliest, n) \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) \
+           WITH ORDINALITY AS u(tenant_id, call_id, agent_id, started_at, ended_at, n) \
          LEFT JOIN cl_telephony r ON r.tenant_id = u.tenant_id AND r.call_id = u.call_id \
            AND u.call_id <> '' \
          LEFT JOIN LATERAL (SELECT a.attempt_id, a.started_at, a.ended_at FROM cl_attempts a \
            WHERE a.tenant_id = u.tenant_id AND a.agent_id = u.agent_id \
-             AND a.started_at < u.ended_at AND a.ended_at > u.started_at \
-             AND a.started_at > u.earliest \
-           ORDER BY a.started_at LIMIT 1) o ON true \
+             AND a.ended_at > u.started_at AND a.started_at < u.ended_at \
+           ORDER BY a.ended_at, a.attempt_id LIMIT 1) o ON true \
          ORDER BY u.n",
     )
     .bind(&tenants)
@@ -424,7 +416,6 @@ async fn attempt_contexts(
     .bind(&agents)
     .bind(&starts)
     .bind(&ends)
-    .bind(&earliest)
     .fetch_all(conn)
     .await
     .map_err(|e| status::internal(&e))?;
