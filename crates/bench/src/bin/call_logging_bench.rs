@@ -31,6 +31,32 @@ fn now() -> prost_types::Timestamp {
     prost_types::Timestamp::from(std::time::SystemTime::now())
 }
 
+/// How long each reported call lasted.
+const CALL_LENGTH: Duration = Duration::from_secs(30);
+
+/// When each agent's calls took place. An agent makes one call at a time, as a person does, so
+/// the reports raise no overlapping-calls flag: the k-th call of an agent started k minutes
+/// after a week ago. (Reports stamped "the last 40 seconds" while a client sends dozens a
+/// second would say that every agent ran dozens of calls at once, and flag nearly every one.)
+struct CallTimeline {
+    since: std::time::SystemTime,
+    made: Vec<std::sync::atomic::AtomicU32>,
+}
+
+impl CallTimeline {
+    fn new(agents: usize) -> Self {
+        Self {
+            since: std::time::SystemTime::now() - Duration::from_secs(7 * 24 * 3600),
+            made: (0..agents).map(|_| Default::default()).collect(),
+        }
+    }
+
+    fn next_start(&self, agent: usize) -> std::time::SystemTime {
+        let k = self.made[agent].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.since + Duration::from_secs(60) * k
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = env_or("BENCH_SECONDS", 10);
@@ -93,7 +119,17 @@ async fn main() -> anyhow::Result<()> {
     let raw = raw_single_insert_rate(&db.pool, 32, Duration::from_secs(5)).await?;
 
     let store = EventStore::open(db.pool.clone()).await?;
-    let max = run_phase(&store, &config, duration, None, Claims::InTheLoop, "max").await?;
+    let timeline = Arc::new(CallTimeline::new(32));
+    let max = run_phase(
+        &store,
+        &config,
+        duration,
+        None,
+        Claims::InTheLoop,
+        "max",
+        &timeline,
+    )
+    .await?;
     // Half the measured maximum, spread over the 32 clients.
     let pace = Duration::from_secs_f64(32.0 / (max.rate / 2.0).max(1.0));
     let half = run_phase(
@@ -103,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         Some(pace),
         Claims::InTheLoop,
         "half",
+        &timeline,
     )
     .await?;
     // LogCallAttempt alone: the callbacks are claimed before the clock starts (a client stops
@@ -115,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         None,
         Claims::Beforehand(per_client),
         "alone",
+        &timeline,
     )
     .await?;
     services.stop().await;
@@ -218,6 +256,7 @@ async fn run_phase(
     pace: Option<Duration>,
     claims: Claims,
     tag: &str,
+    calls_made: &Arc<CallTimeline>,
 ) -> anyhow::Result<Phase> {
     let channel = |kind: ServiceKind| -> anyhow::Result<Channel> {
         Ok(Channel::from_shared(config.url(kind).to_owned())?.connect_lazy())
@@ -252,6 +291,7 @@ async fn run_phase(
         let mut scheduling = SchedulingClient::new(channel(ServiceKind::Scheduling)?);
         let mut calls = CallLoggingClient::new(channel(ServiceKind::CallLogging)?);
         let (latencies, logged_at, ready) = (latencies.clone(), logged_at.clone(), ready.clone());
+        let calls_made = calls_made.clone();
         let tag = tag.to_owned();
         tasks.push(tokio::spawn(async move {
             let agent = format!("agent-{worker}");
@@ -306,6 +346,7 @@ async fn run_phase(
                     continue;
                 };
                 let attempt_id = format!("{tag}-{agent}-{n}");
+                let call_start = calls_made.next_start(worker);
                 let request = LogCallAttemptRequest {
                     attempt_id: attempt_id.clone(),
                     tenant_id: TENANT.into(),
@@ -313,10 +354,8 @@ async fn run_phase(
                     lease_id: c.lease_id,
                     agent_id: agent.clone(),
                     channel: "phone".into(),
-                    started_at: Some(prost_types::Timestamp::from(
-                        std::time::SystemTime::now() - Duration::from_secs(40),
-                    )),
-                    ended_at: Some(now()),
+                    started_at: Some(prost_types::Timestamp::from(call_start)),
+                    ended_at: Some(prost_types::Timestamp::from(call_start + CALL_LENGTH)),
                     disposition: Some(Disposition {
                         kind: "no_answer".into(),
                         named_time: None,
