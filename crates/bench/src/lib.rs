@@ -111,6 +111,7 @@ pub async fn environment(pool: &PgPool) -> anyhow::Result<String> {
         "shared_buffers",
         "max_wal_size",
         "commit_delay",
+        "autovacuum",
     ] {
         let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
             .fetch_one(pool)

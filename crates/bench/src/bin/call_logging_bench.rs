@@ -4,7 +4,7 @@
 //! delay from an attempt being logged to the scheduling service having applied it.
 //!
 //! Run: `cargo run --release -p callback-bench --bin call_logging_bench`
-//! (`BENCH_SECONDS`, default 10; `BENCH_CALLBACKS` ingested first, default 20,000.)
+//! (`BENCH_SECONDS`, default 10; `BENCH_CALLBACKS` ingested first, default 40,000.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ impl CallTimeline {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = env_or("BENCH_SECONDS", 10);
-    let callbacks: usize = env_or("BENCH_CALLBACKS", 20_000);
+    let callbacks: usize = env_or("BENCH_CALLBACKS", 40_000);
     let duration = Duration::from_secs(seconds);
     let db = BenchDb::create("callback_bench_call_logging", 33).await?;
     let env = environment(&db.pool).await?;
@@ -149,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     // LogCallAttempt alone: the callbacks are claimed before the clock starts (a client stops
     // early if it runs out).
-    let per_client = (callbacks / 32).min(600);
+    let per_client = (callbacks / 32).min(1250);
     let alone = run_phase(
         &store,
         &config,
