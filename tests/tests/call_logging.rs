@@ -10,8 +10,9 @@ use callback_kit::ServiceKind;
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
-    ClaimedCallback, Disposition, GetCallbacksRequest, IngestBusinessEventRequest, LogCallAttemptRequest,
-    PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest, Subject,
+    ClaimedCallback, Disposition, GetCallbacksRequest, IngestBusinessEventRequest,
+    LogCallAttemptRequest, PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest,
+    Subject,
 };
 use callback_proto::v1::{
     GetCallRecordRequest, IngestTelephonyRecordRequest, PublishDispositionsRequest,

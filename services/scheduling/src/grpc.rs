@@ -4,9 +4,10 @@ use callback_kit::wire;
 use callback_proto::v1::scheduling_server::{Scheduling as SchedulingApi, SchedulingServer};
 use callback_proto::v1::{
     CallbackView, ClaimNextRequest, ClaimNextResponse, ClaimedCallback, GetCallbackRequest,
-    GetCallbackResponse, GetCallbacksRequest, GetCallbacksResponse, HistoryEntry, IngestBusinessEventRequest, IngestBusinessEventResponse,
-    ListCallbacksRequest, ListCallbacksResponse, PublishPolicyRequest, PublishPolicyResponse,
-    PublishTenantRequest, PublishTenantResponse, ScheduledCallback, Subject,
+    GetCallbackResponse, GetCallbacksRequest, GetCallbacksResponse, HistoryEntry,
+    IngestBusinessEventRequest, IngestBusinessEventResponse, ListCallbacksRequest,
+    ListCallbacksResponse, PublishPolicyRequest, PublishPolicyResponse, PublishTenantRequest,
+    PublishTenantResponse, ScheduledCallback, Subject,
 };
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;

@@ -298,8 +298,7 @@ fn lease_held<'v>(
             view.status
         )));
     }
-    if view.claimed_by != pending.report.agent_id || view.lease_id != pending.lease_id.to_string()
-    {
+    if view.claimed_by != pending.report.agent_id || view.lease_id != pending.lease_id.to_string() {
         return Err(Status::permission_denied(
             "agent_id: this agent does not hold the callback's lease",
         ));
