@@ -329,6 +329,9 @@ impl Scheduling {
             .bind(tenant_id)
             .bind(&subjects)
             .bind(now - Duration::days(7))
+            // Planned afresh (once per batch): a generic plan cached while the table was nearly
+            // empty would scan all of it on every claim batch as it grows (as `cl_attempts` did).
+            .persistent(false)
             .fetch_all(&mut *tx)
             .await?;
             let caps = tenants[tenant_id].0.frequency_caps;
