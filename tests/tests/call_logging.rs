@@ -226,6 +226,15 @@ async fn reports_sent_together_are_each_answered_on_their_own() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("callback_ids[1]:"), "{e:?}");
+    let e = scheduling
+        .get_callbacks(GetCallbacksRequest {
+            tenant_id: "h".into(),
+            callback_ids: vec![asked[0].clone(); 1001],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("callback_ids:"), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

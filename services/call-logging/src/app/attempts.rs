@@ -583,6 +583,36 @@ mod tests {
         (pending, answer)
     }
 
+    #[test]
+    fn only_the_agent_holding_the_lease_may_report() {
+        let (p, _) = pending("a-1", "agent-1", 0, 1);
+        let held = CallbackView {
+            callback_id: p.callback_id.to_string(),
+            status: "claimed".into(),
+            claimed_by: "agent-1".into(),
+            lease_id: p.lease_id.to_string(),
+            ..Default::default()
+        };
+        assert!(lease_held(&p, Some(&held)).is_ok());
+        let code = |view: Option<&CallbackView>| lease_held(&p, view).unwrap_err().code();
+        assert_eq!(code(None), Code::NotFound);
+        let closed = CallbackView {
+            status: "completed".into(),
+            ..held.clone()
+        };
+        assert_eq!(code(Some(&closed)), Code::FailedPrecondition);
+        let other_agent = CallbackView {
+            claimed_by: "agent-2".into(),
+            ..held.clone()
+        };
+        assert_eq!(code(Some(&other_agent)), Code::PermissionDenied);
+        let other_lease = CallbackView {
+            lease_id: Uuid::now_v7().to_string(),
+            ..held
+        };
+        assert_eq!(code(Some(&other_lease)), Code::PermissionDenied);
+    }
+
     #[tokio::test]
     async fn a_batch_is_one_transaction_per_round_with_one_attempt_per_agent() {
         let db = TestDb::new().await;
