@@ -78,14 +78,14 @@ impl CallLogging {
                 .or_default()
                 .insert(pending.callback_id);
         }
-        let mut views = HashMap::with_capacity(asked.len());
+        let mut by_tenant = HashMap::with_capacity(asked.len());
         for (tenant_id, ids) in asked {
-            views.insert(tenant_id.to_owned(), self.callbacks(tenant_id, ids).await);
+            by_tenant.insert(tenant_id.to_owned(), self.callbacks(tenant_id, ids).await);
         }
         let mut confirmed = Vec::with_capacity(batch.len());
         for mut pending in batch {
-            let checked = match &views[&pending.report.tenant_id] {
-                Ok(views) => lease_held(&pending, views.get(&pending.callback_id))
+            let checked = match &by_tenant[&pending.report.tenant_id] {
+                Ok(found) => lease_held(&pending, found.get(&pending.callback_id))
                     .and_then(|view| attempt_events(&pending, view)),
                 Err(error) => Err(error.clone()),
             };
