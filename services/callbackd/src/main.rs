@@ -67,8 +67,10 @@ async fn dev() -> anyhow::Result<()> {
         listeners.push((kind, grpc::bind(config.listen_addr(kind)).await?));
     }
     let mut services = tokio::task::JoinSet::new();
+    let mut pools = Vec::new();
     for (kind, listener) in listeners {
         let pool = config.connect().await.context("connecting to PostgreSQL")?;
+        pools.push(pool.clone());
         let config = config.clone();
         let shutdown = shutdown.clone();
         tracing::info!(service = kind.name(), addr = %config.listen_addr(kind), "starting");
@@ -86,6 +88,16 @@ async fn dev() -> anyhow::Result<()> {
         if let Err(error) = result {
             tracing::error!(service = kind.name(), %error, "service failed");
             failure.get_or_insert(error.context(format!("{} failed", kind.name())));
+        }
+    }
+    // Background tasks (subscriptions, listeners) still hold pool handles: closing the pools
+    // first lets them end quietly instead of reconnecting to a server that is going away.
+    for pool in pools {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), pool.close())
+            .await
+            .is_err()
+        {
+            tracing::info!("a database pool did not close within 5 s; going on");
         }
     }
     if let Some(cluster) = cluster {
