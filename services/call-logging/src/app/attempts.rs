@@ -211,11 +211,7 @@ impl CallLogging {
                     pending.started_at,
                     flag,
                 );
-                events.push(
-                    NewEvent::new("HonestyFlagRaised", &payload)
-                        .map(|e| e.with_metadata(pending.metadata.clone()))
-                        .map_err(status::from_store_error)?,
-                );
+                events.push(attempt_event(pending, "HonestyFlagRaised", payload)?);
             }
             all_events.push(events);
             all_flags.push(flags);
@@ -306,6 +302,17 @@ fn lease_held<'v>(
     Ok(view)
 }
 
+/// One event of `pending`'s attempt, with the attempt's metadata.
+fn attempt_event(
+    pending: &PendingAttempt,
+    event_type: &str,
+    payload: Value,
+) -> Result<NewEvent, Status> {
+    NewEvent::new(event_type, &payload)
+        .map(|e| e.with_metadata(pending.metadata.clone()))
+        .map_err(status::from_store_error)
+}
+
 /// The events of an attempt whose lease `view` confirmed, before the honesty checks.
 fn attempt_events(pending: &PendingAttempt, view: &CallbackView) -> Result<Vec<NewEvent>, Status> {
     let report = &pending.report;
@@ -317,11 +324,7 @@ fn attempt_events(pending: &PendingAttempt, view: &CallbackView) -> Result<Vec<N
     if let Some(t) = pending.named_time {
         disposition["named_time"] = json!(t);
     }
-    let new = |event_type: &str, payload: Value| {
-        NewEvent::new(event_type, &payload)
-            .map(|e| e.with_metadata(pending.metadata.clone()))
-            .map_err(status::from_store_error)
-    };
+    let new = |event_type: &str, payload: Value| attempt_event(pending, event_type, payload);
     let mut events = vec![new(
         "CallAttemptLogged",
         json!({
