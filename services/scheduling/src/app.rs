@@ -164,6 +164,15 @@ fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T> {
     event.decode().map_err(|e| Error::Corrupt(e.to_string()))
 }
 
+/// A callback's state from its recorded events (`None` for an empty or unknown stream).
+fn callback_state(history: &[RecordedEvent]) -> Result<Option<CallbackState>> {
+    let mut state = None;
+    for event in history {
+        state = CallbackState::evolve(state, &decode::<CallbackEvent>(event)?);
+    }
+    Ok(state)
+}
+
 pub(crate) fn validate_id(field: &str, value: &str) -> Result<()> {
     match callback_kit::ids::id_problem(value) {
         None => Ok(()),
@@ -626,11 +635,8 @@ impl Scheduling {
             .store
             .read_stream_on(conn, &callback_stream(callback_id)?, 1)
             .await?;
-        let mut state = None;
-        for event in &events {
-            state = CallbackState::evolve(state, &decode::<CallbackEvent>(event)?);
-        }
-        let state = state.ok_or_else(|| Error::NotFound(format!("callback `{callback_id}`")))?;
+        let state = callback_state(&events)?
+            .ok_or_else(|| Error::NotFound(format!("callback `{callback_id}`")))?;
         Ok((state, events.len() as u64))
     }
 
@@ -914,11 +920,7 @@ impl Scheduling {
             .into_iter()
             .filter(|e| as_of.is_none_or(|t| e.recorded_at <= t))
             .collect();
-        let mut state = None;
-        for event in &history {
-            state = CallbackState::evolve(state, &decode::<CallbackEvent>(event)?);
-        }
-        match state {
+        match callback_state(&history)? {
             Some(state) if state.scheduled.tenant_id == tenant_id => {
                 Ok(CallbackRecord { state, history })
             }
@@ -947,11 +949,7 @@ impl Scheduling {
         let histories = self.store.read_streams_on(&mut conn, &streams).await?;
         let mut states = Vec::with_capacity(histories.len());
         for history in &histories {
-            let mut state = None;
-            for event in history {
-                state = CallbackState::evolve(state, &decode::<CallbackEvent>(event)?);
-            }
-            states.extend(state.filter(|s| s.scheduled.tenant_id == tenant_id));
+            states.extend(callback_state(history)?.filter(|s| s.scheduled.tenant_id == tenant_id));
         }
         Ok(states)
     }

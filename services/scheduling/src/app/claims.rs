@@ -18,7 +18,9 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{callback_stream, decode, Claim, Scheduling, SubjectContact, MAX_DEFERRALS_PER_CLAIM};
+use super::{
+    callback_state, callback_stream, Claim, Scheduling, SubjectContact, MAX_DEFERRALS_PER_CLAIM,
+};
 use crate::domain::{CallbackEvent, CallbackState, FrequencyCaps, TenantSettings};
 use crate::error::{Error, Result};
 use callback_kit::batch::{BatchQueue, Serve};
@@ -284,12 +286,8 @@ impl Scheduling {
                     "callback {callback_id} projection is behind its stream"
                 )));
             }
-            let mut state = None;
-            for event in &events {
-                state = CallbackState::evolve(state, &decode::<CallbackEvent>(event)?);
-            }
-            let state =
-                state.ok_or_else(|| Error::NotFound(format!("callback `{callback_id}`")))?;
+            let state = callback_state(&events)?
+                .ok_or_else(|| Error::NotFound(format!("callback `{callback_id}`")))?;
             picked.push(Picked {
                 want,
                 state,
