@@ -36,7 +36,7 @@ const CALLBACK_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_0b8a_4c0e_4f7e_9a55_1c2b
 const MAX_LEASE_SECONDS: u32 = 3600;
 
 /// How many callbacks one `get_callbacks` reads.
-pub const MAX_CALLBACKS_PER_READ: usize = 1000;
+const MAX_CALLBACKS_PER_READ: usize = 1000;
 
 /// How many capped candidates one claim defers before giving up for this call.
 const MAX_DEFERRALS_PER_CLAIM: usize = 20;
