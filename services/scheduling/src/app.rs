@@ -26,8 +26,10 @@ use crate::error::{invalid, Error, Result};
 mod claims;
 mod ingests;
 mod outcome_batch;
+mod queue_starts;
 
 pub use outcome_batch::ReportedOutcome;
+use queue_starts::{QueueKey, QueueStarts};
 
 /// Namespace of deterministic callback ids (UUIDv5): the same fact, policy, step and
 /// occurrence always give the same id, so a replay can never create a second callback.
@@ -114,6 +116,8 @@ pub struct Scheduling {
     tenants: Arc<std::sync::Mutex<HashMap<String, CachedTenant>>>,
     claims: claims::ClaimQueue,
     ingests: ingests::IngestQueue,
+    /// Where claims start their walk of each tenant's queue (see `queue_starts`).
+    queue_starts: queue_starts::QueueStarts,
 }
 
 /// Parsed tenant settings, kept briefly: every ingest and claim needs them, and parsing the
@@ -197,6 +201,7 @@ impl Scheduling {
             tenants: Arc::default(),
             claims: claims::ClaimQueue::default(),
             ingests: ingests::IngestQueue::default(),
+            queue_starts: queue_starts::QueueStarts::default(),
         }
     }
 
@@ -543,7 +548,7 @@ impl Scheduling {
                 &new_events,
             )
             .await?;
-        project_callback(tx, &next, result.stream_version).await?;
+        project_callback(tx, &self.queue_starts, &next, result.stream_version).await?;
         Ok(next)
     }
 
@@ -585,7 +590,7 @@ impl Scheduling {
             .zip(&written)
             .map(|((state, _, _), result)| (*state, result.stream_version))
             .collect();
-        project_callbacks(tx, &rows).await
+        project_callbacks(tx, &self.queue_starts, &rows).await
     }
 
     /// Cancels the open callbacks of a subject under a policy (or all policies when `None`).
@@ -1038,10 +1043,11 @@ impl Scheduling {
         }
         for (state, version) in callbacks.values() {
             if let Some(state) = state {
-                project_callback(&mut tx, state, *version).await?;
+                project_callback(&mut tx, &self.queue_starts, state, *version).await?;
             }
         }
         tx.commit().await?;
+        self.queue_starts.clear();
         Ok(applied)
     }
 }
@@ -1301,14 +1307,20 @@ async fn project_subjects(
 
 async fn project_callback(
     conn: &mut PgConnection,
+    queue_starts: &QueueStarts,
     state: &CallbackState,
     version: u64,
 ) -> Result<()> {
-    project_callbacks(conn, &[(state, version)]).await
+    project_callbacks(conn, queue_starts, &[(state, version)]).await
 }
 
-/// Writes callback rows (each callback at most once) in one statement.
-async fn project_callbacks(conn: &mut PgConnection, rows: &[(&CallbackState, u64)]) -> Result<()> {
+/// Writes callback rows (each callback at most once) in one statement, and tells the claims'
+/// queue starts of every row it puts into the waiting queue.
+async fn project_callbacks(
+    conn: &mut PgConnection,
+    queue_starts: &QueueStarts,
+    rows: &[(&CallbackState, u64)],
+) -> Result<()> {
     let mut c = CallbackColumns::default();
     for (state, version) in rows {
         let s = &state.scheduled;
@@ -1367,6 +1379,12 @@ async fn project_callbacks(conn: &mut PgConnection, rows: &[(&CallbackState, u64
     .bind(&c.stream_version)
     .execute(conn)
     .await?;
+    let now = std::time::Instant::now();
+    for (state, _) in rows {
+        if state.status == Status::Scheduled {
+            queue_starts.queued(&state.scheduled.tenant_id, QueueKey::of(state), now);
+        }
+    }
     Ok(())
 }
 

@@ -937,3 +937,111 @@ async fn outcomes_applied_as_a_batch_take_effect_once_when_the_checkpoint_is_los
     );
     assert_eq!(rows(&app).await, applied_once, "the replay changed no row");
 }
+
+/// The most urgent callback `agent` may take now, found by walking the whole queue (no
+/// remembered start), for checking what `claim_next` hands out.
+async fn most_urgent_for(
+    app: &Scheduling,
+    agent: &str,
+    pools: &[&str],
+    departments: &[&str],
+    now: DateTime<Utc>,
+) -> Option<Uuid> {
+    sqlx::query_scalar(
+        "SELECT callback_id FROM sched_callbacks WHERE tenant_id = 'hospital' AND status = 'scheduled' \
+         AND due_at <= $1 AND deadline > $1 AND department = ANY($4) \
+         AND (owner_agent_id = $2 OR (pool = ANY($3) AND (owner_agent_id IS NULL OR pool_after <= $1))) \
+         ORDER BY priority, deadline, due_at, callback_id LIMIT 1",
+    )
+    .bind(now)
+    .bind(agent)
+    .bind(pools)
+    .bind(departments)
+    .fetch_optional(app.store().pool())
+    .await
+    .unwrap()
+}
+
+// Claims walk the queue from where the previous walk found its first waiting row. Callbacks
+// keep entering the queue below that point (facts reported late, retries, named times, a more
+// urgent policy) and the clock moves on; every claim must still get exactly the callback that
+// a walk of the whole queue finds.
+#[tokio::test]
+async fn claims_always_take_the_most_urgent_callback_as_callbacks_enter_the_queue_anywhere() {
+    let (_db, app, clock) = setup().await;
+    let urgent = json!({
+        "policy_id": "post-surgery", "name": "术后回访", "trigger": {"event_type": "patient.operated"},
+        "steps": [{"name": "call", "owner": {"kind": "pool", "pool": "ward-nurses"}, "priority": 1,
+                   "timing": {"kind": "window", "anchor": "trigger", "earliest": {}, "latest": {"days": 3}}}]
+    });
+    app.publish_policy("hospital", &urgent.to_string())
+        .await
+        .unwrap();
+    // A fixed pseudo-random sequence (a linear congruential generator), so a failure repeats.
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let agents: [(&str, &[&str]); 2] = [
+        ("nurse-wang", &["cardiology"]),
+        ("nurse-zhao", &["cardiology", "surgery"]),
+    ];
+    clock.set(shanghai(2026, 9, 14, 8, 0));
+    let mut claims = 0;
+    let mut facts = 0;
+    for round in 0..120 {
+        // Facts about discharges from up to six days ago (deadlines anywhere in the queue).
+        for _ in 0..next(4) {
+            facts += 1;
+            let hours_ago = next(6 * 24) as i64;
+            let (mut fact, mut subject) = discharge(
+                &format!("f{facts}"),
+                clock_now(&clock) - Duration::hours(hours_ago),
+                None,
+            );
+            if next(3) == 0 {
+                subject.department = Some("surgery".into());
+            }
+            if next(4) == 0 {
+                fact.event_type = "patient.operated".into();
+            }
+            app.ingest(fact, subject).await.unwrap();
+        }
+        let (agent, departments) = agents[next(2) as usize];
+        let now = clock_now(&clock);
+        let expected = most_urgent_for(&app, agent, &["ward-nurses"], departments, now).await;
+        let claim = app.claim_next("hospital", agent, &[], 3600).await.unwrap();
+        assert_eq!(
+            claim.as_ref().map(|c| c.state.scheduled.callback_id),
+            expected,
+            "round {round}: {agent} at {now}"
+        );
+        if let Some(claim) = claim {
+            claims += 1;
+            let id = claim.state.scheduled.callback_id;
+            // Each outcome puts the callback back into the queue somewhere, or ends it.
+            let disposition = match next(3) {
+                0 => Disposition::NoAnswer,
+                1 => Disposition::NotConvenient {
+                    named_time: now + Duration::minutes(10 + next(600) as i64),
+                },
+                _ => Disposition::Reached,
+            };
+            app.record_outcome(
+                id,
+                &format!("a{round}"),
+                agent,
+                claim.lease_id,
+                &disposition,
+                now,
+            )
+            .await
+            .unwrap();
+        }
+        clock.set(now + Duration::minutes(next(40) as i64));
+    }
+    assert!(claims > 60, "only {claims} claims: the test lost its point");
+}

@@ -1,7 +1,9 @@
 //! Claiming: `ClaimNext` requests that arrive together are served by one transaction
 //! (see `callback_kit::batch`): one queue query per group of agents with the same pools and
 //! departments, one read of the chosen callbacks' streams, one append to all their streams,
-//! one projection write, one contact read and one commit.
+//! one projection write, one contact read and one commit. The queue query walks the
+//! waiting queue from where the previous walk found its first waiting row (see
+//! `queue_starts`), not over the dead entries that earlier claims left at its head.
 //!
 //! What a claim means does not change: each agent gets the most urgent due callback it may
 //! take (expired leases first, then the waiting queue), rows locked with `SKIP LOCKED` so
@@ -10,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use callback_calendar::Calendar;
 use callback_eventstore::StreamName;
@@ -18,6 +21,7 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::queue_starts::{QueueKey, ScanPlan};
 use super::{
     callback_state, callback_stream, Claim, Scheduling, SubjectContact, MAX_DEFERRALS_PER_CLAIM,
 };
@@ -161,6 +165,8 @@ impl Scheduling {
         let mut locked: Vec<Uuid> = Vec::new();
         let mut changes: Vec<(CallbackState, u64, CallbackEvent)> = Vec::new();
         let mut claimed: Vec<Picked> = Vec::new();
+        // What each queue walk found, for the next walks once this batch has committed.
+        let mut walks: Vec<(ScanPlan, Option<QueueKey>)> = Vec::new();
         while !wants.is_empty() {
             let mut again = Vec::new();
             let mut chosen: Vec<(Want, Uuid, u64)> = Vec::new();
@@ -170,16 +176,22 @@ impl Scheduling {
                     .map(|w| requests[w.request].agent_id.as_str())
                     .collect();
                 let head = &group[0];
-                let candidates = next_candidates(
+                let tenant_id = &requests[head.request].tenant_id;
+                let plan = self
+                    .queue_starts
+                    .plan(tenant_id, &head.departments, Instant::now());
+                let (candidates, first_waiting) = next_candidates(
                     &mut tx,
-                    &requests[head.request].tenant_id,
+                    tenant_id,
                     &agents,
                     &head.pools,
                     &head.departments,
                     &locked,
+                    &plan,
                     now,
                 )
                 .await?;
+                walks.push((plan, first_waiting));
                 locked.extend(candidates.iter().map(|c| c.callback_id));
                 let exhausted = candidates.len() < group.len();
                 let assignment = assign(&candidates, &agents);
@@ -251,6 +263,11 @@ impl Scheduling {
         let states = self.write_changes(&mut tx, changes).await?;
         let contacts = contacts_of(&mut tx, &states, &claims).await?;
         self.store.commit(tx).await?;
+        let committed_at = Instant::now();
+        for (plan, first_waiting) in &walks {
+            self.queue_starts
+                .advance(plan, *first_waiting, committed_at);
+        }
         for (granted, subject) in claims.into_iter().zip(contacts) {
             let state = states[granted.change].clone();
             tracing::info!(callback_id = %state.scheduled.callback_id, "callback claimed");
@@ -390,7 +407,10 @@ fn group_wants(wants: Vec<Want>, requests: &[ClaimRequest]) -> Vec<Vec<Want>> {
 }
 
 /// Up to one queue row per agent of the group, locked, most urgent first: expired leases
-/// (they were at the head of the queue when claimed), then the waiting queue.
+/// (they were at the head of the queue when claimed), then the waiting queue walked from the
+/// plan's start; and the first waiting row of these departments at or after that start
+/// (locked or not, due or not), where the next walk may start.
+#[allow(clippy::too_many_arguments)]
 async fn next_candidates(
     tx: &mut PgConnection,
     tenant_id: &str,
@@ -398,30 +418,43 @@ async fn next_candidates(
     pools: &[String],
     departments: &[String],
     locked: &[Uuid],
+    plan: &ScanPlan,
     now: DateTime<Utc>,
-) -> Result<Vec<Candidate>> {
+) -> Result<(Vec<Candidate>, Option<QueueKey>)> {
     // Each status is a literal, not a parameter: only then can a generic plan use its partial
     // index. For leases the expiry is a condition of its own, so the scan reads only expired
-    // leases (inside an OR it read every live lease of the tenant).
-    const ELIGIBLE: &str = "tenant_id = $1 AND due_at <= $2 AND deadline > $2 \
+    // leases (inside an OR it read every live lease of the tenant). The deadline is written
+    // so that it cannot be an index condition: as one (on the index's third column) it took
+    // the place of the walk's start (`>= $8...`) in positioning the scan, which then began
+    // at the head of the start's priority again.
+    const ELIGIBLE: &str = "tenant_id = $1 AND due_at <= $2 AND deadline - $2 > interval '0' \
          AND (owner_agent_id = ANY($3) OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
          AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
          AND callback_id <> ALL($6)";
+    const COLUMNS: &str =
+        "callback_id, stream_version, owner_agent_id, pool, pool_after, priority, deadline, due_at";
+    const FROM_START: &str = "(priority, deadline, due_at, callback_id) >= ($8, $9, $10, $11)";
     let sql = format!(
         "WITH expired AS ( \
-            SELECT callback_id, stream_version, owner_agent_id, pool, pool_after, priority, deadline, due_at, 0 AS queue \
+            SELECT {COLUMNS}, 0 AS queue \
             FROM sched_callbacks WHERE status = 'claimed' AND lease_until <= $2 AND {ELIGIBLE} \
             ORDER BY priority, deadline, due_at, callback_id LIMIT $7 FOR UPDATE SKIP LOCKED \
          ), waiting AS ( \
-            SELECT callback_id, stream_version, owner_agent_id, pool, pool_after, priority, deadline, due_at, 1 AS queue \
-            FROM sched_callbacks WHERE status = 'scheduled' AND {ELIGIBLE} \
+            SELECT {COLUMNS}, 1 AS queue \
+            FROM sched_callbacks WHERE status = 'scheduled' AND {ELIGIBLE} AND {FROM_START} \
             ORDER BY priority, deadline, due_at, callback_id \
             LIMIT $7 - (SELECT count(*) FROM expired) FOR UPDATE SKIP LOCKED \
+         ), first_waiting AS ( \
+            SELECT callback_id, NULL::bigint, NULL::text, NULL::text, NULL::timestamptz, priority, deadline, due_at, 2 \
+            FROM sched_callbacks WHERE status = 'scheduled' AND tenant_id = $1 \
+            AND (cardinality($5::text[]) = 0 OR department = ANY($5)) AND {FROM_START} \
+            ORDER BY priority, deadline, due_at, callback_id LIMIT 1 \
          ) \
-         SELECT callback_id, stream_version, owner_agent_id, pool, pool_after FROM ( \
-            SELECT * FROM expired UNION ALL SELECT * FROM waiting \
+         SELECT {COLUMNS}, queue FROM ( \
+            SELECT * FROM expired UNION ALL SELECT * FROM waiting UNION ALL SELECT * FROM first_waiting \
          ) c ORDER BY queue, priority, deadline, due_at, callback_id"
     );
+    let from = plan.start_key();
     let rows = sqlx::query(&sql)
         .bind(tenant_id)
         .bind(now)
@@ -430,24 +463,40 @@ async fn next_candidates(
         .bind(departments)
         .bind(locked)
         .bind(agents.len() as i64)
+        .bind(from.priority)
+        .bind(from.deadline)
+        .bind(from.due_at)
+        .bind(from.callback_id)
         .fetch_all(&mut *tx)
         .await?;
-    rows.iter()
-        .map(|row| {
-            let owner: Option<String> = row.try_get("owner_agent_id")?;
-            let pool: String = row.try_get("pool")?;
-            let pool_after: DateTime<Utc> = row.try_get("pool_after")?;
-            let version: i64 = row.try_get("stream_version")?;
-            // Anyone of the group may take a row of its pools that no owner holds (any more);
-            // any other row came back for its owner.
-            let open_to_pool = pools.contains(&pool) && (owner.is_none() || pool_after <= now);
-            Ok(Candidate {
-                callback_id: row.try_get("callback_id")?,
-                stream_version: version as u64,
-                reserved_for: if open_to_pool { None } else { owner },
-            })
-        })
-        .collect()
+    let mut candidates = Vec::with_capacity(rows.len());
+    let mut first_waiting = None;
+    for row in &rows {
+        let callback_id: Uuid = row.try_get("callback_id")?;
+        let queue: i32 = row.try_get("queue")?;
+        if queue == 2 {
+            first_waiting = Some(QueueKey {
+                priority: row.try_get("priority")?,
+                deadline: row.try_get("deadline")?,
+                due_at: row.try_get("due_at")?,
+                callback_id,
+            });
+            continue;
+        }
+        let owner: Option<String> = row.try_get("owner_agent_id")?;
+        let pool: String = row.try_get("pool")?;
+        let pool_after: DateTime<Utc> = row.try_get("pool_after")?;
+        let version: i64 = row.try_get("stream_version")?;
+        // Anyone of the group may take a row of its pools that no owner holds (any more);
+        // any other row came back for its owner.
+        let open_to_pool = pools.contains(&pool) && (owner.is_none() || pool_after <= now);
+        candidates.push(Candidate {
+            callback_id,
+            stream_version: version as u64,
+            reserved_for: if open_to_pool { None } else { owner },
+        });
+    }
+    Ok((candidates, first_waiting))
 }
 
 /// A claim a batch grants: whose, its lease, and which change carries it.

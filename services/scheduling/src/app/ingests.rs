@@ -189,7 +189,7 @@ impl Scheduling {
             .map(|(_, events, state)| (state, events.len() as u64))
             .collect();
         if !rows.is_empty() {
-            project_callbacks(&mut tx, &rows).await?;
+            project_callbacks(&mut tx, &self.queue_starts, &rows).await?;
         }
         // One row per subject: the last fact of the batch about it wins, as one after another.
         let mut subjects: Vec<(&str, &SubjectContact)> = Vec::new();
