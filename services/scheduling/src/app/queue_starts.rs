@@ -37,6 +37,9 @@ use crate::domain::CallbackState;
 pub(crate) const COMMIT_GRACE: Duration = Duration::from_millis(500);
 /// A start found by walking from the head is trusted this long, then the head is walked again.
 pub(crate) const RESCAN_AFTER: Duration = Duration::from_secs(2);
+/// Starts kept per tenant at most (one per department filter that claims used lately): a
+/// client naming ever new department lists must not grow the map without bound.
+const MAX_STARTS_PER_TENANT: usize = 256;
 
 /// A row's place in the queue index, compared as PostgreSQL compares the index columns
 /// (field order matters: the derived ordering is lexicographic).
@@ -182,6 +185,15 @@ impl QueueStarts {
                 None => return,
             },
         };
+        // Starts past their time are of no use; beyond the bound, new filters walk from the head.
+        tenant
+            .starts
+            .retain(|_, s| now.saturating_duration_since(s.head_walk_at) < RESCAN_AFTER);
+        if tenant.starts.len() >= MAX_STARTS_PER_TENANT
+            && !tenant.starts.contains_key(&plan.departments)
+        {
+            return;
+        }
         tenant
             .starts
             .insert(plan.departments.clone(), Start { key, head_walk_at });
@@ -301,6 +313,25 @@ mod tests {
         assert_eq!(plan.from, Some(key(2, 2)));
         starts.advance(&plan, Some(key(3, 3)), t1 + MS);
         assert_eq!(starts.plan("t", &[], t0 + RESCAN_AFTER).from, None);
+    }
+
+    #[test]
+    fn starts_are_kept_for_a_bounded_number_of_department_filters() {
+        let starts = QueueStarts::default();
+        let t0 = Instant::now();
+        for n in 0..MAX_STARTS_PER_TENANT + 10 {
+            let departments = vec![format!("d{n}")];
+            starts.advance(&starts.plan("t", &departments, t0), Some(key(1, 1)), t0);
+        }
+        let kept = (0..MAX_STARTS_PER_TENANT + 10)
+            .filter(|n| starts.plan("t", &[format!("d{n}")], t0).from.is_some())
+            .count();
+        assert_eq!(kept, MAX_STARTS_PER_TENANT);
+        // Once they are out of date they make room.
+        let later = t0 + RESCAN_AFTER;
+        let fresh = vec!["fresh".to_owned()];
+        starts.advance(&starts.plan("t", &fresh, later), Some(key(1, 1)), later);
+        assert_eq!(starts.plan("t", &fresh, later).from, Some(key(1, 1)));
     }
 
     #[test]
