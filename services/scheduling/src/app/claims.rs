@@ -434,6 +434,8 @@ async fn next_candidates(
     const COLUMNS: &str =
         "callback_id, stream_version, owner_agent_id, pool, pool_after, priority, deadline, due_at";
     const FROM_START: &str = "(priority, deadline, due_at, callback_id) >= ($8, $9, $10, $11)";
+    // The `queue` column: 0 expired leases, 1 waiting rows, and this for the first waiting row.
+    const FIRST_WAITING: i32 = 2;
     let sql = format!(
         "WITH expired AS ( \
             SELECT {COLUMNS}, 0 AS queue \
@@ -445,7 +447,7 @@ async fn next_candidates(
             ORDER BY priority, deadline, due_at, callback_id \
             LIMIT $7 - (SELECT count(*) FROM expired) FOR UPDATE SKIP LOCKED \
          ), first_waiting AS ( \
-            SELECT callback_id, NULL::bigint, NULL::text, NULL::text, NULL::timestamptz, priority, deadline, due_at, 2 \
+            SELECT callback_id, NULL::bigint, NULL::text, NULL::text, NULL::timestamptz, priority, deadline, due_at, {FIRST_WAITING} \
             FROM sched_callbacks WHERE status = 'scheduled' AND tenant_id = $1 \
             AND (cardinality($5::text[]) = 0 OR department = ANY($5)) AND {FROM_START} \
             ORDER BY priority, deadline, due_at, callback_id LIMIT 1 \
@@ -474,7 +476,7 @@ async fn next_candidates(
     for row in &rows {
         let callback_id: Uuid = row.try_get("callback_id")?;
         let queue: i32 = row.try_get("queue")?;
-        if queue == 2 {
+        if queue == FIRST_WAITING {
             first_waiting = Some(QueueKey {
                 priority: row.try_get("priority")?,
                 deadline: row.try_get("deadline")?,

@@ -34,9 +34,9 @@ use uuid::Uuid;
 use crate::domain::CallbackState;
 
 /// A row written into the queue is assumed committed (or rolled back) within this time.
-pub(crate) const COMMIT_GRACE: Duration = Duration::from_millis(500);
+const COMMIT_GRACE: Duration = Duration::from_millis(500);
 /// A start found by walking from the head is trusted this long, then the head is walked again.
-pub(crate) const RESCAN_AFTER: Duration = Duration::from_secs(2);
+const RESCAN_AFTER: Duration = Duration::from_secs(2);
 /// Starts kept per tenant at most (one per department filter that claims used lately): a
 /// client naming ever new department lists must not grow the map without bound.
 const MAX_STARTS_PER_TENANT: usize = 256;
