@@ -6,6 +6,8 @@
 //! version, write its file with `UPDATE_GOLDEN=1 cargo test -p callback-contracts` and keep
 //! the old version's file (the upcaster test reads it).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -26,21 +28,22 @@ fn id(n: u128) -> Uuid {
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)
 }
 
-/// One sample of every event type, as (event type, schema version, payload).
-fn samples() -> Vec<(
-    &'static str,
-    i32,
-    Value,
-    Box<dyn Fn(&str, i32, &str) -> Value>,
-)> {
+/// A sample event: its type, schema version, payload as JSON, and a check that a payload
+/// text decodes back to the sample (returning it encoded again).
+type Check = dyn Fn(&str, i32, &str) -> Value;
+
+struct Sample {
+    event_type: &'static str,
+    version: i32,
+    value: Value,
+    check: Box<Check>,
+}
+
+/// One sample of every event type.
+fn samples() -> Vec<Sample> {
     let mut out = Vec::new();
     fn push<T: EventContract + PartialEq + std::fmt::Debug + 'static>(
-        out: &mut Vec<(
-            &'static str,
-            i32,
-            Value,
-            Box<dyn Fn(&str, i32, &str) -> Value>,
-        )>,
+        out: &mut Vec<Sample>,
         event: T,
     ) {
         let encoded = encode(&event).expect("encodes");
@@ -55,12 +58,12 @@ fn samples() -> Vec<(
             );
             serde_json::to_value(&decoded).unwrap()
         };
-        out.push((
-            encoded.event_type,
-            encoded.schema_version,
+        out.push(Sample {
+            event_type: encoded.event_type,
+            version: encoded.schema_version,
             value,
-            Box::new(check),
-        ));
+            check: Box::new(check),
+        });
     }
 
     // ---- scheduling ----
@@ -538,7 +541,13 @@ fn golden_path(event_type: &str, version: i32) -> PathBuf {
 #[test]
 fn every_payload_matches_its_golden_file_and_decodes_back() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    for (event_type, version, value, check) in samples() {
+    for Sample {
+        event_type,
+        version,
+        value,
+        check,
+    } in samples()
+    {
         let path = golden_path(event_type, version);
         if update {
             let text = serde_json::to_string_pretty(&value).unwrap() + "\n";
@@ -563,7 +572,7 @@ fn every_payload_matches_its_golden_file_and_decodes_back() {
 
 #[test]
 fn every_event_type_has_a_sample() {
-    let sampled: BTreeSet<&str> = samples().iter().map(|s| s.0).collect();
+    let sampled: BTreeSet<&str> = samples().iter().map(|s| s.event_type).collect();
     let declared: BTreeSet<&str> = [
         TenantPublished::EVENT_TYPES,
         PolicyPublished::EVENT_TYPES,
