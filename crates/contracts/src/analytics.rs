@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::single_event;
 
 pub const ANALYTICS_SETTINGS: &str = "analytics_settings";
+/// Reserved for spot-check decisions; registered to analytics, no events yet.
+pub const SPOT_CHECK: &str = "spot_check";
+/// Every category analytics owns and serves on its feed.
+pub const CATEGORIES: &[&str] = &[ANALYTICS_SETTINGS, SPOT_CHECK];
 
 /// A new version of a tenant's analytics settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,14 @@ pub const DISPOSITION_MAP: &str = "disposition_map";
 pub const CALL_ATTEMPT: &str = "call_attempt";
 pub const TELEPHONY: &str = "telephony";
 pub const SHARED_CONTACT: &str = "shared_contact";
+/// Every category call-logging owns and serves on its feed.
+pub const CATEGORIES: &[&str] = &[
+    QUESTIONNAIRE,
+    DISPOSITION_MAP,
+    CALL_ATTEMPT,
+    TELEPHONY,
+    SHARED_CONTACT,
+];
 
 /// A new version of a questionnaire (script). A published version never changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,7 +157,8 @@ pub struct ComplaintRaised {
     pub attempt_id: String,
     pub agent_id: String,
     pub subject_id: String,
-    pub department: Option<String>,
+    /// The callback's department; empty when it has none.
+    pub department: String,
     pub raised_at: DateTime<Utc>,
     pub complaint: RaisedComplaint,
 }

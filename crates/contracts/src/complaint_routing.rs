@@ -13,6 +13,8 @@ use crate::{event_family, single_event, EventContract};
 pub const ROUTING_RULES: &str = "routing_rules";
 pub const COMPLAINT: &str = "complaint";
 pub const COMPLAINT_INTAKE: &str = "complaint_intake";
+/// Every category complaint routing owns and serves on its feed.
+pub const CATEGORIES: &[&str] = &[COMPLAINT, ROUTING_RULES, COMPLAINT_INTAKE];
 
 /// A new version of a tenant's routing rules. `rules` is the document as
 /// `PublishRoutingRules` accepted it; only complaint routing reads it (its tests decode the

@@ -17,6 +17,8 @@ pub const TENANT: &str = "tenant";
 pub const POLICY: &str = "policy";
 pub const BUSINESS_EVENT: &str = "business_event";
 pub const CALLBACK: &str = "callback";
+/// Every category scheduling owns and serves on its feed.
+pub const CATEGORIES: &[&str] = &[TENANT, POLICY, CALLBACK, BUSINESS_EVENT];
 
 /// A new version of a tenant's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -275,7 +275,7 @@ fn samples() -> Vec<Sample> {
             attempt_id: "att-1".into(),
             agent_id: "nurse-1".into(),
             subject_id: "patient-7".into(),
-            department: Some("cardiology".into()),
+            department: "cardiology".into(),
             raised_at: at(11),
             complaint: RaisedComplaint {
                 text: "夜间病房太吵".into(),

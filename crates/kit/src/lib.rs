@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod grpc;
 pub mod ids;
 pub mod privacy;

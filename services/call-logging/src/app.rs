@@ -2,41 +2,44 @@
 
 use std::collections::BTreeMap;
 
-use callback_eventstore::{EventStore, ExpectedVersion, NewEvent, StreamName};
+use callback_contracts::call_logging::{
+    CallAttemptLogged, CallRecordViewed, DispositionsPublished, HonestyFlagRaised,
+    QuestionnairePublished, SurveyAnswered, TelephonyRecordIngested,
+};
+use callback_contracts::scheduling::Disposition;
+use callback_contracts::EventContract;
+use callback_eventstore::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamName};
 use callback_kit::grpc::TracePropagation;
 use callback_kit::status;
 use callback_kit::telemetry::event_metadata;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
-use crate::domain::Questionnaire;
+use crate::domain::{Questionnaire, QuestionnaireRules};
 
 const MAX_NOTES_CHARS: usize = 4000;
 const MAX_CALL_SECONDS: i64 = 24 * 3600;
-const DISPOSITIONS: [&str; 9] = [
-    "reached",
-    "no_answer",
-    "busy",
-    "voicemail",
-    "wrong_number",
-    "not_convenient",
-    "refused",
-    "do_not_call",
-    "invalid_subject",
-];
+const DISPOSITIONS: [&str; 9] = Disposition::NAMES;
 const MAX_COMPLAINT_CHARS: usize = 4000;
 const CHANNELS: [&str; 6] = ["phone", "sms", "wechat", "email", "letter", "on_site"];
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct QuestionnairePublished {
-    pub tenant_id: String,
-    pub questionnaire: Questionnaire,
+/// A call detail record as the telephony middleware reports it (the event's payload).
+pub type TelephonyRecord = TelephonyRecordIngested;
+
+/// A new event of call-logging's, with the tenant and the actor in its metadata.
+fn new_event(event: &impl EventContract, tenant_id: &str, actor: &str) -> Result<NewEvent, Status> {
+    callback_kit::events::new_event(event)
+        .map(|e| e.with_metadata(event_metadata(Some(tenant_id), Some(actor))))
+        .map_err(status::from_store_error)
+}
+
+fn decode<T: EventContract>(event: &RecordedEvent) -> Result<T, Status> {
+    callback_kit::events::decode(event).map_err(status::from_store_error)
 }
 
 /// A reported attempt, as the middleware sends it (already converted from the wire).
@@ -62,17 +65,8 @@ pub struct AttemptReport {
     pub complaint: Option<Complaint>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Complaint {
-    pub text: String,
-    pub category: String,
-    /// What the complaint is about (a location, product or topic); complaints on one topic
-    /// from several customers form a group.
-    #[serde(default)]
-    pub topic: String,
-    pub severity_hint: String,
-    pub reply_by: Option<DateTime<Utc>>,
-}
+/// A complaint raised during a call, as the agent reports it.
+pub type Complaint = callback_contracts::call_logging::RaisedComplaint;
 
 #[derive(Clone)]
 pub struct CallLogging {
@@ -105,7 +99,10 @@ impl CallLogging {
     }
 
     fn questionnaire_stream(tenant_id: &str, questionnaire_id: &str) -> Result<StreamName, Status> {
-        StreamName::new("questionnaire", format!("{tenant_id}:{questionnaire_id}"))
+        StreamName::new(
+            QuestionnairePublished::CATEGORY,
+            format!("{tenant_id}:{questionnaire_id}"),
+        )
             .map_err(status::from_store_error)
     }
 
@@ -131,9 +128,7 @@ impl CallLogging {
             tenant_id: tenant_id.to_owned(),
             questionnaire,
         };
-        let event = NewEvent::new("QuestionnairePublished", &published)
-            .map_err(status::from_store_error)?
-            .with_metadata(event_metadata(Some(tenant_id), Some("system:call-logging")));
+        let event = new_event(&published, tenant_id, "system:call-logging")?;
         let stream =
             Self::questionnaire_stream(tenant_id, &published.questionnaire.questionnaire_id)?;
         let result = self
@@ -182,14 +177,13 @@ impl CallLogging {
                 ));
             }
         }
-        let stream = StreamName::new("disposition_map", tenant_id.to_owned())
+        let stream = StreamName::new(DispositionsPublished::CATEGORY, tenant_id.to_owned())
             .map_err(status::from_store_error)?;
-        let event = NewEvent::new(
-            "DispositionsPublished",
-            &json!({ "tenant_id": tenant_id, "mapping": mapping }),
-        )
-        .map_err(status::from_store_error)?
-        .with_metadata(event_metadata(Some(tenant_id), Some("system:call-logging")));
+        let published = DispositionsPublished {
+            tenant_id: tenant_id.to_owned(),
+            mapping,
+        };
+        let event = new_event(&published, tenant_id, "system:call-logging")?;
         let result = self
             .store
             .append(&stream, ExpectedVersion::Any, &[event])
@@ -200,7 +194,7 @@ impl CallLogging {
 
     /// The tenant's latest published disposition mapping (empty when none).
     async fn dispositions(&self, tenant_id: &str) -> Result<BTreeMap<String, String>, Status> {
-        let stream = StreamName::new("disposition_map", tenant_id.to_owned())
+        let stream = StreamName::new(DispositionsPublished::CATEGORY, tenant_id.to_owned())
             .map_err(|_| invalid("tenant_id", "is not valid"))?;
         let events = self
             .store
@@ -209,10 +203,7 @@ impl CallLogging {
             .map_err(status::from_store_error)?;
         match events.last() {
             None => Ok(BTreeMap::new()),
-            Some(event) => {
-                let payload: Value = event.decode().map_err(status::from_store_error)?;
-                serde_json::from_value(payload["mapping"].clone()).map_err(|e| status::internal(&e))
-            }
+            Some(event) => Ok(decode::<DispositionsPublished>(event)?.mapping),
         }
     }
 
@@ -236,7 +227,7 @@ impl CallLogging {
                     format!("questionnaire `{id}` has no version {version}"),
                 )
             })?;
-        let published: QuestionnairePublished = event.decode().map_err(status::from_store_error)?;
+        let published: QuestionnairePublished = decode(event)?;
         Ok(published.questionnaire)
     }
 
@@ -354,7 +345,7 @@ impl CallLogging {
                 .map_err(|e| invalid(&e.field, e.reason))?;
         }
 
-        let stream = StreamName::new("call_attempt", report.attempt_id.clone())
+        let stream = StreamName::new(CallAttemptLogged::CATEGORY, report.attempt_id.clone())
             .map_err(status::from_store_error)?;
         let metadata = event_metadata(
             Some(&report.tenant_id),
@@ -428,16 +419,11 @@ impl CallLogging {
             return Err(invalid("number_dialed", "is not a phone number"));
         }
         let stream = StreamName::new(
-            "telephony",
+            TelephonyRecord::CATEGORY,
             format!("{}:{}", record.tenant_id, record.call_id),
         )
         .map_err(status::from_store_error)?;
-        let event = NewEvent::new("TelephonyRecordIngested", &record)
-            .map_err(status::from_store_error)?
-            .with_metadata(event_metadata(
-                Some(&record.tenant_id),
-                Some("system:telephony"),
-            ));
+        let event = new_event(&record, &record.tenant_id, "system:telephony")?;
         let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
         match self
             .store
@@ -498,23 +484,16 @@ impl CallLogging {
                 if already {
                     continue;
                 }
-                let attempt_stream = StreamName::new("call_attempt", attempt_id.clone())
+                let attempt_stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.clone())
                     .map_err(status::from_store_error)?;
-                let event = NewEvent::new(
-                    "HonestyFlagRaised",
-                    &flag_payload(
-                        &record.tenant_id,
-                        &attempt_id,
-                        &agent_id,
-                        facts.started_at,
-                        &flag,
-                    ),
-                )
-                .map_err(status::from_store_error)?
-                .with_metadata(event_metadata(
-                    Some(&record.tenant_id),
-                    Some("system:telephony"),
-                ));
+                let flag_event = flag_raised(
+                    &record.tenant_id,
+                    &attempt_id,
+                    &agent_id,
+                    facts.started_at,
+                    &flag,
+                );
+                let event = new_event(&flag_event, &record.tenant_id, "system:telephony")?;
                 self.store
                     .append_in(&mut tx, &attempt_stream, ExpectedVersion::Any, &[event])
                     .await
@@ -557,14 +536,10 @@ impl CallLogging {
         let mut raised = Vec::new();
         for (attempt_id, agent_id, started_at, call_id) in unmatched {
             let flag = honesty::missing_record(call_id.as_deref().unwrap_or(""), until);
-            let stream = StreamName::new("call_attempt", attempt_id.clone())
+            let stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.clone())
                 .map_err(status::from_store_error)?;
-            let event = NewEvent::new(
-                "HonestyFlagRaised",
-                &flag_payload(tenant_id, &attempt_id, &agent_id, started_at, &flag),
-            )
-            .map_err(status::from_store_error)?
-            .with_metadata(event_metadata(Some(tenant_id), Some("system:telephony")));
+            let flag_event = flag_raised(tenant_id, &attempt_id, &agent_id, started_at, &flag);
+            let event = new_event(&flag_event, tenant_id, "system:telephony")?;
             self.store
                 .append_in(tx, &stream, ExpectedVersion::Any, &[event])
                 .await
@@ -595,7 +570,7 @@ impl CallLogging {
                 "a full view needs a reason of 1-500 characters",
             ));
         }
-        let stream = StreamName::new("call_attempt", attempt_id.to_owned())
+        let stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.to_owned())
             .map_err(|_| invalid("attempt_id", "is not valid"))?;
         let events = self
             .store
@@ -604,39 +579,36 @@ impl CallLogging {
             .map_err(status::from_store_error)?;
         let not_found = || Status::not_found(format!("call record `{attempt_id}` not found"));
         let first = events.first().ok_or_else(not_found)?;
-        let logged: Value = first.decode().map_err(status::from_store_error)?;
-        if logged["tenant_id"].as_str() != Some(tenant_id) {
+        let logged: CallAttemptLogged = decode(first)?;
+        if logged.tenant_id != tenant_id {
             return Err(not_found());
         }
         let mut view = CallRecordView {
             attempt_id: attempt_id.to_owned(),
-            callback_id: logged["callback_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            agent_id: logged["agent_id"].as_str().unwrap_or_default().to_owned(),
-            disposition: logged["disposition"]["kind"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            started_at: serde_json::from_value(logged["started_at"].clone()).ok(),
-            ended_at: serde_json::from_value(logged["ended_at"].clone()).ok(),
-            notes: logged["notes"].as_str().unwrap_or_default().to_owned(),
+            callback_id: logged.callback_id.to_string(),
+            agent_id: logged.agent_id,
+            disposition: logged.disposition.standard.name().to_owned(),
+            started_at: Some(logged.started_at),
+            ended_at: Some(logged.ended_at),
+            notes: logged.notes,
             ..CallRecordView::default()
         };
         for event in &events[1..] {
-            let payload: Value = event.decode().map_err(status::from_store_error)?;
             match event.event_type.as_str() {
-                "SurveyAnswered" => view.answers_json = payload["answers"].to_string(),
-                "HonestyFlagRaised" => view
-                    .flags
-                    .push(payload["kind"].as_str().unwrap_or_default().to_owned()),
+                SurveyAnswered::EVENT_TYPE => {
+                    let survey: SurveyAnswered = decode(event)?;
+                    view.answers_json =
+                        serde_json::to_string(&survey.answers).map_err(|e| status::internal(&e))?;
+                }
+                HonestyFlagRaised::EVENT_TYPE => {
+                    view.flags.push(decode::<HonestyFlagRaised>(event)?.kind);
+                }
                 _ => {}
             }
         }
-        let call_id = logged["telephony_call_id"].as_str().unwrap_or_default();
+        let call_id = logged.telephony_call_id;
         if !call_id.is_empty() {
-            let cdr = StreamName::new("telephony", format!("{tenant_id}:{call_id}"))
+            let cdr = StreamName::new(TelephonyRecord::CATEGORY, format!("{tenant_id}:{call_id}"))
                 .map_err(status::from_store_error)?;
             if let Some(event) = self
                 .store
@@ -645,18 +617,20 @@ impl CallLogging {
                 .map_err(status::from_store_error)?
                 .first()
             {
-                let record: TelephonyRecord = event.decode().map_err(status::from_store_error)?;
+                let record: TelephonyRecord = decode(event)?;
                 view.network_result = record.network_result;
                 view.number_dialed = record.number_dialed;
             }
         }
         if full_view {
-            let viewed = NewEvent::new(
-                "CallRecordViewed",
-                &json!({ "tenant_id": tenant_id, "attempt_id": attempt_id, "reader": reader, "reason": reason, "at": Utc::now() }),
-            )
-            .map_err(status::from_store_error)?
-            .with_metadata(event_metadata(Some(tenant_id), Some(reader)));
+            let viewed = CallRecordViewed {
+                tenant_id: tenant_id.to_owned(),
+                attempt_id: attempt_id.to_owned(),
+                reader: reader.to_owned(),
+                reason: reason.to_owned(),
+                at: Utc::now(),
+            };
+            let viewed = new_event(&viewed, tenant_id, reader)?;
             self.store
                 .append(&stream, ExpectedVersion::Any, &[viewed])
                 .await
@@ -676,7 +650,10 @@ impl CallLogging {
             .execute(&mut *tx)
             .await
             .map_err(|e| status::internal(&e))?;
-        let filter = callback_eventstore::Filter::categories(["call_attempt", "telephony"]);
+        let filter = callback_eventstore::Filter::categories([
+            CallAttemptLogged::CATEGORY,
+            TelephonyRecord::CATEGORY,
+        ]);
         let mut after = callback_eventstore::Checkpoint::START;
         let mut applied = 0;
         loop {
@@ -688,15 +665,14 @@ impl CallLogging {
             for event in &page.events {
                 applied += 1;
                 match event.event_type.as_str() {
-                    "CallAttemptLogged" => {
-                        let logged: LoggedAttempt =
-                            event.decode().map_err(status::from_store_error)?;
+                    CallAttemptLogged::EVENT_TYPE => {
+                        let logged: CallAttemptLogged = decode(event)?;
                         let attempt = AttemptRow {
                             tenant_id: &logged.tenant_id,
                             attempt_id: &logged.attempt_id,
                             callback_id: logged.callback_id,
                             agent_id: &logged.agent_id,
-                            disposition: &logged.disposition.kind,
+                            disposition: logged.disposition.standard.name(),
                             channel: &logged.channel,
                             started_at: logged.started_at,
                             ended_at: logged.ended_at,
@@ -704,9 +680,8 @@ impl CallLogging {
                         };
                         project_attempt(&mut tx, &attempt).await?;
                     }
-                    "HonestyFlagRaised" => {
-                        let raised: FlagRaised =
-                            event.decode().map_err(status::from_store_error)?;
+                    HonestyFlagRaised::EVENT_TYPE => {
+                        let raised: HonestyFlagRaised = decode(event)?;
                         let flag = Flag {
                             kind: raised.kind,
                             evidence: raised.evidence,
@@ -720,9 +695,8 @@ impl CallLogging {
                         )
                         .await?;
                     }
-                    "TelephonyRecordIngested" => {
-                        let record: TelephonyRecord =
-                            event.decode().map_err(status::from_store_error)?;
+                    TelephonyRecord::EVENT_TYPE => {
+                        let record: TelephonyRecord = decode(event)?;
                         project_telephony(&mut tx, &record).await?;
                     }
                     _ => {}
@@ -754,20 +728,6 @@ pub struct CallRecordView {
     pub flags: Vec<String>,
 }
 
-/// A call detail record as the telephony middleware reports it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TelephonyRecord {
-    pub tenant_id: String,
-    pub call_id: String,
-    /// Personal data.
-    pub number_dialed: String,
-    pub started_at: DateTime<Utc>,
-    pub answered_at: Option<DateTime<Utc>>,
-    pub ended_at: DateTime<Utc>,
-    pub billable_seconds: u32,
-    pub network_result: String,
-}
-
 /// A logged attempt matched to a telephony record by call id.
 #[derive(sqlx::FromRow)]
 struct MatchedAttempt {
@@ -778,49 +738,23 @@ struct MatchedAttempt {
     ended_at: DateTime<Utc>,
 }
 
-/// The fields of a `CallAttemptLogged` payload the read models need.
-#[derive(Deserialize)]
-struct LoggedAttempt {
-    tenant_id: String,
-    attempt_id: String,
-    callback_id: uuid::Uuid,
-    agent_id: String,
-    disposition: LoggedDisposition,
-    started_at: DateTime<Utc>,
-    ended_at: DateTime<Utc>,
-    #[serde(default)]
-    telephony_call_id: String,
-    #[serde(default)]
-    channel: String,
-}
-
-#[derive(Deserialize)]
-struct LoggedDisposition {
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct FlagRaised {
-    tenant_id: String,
-    attempt_id: String,
-    agent_id: String,
-    kind: String,
-    evidence: Value,
-}
-
 /// A flag's payload; `attempt_started_at` dates it in business time (reports count flags by
 /// when the call was made, also when the evidence arrived later).
-fn flag_payload(
+fn flag_raised(
     tenant_id: &str,
     attempt_id: &str,
     agent_id: &str,
     attempt_started_at: DateTime<Utc>,
     flag: &Flag,
-) -> Value {
-    json!({
-        "tenant_id": tenant_id, "attempt_id": attempt_id, "agent_id": agent_id,
-        "attempt_started_at": attempt_started_at, "kind": flag.kind, "evidence": flag.evidence,
-    })
+) -> HonestyFlagRaised {
+    HonestyFlagRaised {
+        tenant_id: tenant_id.to_owned(),
+        attempt_id: attempt_id.to_owned(),
+        agent_id: agent_id.to_owned(),
+        attempt_started_at: Some(attempt_started_at),
+        kind: flag.kind.clone(),
+        evidence: flag.evidence.clone(),
+    }
 }
 
 /// One row of `cl_attempts`.

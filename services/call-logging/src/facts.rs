@@ -5,17 +5,22 @@
 //! Applied with the consumer's checkpoint in one transaction, so each fact counts once.
 
 use callback_eventstore::{
-    EventStore, ExpectedVersion, NewEvent, Projection, RecordedEvent, StreamName,
+    EventStore, ExpectedVersion, Projection, RecordedEvent, StreamName,
 };
+use callback_contracts::call_logging::SharedContactFlagged;
+use callback_contracts::scheduling::{BusinessEventIngested, SubjectContact, TenantPublished};
+use callback_contracts::EventContract;
+use callback_kit::events::{decode, new_event};
 use callback_kit::telemetry::event_metadata;
-use serde::Deserialize;
-use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use crate::domain::privacy::mask_phone;
 
-pub const CATEGORIES: [&str; 2] = ["tenant", "business_event"];
-pub const EVENT_TYPES: [&str; 2] = ["TenantPublished", "BusinessEventIngested"];
+pub const CATEGORIES: [&str; 2] = [TenantPublished::CATEGORY, BusinessEventIngested::CATEGORY];
+pub const EVENT_TYPES: [&str; 2] = [
+    TenantPublished::EVENT_TYPE,
+    BusinessEventIngested::EVENT_TYPE,
+];
 
 /// Namespace of shared-contact stream ids (UUIDv5 of tenant and number): the number itself
 /// never appears in a stream id.
@@ -28,35 +33,6 @@ pub enum FactsError {
     Store(#[from] callback_eventstore::Error),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-}
-
-#[derive(Deserialize)]
-struct TenantPublished {
-    tenant_id: String,
-    settings: Settings,
-}
-
-#[derive(Deserialize)]
-struct Settings {
-    calendar: Value,
-}
-
-#[derive(Deserialize)]
-struct Ingested {
-    fact: Fact,
-    subject: Subject,
-}
-
-#[derive(Deserialize)]
-struct Fact {
-    tenant_id: String,
-}
-
-#[derive(Deserialize)]
-struct Subject {
-    subject_id: String,
-    #[serde(default)]
-    phones: Vec<String>,
 }
 
 pub struct SchedulingFacts {
@@ -83,19 +59,19 @@ impl Projection for SchedulingFacts {
     ) -> Result<(), FactsError> {
         for event in events {
             match event.event_type.as_str() {
-                "TenantPublished" => {
-                    let published: TenantPublished = event.decode()?;
+                TenantPublished::EVENT_TYPE => {
+                    let published: TenantPublished = decode(event)?;
                     sqlx::query(
                         "INSERT INTO cl_tenant_calendars (tenant_id, calendar) VALUES ($1, $2) \
                          ON CONFLICT (tenant_id) DO UPDATE SET calendar = EXCLUDED.calendar",
                     )
                     .bind(&published.tenant_id)
-                    .bind(&published.settings.calendar)
+                    .bind(sqlx::types::Json(&published.settings.calendar))
                     .execute(&mut *conn)
                     .await?;
                 }
-                "BusinessEventIngested" => {
-                    let ingested: Ingested = event.decode()?;
+                BusinessEventIngested::EVENT_TYPE => {
+                    let ingested: BusinessEventIngested = decode(event)?;
                     self.record_phones(conn, &ingested.fact.tenant_id, &ingested.subject)
                         .await?;
                 }
@@ -111,7 +87,7 @@ impl SchedulingFacts {
         &self,
         conn: &mut PgConnection,
         tenant_id: &str,
-        subject: &Subject,
+        subject: &SubjectContact,
     ) -> Result<(), FactsError> {
         for phone in &subject.phones {
             let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
@@ -140,17 +116,20 @@ impl SchedulingFacts {
                     &SHARED_CONTACT_NAMESPACE,
                     format!("{tenant_id}\n{digits}").as_bytes(),
                 );
-                let stream = StreamName::new("shared_contact", stream_key.to_string())?;
-                let payload = json!({
-                    "tenant_id": tenant_id, "subject_id": subject.subject_id, "other_subject_id": other,
-                    "phone_masked": mask_phone(&digits),
-                });
+                let stream =
+                    StreamName::new(SharedContactFlagged::CATEGORY, stream_key.to_string())?;
+                let flagged = SharedContactFlagged {
+                    tenant_id: tenant_id.to_owned(),
+                    subject_id: subject.subject_id.clone(),
+                    other_subject_id: other.clone(),
+                    phone_masked: mask_phone(&digits),
+                };
                 // A deterministic id: replaying the feed (a rebuild) writes the flag only once.
                 let event_id = uuid::Uuid::new_v5(
                     &SHARED_CONTACT_NAMESPACE,
                     format!("{tenant_id}\n{digits}\n{}\n{other}", subject.subject_id).as_bytes(),
                 );
-                let event = NewEvent::new("SharedContactFlagged", &payload)?
+                let event = new_event(&flagged)?
                     .with_id(event_id)
                     .with_metadata(event_metadata(Some(tenant_id), Some("system:call-logging")));
                 self.store

@@ -18,13 +18,7 @@ pub mod grpc;
 pub const KIND: ServiceKind = ServiceKind::CallLogging;
 
 /// Stream categories this service owns (and serves on its feed).
-pub const CATEGORIES: &[&str] = &[
-    "call_attempt",
-    "questionnaire",
-    "telephony",
-    "shared_contact",
-    "disposition_map",
-];
+pub const CATEGORIES: &[&str] = callback_contracts::call_logging::CATEGORIES;
 
 /// Serves the call-logging service on `listener` until `shutdown`.
 pub async fn serve(

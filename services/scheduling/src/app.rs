@@ -13,14 +13,19 @@ use callback_eventstore::{
 use callback_kit::telemetry::event_metadata;
 use callback_kit::Clock;
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
+
+pub use callback_contracts::scheduling::{
+    BusinessEventIngested, PolicyPublished, ScheduledSummary, SubjectContact, TenantPublished,
+};
+use callback_contracts::EventContract;
 
 use crate::domain::{
     BusinessFact, CallbackEvent, CallbackState, Disposition, Finished, OwnerRule, PlannedCallback,
     Policy, Scheduled, Status, TenantSettings,
 };
+use crate::domain::validate_settings;
 use crate::error::{invalid, Error, Result};
 
 mod claims;
@@ -42,48 +47,6 @@ const MAX_CALLBACKS_PER_READ: usize = 1000;
 
 /// How many capped candidates one claim defers before giving up for this call.
 const MAX_DEFERRALS_PER_CLAIM: usize = 20;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TenantPublished {
-    pub tenant_id: String,
-    pub settings: TenantSettings,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PolicyPublished {
-    pub tenant_id: String,
-    pub policy: Policy,
-}
-
-/// Who a fact is about. Personal data: in the log and the subjects table, never in logs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubjectContact {
-    pub subject_id: String,
-    pub name: String,
-    pub phones: Vec<String>,
-    pub owner_agent_id: Option<String>,
-    pub department: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BusinessEventIngested {
-    pub fact: BusinessFact,
-    pub subject: SubjectContact,
-    pub scheduled: Vec<ScheduledSummary>,
-    pub cancelled: Vec<Uuid>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ScheduledSummary {
-    pub callback_id: Uuid,
-    pub policy_id: String,
-    pub policy_version: u64,
-    pub step: String,
-    pub occurrence: u32,
-    pub due_at: DateTime<Utc>,
-    pub deadline: DateTime<Utc>,
-    pub status: Status,
-}
 
 /// The answer to an ingest.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,31 +104,39 @@ fn stream(category: &str, id: String) -> Result<StreamName> {
 }
 
 fn tenant_stream(tenant_id: &str) -> Result<StreamName> {
-    stream("tenant", tenant_id.to_owned())
+    stream(TenantPublished::CATEGORY, tenant_id.to_owned())
 }
 
 fn policy_stream(tenant_id: &str, policy_id: &str) -> Result<StreamName> {
-    stream("policy", format!("{tenant_id}:{policy_id}"))
+    stream(
+        PolicyPublished::CATEGORY,
+        format!("{tenant_id}:{policy_id}"),
+    )
 }
 
 fn fact_stream(tenant_id: &str, source: &str, source_event_id: &str) -> Result<StreamName> {
     stream(
-        "business_event",
+        BusinessEventIngested::CATEGORY,
         format!("{tenant_id}:{source}:{source_event_id}"),
     )
 }
 
 fn callback_stream(callback_id: Uuid) -> Result<StreamName> {
-    stream("callback", callback_id.to_string())
+    stream(CallbackEvent::CATEGORY, callback_id.to_string())
 }
 
-fn new_event(event_type: &str, payload: &impl Serialize, tenant_id: &str) -> Result<NewEvent> {
-    Ok(NewEvent::new(event_type, payload)?
+fn new_event(event: &impl EventContract, tenant_id: &str) -> Result<NewEvent> {
+    Ok(callback_kit::events::new_event(event)?
         .with_metadata(event_metadata(Some(tenant_id), Some("system:scheduling"))))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T> {
-    event.decode().map_err(|e| Error::Corrupt(e.to_string()))
+fn decode<T: EventContract>(event: &RecordedEvent) -> Result<T> {
+    callback_kit::events::decode(event).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+/// The policy a `PolicyPublished` carries, in the domain's terms.
+fn published_policy(published: PolicyPublished) -> Result<Policy> {
+    serde_json::from_value(published.policy).map_err(|e| Error::Corrupt(format!("policy: {e}")))
 }
 
 /// A callback's state from its recorded events (`None` for an empty or unknown stream).
@@ -229,7 +200,7 @@ impl Scheduling {
         validate_id("tenant_id", tenant_id)?;
         let settings: TenantSettings = serde_json::from_str(settings_json)
             .map_err(|e| invalid("settings_json", e.to_string()))?;
-        settings.validate().map_err(|e| match e {
+        validate_settings(&settings).map_err(|e| match e {
             crate::domain::SettingsError::Calendar(c) => invalid("settings_json", c.to_string()),
             crate::domain::SettingsError::Invalid { field, reason } => {
                 invalid(format!("settings_json.{field}"), reason)
@@ -246,7 +217,7 @@ impl Scheduling {
                 &mut tx,
                 &tenant_stream(tenant_id)?,
                 ExpectedVersion::Any,
-                &[new_event("TenantPublished", &published, tenant_id)?],
+                &[new_event(&published, tenant_id)?],
             )
             .await?;
         project_tenant(&mut tx, &published, result.stream_version).await?;
@@ -280,8 +251,7 @@ impl Scheduling {
             .ok_or_else(|| Error::NotFound(format!("tenant `{tenant_id}`")))?;
         let settings: TenantSettings = serde_json::from_value(row.try_get("settings")?)
             .map_err(|e| Error::Corrupt(e.to_string()))?;
-        let calendar = settings
-            .validate()
+        let calendar = validate_settings(&settings)
             .map_err(|e| Error::Corrupt(e.to_string()))?;
         let cached = CachedTenant {
             loaded: std::time::Instant::now(),
@@ -311,21 +281,21 @@ impl Scheduling {
         self.tenant(&mut tx, tenant_id).await?;
         let published = PolicyPublished {
             tenant_id: tenant_id.to_owned(),
-            policy,
+            policy: serde_json::to_value(&policy).map_err(|e| Error::Corrupt(e.to_string()))?,
         };
         let result = self
             .store
             .append_in(
                 &mut tx,
-                &policy_stream(tenant_id, &published.policy.policy_id)?,
+                &policy_stream(tenant_id, &policy.policy_id)?,
                 ExpectedVersion::Any,
-                &[new_event("PolicyPublished", &published, tenant_id)?],
+                &[new_event(&published, tenant_id)?],
             )
             .await?;
-        project_policy(&mut tx, &published, result.stream_version).await?;
+        project_policy(&mut tx, tenant_id, &policy, result.stream_version).await?;
         self.store.commit(tx).await?;
-        tracing::info!(policy_id = %published.policy.policy_id, version = result.stream_version, "policy published");
-        Ok((published.policy.policy_id, result.stream_version))
+        tracing::info!(policy_id = %policy.policy_id, version = result.stream_version, "policy published");
+        Ok((policy.policy_id, result.stream_version))
     }
 
     // ---- ingest ----
@@ -462,7 +432,6 @@ impl Scheduling {
                 fact_name,
                 ExpectedVersion::NoStream,
                 &[new_event(
-                    "BusinessEventIngested",
                     &ingested,
                     &fact.tenant_id,
                 )?],
@@ -512,7 +481,7 @@ impl Scheduling {
         let state = self
             .append_callback(tx, None, 0, &events, &fact.tenant_id)
             .await?;
-        Ok(Some(ScheduledSummary::of(&state)))
+        Ok(Some(scheduled_summary(&state)))
     }
 
     /// Appends callback events with the version check and writes the resulting row.
@@ -532,7 +501,7 @@ impl Scheduling {
             next.ok_or_else(|| Error::Corrupt("callback events without CallbackScheduled".into()))?;
         let new_events = events
             .iter()
-            .map(|e| new_event(e.event_type(), e, tenant_id))
+            .map(|e| new_event(e, tenant_id))
             .collect::<Result<Vec<_>>>()?;
         let expected = if version == 0 {
             ExpectedVersion::NoStream
@@ -570,7 +539,7 @@ impl Scheduling {
             streams.push(callback_stream(s.callback_id)?);
             events.push(
                 new.iter()
-                    .map(|e| new_event(e.event_type(), e, &s.tenant_id))
+                    .map(|e| new_event(e, &s.tenant_id))
                     .collect::<Result<_>>()?,
             );
         }
@@ -824,15 +793,17 @@ impl Scheduling {
                 s.policy_version,
             )
             .await?;
-        let published: PolicyPublished = decode(policy_events.first().ok_or_else(|| {
+        let policy = published_policy(decode(policy_events.first().ok_or_else(|| {
             Error::Corrupt(format!(
                 "policy {} version {} missing",
                 s.policy_id, s.policy_version
             ))
-        })?)?;
+        })?)?)?;
         let fact_name = StreamName::new(
-            "business_event",
-            s.fact_stream.trim_start_matches("business_event-"),
+            BusinessEventIngested::CATEGORY,
+            s.fact_stream
+                .trim_start_matches(BusinessEventIngested::CATEGORY)
+                .trim_start_matches('-'),
         )?;
         let fact_events = self.store.read_stream_on(tx, &fact_name, 1).await?;
         let ingested: BusinessEventIngested = decode(
@@ -846,13 +817,11 @@ impl Scheduling {
             anchor_at: s.anchor_at,
             ended_at,
         };
-        if let Some(plan) = published
-            .policy
-            .next_callback(&ingested.fact, calendar, finished)
+        if let Some(plan) = policy.next_callback(&ingested.fact, calendar, finished)
         {
             self.create_callback(
                 tx,
-                &published.policy,
+                &policy,
                 s.policy_version,
                 &ingested.fact,
                 &ingested.subject,
@@ -997,7 +966,7 @@ impl Scheduling {
         sqlx::query("TRUNCATE sched_tenants, sched_policies, sched_subjects, sched_callbacks, sched_contact_attempts")
             .execute(&mut *tx)
             .await?;
-        let filter = Filter::categories(["tenant", "policy", "business_event", "callback"]);
+        let filter = Filter::categories(crate::CATEGORIES.iter().copied());
         let mut after = Checkpoint::START;
         let mut callbacks: HashMap<Uuid, (Option<CallbackState>, u64)> = HashMap::new();
         let mut applied = 0u64;
@@ -1007,9 +976,16 @@ impl Scheduling {
                 applied += 1;
                 let version = event.stream_version as u64;
                 match event.category.as_str() {
-                    "tenant" => project_tenant(&mut tx, &decode(event)?, version).await?,
-                    "policy" => project_policy(&mut tx, &decode(event)?, version).await?,
-                    "business_event" => {
+                    TenantPublished::CATEGORY => {
+                        project_tenant(&mut tx, &decode(event)?, version).await?
+                    }
+                    PolicyPublished::CATEGORY => {
+                        let published: PolicyPublished = decode(event)?;
+                        let tenant_id = published.tenant_id.clone();
+                        let policy = published_policy(published)?;
+                        project_policy(&mut tx, &tenant_id, &policy, version).await?
+                    }
+                    BusinessEventIngested::CATEGORY => {
                         let ingested: BusinessEventIngested = decode(event)?;
                         project_subject(&mut tx, &ingested.fact.tenant_id, &ingested.subject)
                             .await?;
@@ -1017,7 +993,8 @@ impl Scheduling {
                     _ => {
                         let id: Uuid = event
                             .stream_id
-                            .trim_start_matches("callback-")
+                            .trim_start_matches(CallbackEvent::CATEGORY)
+                            .trim_start_matches('-')
                             .parse()
                             .map_err(|_| {
                                 Error::Corrupt(format!("callback stream id {}", event.stream_id))
@@ -1105,6 +1082,8 @@ fn new_callback_events(
         anchor_at: plan.anchor_at,
         due_at: plan.due_at,
         deadline: plan.deadline,
+        // Lost at the deadline, as before give-up times existed.
+        give_up_at: plan.deadline,
         priority: step.priority,
         channel: step.channel,
         questionnaire_id: step.questionnaire_id.clone(),
@@ -1126,10 +1105,10 @@ fn new_callback_events(
     Some(events)
 }
 
-impl ScheduledSummary {
-    fn of(state: &CallbackState) -> Self {
-        let s = &state.scheduled;
-        Self {
+/// What an ingest's answer says about one callback it planned.
+fn scheduled_summary(state: &CallbackState) -> ScheduledSummary {
+    let s = &state.scheduled;
+    ScheduledSummary {
             callback_id: s.callback_id,
             policy_id: s.policy_id.clone(),
             policy_version: s.policy_version,
@@ -1139,7 +1118,6 @@ impl ScheduledSummary {
             deadline: state.deadline,
             status: state.status,
         }
-    }
 }
 
 async fn policies_for(
@@ -1231,17 +1209,17 @@ async fn project_tenant(
 
 async fn project_policy(
     conn: &mut PgConnection,
-    published: &PolicyPublished,
+    tenant_id: &str,
+    policy: &Policy,
     version: u64,
 ) -> Result<()> {
-    let policy = &published.policy;
     sqlx::query(
         "INSERT INTO sched_policies (tenant_id, policy_id, version, trigger_event_type, cancel_on, reschedule_on, policy) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, policy_id) DO UPDATE SET \
          version = EXCLUDED.version, trigger_event_type = EXCLUDED.trigger_event_type, \
          cancel_on = EXCLUDED.cancel_on, reschedule_on = EXCLUDED.reschedule_on, policy = EXCLUDED.policy",
     )
-    .bind(&published.tenant_id)
+    .bind(tenant_id)
     .bind(&policy.policy_id)
     .bind(version as i64)
     .bind(&policy.trigger.event_type)

@@ -15,6 +15,8 @@ pub mod outcomes;
 
 pub use error::{Error, Result};
 
+use callback_contracts::call_logging::CallAttemptLogged;
+use callback_contracts::EventContract;
 use callback_feed::{HostError, ServiceHost};
 use callback_kit::{Config, ServiceKind, Shutdown};
 use sqlx::PgPool;
@@ -23,7 +25,7 @@ use tokio::net::TcpListener;
 pub const KIND: ServiceKind = ServiceKind::Scheduling;
 
 /// Stream categories this service owns (and serves on its feed).
-pub const CATEGORIES: &[&str] = &["tenant", "policy", "callback", "business_event"];
+pub const CATEGORIES: &[&str] = callback_contracts::scheduling::CATEGORIES;
 
 /// How often the deadline watch runs.
 const DEADLINE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
@@ -57,8 +59,8 @@ pub async fn serve_with_clock(
     let app = open(host.store.clone(), clock).await?;
     let watch = tokio::spawn(deadline_watch(app.clone(), shutdown.clone()));
     let call_logging = callback_kit::grpc::channel(config.url(ServiceKind::CallLogging))?;
-    let (outcomes, _) = callback_feed::RemoteConsumer::new(call_logging, &[outcomes::CATEGORY])
-        .with_event_types(&[outcomes::EVENT_TYPE])
+    let (outcomes, _) = callback_feed::RemoteConsumer::new(call_logging, &[CallAttemptLogged::CATEGORY])
+        .with_event_types(&[CallAttemptLogged::EVENT_TYPE])
         .spawn(
             host.store.clone(),
             outcomes::OutcomeConsumer::new(app.clone()),

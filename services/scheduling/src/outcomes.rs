@@ -1,36 +1,19 @@
 //! Outcomes from the call-logging service's feed: each `CallAttemptLogged` event completes,
 //! retries, reschedules, loses or cancels its callback.
 //!
-//! The contract (call-logging writes it, scheduling reads these fields and ignores the rest):
-//! category `call_attempt`, event type `CallAttemptLogged`, payload
-//! `{"callback_id", "attempt_id", "agent_id", "lease_id", "disposition", "ended_at"}` where
-//! `disposition` is a [`Disposition`] (`{"kind": "not_convenient", "named_time": ...}`).
+//! The contract is call-logging's [`CallAttemptLogged`] (`callback-contracts`); this consumer
+//! reads its callback, attempt, agent, lease, disposition and end time.
 //!
 //! Delivery is at least once (the feed resumes from the stored checkpoint); applying an outcome
 //! is idempotent on the attempt id, so every outcome takes effect exactly once.
 
+use callback_contracts::call_logging::CallAttemptLogged;
 use callback_eventstore::{Projection, RecordedEvent};
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::app::{ReportedOutcome, Scheduling};
 use crate::domain::Disposition;
 use crate::error::Error;
-
-pub const EVENT_TYPE: &str = "CallAttemptLogged";
-pub const CATEGORY: &str = "call_attempt";
-
-#[derive(Debug, Deserialize)]
-struct AttemptLogged {
-    callback_id: Uuid,
-    attempt_id: String,
-    agent_id: String,
-    lease_id: Uuid,
-    disposition: Disposition,
-    ended_at: DateTime<Utc>,
-}
 
 pub struct OutcomeConsumer {
     app: Scheduling,
@@ -59,10 +42,10 @@ impl Projection for OutcomeConsumer {
         conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), Error> {
-        let attempts: Vec<AttemptLogged> = events
+        let attempts: Vec<CallAttemptLogged> = events
             .iter()
-            .filter(|e| e.event_type == EVENT_TYPE)
-            .filter_map(|event| match event.decode() {
+            .filter(|e| e.event_type == CallAttemptLogged::EVENT_TYPE)
+            .filter_map(|event| match callback_kit::events::decode(event) {
                 Ok(attempt) => Some(attempt),
                 Err(error) => {
                     // A malformed fact cannot become valid by retrying; skip it, loudly.
@@ -73,7 +56,7 @@ impl Projection for OutcomeConsumer {
             .collect();
         if attempts
             .iter()
-            .any(|a| a.disposition == Disposition::DoNotCall)
+            .any(|a| a.disposition.standard == Disposition::DoNotCall)
         {
             return apply_in_order(&self.app, conn, &attempts).await;
         }
@@ -84,7 +67,7 @@ impl Projection for OutcomeConsumer {
                 attempt_id: a.attempt_id,
                 agent_id: a.agent_id,
                 lease_id: a.lease_id,
-                disposition: a.disposition,
+                disposition: a.disposition.standard,
                 at: a.ended_at,
             })
             .collect();
@@ -96,7 +79,7 @@ impl Projection for OutcomeConsumer {
 async fn apply_in_order(
     app: &Scheduling,
     conn: &mut PgConnection,
-    attempts: &[AttemptLogged],
+    attempts: &[CallAttemptLogged],
 ) -> Result<(), Error> {
     for attempt in attempts {
         let applied = app
@@ -106,7 +89,7 @@ async fn apply_in_order(
                 &attempt.attempt_id,
                 &attempt.agent_id,
                 attempt.lease_id,
-                &attempt.disposition,
+                &attempt.disposition.standard,
                 attempt.ended_at,
             )
             .await;

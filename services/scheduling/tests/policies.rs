@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use callback_calendar::{Calendar, CalendarSpec};
-use callback_scheduling::domain::{BusinessFact, Finished, Policy};
+use callback_scheduling::domain::{next_attempt, BusinessFact, Finished, Policy};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
@@ -566,15 +566,15 @@ fn insurer_calls_during_the_cooling_off_period() {
     let retry = &p.steps[0].retry;
     let t = shanghai(2026, 9, 21, 9, 0);
     assert_eq!(
-        retry.next_attempt("busy", 1, t),
+        next_attempt(retry, "busy", 1, t),
         Some(t + chrono::Duration::minutes(30))
     );
     assert_eq!(
-        retry.next_attempt("no_answer", 1, t),
+        next_attempt(retry, "no_answer", 1, t),
         Some(t + chrono::Duration::minutes(240))
     );
     assert_eq!(
-        retry.next_attempt("no_answer", 5, t),
+        next_attempt(retry, "no_answer", 5, t),
         None,
         "attempts used up"
     );
@@ -677,4 +677,19 @@ fn policies_that_cannot_be_satisfied_are_rejected_naming_the_field() {
     let mut typo = base.clone();
     typo["steps"][0]["timming"] = json!({});
     assert!(serde_json::from_value::<Policy>(typo).is_err());
+}
+
+/// `PolicyPublished` carries the policy document as JSON (`callback-contracts`); the golden
+/// document there must stay a policy this domain reads, unchanged by a round trip.
+#[test]
+fn the_contracts_golden_policy_document_is_a_policy() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/contracts/tests/documents/policy.json"
+    );
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let policy: Policy = serde_json::from_value(document.clone()).unwrap();
+    policy.validate().unwrap();
+    assert_eq!(serde_json::to_value(&policy).unwrap(), document);
 }

@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use callback_contracts::call_logging::{AttemptDisposition, CallAttemptLogged};
+use callback_contracts::EventContract;
 use callback_eventstore::{Checkpoint, EventStore, Filter};
 use callback_kit::ManualClock;
 use callback_scheduling::app::CallbackRow;
@@ -853,7 +855,7 @@ async fn a_rescheduled_appointment_moves_its_reminder() {
 
 #[tokio::test]
 async fn outcomes_applied_as_a_batch_take_effect_once_when_the_checkpoint_is_lost() {
-    use callback_eventstore::{apply_batch, ExpectedVersion, NewEvent, Projection, StreamName};
+    use callback_eventstore::{apply_batch, ExpectedVersion, Projection, StreamName};
     use callback_scheduling::outcomes::OutcomeConsumer;
 
     let (_db, app, clock) = setup().await;
@@ -878,22 +880,38 @@ async fn outcomes_applied_as_a_batch_take_effect_once_when_the_checkpoint_is_los
     assert_eq!(claimed.len(), 6);
     // Call-logging's facts: half reached, half no answer.
     for (i, claim) in claimed.iter().enumerate() {
-        let kind = if i % 2 == 0 { "reached" } else { "no_answer" };
-        let payload = json!({
-            "callback_id": claim.state.scheduled.callback_id, "attempt_id": format!("lane-attempt-{i}"),
-            "agent_id": "nurse-wang", "lease_id": claim.lease_id, "disposition": {"kind": kind},
-            "ended_at": shanghai(2026, 9, 8, 9, 5),
-        });
+        let disposition = if i % 2 == 0 {
+            Disposition::Reached
+        } else {
+            Disposition::NoAnswer
+        };
+        let attempt = CallAttemptLogged {
+            tenant_id: claim.state.scheduled.tenant_id.clone(),
+            callback_id: claim.state.scheduled.callback_id,
+            attempt_id: format!("lane-attempt-{i}"),
+            agent_id: "nurse-wang".into(),
+            lease_id: claim.lease_id,
+            channel: "phone".into(),
+            disposition: AttemptDisposition {
+                standard: disposition,
+                tenant_kind: None,
+            },
+            started_at: shanghai(2026, 9, 8, 9, 1),
+            ended_at: shanghai(2026, 9, 8, 9, 5),
+            telephony_call_id: String::new(),
+            recording_ref: String::new(),
+            notes: String::new(),
+        };
         store
             .append(
-                &StreamName::new("call_attempt", format!("lane-attempt-{i}")).unwrap(),
+                &StreamName::new(CallAttemptLogged::CATEGORY, format!("lane-attempt-{i}")).unwrap(),
                 ExpectedVersion::NoStream,
-                &[NewEvent::new("CallAttemptLogged", &payload).unwrap()],
+                &[callback_kit::events::new_event(&attempt).unwrap()],
             )
             .await
             .unwrap();
     }
-    let page = visible_events(&store, "call_attempt", 6).await;
+    let page = visible_events(&store, CallAttemptLogged::CATEGORY, 6).await;
     assert_eq!(page.events.len(), 6);
 
     // The batch's effects commit, but the checkpoint does not (as if the process died

@@ -13,17 +13,22 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use callback_calendar::{Calendar, CalendarSpec};
+use callback_contracts::call_logging::{
+    AttemptDisposition, CallAttemptLogged, ComplaintRaised, DoNotCallRequested, SurveyAnswered,
+};
+use callback_contracts::scheduling::Disposition;
+use callback_contracts::EventContract;
 use callback_eventstore::{ExpectedVersion, Metadata, NewEvent, StreamAppend, StreamName};
 use callback_kit::batch::{BatchQueue, Serve};
 use callback_kit::status;
 use callback_proto::v1::{CallbackView, GetCallbacksRequest};
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use super::{flag_payload, project_flag, AttemptReport, CallLogging};
+use super::{flag_raised, project_flag, AttemptReport, CallLogging};
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 
 /// What `LogCallAttempt` answers: logged before (a retry), the event types, the flag kinds.
@@ -204,14 +209,14 @@ impl CallLogging {
             let mut events = pending.events.clone();
             for flag in &flags {
                 let r = &pending.report;
-                let payload = flag_payload(
+                let raised = flag_raised(
                     &r.tenant_id,
                     &r.attempt_id,
                     &r.agent_id,
                     pending.started_at,
                     flag,
                 );
-                events.push(attempt_event(pending, "HonestyFlagRaised", payload)?);
+                events.push(attempt_event(pending, &raised)?);
             }
             all_events.push(events);
             all_flags.push(flags);
@@ -303,12 +308,8 @@ fn lease_held<'v>(
 }
 
 /// One event of `pending`'s attempt, with the attempt's metadata.
-fn attempt_event(
-    pending: &PendingAttempt,
-    event_type: &str,
-    payload: Value,
-) -> Result<NewEvent, Status> {
-    NewEvent::new(event_type, &payload)
+fn attempt_event(pending: &PendingAttempt, event: &impl EventContract) -> Result<NewEvent, Status> {
+    callback_kit::events::new_event(event)
         .map(|e| e.with_metadata(pending.metadata.clone()))
         .map_err(status::from_store_error)
 }
@@ -317,48 +318,77 @@ fn attempt_event(
 fn attempt_events(pending: &PendingAttempt, view: &CallbackView) -> Result<Vec<NewEvent>, Status> {
     let report = &pending.report;
     let callback_id = pending.callback_id;
-    let mut disposition = json!({ "kind": report.disposition });
-    if let Some(tenant_kind) = &pending.tenant_kind {
-        disposition["tenant_kind"] = json!(tenant_kind);
-    }
-    if let Some(t) = pending.named_time {
-        disposition["named_time"] = json!(t);
-    }
-    let new = |event_type: &str, payload: Value| attempt_event(pending, event_type, payload);
-    let mut events = vec![new(
-        "CallAttemptLogged",
-        json!({
-            "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
-            "agent_id": report.agent_id, "lease_id": pending.lease_id, "channel": report.channel,
-            "disposition": disposition, "started_at": pending.started_at, "ended_at": pending.ended_at,
-            "telephony_call_id": report.telephony_call_id, "recording_ref": report.recording_ref,
-            "notes": report.notes,
-        }),
+    let standard = match (report.disposition.as_str(), pending.named_time) {
+        ("reached", _) => Disposition::Reached,
+        ("no_answer", _) => Disposition::NoAnswer,
+        ("busy", _) => Disposition::Busy,
+        ("voicemail", _) => Disposition::Voicemail,
+        ("wrong_number", _) => Disposition::WrongNumber,
+        ("not_convenient", Some(named_time)) => Disposition::NotConvenient { named_time },
+        ("refused", _) => Disposition::Refused,
+        ("do_not_call", _) => Disposition::DoNotCall,
+        ("invalid_subject", _) => Disposition::InvalidSubject,
+        (other, _) => {
+            // Validation maps every accepted disposition onto a standard one first.
+            return Err(status::internal(&format!("unmapped disposition `{other}`")));
+        }
+    };
+    let mut events = vec![attempt_event(
+        pending,
+        &CallAttemptLogged {
+            tenant_id: report.tenant_id.clone(),
+            callback_id,
+            attempt_id: report.attempt_id.clone(),
+            agent_id: report.agent_id.clone(),
+            lease_id: pending.lease_id,
+            channel: report.channel.clone(),
+            disposition: AttemptDisposition {
+                standard,
+                tenant_kind: pending.tenant_kind.clone(),
+            },
+            started_at: pending.started_at,
+            ended_at: pending.ended_at,
+            telephony_call_id: report.telephony_call_id.clone(),
+            recording_ref: report.recording_ref.clone(),
+            notes: report.notes.clone(),
+        },
     )?];
     if !report.answers.is_empty() {
-        events.push(new(
-            "SurveyAnswered",
-            json!({
-                "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
-                "questionnaire_id": report.questionnaire_id, "questionnaire_version": report.questionnaire_version,
-                "answers": report.answers,
-            }),
+        events.push(attempt_event(
+            pending,
+            &SurveyAnswered {
+                tenant_id: report.tenant_id.clone(),
+                callback_id,
+                attempt_id: report.attempt_id.clone(),
+                questionnaire_id: report.questionnaire_id.clone(),
+                questionnaire_version: report.questionnaire_version,
+                answers: report.answers.clone(),
+            },
         )?);
     }
     if let Some(complaint) = &report.complaint {
-        events.push(new(
-            "ComplaintRaised",
-            json!({
-                "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id,
-                "agent_id": report.agent_id, "subject_id": view.subject_id, "department": view.department,
-                "raised_at": pending.ended_at, "complaint": complaint,
-            }),
+        events.push(attempt_event(
+            pending,
+            &ComplaintRaised {
+                tenant_id: report.tenant_id.clone(),
+                callback_id,
+                attempt_id: report.attempt_id.clone(),
+                agent_id: report.agent_id.clone(),
+                subject_id: view.subject_id.clone(),
+                department: view.department.clone(),
+                raised_at: pending.ended_at,
+                complaint: complaint.clone(),
+            },
         )?);
     }
     if report.disposition == "do_not_call" {
-        events.push(new(
-            "DoNotCallRequested",
-            json!({ "tenant_id": report.tenant_id, "callback_id": callback_id, "attempt_id": report.attempt_id }),
+        events.push(attempt_event(
+            pending,
+            &DoNotCallRequested {
+                tenant_id: report.tenant_id.clone(),
+                callback_id,
+                attempt_id: report.attempt_id.clone(),
+            },
         )?);
     }
     Ok(events)
@@ -565,20 +595,34 @@ mod tests {
             disposition: "no_answer".into(),
             ..AttemptReport::default()
         };
-        let event = NewEvent::new(
-            "CallAttemptLogged",
-            &serde_json::json!({"attempt_id": attempt_id, "agent_id": agent_id}),
-        )
+        let (callback_id, lease_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let event = callback_kit::events::new_event(&CallAttemptLogged {
+            tenant_id: "hospital".into(),
+            callback_id,
+            attempt_id: attempt_id.into(),
+            agent_id: agent_id.into(),
+            lease_id,
+            channel: "phone".into(),
+            disposition: AttemptDisposition {
+                standard: Disposition::NoAnswer,
+                tenant_kind: None,
+            },
+            started_at: at(start),
+            ended_at: at(end),
+            telephony_call_id: String::new(),
+            recording_ref: String::new(),
+            notes: String::new(),
+        })
         .unwrap();
         let pending = PendingAttempt {
             report,
-            callback_id: Uuid::now_v7(),
-            lease_id: Uuid::now_v7(),
+            callback_id,
+            lease_id,
             started_at: at(start),
             ended_at: at(end),
             tenant_kind: None,
             named_time: None,
-            stream: StreamName::new("call_attempt", attempt_id).unwrap(),
+            stream: StreamName::new(CallAttemptLogged::CATEGORY, attempt_id).unwrap(),
             events: vec![event],
             metadata: Metadata::default(),
             reply,

@@ -4,4 +4,6 @@ pub mod honesty;
 pub mod privacy;
 pub mod questionnaire;
 
-pub use questionnaire::{AnswerError, Condition, Item, ItemKind, Questionnaire};
+pub use questionnaire::{
+    AnswerError, Condition, Item, ItemKind, Questionnaire, QuestionnaireRules,
+};

@@ -3,56 +3,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Questionnaire {
-    pub questionnaire_id: String,
-    pub title: String,
-    pub items: Vec<Item>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Item {
-    /// Stable across versions, so answers of different versions compare.
-    pub id: String,
-    pub text: String,
-    pub kind: ItemKind,
-    #[serde(default)]
-    pub required: bool,
-    /// Ask only if an earlier item was answered with this value.
-    #[serde(default)]
-    pub ask_if: Option<Condition>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ItemKind {
-    /// Satisfaction 1 (very unsatisfied) to 5 (very satisfied).
-    Rating,
-    /// Likelihood to recommend, 0 to 10 (NPS).
-    Recommend,
-    YesNo,
-    SingleChoice {
-        options: Vec<String>,
-    },
-    MultipleChoice {
-        options: Vec<String>,
-    },
-    FreeText {
-        max_chars: usize,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Condition {
-    pub item: String,
-    pub equals: Value,
-}
+pub use callback_contracts::call_logging::{Condition, Item, ItemKind, Questionnaire};
 
 /// A problem with a questionnaire or with answers, naming the field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -69,9 +22,19 @@ fn error(field: impl Into<String>, reason: impl Into<String>) -> AnswerError {
     }
 }
 
-impl Questionnaire {
+/// The rules of a questionnaire (its shape is the published contract).
+pub trait QuestionnaireRules {
     /// Checks a questionnaire before it is published.
-    pub fn validate(&self) -> Result<(), AnswerError> {
+    fn validate(&self) -> Result<(), AnswerError>;
+
+    /// Checks answers (item id -> value) against this exact version: every answer fits its
+    /// item's kind, required items that were asked are answered, and items not asked (their
+    /// condition is false) are not answered.
+    fn check_answers(&self, answers: &BTreeMap<String, Value>) -> Result<(), AnswerError>;
+}
+
+impl QuestionnaireRules for Questionnaire {
+    fn validate(&self) -> Result<(), AnswerError> {
         if self.questionnaire_id.is_empty() || self.questionnaire_id.len() > 64 {
             return Err(error("questionnaire_id", "must be 1-64 characters"));
         }
@@ -117,10 +80,7 @@ impl Questionnaire {
         Ok(())
     }
 
-    /// Checks answers (item id -> value) against this exact version: every answer fits its
-    /// item's kind, required items that were asked are answered, and items not asked (their
-    /// condition is false) are not answered.
-    pub fn check_answers(&self, answers: &BTreeMap<String, Value>) -> Result<(), AnswerError> {
+    fn check_answers(&self, answers: &BTreeMap<String, Value>) -> Result<(), AnswerError> {
         for id in answers.keys() {
             if !self.items.iter().any(|item| &item.id == id) {
                 return Err(error(

@@ -357,7 +357,7 @@ impl Scheduling {
                     .filter(|(s, _)| s == subject)
                     .map(|(_, at)| *at)
                     .collect();
-                free_at[i] = caps.next_allowed_attempt(&attempts, now);
+                free_at[i] = crate::domain::next_allowed_attempt(&caps, &attempts, now);
             }
         }
         Ok(free_at)

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::{
     callback_stream, new_callback_events, new_event, policies_for, project_callbacks,
-    project_subjects, BusinessEventIngested, IngestResult, ScheduledSummary, Scheduling,
+    project_subjects, BusinessEventIngested, IngestResult, Scheduling,
     SubjectContact,
 };
 use crate::domain::{BusinessFact, CallbackEvent, CallbackState, Policy};
@@ -125,7 +125,7 @@ impl Scheduling {
                     .iter()
                     .fold(None, CallbackState::evolve)
                     .ok_or_else(|| Error::Corrupt("a new callback without its events".into()))?;
-                scheduled.push(ScheduledSummary::of(&state));
+                scheduled.push(super::scheduled_summary(&state));
                 callbacks.push((callback_stream(state.scheduled.callback_id)?, events, state));
             }
             planned.push(PlannedIngest {
@@ -154,11 +154,11 @@ impl Scheduling {
             for (stream, events, _) in &plan.callbacks {
                 let events = events
                     .iter()
-                    .map(|e| new_event(e.event_type(), e, tenant_id))
+                    .map(|e| new_event(e, tenant_id))
                     .collect::<Result<Vec<_>>>()?;
                 writes.push((stream, events));
             }
-            let fact_event = new_event("BusinessEventIngested", &plan.ingested, tenant_id)?;
+            let fact_event = new_event(&plan.ingested, tenant_id)?;
             writes.push((&requests[plan.request].fact_name, vec![fact_event]));
             new_events.push(writes);
         }

@@ -6,159 +6,13 @@
 
 use callback_calendar::Calendar;
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::policy::{Channel, RetryRule};
+use super::policy::{next_attempt, RetryRule};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Scheduled {
-    pub callback_id: Uuid,
-    pub tenant_id: String,
-    pub policy_id: String,
-    pub policy_version: u64,
-    pub step_index: usize,
-    pub step: String,
-    pub occurrence: u32,
-    pub anchor_at: DateTime<Utc>,
-    pub due_at: DateTime<Utc>,
-    pub deadline: DateTime<Utc>,
-    pub priority: u8,
-    pub channel: Channel,
-    pub questionnaire_id: Option<String>,
-    /// The subject's owner, who gets it first; `None` when it goes straight to the pool.
-    pub owner_agent_id: Option<String>,
-    pub pool: String,
-    /// From then on, the pool may take it although the owner has not.
-    pub pool_after: DateTime<Utc>,
-    pub subject_id: String,
-    pub department: Option<String>,
-    pub retry: RetryRule,
-    /// The business event stream (source fact) that led to it.
-    pub fact_stream: String,
-}
-
-/// What a callback's stream records.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum CallbackEvent {
-    CallbackScheduled(Box<Scheduled>),
-    /// The due window had closed before the callback could be made (e.g. planned during a
-    /// holiday); ends it without a call, with the reason.
-    CallbackSkipped {
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    CallbackClaimed {
-        agent_id: String,
-        lease_id: Uuid,
-        lease_until: DateTime<Utc>,
-        at: DateTime<Utc>,
-    },
-    CallbackAttempted {
-        attempt_id: String,
-        agent_id: String,
-        disposition: Disposition,
-        at: DateTime<Utc>,
-    },
-    CallbackRescheduled {
-        due_at: DateTime<Utc>,
-        deadline: DateTime<Utc>,
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    CallbackCompleted {
-        at: DateTime<Utc>,
-    },
-    /// 失访: not reached; the reason is mandatory.
-    CallbackLost {
-        reason: String,
-        attempts: u32,
-        at: DateTime<Utc>,
-    },
-    CallbackCancelled {
-        reason: String,
-        at: DateTime<Utc>,
-    },
-}
-
-impl CallbackEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            CallbackEvent::CallbackScheduled(_) => "CallbackScheduled",
-            CallbackEvent::CallbackSkipped { .. } => "CallbackSkipped",
-            CallbackEvent::CallbackClaimed { .. } => "CallbackClaimed",
-            CallbackEvent::CallbackAttempted { .. } => "CallbackAttempted",
-            CallbackEvent::CallbackRescheduled { .. } => "CallbackRescheduled",
-            CallbackEvent::CallbackCompleted { .. } => "CallbackCompleted",
-            CallbackEvent::CallbackLost { .. } => "CallbackLost",
-            CallbackEvent::CallbackCancelled { .. } => "CallbackCancelled",
-        }
-    }
-}
-
-/// A call's outcome as the agent reports it (machine-readable meaning).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Disposition {
-    Reached,
-    NoAnswer,
-    Busy,
-    Voicemail,
-    WrongNumber,
-    /// "Not convenient now": call again at the time the customer named.
-    NotConvenient {
-        named_time: DateTime<Utc>,
-    },
-    Refused,
-    DoNotCall,
-    /// E.g. the patient has died, or the number belongs to someone else entirely.
-    InvalidSubject,
-}
-
-impl Disposition {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Disposition::Reached => "reached",
-            Disposition::NoAnswer => "no_answer",
-            Disposition::Busy => "busy",
-            Disposition::Voicemail => "voicemail",
-            Disposition::WrongNumber => "wrong_number",
-            Disposition::NotConvenient { .. } => "not_convenient",
-            Disposition::Refused => "refused",
-            Disposition::DoNotCall => "do_not_call",
-            Disposition::InvalidSubject => "invalid_subject",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Scheduled,
-    Claimed,
-    Completed,
-    Lost,
-    Cancelled,
-    Skipped,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Scheduled => "scheduled",
-            Status::Claimed => "claimed",
-            Status::Completed => "completed",
-            Status::Lost => "lost",
-            Status::Cancelled => "cancelled",
-            Status::Skipped => "skipped",
-        }
-    }
-
-    pub fn is_open(self) -> bool {
-        matches!(self, Status::Scheduled | Status::Claimed)
-    }
-}
+pub use callback_contracts::scheduling::{
+    CallbackEvent, CallbackStatus as Status, Disposition, Scheduled,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CallbackState {
@@ -281,7 +135,7 @@ impl CallbackState {
             Disposition::Reached => CallbackEvent::CallbackCompleted { at },
             Disposition::NoAnswer | Disposition::Busy | Disposition::Voicemail => {
                 let retry: &RetryRule = &self.scheduled.retry;
-                match retry.next_attempt(disposition.name(), attempts, at) {
+                match next_attempt(retry, disposition.name(), attempts, at) {
                     None => lost("attempts exhausted"),
                     Some(earliest) => match calendar.next_allowed(earliest) {
                         Some(due_at) if due_at < self.deadline => {

@@ -8,7 +8,9 @@ pub mod tenant;
 
 pub use callback::{CallbackError, CallbackEvent, CallbackState, Disposition, Scheduled, Status};
 pub use policy::{
-    Anchor, BusinessFact, Channel, Filter, FilterOp, Finished, Offset, OwnerRule, Phase,
+    next_attempt, Anchor, BusinessFact, Channel, Filter, FilterOp, Finished, Offset, OwnerRule, Phase,
     PlannedCallback, Policy, PolicyError, RetryRule, Step, StepCalendar, Timing, Trigger,
 };
-pub use tenant::{Agent, FrequencyCaps, SettingsError, TenantSettings};
+pub use tenant::{
+    next_allowed_attempt, validate_settings, Agent, FrequencyCaps, SettingsError, TenantSettings,
+};

@@ -8,12 +8,14 @@
 //! follows working days. Tenants publish policies as JSON; nothing here needs code changes for
 //! a new kind of tenant.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use callback_calendar::{Calendar, TimeOfDay};
 use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use callback_contracts::scheduling::{BusinessFact, Channel, RetryRule};
 
 use super::sampling::in_sample;
 
@@ -92,18 +94,6 @@ fn default_priority() -> u8 {
 
 fn default_rate() -> f64 {
     1.0
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    #[default]
-    Phone,
-    Sms,
-    Wechat,
-    Email,
-    Letter,
-    OnSite,
 }
 
 /// Which days the step's calls may be made on: the tenant's working days, or every day (in
@@ -221,60 +211,23 @@ pub enum OwnerRule {
     Pool { pool: String },
 }
 
-/// Retries after an unsuccessful attempt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryRule {
-    pub max_attempts: u32,
-    /// Minutes to wait per disposition (`no_answer`, `busy`, `voicemail`, ...); the next
-    /// attempt is at the first allowed time after that.
-    #[serde(default)]
-    pub spacing_minutes: BTreeMap<String, u32>,
-    pub default_spacing_minutes: u32,
-}
-
-impl Default for RetryRule {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            spacing_minutes: BTreeMap::new(),
-            default_spacing_minutes: 120,
-        }
+/// When to try again after an attempt with `disposition` ended at `at`; `None` when the
+/// attempts are used up.
+pub fn next_attempt(
+    retry: &RetryRule,
+    disposition: &str,
+    attempts_made: u32,
+    at: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if attempts_made >= retry.max_attempts {
+        return None;
     }
-}
-
-impl RetryRule {
-    /// When to try again after an attempt with `disposition` ended at `at`; `None` when the
-    /// attempts are used up.
-    pub fn next_attempt(
-        &self,
-        disposition: &str,
-        attempts_made: u32,
-        at: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
-        if attempts_made >= self.max_attempts {
-            return None;
-        }
-        let minutes = self
-            .spacing_minutes
-            .get(disposition)
-            .copied()
-            .unwrap_or(self.default_spacing_minutes);
-        Some(at + Duration::minutes(i64::from(minutes)))
-    }
-}
-
-/// A fact pushed by a source system (HIS, DMS, CRM).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BusinessFact {
-    pub tenant_id: String,
-    pub source: String,
-    pub source_event_id: String,
-    pub event_type: String,
-    pub occurred_at: DateTime<Utc>,
-    pub subject_id: String,
-    #[serde(default)]
-    pub attributes: serde_json::Map<String, Value>,
+    let minutes = retry
+        .spacing_minutes
+        .get(disposition)
+        .copied()
+        .unwrap_or(retry.default_spacing_minutes);
+    Some(at + Duration::minutes(i64::from(minutes)))
 }
 
 /// How a callback of the policy ended, to plan what follows.
