@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use callback_eventstore::{EventStore, ExpectedVersion, NewEvent, StreamName};
+use callback_contracts::call_logging::{AttemptDisposition, CallAttemptLogged};
+use callback_contracts::scheduling::Disposition;
+use callback_contracts::EventContract;
+use callback_eventstore::{EventStore, ExpectedVersion, StreamName};
 use callback_kit::ServiceKind;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
@@ -71,18 +74,32 @@ async fn log_attempt(
     attempt_id: &str,
     agent: &str,
     lease_id: &str,
-    disposition: serde_json::Value,
+    disposition: Disposition,
 ) {
-    let payload = json!({
-        "callback_id": callback_id, "attempt_id": attempt_id, "agent_id": agent, "lease_id": lease_id,
-        "disposition": disposition, "ended_at": chrono::Utc::now(),
-    });
-    let stream = StreamName::new("call_attempt", attempt_id).unwrap();
+    let now = chrono::Utc::now();
+    let attempt = CallAttemptLogged {
+        tenant_id: "t".into(),
+        callback_id: callback_id.parse().unwrap(),
+        attempt_id: attempt_id.into(),
+        agent_id: agent.into(),
+        lease_id: lease_id.parse().unwrap(),
+        channel: "phone".into(),
+        disposition: AttemptDisposition {
+            standard: disposition,
+            tenant_kind: None,
+        },
+        started_at: now - chrono::Duration::minutes(2),
+        ended_at: now,
+        telephony_call_id: String::new(),
+        recording_ref: String::new(),
+        notes: String::new(),
+    };
+    let stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id).unwrap();
     store
         .append(
             &stream,
             ExpectedVersion::NoStream,
-            &[NewEvent::new("CallAttemptLogged", &payload).unwrap()],
+            &[callback_kit::events::new_event(&attempt).unwrap()],
         )
         .await
         .unwrap();
@@ -126,7 +143,7 @@ async fn outcomes_from_the_call_logging_feed_apply_exactly_once_across_a_restart
             &format!("{id}-1"),
             agent,
             lease,
-            json!({"kind": "no_answer"}),
+            Disposition::NoAnswer,
         )
         .await;
     }
@@ -147,7 +164,7 @@ async fn outcomes_from_the_call_logging_feed_apply_exactly_once_across_a_restart
             &format!("{id}-1"),
             agent,
             lease,
-            json!({"kind": "reached"}),
+            Disposition::Reached,
         )
         .await;
     }

@@ -37,7 +37,7 @@ pub struct ComplaintParked {
 single_event!(ComplaintParked, COMPLAINT_INTAKE);
 
 /// A complaint as it arrives, before classification and routing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Intake {
     pub tenant_id: String,
     pub source: String,
@@ -84,6 +84,10 @@ impl Class {
             Class::D => "D",
             Class::E => "E",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<Class> {
+        Class::ALL.into_iter().find(|c| c.as_str() == text)
     }
 }
 

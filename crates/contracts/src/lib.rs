@@ -47,6 +47,17 @@ pub trait EventContract: Serialize + DeserializeOwned {
     }
 }
 
+/// The part of an event's payload one consumer reads, declared beside the event so a producer
+/// cannot change it unnoticed: the golden tests decode every view from every stored version of
+/// its event types. A view lets a consumer that folds millions of events (analytics) read a
+/// few fields without decoding the whole payload.
+pub trait EventView: DeserializeOwned {
+    /// The contract the view reads.
+    type Of: EventContract;
+    /// The event types it reads (among `Of::EVENT_TYPES`).
+    const EVENT_TYPES: &'static [&'static str];
+}
+
 /// An event ready to append: type, schema version and payload text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {
@@ -122,6 +133,33 @@ pub fn decode<T: EventContract>(
         value = T::upcast(event_type, from, value)?;
     }
     serde_json::from_value(value).map_err(payload_error)
+}
+
+/// Decodes the view `V` of a stored payload. Every schema version up to the current one has
+/// the view's fields (the golden tests prove it), so no upcasting is needed.
+pub fn decode_view<V: EventView>(
+    event_type: &str,
+    schema_version: i32,
+    payload: &str,
+) -> Result<V, ContractError> {
+    if !V::EVENT_TYPES.contains(&event_type) {
+        return Err(ContractError::UnexpectedType {
+            event_type: event_type.to_owned(),
+            expected: std::any::type_name::<V>(),
+        });
+    }
+    let current = V::Of::schema_version(event_type);
+    if schema_version > current {
+        return Err(ContractError::NewerVersion {
+            event_type: event_type.to_owned(),
+            version: schema_version,
+            known: current,
+        });
+    }
+    serde_json::from_str(payload).map_err(|e| ContractError::Payload {
+        event_type: event_type.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Implements [`EventContract`] for a struct that is one event type.

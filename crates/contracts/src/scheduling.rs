@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{event_family, single_event, ContractError, EventContract};
+use crate::{event_family, single_event, ContractError, EventContract, EventView};
 
 pub const TENANT: &str = "tenant";
 pub const POLICY: &str = "policy";
@@ -377,4 +377,64 @@ impl EventContract for CallbackEvent {
             }),
         }
     }
+}
+
+// ---- views: what consumers that fold many callbacks read ----
+
+/// What analytics reads of a `CallbackScheduled` (every version).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ScheduledView {
+    pub tenant_id: String,
+    pub policy_id: String,
+    pub step: String,
+    pub department: Option<String>,
+    pub channel: Channel,
+    pub due_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+}
+
+impl EventView for ScheduledView {
+    type Of = CallbackEvent;
+    const EVENT_TYPES: &'static [&'static str] = &[CallbackEvent::SCHEDULED];
+}
+
+/// Who made a `CallbackAttempted`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct AttemptedView {
+    pub agent_id: String,
+}
+
+impl EventView for AttemptedView {
+    type Of = CallbackEvent;
+    const EVENT_TYPES: &'static [&'static str] = &[CallbackEvent::ATTEMPTED];
+}
+
+/// The new deadline of a `CallbackRescheduled`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct RescheduledView {
+    pub deadline: DateTime<Utc>,
+}
+
+impl EventView for RescheduledView {
+    type Of = CallbackEvent;
+    const EVENT_TYPES: &'static [&'static str] = &[CallbackEvent::RESCHEDULED];
+}
+
+/// How and when a callback ended: completed, lost, skipped or cancelled (completions have no
+/// reason).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct EndedView {
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl EventView for EndedView {
+    type Of = CallbackEvent;
+    const EVENT_TYPES: &'static [&'static str] = &[
+        CallbackEvent::COMPLETED,
+        CallbackEvent::LOST,
+        CallbackEvent::SKIPPED,
+        CallbackEvent::CANCELLED,
+    ];
 }

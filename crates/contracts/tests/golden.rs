@@ -15,7 +15,7 @@ use callback_contracts::analytics::*;
 use callback_contracts::call_logging::*;
 use callback_contracts::complaint_routing::*;
 use callback_contracts::scheduling::*;
-use callback_contracts::{decode, encode, EventContract};
+use callback_contracts::{decode, decode_view, encode, EventContract, EventView};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -631,4 +631,36 @@ fn unknown_types_newer_versions_and_malformed_payloads_are_errors() {
     assert!(decode::<TenantPublished>(CallbackEvent::COMPLETED, 1, &golden).is_err());
     // Version 0 does not exist; it is treated as the oldest, not as a panic.
     assert!(decode::<CallbackEvent>(CallbackEvent::COMPLETED, 0, &golden).is_ok());
+}
+
+/// Every golden version of `V`'s event types decodes into `V`.
+fn view_reads_every_version<V: EventView>() -> usize {
+    let mut read = 0;
+    for event_type in V::EVENT_TYPES {
+        assert!(V::Of::EVENT_TYPES.contains(event_type));
+        for version in 1..=V::Of::schema_version(event_type) {
+            let Ok(text) = std::fs::read_to_string(golden_path(event_type, version)) else {
+                continue;
+            };
+            decode_view::<V>(event_type, version, &text).unwrap_or_else(|e| {
+                panic!(
+                    "{} does not read {event_type} v{version}: {e}",
+                    std::any::type_name::<V>()
+                )
+            });
+            read += 1;
+        }
+    }
+    read
+}
+
+#[test]
+fn every_view_reads_every_stored_version_of_its_events() {
+    assert_eq!(view_reads_every_version::<ScheduledView>(), 2);
+    assert_eq!(view_reads_every_version::<AttemptedView>(), 1);
+    assert_eq!(view_reads_every_version::<RescheduledView>(), 1);
+    assert_eq!(view_reads_every_version::<EndedView>(), 4);
+    let completed = std::fs::read_to_string(golden_path(CallbackEvent::COMPLETED, 1)).unwrap();
+    assert!(decode_view::<ScheduledView>(CallbackEvent::COMPLETED, 1, &completed).is_err());
+    assert!(decode_view::<EndedView>(CallbackEvent::COMPLETED, 9, &completed).is_err());
 }

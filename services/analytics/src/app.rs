@@ -4,24 +4,20 @@
 use std::sync::Arc;
 
 use callback_calendar::{Calendar, CalendarSpec, TimeOfDay};
-use callback_eventstore::{EventStore, ExpectedVersion, NewEvent, StreamName};
+use callback_eventstore::{EventStore, ExpectedVersion, StreamName};
 use callback_kit::telemetry::event_metadata;
 use callback_kit::Clock;
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::report::{Figure, Granularity, Report, ReportKind, ReportRow, ReportSpec};
-use crate::settings::{in_spot_check, reviewer_for, AnalyticsSettings};
+use crate::settings::{in_spot_check, reviewer_for, validate_settings, AnalyticsSettings};
+use callback_contracts::EventContract;
 use crate::Error;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SettingsPublished {
-    pub tenant_id: String,
-    pub settings: AnalyticsSettings,
-}
+pub use callback_contracts::analytics::AnalyticsSettingsPublished as SettingsPublished;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpotCheck {
@@ -85,22 +81,22 @@ impl Analytics {
         validate_id("tenant_id", tenant_id)?;
         let settings: AnalyticsSettings = serde_json::from_str(settings_json)
             .map_err(|e| invalid("settings_json", e.to_string()))?;
-        settings
-            .validate()
+        validate_settings(&settings)
             .map_err(|(field, reason)| invalid(format!("settings_json.{field}"), reason))?;
         let published = SettingsPublished {
             tenant_id: tenant_id.to_owned(),
             settings,
         };
         let mut tx = self.store.begin().await?;
-        let event = NewEvent::new("AnalyticsSettingsPublished", &published)?.with_metadata(
-            event_metadata(Some(tenant_id), Some("api:publish_settings")),
-        );
+        let event = callback_kit::events::new_event(&published)?.with_metadata(event_metadata(
+            Some(tenant_id),
+            Some("api:publish_settings"),
+        ));
         let result = self
             .store
             .append_in(
                 &mut tx,
-                &StreamName::new("analytics_settings", tenant_id)?,
+                &StreamName::new(SettingsPublished::CATEGORY, tenant_id)?,
                 ExpectedVersion::Any,
                 &[event],
             )

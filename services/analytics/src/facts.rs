@@ -6,9 +6,14 @@
 
 use std::collections::HashMap;
 
+use callback_contracts::call_logging::{HonestyFlagRaised, QuestionnairePublished, SurveyAnswered};
+use callback_contracts::complaint_routing::{ClockName, ComplaintEvent};
+use callback_contracts::scheduling::{
+    AttemptedView, CallbackEvent, EndedView, RescheduledView, ScheduledView, TenantPublished,
+};
+use callback_contracts::{EventContract, EventView};
 use callback_eventstore::{BatchProjection, RecordedEvent};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -20,31 +25,50 @@ use crate::Error;
 /// batches mean fewer statements and commits while catching up.
 pub const BATCH: usize = 10_000;
 
-pub const SCHEDULING_CATEGORIES: [&str; 2] = ["tenant", "callback"];
+pub const SCHEDULING_CATEGORIES: [&str; 2] = [TenantPublished::CATEGORY, CallbackEvent::CATEGORY];
 /// The scheduling events the callback facts use; claims (a fifth of a callback's events) are
 /// filtered out by the feed instead of shipped and ignored.
 pub const SCHEDULING_EVENT_TYPES: [&str; 8] = [
-    "TenantPublished",
-    "CallbackScheduled",
-    "CallbackAttempted",
-    "CallbackRescheduled",
-    "CallbackCompleted",
-    "CallbackLost",
-    "CallbackSkipped",
-    "CallbackCancelled",
+    TenantPublished::EVENT_TYPE,
+    CallbackEvent::SCHEDULED,
+    CallbackEvent::ATTEMPTED,
+    CallbackEvent::RESCHEDULED,
+    CallbackEvent::COMPLETED,
+    CallbackEvent::LOST,
+    CallbackEvent::SKIPPED,
+    CallbackEvent::CANCELLED,
 ];
-pub const CALL_LOGGING_CATEGORIES: [&str; 3] = ["questionnaire", "call_attempt", "telephony"];
+pub const CALL_LOGGING_CATEGORIES: [&str; 3] = [
+    QuestionnairePublished::CATEGORY,
+    SurveyAnswered::CATEGORY,
+    callback_contracts::call_logging::TELEPHONY,
+];
 pub const CALL_LOGGING_EVENT_TYPES: [&str; 3] = [
-    "QuestionnairePublished",
-    "SurveyAnswered",
-    "HonestyFlagRaised",
+    QuestionnairePublished::EVENT_TYPE,
+    SurveyAnswered::EVENT_TYPE,
+    HonestyFlagRaised::EVENT_TYPE,
 ];
-pub const COMPLAINT_CATEGORIES: [&str; 1] = ["complaint"];
+pub const COMPLAINT_CATEGORIES: [&str; 1] = [ComplaintEvent::CATEGORY];
 
 /// A payload that does not decode is a defect upstream; it is skipped by event id (it stays in
 /// the log) rather than stopping every report.
-fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Option<T> {
-    match event.decode() {
+fn decode<T: EventContract>(event: &RecordedEvent) -> Option<T> {
+    skip_undecodable(event, callback_kit::events::decode(event))
+}
+
+/// Like [`decode`], for the part of an event a view reads.
+fn decode_view<V: EventView>(event: &RecordedEvent) -> Option<V> {
+    let view =
+        callback_contracts::decode_view(&event.event_type, event.schema_version, &event.payload)
+            .map_err(|e| e.to_string());
+    skip_undecodable(event, view)
+}
+
+fn skip_undecodable<T, E: std::fmt::Display>(
+    event: &RecordedEvent,
+    decoded: Result<T, E>,
+) -> Option<T> {
+    match decoded {
         Ok(value) => Some(value),
         Err(error) => {
             tracing::error!(event_id = %event.event_id, event_type = %event.event_type, %error, "undecodable fact skipped");
@@ -53,51 +77,17 @@ fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Option<T> {
     }
 }
 
-fn stream_uuid(event: &RecordedEvent, prefix: &str) -> Option<Uuid> {
-    event.stream_id.strip_prefix(prefix)?.parse().ok()
+/// The id of an event's stream of `category` (`<category>-<uuid>`).
+fn stream_uuid(event: &RecordedEvent, category: &str) -> Option<Uuid> {
+    event
+        .stream_id
+        .strip_prefix(category)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
 }
 
 // ---- scheduling: tenants and callbacks ----
-
-#[derive(Deserialize)]
-struct TenantPublished {
-    tenant_id: String,
-    settings: TenantSettings,
-}
-
-#[derive(Deserialize)]
-struct TenantSettings {
-    calendar: Value,
-}
-
-#[derive(Deserialize)]
-struct Scheduled {
-    tenant_id: String,
-    policy_id: String,
-    step: String,
-    #[serde(default)]
-    department: Option<String>,
-    channel: String,
-    due_at: DateTime<Utc>,
-    deadline: DateTime<Utc>,
-}
-
-#[derive(Deserialize)]
-struct Attempted {
-    agent_id: String,
-}
-
-#[derive(Deserialize)]
-struct Rescheduled {
-    deadline: DateTime<Utc>,
-}
-
-#[derive(Deserialize)]
-struct Ended {
-    #[serde(default)]
-    reason: Option<String>,
-    at: DateTime<Utc>,
-}
 
 /// What one batch changes about one callback.
 #[derive(Default)]
@@ -140,61 +130,62 @@ impl BatchProjection for SchedulingFacts {
     fn fold(&self, events: &[RecordedEvent]) -> SchedulingBatch {
         let mut batch = SchedulingBatch::default();
         for event in events {
-            if event.event_type == "TenantPublished" {
+            if event.event_type == TenantPublished::EVENT_TYPE {
                 if let Some(published) = decode::<TenantPublished>(event) {
-                    let time_zone = published.settings.calendar["time_zone"]
-                        .as_str()
-                        .unwrap_or("UTC")
-                        .to_owned();
-                    batch.tenants.push((
-                        published.tenant_id,
-                        time_zone,
-                        published.settings.calendar,
-                    ));
+                    let calendar = published.settings.calendar;
+                    let time_zone = calendar.time_zone.clone();
+                    match serde_json::to_value(&calendar) {
+                        Ok(calendar) => batch.tenants.push((published.tenant_id, time_zone, calendar)),
+                        Err(error) => {
+                            tracing::error!(event_id = %event.event_id, %error, "calendar not kept");
+                        }
+                    }
                 }
                 continue;
             }
-            let Some(id) = stream_uuid(event, "callback-") else {
+            let Some(id) = stream_uuid(event, CallbackEvent::CATEGORY) else {
                 continue;
             };
             let delta = batch.callbacks.entry(id).or_default();
             match event.event_type.as_str() {
-                "CallbackScheduled" => {
-                    if let Some(s) = decode::<Scheduled>(event) {
+                CallbackEvent::SCHEDULED => {
+                    if let Some(s) = decode_view::<ScheduledView>(event) {
                         delta.tenant_id = Some(s.tenant_id);
                         delta.policy_id = Some(s.policy_id);
                         delta.step = Some(s.step);
                         delta.department = Some(s.department.unwrap_or_default());
-                        delta.channel = Some(s.channel);
+                        delta.channel = Some(s.channel.as_str().to_owned());
                         delta.due_at = Some(s.due_at);
                         delta.deadline = Some(s.deadline);
                         delta.status = Some("open");
                         delta.scheduled = true;
                     }
                 }
-                "CallbackAttempted" => {
-                    if let Some(a) = decode::<Attempted>(event) {
+                CallbackEvent::ATTEMPTED => {
+                    if let Some(a) = decode_view::<AttemptedView>(event) {
                         delta.attempts += 1;
                         delta.last_agent = Some(a.agent_id);
                     }
                 }
-                "CallbackRescheduled" => {
-                    if let Some(r) = decode::<Rescheduled>(event) {
+                CallbackEvent::RESCHEDULED => {
+                    if let Some(r) = decode_view::<RescheduledView>(event) {
                         delta.deadline = Some(r.deadline);
                     }
                 }
-                kind @ ("CallbackCompleted" | "CallbackLost" | "CallbackSkipped"
-                | "CallbackCancelled") => {
-                    if let Some(e) = decode::<Ended>(event) {
+                kind @ (CallbackEvent::COMPLETED
+                | CallbackEvent::LOST
+                | CallbackEvent::SKIPPED
+                | CallbackEvent::CANCELLED) => {
+                    if let Some(e) = decode_view::<EndedView>(event) {
                         delta.status = Some(match kind {
-                            "CallbackCompleted" => "completed",
-                            "CallbackLost" => "lost",
-                            "CallbackSkipped" => "skipped",
+                            CallbackEvent::COMPLETED => "completed",
+                            CallbackEvent::LOST => "lost",
+                            CallbackEvent::SKIPPED => "skipped",
                             _ => "cancelled",
                         });
                         delta.end_reason = e.reason;
                         delta.ended_at = Some(e.at);
-                        if kind == "CallbackCompleted" {
+                        if kind == CallbackEvent::COMPLETED {
                             delta.reached_at = Some(e.at);
                         }
                     }
@@ -363,51 +354,6 @@ async fn merge_callbacks(
 
 // ---- call-logging: questionnaires, answers, honesty flags ----
 
-#[derive(Deserialize)]
-struct QuestionnairePublished {
-    tenant_id: String,
-    questionnaire: Questionnaire,
-}
-
-#[derive(Deserialize)]
-struct Questionnaire {
-    questionnaire_id: String,
-    items: Vec<Item>,
-}
-
-#[derive(Deserialize)]
-struct Item {
-    id: String,
-    kind: ItemKind,
-}
-
-#[derive(Deserialize)]
-struct ItemKind {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct SurveyAnswered {
-    tenant_id: String,
-    callback_id: Uuid,
-    attempt_id: String,
-    questionnaire_id: String,
-    questionnaire_version: i64,
-    answers: serde_json::Map<String, Value>,
-}
-
-#[derive(Deserialize)]
-struct FlagRaised {
-    tenant_id: String,
-    attempt_id: String,
-    agent_id: String,
-    kind: String,
-    /// When the flagged call was made (flags recorded before it existed: the event's time).
-    #[serde(default)]
-    attempt_started_at: Option<DateTime<Utc>>,
-}
-
 /// The numeric value of an answer: ratings and scores as they are, yes = 1 and no = 0; choices
 /// and free text have none (free text is personal data and is not kept).
 pub fn numeric_answer(answer: &Value) -> Option<f64> {
@@ -470,7 +416,7 @@ impl BatchProjection for CallLoggingFacts {
         let mut batch = CallLoggingBatch::default();
         for event in events {
             match event.event_type.as_str() {
-                "QuestionnairePublished" => {
+                QuestionnairePublished::EVENT_TYPE => {
                     let Some(published) = decode::<QuestionnairePublished>(event) else {
                         continue;
                     };
@@ -481,10 +427,10 @@ impl BatchProjection for CallLoggingFacts {
                             .push(published.questionnaire.questionnaire_id.clone());
                         rows.version.push(event.stream_version);
                         rows.item.push(item.id);
-                        rows.kind.push(item.kind.kind);
+                        rows.kind.push(item.kind.name().to_owned());
                     }
                 }
-                "SurveyAnswered" => {
+                SurveyAnswered::EVENT_TYPE => {
                     let Some(survey) = decode::<SurveyAnswered>(event) else {
                         continue;
                     };
@@ -495,12 +441,12 @@ impl BatchProjection for CallLoggingFacts {
                         rows.tenant.push(survey.tenant_id.clone());
                         rows.callback.push(survey.callback_id);
                         rows.questionnaire.push(survey.questionnaire_id.clone());
-                        rows.version.push(survey.questionnaire_version);
+                        rows.version.push(survey.questionnaire_version as i64);
                         rows.value.push(numeric_answer(answer));
                     }
                 }
-                "HonestyFlagRaised" => {
-                    let Some(flag) = decode::<FlagRaised>(event) else {
+                HonestyFlagRaised::EVENT_TYPE => {
+                    let Some(flag) = decode::<HonestyFlagRaised>(event) else {
                         continue;
                     };
                     let rows = &mut batch.flags;
@@ -575,52 +521,6 @@ impl BatchProjection for CallLoggingFacts {
 
 // ---- complaint routing: complaints ----
 
-#[derive(Deserialize)]
-#[serde(tag = "type")]
-enum ComplaintFact {
-    ComplaintFiled {
-        tenant_id: String,
-        class: String,
-        origin: String,
-        department: String,
-        channel: String,
-        at: DateTime<Utc>,
-    },
-    ComplaintReclassified {
-        to: String,
-        department: String,
-    },
-    ComplaintTransferred {
-        to: String,
-    },
-    ComplaintAcknowledged {
-        at: DateTime<Utc>,
-    },
-    ProgressAdded {
-        at: DateTime<Utc>,
-    },
-    InformationRequested {
-        at: DateTime<Utc>,
-    },
-    ComplaintResolved {
-        at: DateTime<Utc>,
-    },
-    ComplaintRejected {
-        at: DateTime<Utc>,
-    },
-    ClockBreached {
-        clock: String,
-    },
-    ReplyDeadlineMissed {},
-    VerificationAnswered {
-        satisfied: bool,
-    },
-    ComplaintReopened {},
-    ComplaintClosed {},
-    #[serde(other)]
-    Other,
-}
-
 /// What one batch changes about one complaint.
 #[derive(Default)]
 pub struct ComplaintDelta {
@@ -662,67 +562,64 @@ impl BatchProjection for ComplaintFacts {
     fn fold(&self, events: &[RecordedEvent]) -> HashMap<Uuid, ComplaintDelta> {
         let mut complaints: HashMap<Uuid, ComplaintDelta> = HashMap::new();
         for event in events {
-            let Some(id) = stream_uuid(event, "complaint-") else {
+            let Some(id) = stream_uuid(event, ComplaintEvent::CATEGORY) else {
                 continue;
             };
-            let Some(fact) = decode::<ComplaintFact>(event) else {
+            let Some(fact) = decode::<ComplaintEvent>(event) else {
                 continue;
             };
             let d = complaints.entry(id).or_default();
             match fact {
-                ComplaintFact::ComplaintFiled {
-                    tenant_id,
-                    class,
-                    origin,
-                    department,
-                    channel,
-                    at,
-                } => {
-                    d.tenant_id = Some(tenant_id);
-                    d.class = Some(class);
-                    d.origin = Some(origin);
-                    d.department = Some(department);
-                    d.channel = Some(channel);
-                    d.filed_at = Some(at);
+                ComplaintEvent::ComplaintFiled(filed) => {
+                    d.tenant_id = Some(filed.tenant_id);
+                    d.class = Some(filed.class.as_str().to_owned());
+                    d.origin = Some(filed.origin.as_str().to_owned());
+                    d.department = Some(filed.department);
+                    d.channel = Some(filed.channel);
+                    d.filed_at = Some(filed.at);
                     d.status = Some("open");
                 }
-                ComplaintFact::ComplaintReclassified { to, department } => {
-                    d.class = Some(to);
+                ComplaintEvent::ComplaintReclassified { to, department, .. } => {
+                    d.class = Some(to.as_str().to_owned());
                     d.department = Some(department);
                 }
-                ComplaintFact::ComplaintTransferred { to } => d.department = Some(to),
-                ComplaintFact::ComplaintAcknowledged { at }
-                | ComplaintFact::ProgressAdded { at }
-                | ComplaintFact::InformationRequested { at } => {
+                ComplaintEvent::ComplaintTransferred { to, .. } => d.department = Some(to),
+                ComplaintEvent::ComplaintAcknowledged { at, .. }
+                | ComplaintEvent::ProgressAdded { at, .. }
+                | ComplaintEvent::InformationRequested { at, .. } => {
                     d.responded(at);
                     d.status = Some("in_progress");
                 }
-                ComplaintFact::ComplaintResolved { at } => {
+                ComplaintEvent::ComplaintResolved { at, .. } => {
                     d.responded(at);
                     d.resolved_at.get_or_insert(at);
                     d.status = Some("resolved");
                 }
-                ComplaintFact::ComplaintRejected { at } => {
+                ComplaintEvent::ComplaintRejected { at, .. } => {
                     d.responded(at);
                     d.rejected = true;
                     d.status = Some("rejected");
                 }
-                ComplaintFact::ClockBreached { clock } => match clock.as_str() {
-                    "first_response" => d.first_response_breached = true,
-                    "update" => d.update_breached = true,
-                    _ => d.resolution_breached = true,
+                ComplaintEvent::ClockBreached { clock, .. } => match clock {
+                    ClockName::FirstResponse => d.first_response_breached = true,
+                    ClockName::Update => d.update_breached = true,
+                    ClockName::Resolution => d.resolution_breached = true,
                 },
-                ComplaintFact::ReplyDeadlineMissed {} => d.reply_missed = true,
-                ComplaintFact::VerificationAnswered { satisfied } => {
+                ComplaintEvent::ReplyDeadlineMissed { .. } => d.reply_missed = true,
+                ComplaintEvent::VerificationAnswered { satisfied, .. } => {
                     d.verifications += 1;
                     d.satisfied += i32::from(satisfied);
                 }
-                ComplaintFact::ComplaintReopened {} => {
+                ComplaintEvent::ComplaintReopened { .. } => {
                     d.reopenings += 1;
                     d.status = Some("in_progress");
                 }
-                ComplaintFact::ComplaintClosed {} => d.status = Some("closed"),
-                ComplaintFact::Other => {}
+                ComplaintEvent::ComplaintClosed { .. } => d.status = Some("closed"),
+                ComplaintEvent::InformationReceived { .. }
+                | ComplaintEvent::ComplaintEscalated { .. }
+                | ComplaintEvent::FollowUpReminded { .. }
+                | ComplaintEvent::CallbackRequested { .. }
+                | ComplaintEvent::CallbackUnavailable { .. } => {}
             }
         }
         complaints

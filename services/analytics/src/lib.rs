@@ -32,7 +32,7 @@ pub const KIND: ServiceKind = ServiceKind::Analytics;
 
 /// Stream categories this service owns: its settings, and the supervisors' spot-check samples
 /// (抽查; reserved: samples are computed deterministically, not stored).
-pub const CATEGORIES: &[&str] = &["analytics_settings", "spot_check"];
+pub const CATEGORIES: &[&str] = callback_contracts::analytics::CATEGORIES;
 
 /// The services whose feeds analytics consumes.
 pub const SOURCES: [ServiceKind; 3] = [
@@ -272,13 +272,13 @@ pub async fn reset_read_models(store: &EventStore) -> Result<(), Error> {
     for name in consumer_names() {
         store.reset_checkpoint(&mut tx, &name).await?;
     }
-    let filter = Filter::categories(["analytics_settings"]);
+    let filter = Filter::categories([callback_contracts::analytics::ANALYTICS_SETTINGS]);
     let mut after = Checkpoint::START;
     loop {
         let page = store.read_all(after, &filter, 1000).await?;
         for event in &page.events {
-            let published: app::SettingsPublished =
-                event.decode().map_err(|e| Error::Corrupt(e.to_string()))?;
+            let published: app::SettingsPublished = callback_kit::events::decode(event)
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
             app::project_settings(&mut tx, &published, event.stream_version as u64).await?;
         }
         after = page.checkpoint;

@@ -2,59 +2,22 @@
 //! sample (抽查), a pure function of the data so a rebuild picks the same callbacks and
 //! reviewers.
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnalyticsSettings {
-    /// Below this many observations a rate or mean is marked "too few".
-    #[serde(default = "default_min_sample")]
-    pub min_sample: u64,
-    /// Share of reached callbacks re-checked per department and month (e.g. 0.2).
-    #[serde(default = "default_spot_check_rate")]
-    pub spot_check_rate: f64,
-    /// Supervisors who re-check; never the agent who made the call.
-    #[serde(default)]
-    pub reviewers: Vec<String>,
-    /// Households, patients or customers served, for the valid-complaint rate per mille.
-    #[serde(default)]
-    pub population: Option<u64>,
-}
+pub use callback_contracts::analytics::AnalyticsSettings;
 
-impl Default for AnalyticsSettings {
-    fn default() -> Self {
-        AnalyticsSettings {
-            min_sample: default_min_sample(),
-            spot_check_rate: default_spot_check_rate(),
-            reviewers: Vec::new(),
-            population: None,
-        }
+/// Checks a settings document, naming the field at fault.
+pub fn validate_settings(settings: &AnalyticsSettings) -> Result<(), (String, String)> {
+    if !(0.0..=1.0).contains(&settings.spot_check_rate) {
+        return Err(("spot_check_rate".into(), "must be between 0 and 1".into()));
     }
-}
-
-fn default_min_sample() -> u64 {
-    30
-}
-
-fn default_spot_check_rate() -> f64 {
-    0.2
-}
-
-impl AnalyticsSettings {
-    /// Checks the document, naming the field at fault.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        if !(0.0..=1.0).contains(&self.spot_check_rate) {
-            return Err(("spot_check_rate".into(), "must be between 0 and 1".into()));
-        }
-        if self.population == Some(0) {
-            return Err(("population".into(), "must be at least 1".into()));
-        }
-        if let Some(i) = self.reviewers.iter().position(|r| r.trim().is_empty()) {
-            return Err((format!("reviewers[{i}]"), "must not be empty".into()));
-        }
-        Ok(())
+    if settings.population == Some(0) {
+        return Err(("population".into(), "must be at least 1".into()));
     }
+    if let Some(i) = settings.reviewers.iter().position(|r| r.trim().is_empty()) {
+        return Err((format!("reviewers[{i}]"), "must not be empty".into()));
+    }
+    Ok(())
 }
 
 /// FNV-1a, 64 bit, then MurmurHash3's finaliser so that inputs differing only in their last
@@ -127,11 +90,11 @@ mod tests {
             spot_check_rate: 1.5,
             ..AnalyticsSettings::default()
         };
-        assert_eq!(bad.validate().unwrap_err().0, "spot_check_rate");
+        assert_eq!(validate_settings(&bad).unwrap_err().0, "spot_check_rate");
         let bad = AnalyticsSettings {
             reviewers: vec![" ".into()],
             ..AnalyticsSettings::default()
         };
-        assert_eq!(bad.validate().unwrap_err().0, "reviewers[0]");
+        assert_eq!(validate_settings(&bad).unwrap_err().0, "reviewers[0]");
     }
 }

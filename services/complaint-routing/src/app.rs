@@ -18,13 +18,16 @@ use callback_kit::Clock;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{IngestBusinessEventRequest, Subject};
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, Row};
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+use callback_contracts::complaint_routing::{ComplaintParked, RoutingRulesPublished};
+use callback_contracts::EventContract;
+
+use crate::domain::ClassRules;
 use crate::domain::{
     self, Action, CallbackPurpose, ComplaintEvent, ComplaintState, Context, Intake, RoutingRules,
     Status,
@@ -50,12 +53,6 @@ pub const CALLBACK_CHANNEL: &str = "callback";
 
 const MAX_TEXT_CHARS: usize = 4000;
 const SWEEP_BATCH: i64 = 100;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RulesPublished {
-    pub tenant_id: String,
-    pub rules: RoutingRules,
-}
 
 /// One version of a tenant's rules, parsed, with its calendar.
 #[derive(Debug)]
@@ -123,11 +120,29 @@ pub fn complaint_id(tenant_id: &str, source: &str, source_id: &str) -> Uuid {
 }
 
 fn complaint_stream(complaint_id: Uuid) -> Result<StreamName> {
-    Ok(StreamName::new("complaint", complaint_id.to_string())?)
+    Ok(StreamName::new(
+        ComplaintEvent::CATEGORY,
+        complaint_id.to_string(),
+    )?)
 }
 
 fn rules_stream(tenant_id: &str) -> Result<StreamName> {
-    Ok(StreamName::new("routing_rules", tenant_id)?)
+    Ok(StreamName::new(RoutingRulesPublished::CATEGORY, tenant_id)?)
+}
+
+fn intake_stream(tenant_id: &str) -> Result<StreamName> {
+    Ok(StreamName::new(ComplaintParked::CATEGORY, tenant_id)?)
+}
+
+/// A new event of complaint routing's, with the tenant and the actor in its metadata.
+fn new_event(event: &impl EventContract, tenant_id: &str, actor: &str) -> Result<NewEvent> {
+    Ok(callback_kit::events::new_event(event)?
+        .with_metadata(event_metadata(Some(tenant_id), Some(actor))))
+}
+
+/// The routing rules a `RoutingRulesPublished` carries, in the domain's terms.
+fn published_rules(published: RoutingRulesPublished) -> Result<RoutingRules> {
+    serde_json::from_value(published.rules).map_err(|e| corrupt(format!("routing rules: {e}")))
 }
 
 fn corrupt(e: impl std::fmt::Display) -> Error {
@@ -225,13 +240,12 @@ impl ComplaintRouting {
             };
             invalid(field, e.reason)
         })?;
-        let published = RulesPublished {
+        let published = RoutingRulesPublished {
             tenant_id: tenant_id.to_owned(),
-            rules,
+            rules: serde_json::to_value(&rules).map_err(corrupt)?,
         };
         let mut tx = self.store.begin().await?;
-        let event = NewEvent::new("RoutingRulesPublished", &published)?
-            .with_metadata(event_metadata(Some(tenant_id), Some("api:publish_rules")));
+        let event = new_event(&published, tenant_id, "api:publish_rules")?;
         let result = self
             .store
             .append_in(
@@ -241,7 +255,7 @@ impl ComplaintRouting {
                 &[event],
             )
             .await?;
-        project_rules(&mut tx, &published, result.stream_version).await?;
+        project_rules(&mut tx, tenant_id, &rules, result.stream_version).await?;
         self.store.commit(tx).await?;
         tracing::info!(version = result.stream_version, "routing rules published");
         self.file_parked(tenant_id).await;
@@ -258,22 +272,18 @@ impl ComplaintRouting {
         reason: &str,
     ) -> Result<()> {
         let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
-        let event = NewEvent::new(
-            "ComplaintParked",
-            &json!({ "intake": intake, "reason": reason, "at": self.now() }),
-        )?
-        .with_id(Uuid::new_v5(
-            &COMPLAINT_NAMESPACE,
-            format!("parked\n{id}").as_bytes(),
-        ))
-        .with_metadata(event_metadata(
-            Some(&intake.tenant_id),
-            Some("system:complaint-routing"),
-        ));
+        let parked = ComplaintParked {
+            intake: intake.clone(),
+            reason: reason.to_owned(),
+            at: self.now(),
+        };
+        let event = new_event(&parked, &intake.tenant_id, "system:complaint-routing")?.with_id(
+            Uuid::new_v5(&COMPLAINT_NAMESPACE, format!("parked\n{id}").as_bytes()),
+        );
         self.store
             .append_in(
                 conn,
-                &StreamName::new("complaint_intake", intake.tenant_id.clone())?,
+                &intake_stream(&intake.tenant_id)?,
                 ExpectedVersion::Any,
                 &[event],
             )
@@ -285,8 +295,8 @@ impl ComplaintRouting {
     /// Files every parked complaint of the tenant (filing is idempotent, so one filed before
     /// is not filed twice). Failures are logged; the next publish tries again.
     async fn file_parked(&self, tenant_id: &str) {
-        let parked = match StreamName::new("complaint_intake", tenant_id) {
-            Ok(stream) => self.store.read_stream(&stream, 1).await,
+        let parked = match intake_stream(tenant_id) {
+            Ok(stream) => self.store.read_stream(&stream, 1).await.map_err(Error::from),
             Err(e) => Err(e),
         };
         let parked = match parked {
@@ -297,10 +307,9 @@ impl ComplaintRouting {
             }
         };
         for event in parked {
-            let intake = event
-                .decode::<Value>()
+            let intake = callback_kit::events::decode::<ComplaintParked>(&event)
                 .ok()
-                .and_then(|v| serde_json::from_value::<Intake>(v["intake"].clone()).ok());
+                .map(|parked| parked.intake);
             let Some(intake) = intake else {
                 tracing::error!(event_id = %event.event_id, "undecodable parked complaint skipped");
                 continue;
@@ -413,7 +422,7 @@ impl ComplaintRouting {
         let now = self.now();
         let rules = self.latest_rules(conn, &intake.tenant_id).await?;
         let rule = &rules.rules;
-        let topic = intake.group_topic();
+        let topic = domain::group_topic(intake);
         let opinion = rule
             .place(&domain::rules::ComplaintFacts {
                 category: &intake.category,
@@ -827,7 +836,7 @@ impl ComplaintRouting {
         &self,
         conn: &mut PgConnection,
         callback_id: Uuid,
-        answers: &serde_json::Map<String, Value>,
+        answers: &std::collections::BTreeMap<String, Value>,
     ) -> Result<bool> {
         let Some(complaint_id) = self.complaint_of_callback(conn, callback_id).await? else {
             return Ok(false);
@@ -943,7 +952,7 @@ impl ComplaintRouting {
         let metadata = event_metadata(Some(tenant_id), Some(actor));
         let new_events = events
             .iter()
-            .map(|e| Ok(NewEvent::new(e.event_type(), e)?.with_metadata(metadata.clone())))
+            .map(|e| Ok(callback_kit::events::new_event(e)?.with_metadata(metadata.clone())))
             .collect::<Result<Vec<_>>>()?;
         let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let result = self
@@ -1029,7 +1038,10 @@ impl ComplaintRouting {
             .execute(&mut *tx)
             .await?;
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let filter = Filter::categories(["routing_rules", "complaint"]);
+        let filter = Filter::categories([
+            RoutingRulesPublished::CATEGORY,
+            ComplaintEvent::CATEGORY,
+        ]);
         let mut after = Checkpoint::START;
         let mut complaints: HashMap<Uuid, (Vec<ComplaintEvent>, u64)> = HashMap::new();
         let mut applied = 0u64;
@@ -1037,17 +1049,22 @@ impl ComplaintRouting {
             let page = self.store.read_all(after, &filter, 5000).await?;
             for event in &page.events {
                 applied += 1;
-                if event.category == "routing_rules" {
-                    let published: RulesPublished = event.decode().map_err(corrupt)?;
-                    project_rules(&mut tx, &published, event.stream_version as u64).await?;
+                if event.category == RoutingRulesPublished::CATEGORY {
+                    let published: RoutingRulesPublished =
+                        callback_kit::events::decode(event).map_err(corrupt)?;
+                    let tenant_id = published.tenant_id.clone();
+                    let rules = published_rules(published)?;
+                    project_rules(&mut tx, &tenant_id, &rules, event.stream_version as u64)
+                        .await?;
                 } else {
                     let id: Uuid = event
                         .stream_id
-                        .trim_start_matches("complaint-")
+                        .trim_start_matches(ComplaintEvent::CATEGORY)
+                        .trim_start_matches('-')
                         .parse()
                         .map_err(|_| corrupt(format!("complaint stream id {}", event.stream_id)))?;
                     let entry = complaints.entry(id).or_default();
-                    entry.0.push(event.decode().map_err(corrupt)?);
+                    entry.0.push(callback_kit::events::decode(event).map_err(corrupt)?);
                     entry.1 = event.stream_version as u64;
                 }
             }
@@ -1105,16 +1122,17 @@ pub fn fold(
 
 async fn project_rules(
     conn: &mut PgConnection,
-    published: &RulesPublished,
+    tenant_id: &str,
+    rules: &RoutingRules,
     version: u64,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO cr_rules (tenant_id, version, rules) VALUES ($1, $2, $3) \
          ON CONFLICT (tenant_id, version) DO UPDATE SET rules = EXCLUDED.rules",
     )
-    .bind(&published.tenant_id)
+    .bind(tenant_id)
     .bind(version as i64)
-    .bind(serde_json::to_value(&published.rules).map_err(corrupt)?)
+    .bind(serde_json::to_value(rules).map_err(corrupt)?)
     .execute(conn)
     .await?;
     Ok(())

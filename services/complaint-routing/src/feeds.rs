@@ -5,10 +5,11 @@
 //! - scheduling's feed: verification callbacks that ended without an answer (`CallbackLost`,
 //!   `CallbackCancelled`, `CallbackSkipped`).
 
+use callback_contracts::call_logging::{ComplaintRaised, SurveyAnswered};
+use callback_contracts::scheduling::CallbackEvent;
+use callback_contracts::EventContract;
 use callback_eventstore::{Projection, RecordedEvent};
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::Value;
+use callback_kit::events::decode;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -16,47 +17,15 @@ use crate::app::{ComplaintRouting, CALLBACK_CHANNEL};
 use crate::domain::{Customer, Intake};
 use crate::error::Error;
 
-pub const CALL_LOGGING_CATEGORIES: [&str; 1] = ["call_attempt"];
-pub const CALL_LOGGING_EVENT_TYPES: [&str; 2] = ["ComplaintRaised", "SurveyAnswered"];
-pub const SCHEDULING_CATEGORIES: [&str; 1] = ["callback"];
-pub const SCHEDULING_EVENT_TYPES: [&str; 3] =
-    ["CallbackLost", "CallbackCancelled", "CallbackSkipped"];
-
-/// The fields of call-logging's `ComplaintRaised` this service reads.
-#[derive(Deserialize)]
-struct ComplaintRaised {
-    tenant_id: String,
-    callback_id: Uuid,
-    attempt_id: String,
-    #[serde(default)]
-    subject_id: String,
-    complaint: RaisedComplaint,
-}
-
-#[derive(Deserialize)]
-struct RaisedComplaint {
-    text: String,
-    #[serde(default)]
-    category: String,
-    #[serde(default)]
-    topic: String,
-    #[serde(default)]
-    severity_hint: String,
-    #[serde(default)]
-    reply_by: Option<DateTime<Utc>>,
-}
-
-#[derive(Deserialize)]
-struct SurveyAnswered {
-    callback_id: Uuid,
-    answers: serde_json::Map<String, Value>,
-}
-
-#[derive(Deserialize)]
-struct CallbackEnded {
-    #[serde(default)]
-    reason: String,
-}
+pub const CALL_LOGGING_CATEGORIES: [&str; 1] = [ComplaintRaised::CATEGORY];
+pub const CALL_LOGGING_EVENT_TYPES: [&str; 2] =
+    [ComplaintRaised::EVENT_TYPE, SurveyAnswered::EVENT_TYPE];
+pub const SCHEDULING_CATEGORIES: [&str; 1] = [CallbackEvent::CATEGORY];
+pub const SCHEDULING_EVENT_TYPES: [&str; 3] = [
+    CallbackEvent::LOST,
+    CallbackEvent::CANCELLED,
+    CallbackEvent::SKIPPED,
+];
 
 fn intake(raised: ComplaintRaised) -> Intake {
     let hint = raised.complaint.severity_hint;
@@ -119,7 +88,7 @@ impl Projection for CallLoggingFacts {
     ) -> Result<(), Error> {
         for event in events {
             let applied = match event.event_type.as_str() {
-                "ComplaintRaised" => match event.decode::<ComplaintRaised>() {
+                ComplaintRaised::EVENT_TYPE => match decode::<ComplaintRaised>(event) {
                     Ok(raised) => {
                         let intake = intake(raised);
                         match self.app.file_in(conn, &intake).await {
@@ -135,7 +104,7 @@ impl Projection for CallLoggingFacts {
                         reason: error.to_string(),
                     }),
                 },
-                "SurveyAnswered" => match event.decode::<SurveyAnswered>() {
+                SurveyAnswered::EVENT_TYPE => match decode::<SurveyAnswered>(event) {
                     Ok(survey) => self
                         .app
                         .survey_answered_in(conn, survey.callback_id, &survey.answers)
@@ -179,23 +148,25 @@ impl Projection for SchedulingFacts {
         events: &[RecordedEvent],
     ) -> Result<(), Error> {
         for event in events {
-            let outcome = match event.event_type.as_str() {
-                "CallbackLost" => "lost",
-                "CallbackCancelled" => "cancelled",
-                "CallbackSkipped" => "skipped",
-                _ => continue,
+            let ended = match decode::<CallbackEvent>(event) {
+                Ok(CallbackEvent::CallbackLost { reason, .. }) => ("lost", reason),
+                Ok(CallbackEvent::CallbackCancelled { reason, .. }) => ("cancelled", reason),
+                Ok(CallbackEvent::CallbackSkipped { reason, .. }) => ("skipped", reason),
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::error!(event_id = %event.event_id, %error, "undecodable callback event skipped");
+                    continue;
+                }
             };
+            let (outcome, reason) = ended;
             let Ok(callback_id) = event
                 .stream_id
-                .trim_start_matches("callback-")
+                .trim_start_matches(CallbackEvent::CATEGORY)
+                .trim_start_matches('-')
                 .parse::<Uuid>()
             else {
                 continue;
             };
-            let reason = event
-                .decode::<CallbackEnded>()
-                .map(|e| e.reason)
-                .unwrap_or_default();
             if let Err(error) = self
                 .app
                 .callback_ended_in(conn, callback_id, outcome, &reason)

@@ -27,7 +27,7 @@ pub const KIND: ServiceKind = ServiceKind::ComplaintRouting;
 
 /// Stream categories this service owns (and serves on its feed): complaints, routing rules, and
 /// complaints parked until their tenant publishes routing rules.
-pub const CATEGORIES: &[&str] = &["complaint", "routing_rules", "complaint_intake"];
+pub const CATEGORIES: &[&str] = callback_contracts::complaint_routing::CATEGORIES;
 
 /// How often timers and pending callback requests are swept.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

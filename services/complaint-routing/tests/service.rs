@@ -548,3 +548,17 @@ async fn closed_complaints_refuse_actions_and_rebuild_reproduces_every_row() {
         assert_eq!(folded, record.complaint.state);
     }
 }
+
+/// `RoutingRulesPublished` carries the rules document as JSON (`callback-contracts`); the golden
+/// document there must stay rules this service reads, unchanged by a round trip.
+#[test]
+fn the_contracts_golden_rules_document_is_routing_rules() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/contracts/tests/documents/routing_rules.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let (rules, _calendar) = callback_complaint_routing::domain::RoutingRules::parse(&text).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(serde_json::to_value(&rules).unwrap(), document);
+}

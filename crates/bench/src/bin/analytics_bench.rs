@@ -19,6 +19,10 @@ use callback_analytics::facts::{
 };
 use callback_analytics::report::ReportSpec;
 use callback_bench::{env_or, environment, percentile, write_section, BenchDb};
+use callback_contracts::scheduling::{
+    CallbackEvent, Channel, Disposition, RetryRule, Scheduled, TenantPublished,
+};
+use callback_contracts::EventContract;
 use callback_eventstore::{
     BatchProjection, Checkpoint, EventStore, ExpectedVersion, Filter, NewEvent, Pipeline,
     RecordedEvent, StreamName, SubscriptionItem,
@@ -47,52 +51,75 @@ fn callback_events(i: u64) -> Vec<NewEvent> {
     let agent = format!("agent-{:02}", i % 50);
     let attempts = 1 + i % 3;
     let reached = i % 5 != 0;
-    let mut events = vec![json!({
-        "type": "CallbackScheduled", "callback_id": Uuid::from_u128(u128::from(i)), "tenant_id": TENANT,
-        "policy_id": format!("policy-{}", i % 5), "policy_version": 1, "step_index": 0, "step": "first",
-        "occurrence": 1, "anchor_at": due, "due_at": due, "deadline": deadline, "priority": 5,
-        "channel": "phone", "questionnaire_id": "discharge-v1", "owner_agent_id": null, "pool": "nurses",
-        "pool_after": due, "subject_id": format!("patient-{i}"), "department": format!("ward-{:02}", i % 20),
-        "retry": {"max_attempts": 3, "default_spacing_minutes": 120, "spacing_minutes": {}},
-        "fact_stream": format!("business_event-{TENANT}:his:{i}"),
-    })];
-    events.push(
-        json!({"type": "CallbackClaimed", "agent_id": agent, "lease_id": Uuid::now_v7(),
-                       "lease_until": due + Span::minutes(15), "at": due}),
-    );
+    let callback_id = Uuid::from_u128(u128::from(i));
+    let mut events = vec![CallbackEvent::CallbackScheduled(Box::new(Scheduled {
+        callback_id,
+        tenant_id: TENANT.into(),
+        policy_id: format!("policy-{}", i % 5),
+        policy_version: 1,
+        step_index: 0,
+        step: "first".into(),
+        occurrence: 1,
+        anchor_at: due,
+        due_at: due,
+        deadline,
+        give_up_at: deadline,
+        priority: 5,
+        channel: Channel::Phone,
+        questionnaire_id: Some("discharge-v1".into()),
+        owner_agent_id: None,
+        pool: "nurses".into(),
+        pool_after: due,
+        subject_id: format!("patient-{i}"),
+        department: Some(format!("ward-{:02}", i % 20)),
+        retry: RetryRule::default(),
+        fact_stream: format!("business_event-{TENANT}:his:{i}"),
+    }))];
+    events.push(CallbackEvent::CallbackClaimed {
+        agent_id: agent.clone(),
+        lease_id: Uuid::now_v7(),
+        lease_until: due + Span::minutes(15),
+        at: due,
+    });
     for a in 0..attempts {
         let last = a + 1 == attempts;
-        let kind = if last && reached {
-            "reached"
+        let disposition = if last && reached {
+            Disposition::Reached
         } else {
-            "no_answer"
+            Disposition::NoAnswer
         };
-        events.push(json!({"type": "CallbackAttempted", "attempt_id": format!("a-{i}-{a}"), "agent_id": agent,
-                           "disposition": {"kind": kind}, "at": due + Span::hours(a as i64)}));
+        events.push(CallbackEvent::CallbackAttempted {
+            attempt_id: format!("a-{i}-{a}"),
+            agent_id: agent.clone(),
+            disposition,
+            at: due + Span::hours(a as i64),
+        });
     }
     let end = due + Span::hours(attempts as i64);
     events.push(if reached {
-        json!({"type": "CallbackCompleted", "at": end})
+        CallbackEvent::CallbackCompleted { at: end }
     } else {
-        json!({"type": "CallbackLost", "reason": "attempts exhausted", "attempts": attempts, "at": end})
+        CallbackEvent::CallbackLost {
+            reason: "attempts exhausted".into(),
+            attempts: attempts as u32,
+            at: end,
+        }
     });
     events
-        .into_iter()
-        .map(|payload| {
-            let kind = payload["type"].as_str().unwrap_or_default().to_owned();
-            NewEvent::from_json(kind, payload.to_string())
-        })
+        .iter()
+        .map(|event| callback_kit::events::new_event(event).expect("a callback event encodes"))
         .collect()
 }
 
 async fn generate(store: &EventStore, target: u64) -> anyhow::Result<(u64, u64)> {
-    let tenant = json!({"tenant_id": TENANT, "settings": {"calendar": {"time_zone": "Asia/Shanghai",
-        "windows": [{"start": "08:00", "end": "17:30"}]}}});
+    let tenant: TenantPublished = serde_json::from_value(json!({"tenant_id": TENANT,
+        "settings": {"calendar": {"time_zone": "Asia/Shanghai",
+        "windows": [{"start": "08:00", "end": "17:30"}]}}}))?;
     store
         .append(
-            &StreamName::new("tenant", TENANT)?,
+            &StreamName::new(TenantPublished::CATEGORY, TENANT)?,
             ExpectedVersion::Any,
-            &[NewEvent::from_json("TenantPublished", tenant.to_string())],
+            &[callback_kit::events::new_event(&tenant)?],
         )
         .await?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -106,7 +133,7 @@ async fn generate(store: &EventStore, target: u64) -> anyhow::Result<(u64, u64)>
                 let i = next.fetch_add(1, Relaxed);
                 let events = callback_events(i);
                 let stream =
-                    StreamName::new("callback", Uuid::from_u128(u128::from(i)).to_string())?;
+                    StreamName::new(CallbackEvent::CATEGORY, Uuid::from_u128(u128::from(i)).to_string())?;
                 store
                     .append(&stream, ExpectedVersion::NoStream, &events)
                     .await?;
@@ -195,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
     println!("{env}");
     let store = EventStore::open(db.pool.clone()).await?;
     store
-        .register_categories("scheduling", &["tenant", "callback"])
+        .register_categories("scheduling", callback_contracts::scheduling::CATEGORIES)
         .await?;
     callback_analytics::migrator().run(&db.pool).await?;
 
@@ -243,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let mut subscription = store.subscribe(
         Checkpoint::START,
-        Filter::categories(["tenant", "callback"]),
+        Filter::categories(SCHEDULING_CATEGORIES),
     );
     let mut read = 0u64;
     while let SubscriptionItem::Event(_) = subscription.next().await? {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use callback_bench::{
     env_or, environment, percentile, raw_single_insert_rate, write_section, BenchDb, InProcess,
 };
+use callback_contracts::scheduling::CallbackEvent;
+use callback_contracts::EventContract;
 use callback_eventstore::{Checkpoint, EventStore, Filter, SubscriptionItem};
 use callback_kit::{Config, ServiceKind};
 use callback_proto::v1::call_logging_client::CallLoggingClient;
@@ -272,7 +274,7 @@ async fn run_phase(
         let applied_at = applied_at.clone();
         let mut subscription = store.subscribe(
             Checkpoint::START,
-            Filter::categories(["callback"]).with_event_types(["CallbackAttempted"]),
+            Filter::categories([CallbackEvent::CATEGORY]).with_event_types([CallbackEvent::ATTEMPTED]),
         );
         tokio::spawn(async move {
             while let Ok(item) = subscription.next().await {

@@ -19,6 +19,7 @@ use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
     ClaimNextRequest, IngestBusinessEventRequest, PublishPolicyRequest, Subject,
 };
+use callback_contracts::EventContract;
 use callback_scheduling::domain::{CallbackEvent, Channel, RetryRule, Scheduled};
 use chrono::Utc;
 use serde_json::json;
@@ -73,7 +74,7 @@ fn ingest_request(id: String) -> IngestBusinessEventRequest {
 /// projection row, written by SQL for speed (the service's own path is measured above).
 async fn preload(pool: &sqlx::PgPool, target: i64) -> anyhow::Result<i64> {
     let now = Utc::now();
-    let template = serde_json::to_string(&CallbackEvent::CallbackScheduled(Box::new(Scheduled {
+    let template = callback_contracts::encode(&CallbackEvent::CallbackScheduled(Box::new(Scheduled {
         callback_id: Uuid::nil(),
         tenant_id: TENANT.into(),
         policy_id: "bench-policy".into(),
@@ -84,6 +85,7 @@ async fn preload(pool: &sqlx::PgPool, target: i64) -> anyhow::Result<i64> {
         anchor_at: now,
         due_at: now - chrono::Duration::hours(1),
         deadline: now + chrono::Duration::days(7),
+        give_up_at: now + chrono::Duration::days(7),
         priority: 5,
         channel: Channel::Phone,
         questionnaire_id: None,
@@ -116,7 +118,7 @@ async fn preload(pool: &sqlx::PgPool, target: i64) -> anyhow::Result<i64> {
         sqlx::query(
             "WITH ids AS (SELECT gen_random_uuid() AS id, g FROM generate_series(1, $1::bigint) AS g), \
              ev AS (INSERT INTO events (event_id, stream_id, stream_category, stream_version, event_type, schema_version, payload, metadata) \
-                    SELECT gen_random_uuid(), 'callback-' || id, 'callback', 1, 'CallbackScheduled', 1, \
+                    SELECT gen_random_uuid(), $6 || '-' || id, $6, 1, $7, $8, \
                            replace($2, '00000000-0000-0000-0000-000000000000', id::text)::json, '{}'::json FROM ids RETURNING 1) \
              INSERT INTO sched_callbacks (callback_id, tenant_id, policy_id, policy_version, step, occurrence, subject_id, \
                     department, status, due_at, deadline, priority, owner_agent_id, pool, pool_after, claimed_by, lease_until, \
@@ -126,10 +128,13 @@ async fn preload(pool: &sqlx::PgPool, target: i64) -> anyhow::Result<i64> {
              FROM ids",
         )
         .bind(chunk)
-        .bind(&template)
+        .bind(&template.payload)
         .bind(TENANT)
         .bind(now)
         .bind(now + chrono::Duration::days(7))
+        .bind(CallbackEvent::CATEGORY)
+        .bind(template.event_type)
+        .bind(template.schema_version)
         .execute(pool)
         .await?;
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::clock::SlaClock;
-use super::rules::{Class, Origin, RoutingRules};
+use super::rules::{Class, ClassRules, RoutingRules};
 
 /// A clock breaches at most this many times: by then the escalation chain (handler -> head ->
 /// manager -> general manager) has been climbed and further breaches would only add noise.
@@ -22,42 +22,19 @@ pub const MAX_BREACHES_PER_CLOCK: u32 = 3;
 /// How many timer events one evaluation fires at most; the rest wait for the next sweep.
 const MAX_TIMER_EVENTS: usize = 100;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    Handler,
-    DepartmentHead,
-    Manager,
-    GeneralManager,
-}
+pub use callback_contracts::complaint_routing::{
+    CallbackPurpose, ClockName, ComplaintEvent, Customer, Filed, Intake, Level, Targets,
+};
 
-impl Level {
-    pub fn next(self) -> Level {
-        match self {
-            Level::Handler => Level::DepartmentHead,
-            Level::DepartmentHead => Level::Manager,
-            Level::Manager | Level::GeneralManager => Level::GeneralManager,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Handler => "handler",
-            Level::DepartmentHead => "department_head",
-            Level::Manager => "manager",
-            Level::GeneralManager => "general_manager",
-        }
-    }
-
-    /// Who holds this level for `department` under `rules`.
-    pub fn holder(self, rules: &RoutingRules, department: &str) -> String {
-        let chain = rules.department(department);
-        match (self, chain) {
-            (Level::GeneralManager, _) | (_, None) => rules.general_manager.clone(),
-            (Level::Handler, Some(d)) => d.handler.clone(),
-            (Level::DepartmentHead, Some(d)) => d.head.clone(),
-            (Level::Manager, Some(d)) => d.manager.clone(),
-        }
+/// Who holds `level` of `department`'s chain under `rules` (the general manager when the
+/// department has no chain).
+pub fn holder(level: Level, rules: &RoutingRules, department: &str) -> String {
+    let chain = rules.department(department);
+    match (level, chain) {
+        (Level::GeneralManager, _) | (_, None) => rules.general_manager.clone(),
+        (Level::Handler, Some(d)) => d.handler.clone(),
+        (Level::DepartmentHead, Some(d)) => d.head.clone(),
+        (Level::Manager, Some(d)) => d.manager.clone(),
     }
 }
 
@@ -97,263 +74,28 @@ impl Status {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClockName {
-    FirstResponse,
-    Update,
-    Resolution,
-}
-
-impl ClockName {
-    pub const ALL: [ClockName; 3] = [
-        ClockName::FirstResponse,
-        ClockName::Update,
-        ClockName::Resolution,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClockName::FirstResponse => "first_response",
-            ClockName::Update => "update",
-            ClockName::Resolution => "resolution",
-        }
+/// The SLA targets of `class` under `rules`, in working minutes.
+pub fn targets_for(rules: &RoutingRules, class: Class) -> Targets {
+    let t = rules.targets(class);
+    let follow_up = t
+        .follow_up_every_hours
+        .or(class.is_major().then_some(24))
+        .map(|h| i64::from(h) * 60);
+    Targets {
+        first_response_minutes: i64::from(t.first_response_hours) * 60,
+        update_minutes: i64::from(t.update_hours) * 60,
+        resolution_minutes: i64::from(t.resolution_hours) * 60,
+        follow_up_every_minutes: follow_up,
     }
 }
 
-/// The class's targets as minutes, recorded in the events that set them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Targets {
-    pub first_response_minutes: i64,
-    pub update_minutes: i64,
-    pub resolution_minutes: i64,
-    pub follow_up_every_minutes: Option<i64>,
-}
-
-impl Targets {
-    pub fn of(rules: &RoutingRules, class: Class) -> Targets {
-        let t = rules.targets(class);
-        let follow_up = t
-            .follow_up_every_hours
-            .or(class.is_major().then_some(24))
-            .map(|h| i64::from(h) * 60);
-        Targets {
-            first_response_minutes: i64::from(t.first_response_hours) * 60,
-            update_minutes: i64::from(t.update_hours) * 60,
-            resolution_minutes: i64::from(t.resolution_hours) * 60,
-            follow_up_every_minutes: follow_up,
-        }
-    }
-
-    fn of_clock(&self, clock: ClockName) -> Duration {
-        Duration::minutes(match clock {
-            ClockName::FirstResponse => self.first_response_minutes,
-            ClockName::Update => self.update_minutes,
-            ClockName::Resolution => self.resolution_minutes,
-        })
-    }
-}
-
-/// Personal data: in the log and shown masked; never logged.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Customer {
-    pub customer_id: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub phones: Vec<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallbackPurpose {
-    /// 监督回访: asks whether the customer is satisfied with the resolution.
-    Verification,
-    /// Explains to the customer why the complaint was found invalid.
-    Explanation,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Filed {
-    pub complaint_id: Uuid,
-    pub tenant_id: String,
-    /// `callback` (raised during a callback), or the filing source system.
-    pub source: String,
-    pub source_id: String,
-    /// hotline, front_desk, letter, suggestion_box, online, callback, ...
-    pub channel: String,
-    pub customer: Customer,
-    pub text: String,
-    pub category: String,
-    /// The group key: the topic, location or product, else the category.
-    pub topic: String,
-    pub severity_hints: Vec<String>,
-    pub reply_by: Option<DateTime<Utc>>,
-    /// The callback during which it was raised.
-    pub callback_id: Option<Uuid>,
-    pub rules_version: u64,
-    pub class: Class,
-    pub origin: Origin,
-    pub department: String,
-    pub handler: String,
-    pub matched_by: String,
-    pub flags: Vec<String>,
-    pub targets: Targets,
-    pub at: DateTime<Utc>,
-}
-
-/// What a complaint's stream records.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum ComplaintEvent {
-    ComplaintFiled(Box<Filed>),
-    ComplaintEscalated {
-        level: Level,
-        to: String,
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    ComplaintReclassified {
-        from: Class,
-        to: Class,
-        department: String,
-        handler: String,
-        targets: Targets,
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    ComplaintAcknowledged {
-        actor: String,
-        at: DateTime<Utc>,
-    },
-    ProgressAdded {
-        actor: String,
-        note: String,
-        at: DateTime<Utc>,
-    },
-    InformationRequested {
-        actor: String,
-        question: String,
-        at: DateTime<Utc>,
-    },
-    InformationReceived {
-        actor: String,
-        note: String,
-        at: DateTime<Utc>,
-    },
-    ComplaintResolved {
-        actor: String,
-        resolution: String,
-        at: DateTime<Utc>,
-    },
-    ComplaintRejected {
-        actor: String,
-        explanation: String,
-        at: DateTime<Utc>,
-    },
-    ComplaintTransferred {
-        actor: String,
-        from: String,
-        to: String,
-        handler: String,
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    ClockBreached {
-        clock: ClockName,
-        breach: u32,
-        /// When the target was used up; `at` is later when it was found later (a class change
-        /// to a shorter target breaches at once).
-        due_at: DateTime<Utc>,
-        elapsed_minutes: i64,
-        target_minutes: i64,
-        at: DateTime<Utc>,
-    },
-    ReplyDeadlineMissed {
-        reply_by: DateTime<Utc>,
-        at: DateTime<Utc>,
-    },
-    FollowUpReminded {
-        number: u32,
-        to: String,
-        at: DateTime<Utc>,
-    },
-    CallbackRequested {
-        purpose: CallbackPurpose,
-        callback_ids: Vec<Uuid>,
-        at: DateTime<Utc>,
-    },
-    /// Scheduling planned no callback (no policy for the event type): recorded, visible, and
-    /// not asked again.
-    CallbackUnavailable {
-        purpose: CallbackPurpose,
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    VerificationAnswered {
-        callback_id: Uuid,
-        satisfied: bool,
-        at: DateTime<Utc>,
-    },
-    ComplaintReopened {
-        reason: String,
-        at: DateTime<Utc>,
-    },
-    ComplaintClosed {
-        /// satisfied, verification_lost, verification_cancelled.
-        outcome: String,
-        detail: String,
-        at: DateTime<Utc>,
-    },
-}
-
-impl ComplaintEvent {
-    /// When it happened (business time, from the service's clock).
-    pub fn at(&self) -> DateTime<Utc> {
-        match self {
-            ComplaintEvent::ComplaintFiled(filed) => filed.at,
-            ComplaintEvent::ComplaintEscalated { at, .. }
-            | ComplaintEvent::ComplaintReclassified { at, .. }
-            | ComplaintEvent::ComplaintAcknowledged { at, .. }
-            | ComplaintEvent::ProgressAdded { at, .. }
-            | ComplaintEvent::InformationRequested { at, .. }
-            | ComplaintEvent::InformationReceived { at, .. }
-            | ComplaintEvent::ComplaintResolved { at, .. }
-            | ComplaintEvent::ComplaintRejected { at, .. }
-            | ComplaintEvent::ComplaintTransferred { at, .. }
-            | ComplaintEvent::ClockBreached { at, .. }
-            | ComplaintEvent::ReplyDeadlineMissed { at, .. }
-            | ComplaintEvent::FollowUpReminded { at, .. }
-            | ComplaintEvent::CallbackRequested { at, .. }
-            | ComplaintEvent::CallbackUnavailable { at, .. }
-            | ComplaintEvent::VerificationAnswered { at, .. }
-            | ComplaintEvent::ComplaintReopened { at, .. }
-            | ComplaintEvent::ComplaintClosed { at, .. } => *at,
-        }
-    }
-
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            ComplaintEvent::ComplaintFiled(_) => "ComplaintFiled",
-            ComplaintEvent::ComplaintEscalated { .. } => "ComplaintEscalated",
-            ComplaintEvent::ComplaintReclassified { .. } => "ComplaintReclassified",
-            ComplaintEvent::ComplaintAcknowledged { .. } => "ComplaintAcknowledged",
-            ComplaintEvent::ProgressAdded { .. } => "ProgressAdded",
-            ComplaintEvent::InformationRequested { .. } => "InformationRequested",
-            ComplaintEvent::InformationReceived { .. } => "InformationReceived",
-            ComplaintEvent::ComplaintResolved { .. } => "ComplaintResolved",
-            ComplaintEvent::ComplaintRejected { .. } => "ComplaintRejected",
-            ComplaintEvent::ComplaintTransferred { .. } => "ComplaintTransferred",
-            ComplaintEvent::ClockBreached { .. } => "ClockBreached",
-            ComplaintEvent::ReplyDeadlineMissed { .. } => "ReplyDeadlineMissed",
-            ComplaintEvent::FollowUpReminded { .. } => "FollowUpReminded",
-            ComplaintEvent::CallbackRequested { .. } => "CallbackRequested",
-            ComplaintEvent::CallbackUnavailable { .. } => "CallbackUnavailable",
-            ComplaintEvent::VerificationAnswered { .. } => "VerificationAnswered",
-            ComplaintEvent::ComplaintReopened { .. } => "ComplaintReopened",
-            ComplaintEvent::ComplaintClosed { .. } => "ComplaintClosed",
-        }
-    }
+/// The target of one clock.
+fn target_of(targets: &Targets, clock: ClockName) -> Duration {
+    Duration::minutes(match clock {
+        ClockName::FirstResponse => targets.first_response_minutes,
+        ClockName::Update => targets.update_minutes,
+        ClockName::Resolution => targets.resolution_minutes,
+    })
 }
 
 /// A department's action on a complaint.
@@ -522,7 +264,7 @@ impl ComplaintState {
                 s.handler = handler.clone();
                 s.targets = *targets;
                 for name in ClockName::ALL {
-                    s.clock_mut(name).retarget(targets.of_clock(name));
+                    s.clock_mut(name).retarget(target_of(&targets, name));
                 }
                 if to.is_major() && s.major_since.is_none() {
                     s.major_since = Some(*at);
@@ -592,8 +334,8 @@ impl ComplaintState {
             ComplaintEvent::ComplaintReopened { at, .. } => {
                 s.status = Status::InProgress;
                 s.reopenings += 1;
-                s.resolution = SlaClock::started(s.targets.of_clock(ClockName::Resolution), *at);
-                s.update = SlaClock::started(s.targets.of_clock(ClockName::Update), *at);
+                s.resolution = SlaClock::started(target_of(&s.targets, ClockName::Resolution), *at);
+                s.update = SlaClock::started(target_of(&s.targets, ClockName::Update), *at);
                 s.verification_callbacks.clear();
                 s.callback_requested = false;
                 s.callback_unavailable = None;
@@ -616,9 +358,9 @@ impl ComplaintState {
             status: Status::Open,
             level: Level::Handler,
             escalated_to: filed.handler.clone(),
-            first_response: SlaClock::started(t.of_clock(ClockName::FirstResponse), filed.at),
-            update: SlaClock::idle(t.of_clock(ClockName::Update)),
-            resolution: SlaClock::started(t.of_clock(ClockName::Resolution), filed.at),
+            first_response: SlaClock::started(target_of(&t, ClockName::FirstResponse), filed.at),
+            update: SlaClock::idle(target_of(&t, ClockName::Update)),
+            resolution: SlaClock::started(target_of(&t, ClockName::Resolution), filed.at),
             paused: Vec::new(),
             responded: false,
             reply_missed: false,
@@ -641,7 +383,7 @@ impl ComplaintState {
         if !self.responded {
             self.responded = true;
             self.first_response.stop(calendar, at);
-            self.update = SlaClock::started(self.targets.of_clock(ClockName::Update), at);
+            self.update = SlaClock::started(target_of(&self.targets, ClockName::Update), at);
         }
         if self.status == Status::Open {
             self.status = Status::InProgress;
@@ -733,7 +475,7 @@ impl ComplaintState {
                 }
                 Timer::FollowUp => events.push(ComplaintEvent::FollowUpReminded {
                     number: self.reminders + 1,
-                    to: Level::Manager.holder(rules, &self.department),
+                    to: holder(Level::Manager, rules, &self.department),
                     at,
                 }),
             }
@@ -757,7 +499,7 @@ impl ComplaintState {
             let level = self.level.next();
             ComplaintEvent::ComplaintEscalated {
                 level,
-                to: level.holder(rules, &self.department),
+                to: holder(level, rules, &self.department),
                 reason,
                 at,
             }
@@ -899,13 +641,13 @@ impl ComplaintState {
             .department
             .clone()
             .unwrap_or_else(|| self.department.clone());
-        let handler = Level::Handler.holder(rules, &department);
+        let handler = holder(Level::Handler, rules, &department);
         let mut events = vec![ComplaintEvent::ComplaintReclassified {
             from: self.class,
             to,
             department: department.clone(),
             handler,
-            targets: Targets::of(rules, to),
+            targets: targets_for(rules, to),
             reason: format!(
                 "{customers} distinct customers on topic `{}` within {} hours",
                 self.filed.topic, rules.group.window_hours
@@ -915,7 +657,7 @@ impl ComplaintState {
         if to.is_major() {
             events.push(ComplaintEvent::ComplaintEscalated {
                 level: Level::Manager.max(self.level),
-                to: Level::Manager.holder(rules, &department),
+                to: holder(Level::Manager, rules, &department),
                 reason: format!("class {} reported at once", to.as_str()),
                 at: now,
             });
@@ -974,32 +716,14 @@ impl ComplaintState {
     }
 }
 
-/// A complaint as it arrives, before classification.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Intake {
-    pub tenant_id: String,
-    pub source: String,
-    pub source_id: String,
-    pub channel: String,
-    pub customer: Customer,
-    pub text: String,
-    pub category: String,
-    pub topic: String,
-    pub severity_hints: Vec<String>,
-    pub reply_by: Option<DateTime<Utc>>,
-    pub callback_id: Option<Uuid>,
-}
-
-impl Intake {
-    /// The group key: the topic, else the category (trimmed, case-folded).
-    pub fn group_topic(&self) -> String {
-        let topic = if self.topic.trim().is_empty() {
-            &self.category
-        } else {
-            &self.topic
-        };
-        topic.trim().to_lowercase()
-    }
+/// The group key of a complaint: its topic, else its category (trimmed, case-folded).
+pub fn group_topic(intake: &Intake) -> String {
+    let topic = if intake.topic.trim().is_empty() {
+        &intake.category
+    } else {
+        &intake.topic
+    };
+    topic.trim().to_lowercase()
 }
 
 /// What the log already says about the customer and the topic when a complaint is filed.
@@ -1046,24 +770,24 @@ pub fn file(
         customer: intake.customer.clone(),
         text: intake.text.clone(),
         category: intake.category.clone(),
-        topic: intake.group_topic(),
+        topic: group_topic(intake),
         severity_hints: intake.severity_hints.clone(),
         reply_by: intake.reply_by,
         callback_id: intake.callback_id,
         rules_version,
         class: route.class,
         origin: route.origin,
-        handler: Level::Handler.holder(rules, &route.department),
+        handler: holder(Level::Handler, rules, &route.department),
         department: route.department.clone(),
         matched_by: placement.matched_by,
         flags,
-        targets: Targets::of(rules, route.class),
+        targets: targets_for(rules, route.class),
         at: now,
     };
     let mut events = vec![ComplaintEvent::ComplaintFiled(Box::new(filed))];
     let to_manager = |reason: String| ComplaintEvent::ComplaintEscalated {
         level: Level::Manager,
-        to: Level::Manager.holder(rules, &route.department),
+        to: holder(Level::Manager, rules, &route.department),
         reason,
         at: now,
     };
@@ -1086,6 +810,7 @@ pub fn file(
 mod tests {
     use super::*;
     use crate::domain::rules::tests::property_rules;
+    use callback_contracts::EventContract;
     use chrono::TimeZone;
 
     fn calendar() -> Calendar {

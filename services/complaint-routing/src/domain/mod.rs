@@ -7,7 +7,8 @@ pub mod rules;
 
 pub use clock::SlaClock;
 pub use complaint::{
-    file, Action, ActionError, CallbackPurpose, ClockName, ComplaintEvent, ComplaintState, Context,
+    file, group_topic, holder, targets_for, Action, ActionError, CallbackPurpose, ClockName,
+    ComplaintEvent, ComplaintState, Context,
     Customer, Intake, Level, Status, Targets,
 };
-pub use rules::{Class, Origin, RoutingRules, RulesError};
+pub use rules::{Class, ClassRules, Origin, RoutingRules, RulesError};

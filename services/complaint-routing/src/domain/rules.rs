@@ -8,29 +8,25 @@ use std::collections::BTreeMap;
 use callback_calendar::{Calendar, CalendarSpec};
 use serde::{Deserialize, Serialize};
 
-/// Complaint classes (property-management seed): A major (our fault with legal risk), B group
-/// complaint (5+ customers, or public/online exposure), C general complaint, D group opinion,
-/// E single opinion or inquiry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Class {
-    A,
-    B,
-    C,
-    D,
-    E,
+pub use callback_contracts::complaint_routing::{Class, Origin};
+
+/// The rules of complaint classes (the classes themselves are part of the contract).
+pub trait ClassRules {
+    /// Opinions and inquiries (D, E) group separately from complaints (A, B, C).
+    fn is_opinion(self) -> bool;
+    /// The class a member of a group takes: a general complaint becomes a group complaint, a
+    /// single opinion a group opinion; A and the group classes stay.
+    fn as_group(self) -> Class;
+    /// A and B are reported to the manager at once and followed up daily.
+    fn is_major(self) -> bool;
 }
 
-impl Class {
-    pub const ALL: [Class; 5] = [Class::A, Class::B, Class::C, Class::D, Class::E];
-
-    /// Opinions and inquiries (D, E) group separately from complaints (A, B, C).
-    pub fn is_opinion(self) -> bool {
+impl ClassRules for Class {
+    fn is_opinion(self) -> bool {
         matches!(self, Class::D | Class::E)
     }
 
-    /// The class a member of a group takes: a general complaint becomes a group complaint, a
-    /// single opinion a group opinion; A and the group classes stay.
-    pub fn as_group(self) -> Class {
+    fn as_group(self) -> Class {
         match self {
             Class::C => Class::B,
             Class::E => Class::D,
@@ -38,43 +34,8 @@ impl Class {
         }
     }
 
-    /// A and B are reported to the manager at once and followed up daily.
-    pub fn is_major(self) -> bool {
+    fn is_major(self) -> bool {
         matches!(self, Class::A | Class::B)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::A => "A",
-            Class::B => "B",
-            Class::C => "C",
-            Class::D => "D",
-            Class::E => "E",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Class> {
-        Class::ALL.into_iter().find(|c| c.as_str() == text)
-    }
-}
-
-/// Where the cause lies: product-quality issues route to R&D/production, service issues to
-/// after-sales.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Origin {
-    OurService,
-    Product,
-    Environment,
-}
-
-impl Origin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::OurService => "our_service",
-            Origin::Product => "product",
-            Origin::Environment => "environment",
-        }
     }
 }
 
