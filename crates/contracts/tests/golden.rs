@@ -34,6 +34,7 @@ type Check = dyn Fn(&str, i32, &str) -> Value;
 
 struct Sample {
     event_type: &'static str,
+    category: &'static str,
     version: i32,
     value: Value,
     check: Box<Check>,
@@ -60,6 +61,7 @@ fn samples() -> Vec<Sample> {
         };
         out.push(Sample {
             event_type: encoded.event_type,
+            category: T::CATEGORY,
             version: encoded.schema_version,
             value,
             check: Box::new(check),
@@ -546,6 +548,7 @@ fn every_payload_matches_its_golden_file_and_decodes_back() {
         version,
         value,
         check,
+        ..
     } in samples()
     {
         let path = golden_path(event_type, version);
@@ -663,4 +666,38 @@ fn every_view_reads_every_stored_version_of_its_events() {
     let completed = std::fs::read_to_string(golden_path(CallbackEvent::COMPLETED, 1)).unwrap();
     assert!(decode_view::<ScheduledView>(CallbackEvent::COMPLETED, 1, &completed).is_err());
     assert!(decode_view::<EndedView>(CallbackEvent::COMPLETED, 9, &completed).is_err());
+}
+
+#[test]
+fn the_table_below_lists_every_event() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/CONTRACTS.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let table = doc
+        .split("## The events")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/CONTRACTS.md has a section `## The events`");
+    let rows: BTreeMap<String, (String, String)> = table
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(|c| c.trim()).collect();
+            (
+                cells[1].trim_matches('`').to_owned(),
+                (cells[2].trim_matches('`').to_owned(), cells[3].to_owned()),
+            )
+        })
+        .collect();
+    let samples = samples();
+    for sample in &samples {
+        assert_eq!(
+            rows.get(sample.event_type),
+            Some(&(sample.category.to_owned(), sample.version.to_string())),
+            "docs/CONTRACTS.md: the row of {} must say `{}` and version {}",
+            sample.event_type,
+            sample.category,
+            sample.version
+        );
+    }
+    assert_eq!(rows.len(), samples.len(), "docs/CONTRACTS.md lists an unknown event");
 }
