@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callback_contracts::call_logging::{HonestyFlagRaised, QuestionnairePublished, SurveyAnswered};
+use callback_contracts::complaint_routing::ComplaintEvent;
+use callback_contracts::scheduling::CallbackEvent;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -397,58 +400,58 @@ async fn expected_from_log(
         if let Some(id) = stream.strip_prefix("callback-") {
             let cb = callbacks.entry(id.to_owned()).or_default();
             match event_type.as_str() {
-                "CallbackScheduled" => {
+                CallbackEvent::SCHEDULED => {
                     cb.department = p["department"].as_str().unwrap_or("").to_owned();
                     cb.policy = p["policy_id"].as_str().unwrap().to_owned();
                     cb.due_at = Some(time(&p["due_at"]));
                     cb.deadline = Some(time(&p["deadline"]));
                     cb.status = "open".into();
                 }
-                "CallbackAttempted" => cb.attempts += 1.0,
-                "CallbackRescheduled" => cb.deadline = Some(time(&p["deadline"])),
-                "CallbackCompleted" => {
+                CallbackEvent::ATTEMPTED => cb.attempts += 1.0,
+                CallbackEvent::RESCHEDULED => cb.deadline = Some(time(&p["deadline"])),
+                CallbackEvent::COMPLETED => {
                     cb.status = "completed".into();
                     cb.reached_at = Some(time(&p["at"]));
                 }
-                "CallbackLost" | "CallbackSkipped" => cb.status = "lost".into(),
-                "CallbackCancelled" => cb.status = "cancelled".into(),
+                CallbackEvent::LOST | CallbackEvent::SKIPPED => cb.status = "lost".into(),
+                CallbackEvent::CANCELLED => cb.status = "cancelled".into(),
                 _ => {}
             }
         } else if let Some(id) = stream.strip_prefix("complaint-") {
             let k = complaints.entry(id.to_owned()).or_default();
             match event_type.as_str() {
-                "ComplaintFiled" => {
+                ComplaintEvent::FILED => {
                     k.class = p["class"].as_str().unwrap().to_owned();
                     k.filed_at = Some(time(&p["at"]));
                 }
-                "ComplaintReclassified" => k.class = p["to"].as_str().unwrap().to_owned(),
-                "ComplaintAcknowledged" | "ProgressAdded" | "InformationRequested" => {
-                    k.responded = true
-                }
-                "ComplaintResolved" => {
+                ComplaintEvent::RECLASSIFIED => k.class = p["to"].as_str().unwrap().to_owned(),
+                ComplaintEvent::ACKNOWLEDGED
+                | ComplaintEvent::PROGRESS_ADDED
+                | ComplaintEvent::INFORMATION_REQUESTED => k.responded = true,
+                ComplaintEvent::RESOLVED => {
                     k.responded = true;
                     k.resolved = true;
                     k.resolved_at.get_or_insert(time(&p["at"]));
                 }
-                "ComplaintRejected" => {
+                ComplaintEvent::REJECTED => {
                     k.responded = true;
                     k.rejected = true;
                 }
-                "ClockBreached" => match p["clock"].as_str().unwrap() {
+                ComplaintEvent::CLOCK_BREACHED => match p["clock"].as_str().unwrap() {
                     "first_response" => k.first_breached = true,
                     "update" => k.update_breached = true,
                     _ => k.resolution_breached = true,
                 },
-                "VerificationAnswered" => {
+                ComplaintEvent::VERIFICATION_ANSWERED => {
                     k.verifications += 1.0;
                     if p["satisfied"].as_bool().unwrap() {
                         k.satisfied += 1.0;
                     }
                 }
-                "ComplaintReopened" => k.reopened = true,
+                ComplaintEvent::REOPENED => k.reopened = true,
                 _ => {}
             }
-        } else if event_type == "QuestionnairePublished" {
+        } else if event_type == QuestionnairePublished::EVENT_TYPE {
             let q = &p["questionnaire"];
             for item in q["items"].as_array().unwrap() {
                 item_kinds.insert(
@@ -460,7 +463,7 @@ async fn expected_from_log(
                     item["kind"]["type"].as_str().unwrap().to_owned(),
                 );
             }
-        } else if event_type == "SurveyAnswered" {
+        } else if event_type == SurveyAnswered::EVENT_TYPE {
             for (item, value) in p["answers"].as_object().unwrap() {
                 answers.push((
                     p["callback_id"].as_str().unwrap().to_owned(),
@@ -470,7 +473,7 @@ async fn expected_from_log(
                     value.clone(),
                 ));
             }
-        } else if event_type == "HonestyFlagRaised" {
+        } else if event_type == HonestyFlagRaised::EVENT_TYPE {
             let at = p.get("attempt_started_at").map(time).unwrap_or(recorded_at);
             if at >= from && at < to {
                 flags

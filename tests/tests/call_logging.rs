@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callback_contracts::call_logging::{
+    CallAttemptLogged, CallRecordViewed, ComplaintRaised, HonestyFlagRaised, SurveyAnswered,
+};
 use std::time::Duration;
 
 use callback_eventstore::{EventStore, StreamName};
@@ -184,7 +187,7 @@ async fn reports_sent_together_are_each_answered_on_their_own() {
         .unwrap();
     let complaint = logged
         .iter()
-        .find(|e| e.event_type == "ComplaintRaised")
+        .find(|e| e.event_type == ComplaintRaised::EVENT_TYPE)
         .expect("a complaint event");
     let payload: serde_json::Value = serde_json::from_str(&complaint.payload).unwrap();
     assert_eq!(payload["subject_id"], "p100");
@@ -285,7 +288,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         .unwrap()
         .into_inner();
     assert!(!first.duplicate);
-    assert_eq!(first.event_types, ["CallAttemptLogged"]);
+    assert_eq!(first.event_types, [CallAttemptLogged::EVENT_TYPE]);
     // At once (the lease may still hold: the append finds the attempt logged)...
     let retry = calls
         .log_call_attempt(attempt("att-1", &c, "n1", "no_answer"))
@@ -293,7 +296,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         .unwrap()
         .into_inner();
     assert!(retry.duplicate);
-    assert_eq!(retry.event_types, ["CallAttemptLogged"]);
+    assert_eq!(retry.event_types, [CallAttemptLogged::EVENT_TYPE]);
     let id = c.callback_id.clone();
     eventually(Duration::from_secs(30), "the retry to be scheduled", || {
         let (mut s, id) = (scheduling.clone(), id.clone());
@@ -307,7 +310,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         .unwrap()
         .into_inner();
     assert!(late_retry.duplicate);
-    assert_eq!(late_retry.event_types, ["CallAttemptLogged"]);
+    assert_eq!(late_retry.event_types, [CallAttemptLogged::EVENT_TYPE]);
 
     // Reports that must be refused, with nothing written for them.
     let c = claim(&mut scheduling, "n2").await;
@@ -377,7 +380,10 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     reached.questionnaire_version = 1;
     reached.answers_json = json!({"recovered": true, "nursing": 5}).to_string();
     let done = calls.log_call_attempt(reached).await.unwrap().into_inner();
-    assert_eq!(done.event_types, ["CallAttemptLogged", "SurveyAnswered"]);
+    assert_eq!(
+        done.event_types,
+        [CallAttemptLogged::EVENT_TYPE, SurveyAnswered::EVENT_TYPE]
+    );
     eventually(Duration::from_secs(30), "the callback to complete", || {
         let (mut s, id) = (scheduling.clone(), id.clone());
         async move { (view(&mut s, &id).await == ("completed".to_string(), 2)).then_some(()) }
@@ -415,7 +421,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         logged
             .event_types
             .iter()
-            .filter(|t| *t == "HonestyFlagRaised")
+            .filter(|t| *t == HonestyFlagRaised::EVENT_TYPE)
             .count(),
         2
     );
@@ -542,7 +548,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(deceased.event_types, ["CallAttemptLogged"]);
+    assert_eq!(deceased.event_types, [CallAttemptLogged::EVENT_TYPE]);
     let id5 = c5.callback_id.clone();
     eventually(
         Duration::from_secs(30),
@@ -629,7 +635,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     let viewed = |events: &[callback_eventstore::RecordedEvent]| {
         events
             .iter()
-            .filter(|e| e.event_type == "CallRecordViewed")
+            .filter(|e| e.event_type == CallRecordViewed::EVENT_TYPE)
             .count()
     };
     assert_eq!(
@@ -647,7 +653,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     assert_eq!(viewed(&events), 1);
     let audit = events
         .iter()
-        .find(|e| e.event_type == "CallRecordViewed")
+        .find(|e| e.event_type == CallRecordViewed::EVENT_TYPE)
         .unwrap();
     assert!(
         audit.payload.contains("supervisor-7")

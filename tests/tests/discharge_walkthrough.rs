@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callback_contracts::call_logging::{CallAttemptLogged, SurveyAnswered};
 use std::time::Duration;
 
 use callback_kit::{ManualClock, ServiceKind};
@@ -231,7 +232,10 @@ async fn a_discharge_walks_through_retries_a_named_time_completion_and_the_next_
     reached.questionnaire_version = 1;
     reached.answers_json = json!({"recovered": true, "nursing": 5}).to_string();
     let logged = calls.log_call_attempt(reached).await.unwrap().into_inner();
-    assert_eq!(logged.event_types, ["CallAttemptLogged", "SurveyAnswered"]);
+    assert_eq!(
+        logged.event_types,
+        [CallAttemptLogged::EVENT_TYPE, SurveyAnswered::EVENT_TYPE]
+    );
     assert!(
         logged.flags_raised.is_empty(),
         "an honest call raises no flag: {:?}",

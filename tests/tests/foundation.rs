@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callback_contracts::call_logging::CallAttemptLogged;
+use callback_contracts::complaint_routing::ComplaintEvent;
+use callback_contracts::scheduling::CallbackEvent;
 use std::time::Duration;
 
 use callback_eventstore::{EventStore, ExpectedVersion, NewEvent, StreamName};
@@ -73,7 +76,7 @@ async fn a_feed_delivers_caught_up_heartbeats_and_live_events_and_rejects_foreig
         .append(
             &attempt,
             ExpectedVersion::NoStream,
-            &[NewEvent::new("CallAttemptLogged", &serde_json::json!({"n": 1})).unwrap()],
+            &[NewEvent::new(CallAttemptLogged::EVENT_TYPE, &serde_json::json!({"n": 1})).unwrap()],
         )
         .await
         .unwrap();
@@ -106,7 +109,7 @@ async fn a_feed_delivers_caught_up_heartbeats_and_live_events_and_rejects_foreig
     let mut saw_caught_up = false;
     let mut saw_heartbeat = false;
     let mut saw_live = false;
-    let live = NewEvent::new("CallAttemptLogged", &serde_json::json!({"n": 2})).unwrap();
+    let live = NewEvent::new(CallAttemptLogged::EVENT_TYPE, &serde_json::json!({"n": 2})).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !(saw_event && saw_caught_up && saw_heartbeat && saw_live) {
         assert!(
@@ -164,15 +167,26 @@ async fn analytics_consumes_other_feeds_over_grpc_exactly_once_across_restarts_a
         }
     };
     for i in 0..20 {
-        append("callback", format!("c{i}"), "CallbackScheduled", 2).await;
-        append("call_attempt", format!("a{i}"), "CallAttemptLogged", 1).await;
+        append("callback", format!("c{i}"), CallbackEvent::SCHEDULED, 2).await;
+        append(
+            "call_attempt",
+            format!("a{i}"),
+            CallAttemptLogged::EVENT_TYPE,
+            1,
+        )
+        .await;
     }
-    append("complaint", "k1".into(), "ComplaintFiled", 3).await;
+    append("complaint", "k1".into(), ComplaintEvent::FILED, 3).await;
 
     let expected_first = [
-        ("call-logging", "call_attempt", "CallAttemptLogged", 20),
-        ("complaint-routing", "complaint", "ComplaintFiled", 3),
-        ("scheduling", "callback", "CallbackScheduled", 40),
+        (
+            "call-logging",
+            "call_attempt",
+            CallAttemptLogged::EVENT_TYPE,
+            20,
+        ),
+        ("complaint-routing", "complaint", ComplaintEvent::FILED, 3),
+        ("scheduling", "callback", CallbackEvent::SCHEDULED, 40),
     ];
     wait_for_counts(&system, &expected_first).await;
 
@@ -180,17 +194,34 @@ async fn analytics_consumes_other_feeds_over_grpc_exactly_once_across_restarts_a
     // and applies every event exactly once.
     system.stop_service(ServiceKind::Analytics).await;
     for i in 20..50 {
-        append("call_attempt", format!("a{i}"), "CallAttemptLogged", 1).await;
+        append(
+            "call_attempt",
+            format!("a{i}"),
+            CallAttemptLogged::EVENT_TYPE,
+            1,
+        )
+        .await;
     }
     system.start_service(ServiceKind::Analytics).await;
     // And kill a source mid-stream: the consumer reconnects with backoff.
     system.stop_service(ServiceKind::CallLogging).await;
-    append("call_attempt", "late".into(), "CallAttemptLogged", 5).await;
+    append(
+        "call_attempt",
+        "late".into(),
+        CallAttemptLogged::EVENT_TYPE,
+        5,
+    )
+    .await;
     system.start_service(ServiceKind::CallLogging).await;
     let expected_after = [
-        ("call-logging", "call_attempt", "CallAttemptLogged", 55),
-        ("complaint-routing", "complaint", "ComplaintFiled", 3),
-        ("scheduling", "callback", "CallbackScheduled", 40),
+        (
+            "call-logging",
+            "call_attempt",
+            CallAttemptLogged::EVENT_TYPE,
+            55,
+        ),
+        ("complaint-routing", "complaint", ComplaintEvent::FILED, 3),
+        ("scheduling", "callback", CallbackEvent::SCHEDULED, 40),
     ];
     wait_for_counts(&system, &expected_after).await;
     let before_rebuild = callback_analytics::feed_activity(&system.db.pool)

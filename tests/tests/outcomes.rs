@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callback_contracts::scheduling::CallbackEvent;
 use std::time::Duration;
 
 use callback_contracts::call_logging::{AttemptDisposition, CallAttemptLogged};
@@ -199,7 +200,7 @@ async fn outcomes_from_the_call_logging_feed_apply_exactly_once_across_a_restart
         assert_eq!(
             history
                 .iter()
-                .filter(|h| h.event_type == "CallbackAttempted")
+                .filter(|h| h.event_type == CallbackEvent::ATTEMPTED)
                 .count(),
             1
         );

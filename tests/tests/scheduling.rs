@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callback_contracts::scheduling::CallbackEvent;
 use callback_kit::ServiceKind;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
@@ -143,7 +144,7 @@ async fn ingest_claim_and_inspect_over_grpc() {
         .iter()
         .map(|h| h.event_type.as_str())
         .collect();
-    assert_eq!(types, ["CallbackScheduled", "CallbackClaimed"]);
+    assert_eq!(types, [CallbackEvent::SCHEDULED, CallbackEvent::CLAIMED]);
     // The state alone (how call-logging checks a lease).
     let state_only = client
         .get_callback(GetCallbackRequest {

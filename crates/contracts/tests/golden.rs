@@ -699,5 +699,9 @@ fn the_table_below_lists_every_event() {
             sample.version
         );
     }
-    assert_eq!(rows.len(), samples.len(), "docs/CONTRACTS.md lists an unknown event");
+    assert_eq!(
+        rows.len(),
+        samples.len(),
+        "docs/CONTRACTS.md lists an unknown event"
+    );
 }

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::report::{Figure, Granularity, Report, ReportKind, ReportRow, ReportSpec};
 use crate::settings::{in_spot_check, reviewer_for, validate_settings, AnalyticsSettings};
-use callback_contracts::EventContract;
 use crate::Error;
+use callback_contracts::EventContract;
 
 pub use callback_contracts::analytics::AnalyticsSettingsPublished as SettingsPublished;
 

@@ -135,7 +135,11 @@ impl BatchProjection for SchedulingFacts {
                     let calendar = published.settings.calendar;
                     let time_zone = calendar.time_zone.clone();
                     match serde_json::to_value(&calendar) {
-                        Ok(calendar) => batch.tenants.push((published.tenant_id, time_zone, calendar)),
+                        Ok(calendar) => {
+                            batch
+                                .tenants
+                                .push((published.tenant_id, time_zone, calendar))
+                        }
                         Err(error) => {
                             tracing::error!(event_id = %event.event_id, %error, "calendar not kept");
                         }

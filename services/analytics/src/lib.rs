@@ -277,8 +277,8 @@ pub async fn reset_read_models(store: &EventStore) -> Result<(), Error> {
     loop {
         let page = store.read_all(after, &filter, 1000).await?;
         for event in &page.events {
-            let published: app::SettingsPublished = callback_kit::events::decode(event)
-                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            let published: app::SettingsPublished =
+                callback_kit::events::decode(event).map_err(|e| Error::Corrupt(e.to_string()))?;
             app::project_settings(&mut tx, &published, event.stream_version as u64).await?;
         }
         after = page.checkpoint;

@@ -103,7 +103,7 @@ impl CallLogging {
             QuestionnairePublished::CATEGORY,
             format!("{tenant_id}:{questionnaire_id}"),
         )
-            .map_err(status::from_store_error)
+        .map_err(status::from_store_error)
     }
 
     #[tracing::instrument(
@@ -484,8 +484,9 @@ impl CallLogging {
                 if already {
                     continue;
                 }
-                let attempt_stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.clone())
-                    .map_err(status::from_store_error)?;
+                let attempt_stream =
+                    StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.clone())
+                        .map_err(status::from_store_error)?;
                 let flag_event = flag_raised(
                     &record.tenant_id,
                     &attempt_id,

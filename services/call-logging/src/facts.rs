@@ -4,12 +4,10 @@
 //!
 //! Applied with the consumer's checkpoint in one transaction, so each fact counts once.
 
-use callback_eventstore::{
-    EventStore, ExpectedVersion, Projection, RecordedEvent, StreamName,
-};
 use callback_contracts::call_logging::SharedContactFlagged;
 use callback_contracts::scheduling::{BusinessEventIngested, SubjectContact, TenantPublished};
 use callback_contracts::EventContract;
+use callback_eventstore::{EventStore, ExpectedVersion, Projection, RecordedEvent, StreamName};
 use callback_kit::events::{decode, new_event};
 use callback_kit::telemetry::event_metadata;
 use sqlx::PgConnection;

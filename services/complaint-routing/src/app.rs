@@ -296,7 +296,11 @@ impl ComplaintRouting {
     /// is not filed twice). Failures are logged; the next publish tries again.
     async fn file_parked(&self, tenant_id: &str) {
         let parked = match intake_stream(tenant_id) {
-            Ok(stream) => self.store.read_stream(&stream, 1).await.map_err(Error::from),
+            Ok(stream) => self
+                .store
+                .read_stream(&stream, 1)
+                .await
+                .map_err(Error::from),
             Err(e) => Err(e),
         };
         let parked = match parked {
@@ -1038,10 +1042,8 @@ impl ComplaintRouting {
             .execute(&mut *tx)
             .await?;
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let filter = Filter::categories([
-            RoutingRulesPublished::CATEGORY,
-            ComplaintEvent::CATEGORY,
-        ]);
+        let filter =
+            Filter::categories([RoutingRulesPublished::CATEGORY, ComplaintEvent::CATEGORY]);
         let mut after = Checkpoint::START;
         let mut complaints: HashMap<Uuid, (Vec<ComplaintEvent>, u64)> = HashMap::new();
         let mut applied = 0u64;
@@ -1054,8 +1056,7 @@ impl ComplaintRouting {
                         callback_kit::events::decode(event).map_err(corrupt)?;
                     let tenant_id = published.tenant_id.clone();
                     let rules = published_rules(published)?;
-                    project_rules(&mut tx, &tenant_id, &rules, event.stream_version as u64)
-                        .await?;
+                    project_rules(&mut tx, &tenant_id, &rules, event.stream_version as u64).await?;
                 } else {
                     let id: Uuid = event
                         .stream_id
@@ -1064,7 +1065,9 @@ impl ComplaintRouting {
                         .parse()
                         .map_err(|_| corrupt(format!("complaint stream id {}", event.stream_id)))?;
                     let entry = complaints.entry(id).or_default();
-                    entry.0.push(callback_kit::events::decode(event).map_err(corrupt)?);
+                    entry
+                        .0
+                        .push(callback_kit::events::decode(event).map_err(corrupt)?);
                     entry.1 = event.stream_version as u64;
                 }
             }

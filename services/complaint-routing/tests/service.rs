@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callback_contracts::complaint_routing::ComplaintEvent;
 use std::sync::Arc;
 
 use callback_complaint_routing::app::{ComplaintRouting, ListFilter};
@@ -143,7 +144,7 @@ async fn filing_is_idempotent_classified_and_routed() {
     assert_eq!(again.complaint.state.complaint_id(), state.complaint_id());
     assert_eq!(
         event_types(&app, state.complaint_id()).await,
-        ["ComplaintFiled", "ComplaintEscalated"]
+        [ComplaintEvent::FILED, ComplaintEvent::ESCALATED]
     );
 
     // An unknown category falls back to the default route, flagged; nothing is lost.
@@ -260,7 +261,7 @@ async fn the_fifth_distinct_customer_upgrades_the_whole_group() {
         let reclassified: Vec<_> = record
             .history
             .iter()
-            .filter(|e| e.event_type == "ComplaintReclassified")
+            .filter(|e| e.event_type == ComplaintEvent::RECLASSIFIED)
             .collect();
         assert_eq!(reclassified.len(), 1);
         assert!(reclassified[0]
@@ -336,7 +337,7 @@ async fn timers_fire_once_and_survive_a_restart() {
     let breach = record
         .history
         .iter()
-        .find(|e| e.event_type == "ClockBreached")
+        .find(|e| e.event_type == ComplaintEvent::CLOCK_BREACHED)
         .unwrap();
     let payload: Value = serde_json::from_str(&breach.payload).unwrap();
     assert_eq!(payload["clock"], "first_response");
@@ -375,9 +376,9 @@ async fn an_action_after_a_missed_sweep_records_the_breach_first() {
     assert_eq!(
         acted.event_types,
         [
-            "ClockBreached",
-            "ComplaintEscalated",
-            "ComplaintAcknowledged"
+            ComplaintEvent::CLOCK_BREACHED,
+            ComplaintEvent::ESCALATED,
+            ComplaintEvent::ACKNOWLEDGED
         ]
     );
     assert_eq!(acted.complaint.state.status, Status::InProgress);
@@ -558,7 +559,8 @@ fn the_contracts_golden_rules_document_is_routing_rules() {
         "/../../crates/contracts/tests/documents/routing_rules.json"
     );
     let text = std::fs::read_to_string(path).unwrap();
-    let (rules, _calendar) = callback_complaint_routing::domain::RoutingRules::parse(&text).unwrap();
+    let (rules, _calendar) =
+        callback_complaint_routing::domain::RoutingRules::parse(&text).unwrap();
     let document: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(serde_json::to_value(&rules).unwrap(), document);
 }

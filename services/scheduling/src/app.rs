@@ -21,11 +21,11 @@ pub use callback_contracts::scheduling::{
 };
 use callback_contracts::EventContract;
 
+use crate::domain::validate_settings;
 use crate::domain::{
     BusinessFact, CallbackEvent, CallbackState, Disposition, Finished, OwnerRule, PlannedCallback,
     Policy, Scheduled, Status, TenantSettings,
 };
-use crate::domain::validate_settings;
 use crate::error::{invalid, Error, Result};
 
 mod claims;
@@ -251,8 +251,7 @@ impl Scheduling {
             .ok_or_else(|| Error::NotFound(format!("tenant `{tenant_id}`")))?;
         let settings: TenantSettings = serde_json::from_value(row.try_get("settings")?)
             .map_err(|e| Error::Corrupt(e.to_string()))?;
-        let calendar = validate_settings(&settings)
-            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let calendar = validate_settings(&settings).map_err(|e| Error::Corrupt(e.to_string()))?;
         let cached = CachedTenant {
             loaded: std::time::Instant::now(),
             settings: Arc::new(settings),
@@ -431,10 +430,7 @@ impl Scheduling {
                 tx,
                 fact_name,
                 ExpectedVersion::NoStream,
-                &[new_event(
-                    &ingested,
-                    &fact.tenant_id,
-                )?],
+                &[new_event(&ingested, &fact.tenant_id)?],
             )
             .await?;
         project_subject(tx, &fact.tenant_id, &subject).await?;
@@ -817,8 +813,7 @@ impl Scheduling {
             anchor_at: s.anchor_at,
             ended_at,
         };
-        if let Some(plan) = policy.next_callback(&ingested.fact, calendar, finished)
-        {
+        if let Some(plan) = policy.next_callback(&ingested.fact, calendar, finished) {
             self.create_callback(
                 tx,
                 &policy,
@@ -1109,15 +1104,15 @@ fn new_callback_events(
 fn scheduled_summary(state: &CallbackState) -> ScheduledSummary {
     let s = &state.scheduled;
     ScheduledSummary {
-            callback_id: s.callback_id,
-            policy_id: s.policy_id.clone(),
-            policy_version: s.policy_version,
-            step: s.step.clone(),
-            occurrence: s.occurrence,
-            due_at: state.due_at,
-            deadline: state.deadline,
-            status: state.status,
-        }
+        callback_id: s.callback_id,
+        policy_id: s.policy_id.clone(),
+        policy_version: s.policy_version,
+        step: s.step.clone(),
+        occurrence: s.occurrence,
+        due_at: state.due_at,
+        deadline: state.deadline,
+        status: state.status,
+    }
 }
 
 async fn policies_for(

@@ -59,13 +59,14 @@ pub async fn serve_with_clock(
     let app = open(host.store.clone(), clock).await?;
     let watch = tokio::spawn(deadline_watch(app.clone(), shutdown.clone()));
     let call_logging = callback_kit::grpc::channel(config.url(ServiceKind::CallLogging))?;
-    let (outcomes, _) = callback_feed::RemoteConsumer::new(call_logging, &[CallAttemptLogged::CATEGORY])
-        .with_event_types(&[CallAttemptLogged::EVENT_TYPE])
-        .spawn(
-            host.store.clone(),
-            outcomes::OutcomeConsumer::new(app.clone()),
-            shutdown.clone(),
-        );
+    let (outcomes, _) =
+        callback_feed::RemoteConsumer::new(call_logging, &[CallAttemptLogged::CATEGORY])
+            .with_event_types(&[CallAttemptLogged::EVENT_TYPE])
+            .spawn(
+                host.store.clone(),
+                outcomes::OutcomeConsumer::new(app.clone()),
+                shutdown.clone(),
+            );
     let host = host.route(&["callback.v1.Scheduling"], |router| {
         router.add_service(grpc::service(app))
     });

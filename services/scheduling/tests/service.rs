@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callback_contracts::scheduling::{BusinessEventIngested, CallbackEvent};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -340,7 +341,7 @@ async fn claims_arriving_together_are_served_by_one_transaction() {
     }
     assert_eq!(claimed.len(), 6);
     assert_eq!(
-        largest_transaction(&app, "CallbackClaimed").await,
+        largest_transaction(&app, CallbackEvent::CLAIMED).await,
         6,
         "one transaction"
     );
@@ -437,7 +438,7 @@ async fn concurrent_ingests_are_served_together_and_each_gets_its_own_answer() {
     .unwrap();
     assert_eq!(facts, 2 + 40 + 2, "every fact once, retries nothing twice");
     assert!(
-        largest_transaction(&app, "BusinessEventIngested").await > 1,
+        largest_transaction(&app, BusinessEventIngested::EVENT_TYPE).await > 1,
         "no ingests were batched"
     );
     let before = rows(&app).await;
@@ -793,10 +794,13 @@ async fn frequency_caps_defer_calls_to_one_person_across_policies() {
     let (retry, _) = app.load(c.state.scheduled.callback_id).await.unwrap();
     assert_eq!(retry.due_at, shanghai(2026, 9, 9, 9, 0));
     let record = app.get_callback("hospital", survey_id, None).await.unwrap();
-    assert!(record
-        .history
-        .iter()
-        .any(|e| e.event_type == "CallbackRescheduled" && e.payload.contains("frequency cap")));
+    assert!(
+        record
+            .history
+            .iter()
+            .any(|e| e.event_type == CallbackEvent::RESCHEDULED
+                && e.payload.contains("frequency cap"))
+    );
     // The next morning one of them may be made.
     clock.set(shanghai(2026, 9, 9, 9, 0));
     assert!(app

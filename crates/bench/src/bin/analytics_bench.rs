@@ -132,8 +132,10 @@ async fn generate(store: &EventStore, target: u64) -> anyhow::Result<(u64, u64)>
             while written.load(Relaxed) < target {
                 let i = next.fetch_add(1, Relaxed);
                 let events = callback_events(i);
-                let stream =
-                    StreamName::new(CallbackEvent::CATEGORY, Uuid::from_u128(u128::from(i)).to_string())?;
+                let stream = StreamName::new(
+                    CallbackEvent::CATEGORY,
+                    Uuid::from_u128(u128::from(i)).to_string(),
+                )?;
                 store
                     .append(&stream, ExpectedVersion::NoStream, &events)
                     .await?;
@@ -268,10 +270,8 @@ async fn main() -> anyhow::Result<()> {
 
     // The store's own part: the subscription alone, decoding nothing.
     let t = Instant::now();
-    let mut subscription = store.subscribe(
-        Checkpoint::START,
-        Filter::categories(SCHEDULING_CATEGORIES),
-    );
+    let mut subscription =
+        store.subscribe(Checkpoint::START, Filter::categories(SCHEDULING_CATEGORIES));
     let mut read = 0u64;
     while let SubscriptionItem::Event(_) = subscription.next().await? {
         read += 1;

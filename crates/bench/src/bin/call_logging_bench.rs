@@ -274,7 +274,8 @@ async fn run_phase(
         let applied_at = applied_at.clone();
         let mut subscription = store.subscribe(
             Checkpoint::START,
-            Filter::categories([CallbackEvent::CATEGORY]).with_event_types([CallbackEvent::ATTEMPTED]),
+            Filter::categories([CallbackEvent::CATEGORY])
+                .with_event_types([CallbackEvent::ATTEMPTED]),
         );
         tokio::spawn(async move {
             while let Ok(item) = subscription.next().await {

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use callback_bench::{
     env_or, environment, percentile, raw_single_insert_rate, write_section, BenchDb, InProcess,
 };
+use callback_contracts::EventContract;
 use callback_kit::ServiceKind;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
     ClaimNextRequest, IngestBusinessEventRequest, PublishPolicyRequest, Subject,
 };
-use callback_contracts::EventContract;
 use callback_scheduling::domain::{CallbackEvent, Channel, RetryRule, Scheduled};
 use chrono::Utc;
 use serde_json::json;
@@ -74,29 +74,30 @@ fn ingest_request(id: String) -> IngestBusinessEventRequest {
 /// projection row, written by SQL for speed (the service's own path is measured above).
 async fn preload(pool: &sqlx::PgPool, target: i64) -> anyhow::Result<i64> {
     let now = Utc::now();
-    let template = callback_contracts::encode(&CallbackEvent::CallbackScheduled(Box::new(Scheduled {
-        callback_id: Uuid::nil(),
-        tenant_id: TENANT.into(),
-        policy_id: "bench-policy".into(),
-        policy_version: 1,
-        step_index: 0,
-        step: "call".into(),
-        occurrence: 1,
-        anchor_at: now,
-        due_at: now - chrono::Duration::hours(1),
-        deadline: now + chrono::Duration::days(7),
-        give_up_at: now + chrono::Duration::days(7),
-        priority: 5,
-        channel: Channel::Phone,
-        questionnaire_id: None,
-        owner_agent_id: None,
-        pool: "bench".into(),
-        pool_after: now,
-        subject_id: "subject-0".into(),
-        department: None,
-        retry: RetryRule::default(),
-        fact_stream: "business_event-bench:preload:0".into(),
-    })))?;
+    let template =
+        callback_contracts::encode(&CallbackEvent::CallbackScheduled(Box::new(Scheduled {
+            callback_id: Uuid::nil(),
+            tenant_id: TENANT.into(),
+            policy_id: "bench-policy".into(),
+            policy_version: 1,
+            step_index: 0,
+            step: "call".into(),
+            occurrence: 1,
+            anchor_at: now,
+            due_at: now - chrono::Duration::hours(1),
+            deadline: now + chrono::Duration::days(7),
+            give_up_at: now + chrono::Duration::days(7),
+            priority: 5,
+            channel: Channel::Phone,
+            questionnaire_id: None,
+            owner_agent_id: None,
+            pool: "bench".into(),
+            pool_after: now,
+            subject_id: "subject-0".into(),
+            department: None,
+            retry: RetryRule::default(),
+            fact_stream: "business_event-bench:preload:0".into(),
+        })))?;
     sqlx::query(
         "INSERT INTO sched_subjects (tenant_id, subject_id, name, phones) \
          SELECT $1, 'subject-' || g, '测试', ARRAY['13800138000'] FROM generate_series(0, 99999) g ON CONFLICT DO NOTHING",

@@ -264,7 +264,7 @@ impl ComplaintState {
                 s.handler = handler.clone();
                 s.targets = *targets;
                 for name in ClockName::ALL {
-                    s.clock_mut(name).retarget(target_of(&targets, name));
+                    s.clock_mut(name).retarget(target_of(targets, name));
                 }
                 if to.is_major() && s.major_since.is_none() {
                     s.major_since = Some(*at);
@@ -358,9 +358,9 @@ impl ComplaintState {
             status: Status::Open,
             level: Level::Handler,
             escalated_to: filed.handler.clone(),
-            first_response: SlaClock::started(target_of(&t, ClockName::FirstResponse), filed.at),
-            update: SlaClock::idle(target_of(&t, ClockName::Update)),
-            resolution: SlaClock::started(target_of(&t, ClockName::Resolution), filed.at),
+            first_response: SlaClock::started(target_of(t, ClockName::FirstResponse), filed.at),
+            update: SlaClock::idle(target_of(t, ClockName::Update)),
+            resolution: SlaClock::started(target_of(t, ClockName::Resolution), filed.at),
             paused: Vec::new(),
             responded: false,
             reply_missed: false,
@@ -891,7 +891,10 @@ mod tests {
         assert_eq!(timer, Timer::Breach(ClockName::FirstResponse));
         assert_eq!(at, local(9, 29, 9, 0));
         let (state, fired) = state.fire_timers(&property_rules(), &cal, local(9, 29, 9, 30));
-        assert_eq!(types(&fired), ["ClockBreached", "ComplaintEscalated"]);
+        assert_eq!(
+            types(&fired),
+            [ComplaintEvent::CLOCK_BREACHED, ComplaintEvent::ESCALATED]
+        );
         assert_eq!(state.level, Level::DepartmentHead);
         assert_eq!(state.escalated_to, "desk-head");
         // Nothing fires twice.
@@ -934,7 +937,7 @@ mod tests {
             let (state, fired) = state.fire_timers(&rules, &cal, due);
             assert_eq!(
                 types(&fired[..2]),
-                ["ClockBreached", "ComplaintEscalated"],
+                [ComplaintEvent::CLOCK_BREACHED, ComplaintEvent::ESCALATED],
                 "{class:?}"
             );
             assert_eq!(state.level, before.next(), "{class:?}");
@@ -978,7 +981,10 @@ mod tests {
     fn class_a_is_reported_at_once_and_followed_up_daily_until_resolved() {
         let start = local(9, 28, 10, 0);
         let (state, events) = filed("leak", start);
-        assert_eq!(types(&events), ["ComplaintFiled", "ComplaintEscalated"]);
+        assert_eq!(
+            types(&events),
+            [ComplaintEvent::FILED, ComplaintEvent::ESCALATED]
+        );
         assert_eq!(state.level, Level::Manager);
         assert_eq!(state.escalated_to, "ops-manager");
         let state = act(state, Action::Acknowledge, local(9, 28, 10, 30));
@@ -1054,7 +1060,7 @@ mod tests {
         let events = state.join_group(&property_rules(), 5, local(9, 28, 11, 30));
         assert_eq!(
             types(&events),
-            ["ComplaintReclassified", "ComplaintEscalated"]
+            [ComplaintEvent::RECLASSIFIED, ComplaintEvent::ESCALATED]
         );
         let cal = calendar();
         let state = apply(state, &events, &cal);
@@ -1106,7 +1112,10 @@ mod tests {
         let events = state.verification_answered(callback, false, local(9, 29, 9, 0));
         assert_eq!(
             types(&events),
-            ["VerificationAnswered", "ComplaintReopened"]
+            [
+                ComplaintEvent::VERIFICATION_ANSWERED,
+                ComplaintEvent::REOPENED
+            ]
         );
         let state = apply(state, &events, &cal);
         assert_eq!(state.status, Status::InProgress);
@@ -1208,7 +1217,13 @@ mod tests {
         );
         let state = fold(&events);
         let (state, fired) = state.fire_timers(&rules, &calendar(), local(9, 28, 12, 5));
-        assert_eq!(types(&fired), ["ReplyDeadlineMissed", "ComplaintEscalated"]);
+        assert_eq!(
+            types(&fired),
+            [
+                ComplaintEvent::REPLY_DEADLINE_MISSED,
+                ComplaintEvent::ESCALATED
+            ]
+        );
         assert!(state.is_breached());
     }
 
@@ -1229,7 +1244,11 @@ mod tests {
         );
         assert_eq!(
             types(&events),
-            ["ComplaintFiled", "ComplaintEscalated", "ComplaintEscalated"]
+            [
+                ComplaintEvent::FILED,
+                ComplaintEvent::ESCALATED,
+                ComplaintEvent::ESCALATED
+            ]
         );
         let state = fold(&events);
         assert_eq!(state.class, Class::B);

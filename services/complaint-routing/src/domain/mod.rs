@@ -8,7 +8,6 @@ pub mod rules;
 pub use clock::SlaClock;
 pub use complaint::{
     file, group_topic, holder, targets_for, Action, ActionError, CallbackPurpose, ClockName,
-    ComplaintEvent, ComplaintState, Context,
-    Customer, Intake, Level, Status, Targets,
+    ComplaintEvent, ComplaintState, Context, Customer, Intake, Level, Status, Targets,
 };
 pub use rules::{Class, ClassRules, Origin, RoutingRules, RulesError};

@@ -13,28 +13,28 @@ pub use callback_contracts::complaint_routing::{Class, Origin};
 /// The rules of complaint classes (the classes themselves are part of the contract).
 pub trait ClassRules {
     /// Opinions and inquiries (D, E) group separately from complaints (A, B, C).
-    fn is_opinion(self) -> bool;
+    fn is_opinion(&self) -> bool;
     /// The class a member of a group takes: a general complaint becomes a group complaint, a
     /// single opinion a group opinion; A and the group classes stay.
-    fn as_group(self) -> Class;
+    fn as_group(&self) -> Class;
     /// A and B are reported to the manager at once and followed up daily.
-    fn is_major(self) -> bool;
+    fn is_major(&self) -> bool;
 }
 
 impl ClassRules for Class {
-    fn is_opinion(self) -> bool {
+    fn is_opinion(&self) -> bool {
         matches!(self, Class::D | Class::E)
     }
 
-    fn as_group(self) -> Class {
+    fn as_group(&self) -> Class {
         match self {
             Class::C => Class::B,
             Class::E => Class::D,
-            other => other,
+            other => *other,
         }
     }
 
-    fn is_major(self) -> bool {
+    fn is_major(&self) -> bool {
         matches!(self, Class::A | Class::B)
     }
 }

@@ -18,8 +18,7 @@ use tokio::sync::oneshot;
 
 use super::{
     callback_stream, new_callback_events, new_event, policies_for, project_callbacks,
-    project_subjects, BusinessEventIngested, IngestResult, Scheduling,
-    SubjectContact,
+    project_subjects, BusinessEventIngested, IngestResult, Scheduling, SubjectContact,
 };
 use crate::domain::{BusinessFact, CallbackEvent, CallbackState, Policy};
 use crate::error::{Error, Result};

@@ -8,8 +8,8 @@ pub mod tenant;
 
 pub use callback::{CallbackError, CallbackEvent, CallbackState, Disposition, Scheduled, Status};
 pub use policy::{
-    next_attempt, Anchor, BusinessFact, Channel, Filter, FilterOp, Finished, Offset, OwnerRule, Phase,
-    PlannedCallback, Policy, PolicyError, RetryRule, Step, StepCalendar, Timing, Trigger,
+    next_attempt, Anchor, BusinessFact, Channel, Filter, FilterOp, Finished, Offset, OwnerRule,
+    Phase, PlannedCallback, Policy, PolicyError, RetryRule, Step, StepCalendar, Timing, Trigger,
 };
 pub use tenant::{
     next_allowed_attempt, validate_settings, Agent, FrequencyCaps, SettingsError, TenantSettings,
