@@ -22,7 +22,7 @@ pub struct System {
     listeners: HashMap<ServiceKind, SocketAddr>,
     /// When set, the scheduling, complaint-routing and analytics services run on this clock
     /// (simulated time).
-    scheduling_clock: Option<std::sync::Arc<dyn callback_kit::Clock>>,
+    scheduling_clock: Option<std::sync::Arc<dyn callback_rules::Clock>>,
 }
 
 impl System {
@@ -33,13 +33,16 @@ impl System {
     }
 
     /// Like [`System::start`], with scheduling and complaint routing on simulated time.
-    pub async fn start_on_clock(kinds: &[ServiceKind], clock: callback_kit::ManualClock) -> System {
+    pub async fn start_on_clock(
+        kinds: &[ServiceKind],
+        clock: callback_rules::ManualClock,
+    ) -> System {
         Self::start_with(kinds, Some(std::sync::Arc::new(clock))).await
     }
 
     async fn start_with(
         kinds: &[ServiceKind],
-        scheduling_clock: Option<std::sync::Arc<dyn callback_kit::Clock>>,
+        scheduling_clock: Option<std::sync::Arc<dyn callback_rules::Clock>>,
     ) -> System {
         let db = TestDb::new().await;
         let mut listeners = HashMap::new();

@@ -12,7 +12,7 @@ use callback_contracts::scheduling::CallbackEvent;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use callback_kit::{Clock, ManualClock, ServiceKind};
+use callback_kit::ServiceKind;
 use callback_proto::v1::analytics_client::AnalyticsClient;
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::complaint_routing_client::ComplaintRoutingClient;
@@ -24,6 +24,7 @@ use callback_proto::v1::{
     PublishPolicyRequest, PublishQuestionnaireRequest, PublishRoutingRulesRequest,
     PublishTenantRequest, ReportRequest, ReportResponse, SpotCheckRequest, Subject,
 };
+use callback_rules::{Clock, ManualClock};
 use callback_tests::{eventually, System};
 use chrono::{DateTime, Datelike, Duration as Span, TimeZone, Utc};
 use prost_types::Timestamp;

@@ -731,7 +731,11 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     assert_eq!(before.0.len(), 5);
     let app = callback_call_logging::app::CallLogging::new(
         store.clone(),
-        system.channel(ServiceKind::Scheduling),
+        std::sync::Arc::new(
+            callback_call_logging::scheduling_client::GrpcScheduling::new(
+                system.channel(ServiceKind::Scheduling),
+            ),
+        ),
     );
     assert!(app.rebuild_projections().await.unwrap() > 0);
     assert_eq!(snapshot(system.db.pool.clone()).await, before);

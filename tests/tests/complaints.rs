@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use callback_kit::{ManualClock, ServiceKind};
+use callback_kit::ServiceKind;
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::complaint_routing_client::ComplaintRoutingClient;
 use callback_proto::v1::scheduling_client::SchedulingClient;
@@ -19,6 +19,7 @@ use callback_proto::v1::{
     IngestBusinessEventRequest, ListComplaintsRequest, LogCallAttemptRequest, PublishPolicyRequest,
     PublishQuestionnaireRequest, PublishRoutingRulesRequest, PublishTenantRequest, Subject,
 };
+use callback_rules::ManualClock;
 use callback_tests::{eventually, System};
 use chrono::{DateTime, TimeZone, Utc};
 use prost_types::Timestamp;

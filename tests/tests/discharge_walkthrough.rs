@@ -8,7 +8,7 @@
 use callback_contracts::call_logging::{CallAttemptLogged, SurveyAnswered};
 use std::time::Duration;
 
-use callback_kit::{ManualClock, ServiceKind};
+use callback_kit::ServiceKind;
 use callback_proto::v1::call_logging_client::CallLoggingClient;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{
@@ -16,6 +16,7 @@ use callback_proto::v1::{
     LogCallAttemptRequest, PublishPolicyRequest, PublishQuestionnaireRequest, PublishTenantRequest,
     Subject,
 };
+use callback_rules::ManualClock;
 use callback_tests::{eventually, System};
 use chrono::{DateTime, TimeZone, Utc};
 use prost_types::Timestamp;

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const PURE: &[&str] = &["callback-calendar", "callback-contracts"];
+const PURE: &[&str] = &["callback-calendar", "callback-contracts", "callback-rules"];
 /// Crates a pure crate may not depend on: they do IO or carry a runtime.
 const IO_CRATES: &[&str] = &["sqlx", "tokio", "tonic", "prost", "hyper", "reqwest"];
 const SERVICES: &[&str] = &[
@@ -29,9 +29,14 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
         "callback-feed",
         "callback-kit",
         "callback-proto",
+        "callback-rules",
     ];
     let list: &[&'static str] = match package {
-        "callback-calendar" | "callback-proto" | "callback-eventstore" | "callback-pgrunner" => &[],
+        "callback-calendar"
+        | "callback-proto"
+        | "callback-eventstore"
+        | "callback-pgrunner"
+        | "callback-rules" => &[],
         "callback-contracts" => &["callback-calendar"],
         "callback-testkit" => &["callback-pgrunner"],
         "callback-kit" => &[
@@ -50,6 +55,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-feed",
             "callback-kit",
             "callback-pgrunner",
+            "callback-rules",
         ],
         "callback-tests" | "callback-bench" => return None,
         other => {

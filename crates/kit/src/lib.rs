@@ -2,17 +2,13 @@
 //! health and reflection, shutdown, and the mapping of errors to gRPC status codes.
 
 pub mod batch;
-pub mod clock;
 pub mod config;
 pub mod events;
 pub mod grpc;
-pub mod ids;
-pub mod privacy;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod wire;
 
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{pool_options, Config, ConfigError, ServiceKind};
 pub use shutdown::Shutdown;

@@ -1,6 +1,52 @@
-//! Errors to gRPC status codes. Input faults name the field; INTERNAL hides internals.
+//! Errors to gRPC status codes, one mapping for every service. Input faults name the field;
+//! INTERNAL hides internals behind an incident id.
+//!
+//! Each service has its own error enum (`error.rs`) and says what kind of fault each variant
+//! is ([`ServiceError::error_code`]); [`to_status`] turns that into the status, so the codes
+//! mean the same in every service.
 
 use tonic::{Code, Status};
+
+/// The kind of a service error, from which its gRPC status follows.
+#[derive(Debug)]
+pub enum ErrorCode<'a> {
+    /// Bad input: INVALID_ARGUMENT, naming the field.
+    InvalidArgument { field: &'a str, reason: &'a str },
+    /// NOT_FOUND.
+    NotFound,
+    /// The state does not allow it: FAILED_PRECONDITION.
+    FailedPrecondition,
+    /// PERMISSION_DENIED.
+    PermissionDenied,
+    /// A concurrent change won; the caller may retry: ABORTED.
+    Aborted,
+    /// A service this one depends on is down; the caller may retry: UNAVAILABLE.
+    Unavailable,
+    /// An event store error, mapped by [`from_store_error`].
+    Store(&'a callback_eventstore::Error),
+    /// A real fault: INTERNAL with an incident id; the details go to the log only.
+    Internal,
+}
+
+/// A service's error: it says which kind of fault it is; its `Display` is the message callers
+/// see (except for internal faults, whose message stays in the log).
+pub trait ServiceError: std::fmt::Display {
+    fn error_code(&self) -> ErrorCode<'_>;
+}
+
+/// The gRPC status of a service error.
+pub fn to_status<E: ServiceError>(error: &E) -> Status {
+    match error.error_code() {
+        ErrorCode::InvalidArgument { field, reason } => invalid_argument(field, reason),
+        ErrorCode::NotFound => Status::not_found(error.to_string()),
+        ErrorCode::FailedPrecondition => Status::failed_precondition(error.to_string()),
+        ErrorCode::PermissionDenied => Status::permission_denied(error.to_string()),
+        ErrorCode::Aborted => Status::aborted(error.to_string()),
+        ErrorCode::Unavailable => Status::unavailable(error.to_string()),
+        ErrorCode::Store(store) => store_status(store),
+        ErrorCode::Internal => internal(error),
+    }
+}
 
 /// INVALID_ARGUMENT naming the offending field, e.g. `subject.id: must not be empty`.
 pub fn invalid_argument(field: &str, reason: impl std::fmt::Display) -> Status {
@@ -16,13 +62,16 @@ pub fn internal(error: &dyn std::fmt::Display) -> Status {
 
 /// The status for an event store error.
 pub fn from_store_error(error: callback_eventstore::Error) -> Status {
+    store_status(&error)
+}
+
+fn store_status(error: &callback_eventstore::Error) -> Status {
     use callback_eventstore::Error as E;
-    match &error {
+    match error {
         E::VersionConflict { .. } => Status::new(Code::Aborted, error.to_string()),
         E::DuplicateEventId(_) => Status::already_exists(error.to_string()),
         _ if error.is_invalid_input() => Status::invalid_argument(error.to_string()),
-        E::Decode { .. } | E::AppendOnly | E::Database(_) | E::Migrate(_) => internal(&error),
-        _ => internal(&error),
+        _ => internal(error),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use callback_calendar::{Calendar, CalendarSpec, TimeOfDay};
 use callback_eventstore::{EventStore, ExpectedVersion, StreamName};
 use callback_kit::telemetry::event_metadata;
-use callback_kit::Clock;
+use callback_rules::Clock;
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
@@ -51,7 +51,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
 }
 
 pub(crate) fn validate_id(field: &str, value: &str) -> Result<(), Error> {
-    match callback_kit::ids::id_problem(value) {
+    match callback_rules::ids::id_problem(value) {
         None => Ok(()),
         Some(reason) => Err(invalid(field, reason)),
     }

@@ -10,6 +10,7 @@
 
 pub mod app;
 mod copy;
+mod error;
 pub mod facts;
 pub mod grpc;
 pub mod report;
@@ -21,12 +22,14 @@ use std::sync::Arc;
 use callback_eventstore::{
     BatchProjection, Checkpoint, EventStore, Filter, Projection, RecordedEvent,
 };
-use callback_feed::{ConsumerProgress, HostError, RemoteConsumer, ServiceHost};
-use callback_kit::grpc::GrpcError;
-use callback_kit::{status, Clock, Config, ServiceKind, Shutdown};
+use callback_feed::{ConsumerProgress, RemoteConsumer, ServiceHost};
+use callback_kit::{Config, ServiceKind, Shutdown};
+use callback_rules::Clock;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tokio::net::TcpListener;
+
+pub use error::{Error, Result};
 
 pub const KIND: ServiceKind = ServiceKind::Analytics;
 
@@ -40,37 +43,6 @@ pub const SOURCES: [ServiceKind; 3] = [
     ServiceKind::CallLogging,
     ServiceKind::ComplaintRouting,
 ];
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Host(#[from] HostError),
-    #[error(transparent)]
-    Grpc(#[from] GrpcError),
-    #[error("event log: {0}")]
-    Store(#[from] callback_eventstore::Error),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("{field}: {reason}")]
-    InvalidArgument { field: String, reason: String },
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("stored data is inconsistent: {0}")]
-    Corrupt(String),
-}
-
-impl From<Error> for tonic::Status {
-    fn from(error: Error) -> tonic::Status {
-        match error {
-            Error::InvalidArgument { field, reason } => status::invalid_argument(&field, reason),
-            Error::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
-            Error::Store(e) => status::from_store_error(e),
-            e => status::internal(&e),
-        }
-    }
-}
 
 pub fn migrator() -> sqlx::migrate::Migrator {
     callback_eventstore::shared_database(sqlx::migrate!("./migrations"))
@@ -88,7 +60,7 @@ pub async fn serve(
         listener,
         config,
         shutdown,
-        Arc::new(callback_kit::SystemClock),
+        Arc::new(callback_rules::SystemClock),
     )
     .await
 }

@@ -1,6 +1,7 @@
 //! Call-logging commands: questionnaires and call attempts.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use callback_contracts::call_logging::{
     CallAttemptLogged, CallRecordViewed, DispositionsPublished, HonestyFlagRaised,
@@ -9,18 +10,13 @@ use callback_contracts::call_logging::{
 use callback_contracts::scheduling::Disposition;
 use callback_contracts::EventContract;
 use callback_eventstore::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamName};
-use callback_kit::grpc::TracePropagation;
-use callback_kit::status;
 use callback_kit::telemetry::event_metadata;
-use callback_proto::v1::scheduling_client::SchedulingClient;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::Status;
 
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 use crate::domain::{Questionnaire, QuestionnaireRules};
+use ports::SchedulingPort;
 
 const MAX_NOTES_CHARS: usize = 4000;
 const MAX_CALL_SECONDS: i64 = 24 * 3600;
@@ -32,14 +28,14 @@ const CHANNELS: [&str; 6] = ["phone", "sms", "wechat", "email", "letter", "on_si
 pub type TelephonyRecord = TelephonyRecordIngested;
 
 /// A new event of call-logging's, with the tenant and the actor in its metadata.
-fn new_event(event: &impl EventContract, tenant_id: &str, actor: &str) -> Result<NewEvent, Status> {
+fn new_event(event: &impl EventContract, tenant_id: &str, actor: &str) -> Result<NewEvent, Error> {
     callback_kit::events::new_event(event)
         .map(|e| e.with_metadata(event_metadata(Some(tenant_id), Some(actor))))
-        .map_err(status::from_store_error)
+        .map_err(Error::from)
 }
 
-fn decode<T: EventContract>(event: &RecordedEvent) -> Result<T, Status> {
-    callback_kit::events::decode(event).map_err(status::from_store_error)
+fn decode<T: EventContract>(event: &RecordedEvent) -> Result<T, Error> {
+    callback_kit::events::decode(event).map_err(Error::from)
 }
 
 /// A reported attempt, as the middleware sends it (already converted from the wire).
@@ -71,21 +67,20 @@ pub type Complaint = callback_contracts::call_logging::RaisedComplaint;
 #[derive(Clone)]
 pub struct CallLogging {
     store: EventStore,
-    scheduling: SchedulingClient<InterceptedService<Channel, TracePropagation>>,
+    scheduling: Arc<dyn SchedulingPort>,
     attempts: attempts::AttemptQueue,
 }
 
 mod attempts;
+pub mod ports;
 
-fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
-    status::invalid_argument(field, reason)
-}
+use crate::error::{invalid, Error};
 
 impl CallLogging {
-    pub fn new(store: EventStore, scheduling: Channel) -> Self {
+    pub fn new(store: EventStore, scheduling: Arc<dyn SchedulingPort>) -> Self {
         Self {
             store,
-            scheduling: SchedulingClient::with_interceptor(scheduling, TracePropagation),
+            scheduling,
             attempts: Default::default(),
         }
     }
@@ -98,12 +93,12 @@ impl CallLogging {
         }
     }
 
-    fn questionnaire_stream(tenant_id: &str, questionnaire_id: &str) -> Result<StreamName, Status> {
+    fn questionnaire_stream(tenant_id: &str, questionnaire_id: &str) -> Result<StreamName, Error> {
         StreamName::new(
             QuestionnairePublished::CATEGORY,
             format!("{tenant_id}:{questionnaire_id}"),
         )
-        .map_err(status::from_store_error)
+        .map_err(Error::from)
     }
 
     #[tracing::instrument(
@@ -115,7 +110,7 @@ impl CallLogging {
         &self,
         tenant_id: &str,
         json: &str,
-    ) -> Result<(String, u64), Status> {
+    ) -> Result<(String, u64), Error> {
         if tenant_id.is_empty() || tenant_id.len() > 64 {
             return Err(invalid("tenant_id", "must be 1-64 characters"));
         }
@@ -135,7 +130,7 @@ impl CallLogging {
             .store
             .append(&stream, ExpectedVersion::Any, &[event])
             .await
-            .map_err(status::from_store_error)?;
+            .map_err(Error::from)?;
         Ok((
             published.questionnaire.questionnaire_id,
             result.stream_version,
@@ -147,7 +142,7 @@ impl CallLogging {
         &self,
         tenant_id: &str,
         mapping_json: &str,
-    ) -> Result<u64, Status> {
+    ) -> Result<u64, Error> {
         if tenant_id.is_empty() || tenant_id.len() > 64 {
             return Err(invalid("tenant_id", "must be 1-64 characters"));
         }
@@ -178,7 +173,7 @@ impl CallLogging {
             }
         }
         let stream = StreamName::new(DispositionsPublished::CATEGORY, tenant_id.to_owned())
-            .map_err(status::from_store_error)?;
+            .map_err(Error::from)?;
         let published = DispositionsPublished {
             tenant_id: tenant_id.to_owned(),
             mapping,
@@ -188,19 +183,19 @@ impl CallLogging {
             .store
             .append(&stream, ExpectedVersion::Any, &[event])
             .await
-            .map_err(status::from_store_error)?;
+            .map_err(Error::from)?;
         Ok(result.stream_version)
     }
 
     /// The tenant's latest published disposition mapping (empty when none).
-    async fn dispositions(&self, tenant_id: &str) -> Result<BTreeMap<String, String>, Status> {
+    async fn dispositions(&self, tenant_id: &str) -> Result<BTreeMap<String, String>, Error> {
         let stream = StreamName::new(DispositionsPublished::CATEGORY, tenant_id.to_owned())
             .map_err(|_| invalid("tenant_id", "is not valid"))?;
         let events = self
             .store
             .read_stream(&stream, 1)
             .await
-            .map_err(status::from_store_error)?;
+            .map_err(Error::from)?;
         match events.last() {
             None => Ok(BTreeMap::new()),
             Some(event) => Ok(decode::<DispositionsPublished>(event)?.mapping),
@@ -212,12 +207,12 @@ impl CallLogging {
         tenant_id: &str,
         id: &str,
         version: u64,
-    ) -> Result<Questionnaire, Status> {
+    ) -> Result<Questionnaire, Error> {
         let events = self
             .store
             .read_stream(&Self::questionnaire_stream(tenant_id, id)?, version.max(1))
             .await
-            .map_err(status::from_store_error)?;
+            .map_err(Error::from)?;
         let event = events
             .first()
             .filter(|e| e.stream_version as u64 == version)
@@ -237,7 +232,7 @@ impl CallLogging {
     pub async fn log_attempt(
         &self,
         report: AttemptReport,
-    ) -> Result<(bool, Vec<String>, Vec<String>), Status> {
+    ) -> Result<(bool, Vec<String>, Vec<String>), Error> {
         // Input first: nothing is looked up or written for a malformed report.
         if report.attempt_id.is_empty() || report.attempt_id.len() > 128 {
             return Err(invalid("attempt_id", "must be 1-128 characters"));
@@ -346,7 +341,7 @@ impl CallLogging {
         }
 
         let stream = StreamName::new(CallAttemptLogged::CATEGORY, report.attempt_id.clone())
-            .map_err(status::from_store_error)?;
+            .map_err(Error::from)?;
         let metadata = event_metadata(
             Some(&report.tenant_id),
             Some(&format!("agent:{}", report.agent_id)),
@@ -373,16 +368,16 @@ impl CallLogging {
                 attempts::SERVE_ATTEMPTS,
             )
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?
+            .map_err(|e| Error::Unavailable(e.to_string()))?
     }
 
     /// The event types of an attempt already logged, if it was.
-    async fn logged_events(&self, stream: &StreamName) -> Result<Option<Vec<String>>, Status> {
+    async fn logged_events(&self, stream: &StreamName) -> Result<Option<Vec<String>>, Error> {
         let existing = self
             .store
             .read_stream(stream, 1)
             .await
-            .map_err(status::from_store_error)?;
+            .map_err(Error::from)?;
         Ok((!existing.is_empty()).then(|| existing.into_iter().map(|e| e.event_type).collect()))
     }
 
@@ -391,7 +386,7 @@ impl CallLogging {
     pub async fn ingest_telephony(
         &self,
         record: TelephonyRecord,
-    ) -> Result<(bool, Vec<String>), Status> {
+    ) -> Result<(bool, Vec<String>), Error> {
         if record.tenant_id.is_empty() || record.tenant_id.len() > 64 {
             return Err(invalid("tenant_id", "must be 1-64 characters"));
         }
@@ -422,9 +417,9 @@ impl CallLogging {
             TelephonyRecord::CATEGORY,
             format!("{}:{}", record.tenant_id, record.call_id),
         )
-        .map_err(status::from_store_error)?;
+        .map_err(Error::from)?;
         let event = new_event(&record, &record.tenant_id, "system:telephony")?;
-        let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
+        let mut tx = self.store.begin().await.map_err(Error::from)?;
         match self
             .store
             .append_in(&mut tx, &stream, ExpectedVersion::NoStream, &[event])
@@ -434,7 +429,7 @@ impl CallLogging {
             Err(callback_eventstore::Error::VersionConflict { .. }) => {
                 return Ok((true, Vec::new()))
             }
-            Err(e) => return Err(status::from_store_error(e)),
+            Err(e) => return Err(e.into()),
         }
         let frontier = records_until(&mut tx, &record.tenant_id).await?;
         project_telephony(&mut tx, &record).await?;
@@ -453,7 +448,7 @@ impl CallLogging {
         .bind(&record.call_id)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(|e| status::internal(&e))?;
+        .map_err(Error::from)?;
         if let Some(MatchedAttempt {
             attempt_id,
             agent_id,
@@ -480,13 +475,13 @@ impl CallLogging {
                 .bind(&flag.kind)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| status::internal(&e))?;
+                .map_err(Error::from)?;
                 if already {
                     continue;
                 }
                 let attempt_stream =
                     StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.clone())
-                        .map_err(status::from_store_error)?;
+                        .map_err(Error::from)?;
                 let flag_event = flag_raised(
                     &record.tenant_id,
                     &attempt_id,
@@ -498,15 +493,12 @@ impl CallLogging {
                 self.store
                     .append_in(&mut tx, &attempt_stream, ExpectedVersion::Any, &[event])
                     .await
-                    .map_err(status::from_store_error)?;
+                    .map_err(Error::from)?;
                 project_flag(&mut tx, &record.tenant_id, &attempt_id, &agent_id, &flag).await?;
                 raised.push(flag.kind);
             }
         }
-        self.store
-            .commit(tx)
-            .await
-            .map_err(status::from_store_error)?;
+        self.store.commit(tx).await.map_err(Error::from)?;
         Ok((false, raised))
     }
 
@@ -518,7 +510,7 @@ impl CallLogging {
         tenant_id: &str,
         from: Option<DateTime<Utc>>,
         until: DateTime<Utc>,
-    ) -> Result<Vec<String>, Status> {
+    ) -> Result<Vec<String>, Error> {
         let tolerance = chrono::Duration::minutes(honesty::TELEPHONY_TOLERANCE_MINUTES);
         let unmatched: Vec<(String, String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
             "SELECT a.attempt_id, a.agent_id, a.started_at, a.telephony_call_id FROM cl_attempts a \
@@ -533,18 +525,18 @@ impl CallLogging {
         .bind(from.map(|f| f - tolerance))
         .fetch_all(&mut *tx)
         .await
-        .map_err(|e| status::internal(&e))?;
+        .map_err(Error::from)?;
         let mut raised = Vec::new();
         for (attempt_id, agent_id, started_at, call_id) in unmatched {
             let flag = honesty::missing_record(call_id.as_deref().unwrap_or(""), until);
             let stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.clone())
-                .map_err(status::from_store_error)?;
+                .map_err(Error::from)?;
             let flag_event = flag_raised(tenant_id, &attempt_id, &agent_id, started_at, &flag);
             let event = new_event(&flag_event, tenant_id, "system:telephony")?;
             self.store
                 .append_in(tx, &stream, ExpectedVersion::Any, &[event])
                 .await
-                .map_err(status::from_store_error)?;
+                .map_err(Error::from)?;
             project_flag(tx, tenant_id, &attempt_id, &agent_id, &flag).await?;
             raised.push(flag.kind);
         }
@@ -561,7 +553,7 @@ impl CallLogging {
         reader: &str,
         full_view: bool,
         reason: &str,
-    ) -> Result<CallRecordView, Status> {
+    ) -> Result<CallRecordView, Error> {
         if reader.trim().is_empty() {
             return Err(invalid("reader", "must not be empty"));
         }
@@ -577,8 +569,8 @@ impl CallLogging {
             .store
             .read_stream(&stream, 1)
             .await
-            .map_err(status::from_store_error)?;
-        let not_found = || Status::not_found(format!("call record `{attempt_id}` not found"));
+            .map_err(Error::from)?;
+        let not_found = || Error::NotFound(format!("call record `{attempt_id}` not found"));
         let first = events.first().ok_or_else(not_found)?;
         let logged: CallAttemptLogged = decode(first)?;
         if logged.tenant_id != tenant_id {
@@ -598,8 +590,8 @@ impl CallLogging {
             match event.event_type.as_str() {
                 SurveyAnswered::EVENT_TYPE => {
                     let survey: SurveyAnswered = decode(event)?;
-                    view.answers_json =
-                        serde_json::to_string(&survey.answers).map_err(|e| status::internal(&e))?;
+                    view.answers_json = serde_json::to_string(&survey.answers)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
                 }
                 HonestyFlagRaised::EVENT_TYPE => {
                     view.flags.push(decode::<HonestyFlagRaised>(event)?.kind);
@@ -610,12 +602,12 @@ impl CallLogging {
         let call_id = logged.telephony_call_id;
         if !call_id.is_empty() {
             let cdr = StreamName::new(TelephonyRecord::CATEGORY, format!("{tenant_id}:{call_id}"))
-                .map_err(status::from_store_error)?;
+                .map_err(Error::from)?;
             if let Some(event) = self
                 .store
                 .read_stream(&cdr, 1)
                 .await
-                .map_err(status::from_store_error)?
+                .map_err(Error::from)?
                 .first()
             {
                 let record: TelephonyRecord = decode(event)?;
@@ -635,7 +627,7 @@ impl CallLogging {
             self.store
                 .append(&stream, ExpectedVersion::Any, &[viewed])
                 .await
-                .map_err(status::from_store_error)?;
+                .map_err(Error::from)?;
             tracing::info!("full view of a call record recorded");
         } else {
             view.number_dialed = crate::domain::privacy::mask_phone(&view.number_dialed);
@@ -645,12 +637,12 @@ impl CallLogging {
 
     /// Clears call-logging's read models and rebuilds them from the log, in one transaction,
     /// with the same row-writing functions the commands use. Run with the service stopped.
-    pub async fn rebuild_projections(&self) -> Result<u64, Status> {
-        let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
+    pub async fn rebuild_projections(&self) -> Result<u64, Error> {
+        let mut tx = self.store.begin().await.map_err(Error::from)?;
         sqlx::query("TRUNCATE cl_attempts, cl_telephony, cl_flags")
             .execute(&mut *tx)
             .await
-            .map_err(|e| status::internal(&e))?;
+            .map_err(Error::from)?;
         let filter = callback_eventstore::Filter::categories([
             CallAttemptLogged::CATEGORY,
             TelephonyRecord::CATEGORY,
@@ -662,7 +654,7 @@ impl CallLogging {
                 .store
                 .read_all(after, &filter, 5000)
                 .await
-                .map_err(status::from_store_error)?;
+                .map_err(Error::from)?;
             for event in &page.events {
                 applied += 1;
                 match event.event_type.as_str() {
@@ -708,7 +700,7 @@ impl CallLogging {
                 break;
             }
         }
-        tx.commit().await.map_err(|e| status::internal(&e))?;
+        tx.commit().await.map_err(Error::from)?;
         Ok(applied)
     }
 }
@@ -776,18 +768,15 @@ struct AttemptRow<'a> {
 async fn records_until(
     conn: &mut sqlx::PgConnection,
     tenant_id: &str,
-) -> Result<Option<DateTime<Utc>>, Status> {
+) -> Result<Option<DateTime<Utc>>, Error> {
     sqlx::query_scalar("SELECT max(started_at) FROM cl_telephony WHERE tenant_id = $1")
         .bind(tenant_id)
         .fetch_one(conn)
         .await
-        .map_err(|e| status::internal(&e))
+        .map_err(Error::from)
 }
 
-async fn project_attempt(
-    conn: &mut sqlx::PgConnection,
-    row: &AttemptRow<'_>,
-) -> Result<(), Status> {
+async fn project_attempt(conn: &mut sqlx::PgConnection, row: &AttemptRow<'_>) -> Result<(), Error> {
     attempts::project_attempts(conn, std::slice::from_ref(row)).await
 }
 
@@ -797,7 +786,7 @@ async fn project_flag(
     attempt_id: &str,
     agent_id: &str,
     flag: &Flag,
-) -> Result<(), Status> {
+) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO cl_flags (attempt_id, kind, tenant_id, agent_id, evidence) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (attempt_id, kind) DO NOTHING",
@@ -809,14 +798,14 @@ async fn project_flag(
     .bind(&flag.evidence)
     .execute(conn)
     .await
-    .map_err(|e| status::internal(&e))?;
+    .map_err(Error::from)?;
     Ok(())
 }
 
 async fn project_telephony(
     conn: &mut sqlx::PgConnection,
     record: &TelephonyRecord,
-) -> Result<(), Status> {
+) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO cl_telephony (tenant_id, call_id, network_result, started_at, answered_at, ended_at, billable_seconds) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, call_id) DO NOTHING",
@@ -830,6 +819,6 @@ async fn project_telephony(
     .bind(record.billable_seconds as i32)
     .execute(conn)
     .await
-    .map_err(|e| status::internal(&e))?;
+    .map_err(Error::from)?;
     Ok(())
 }

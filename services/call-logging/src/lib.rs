@@ -12,8 +12,12 @@ use tokio::net::TcpListener;
 
 pub mod app;
 pub mod domain;
+mod error;
 pub mod facts;
 pub mod grpc;
+pub mod scheduling_client;
+
+pub use error::{Error, Result};
 
 pub const KIND: ServiceKind = ServiceKind::CallLogging;
 
@@ -40,7 +44,10 @@ pub async fn serve(
             facts::SchedulingFacts::new(host.store.clone()),
             shutdown.clone(),
         );
-    let app = app::CallLogging::new(host.store.clone(), scheduling);
+    let app = app::CallLogging::new(
+        host.store.clone(),
+        std::sync::Arc::new(scheduling_client::GrpcScheduling::new(scheduling)),
+    );
     let host = host.route(&["callback.v1.CallLogging"], |router| {
         router.add_service(grpc::service(app))
     });

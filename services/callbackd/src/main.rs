@@ -174,7 +174,7 @@ async fn database(name: &str, fresh: bool) -> anyhow::Result<(String, Option<Pri
 /// The scheduling application on its own (no servers), for offline commands.
 async fn scheduling_app(
     url: &str,
-    clock: std::sync::Arc<dyn callback_kit::Clock>,
+    clock: std::sync::Arc<dyn callback_rules::Clock>,
 ) -> anyhow::Result<callback_scheduling::app::Scheduling> {
     let pool = callback_kit::pool_options(4).connect(url).await?;
     let store = callback_eventstore::EventStore::open(pool).await?;
@@ -199,7 +199,7 @@ async fn fingerprint(app: &callback_scheduling::app::Scheduling) -> anyhow::Resu
 async fn demo() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
     let (url, cluster) = database("callback_demo", true).await?;
-    let clock = callback_kit::ManualClock::new(chrono::Utc::now()); // the demo sets its own dates
+    let clock = callback_rules::ManualClock::new(chrono::Utc::now()); // the demo sets its own dates
     let app = scheduling_app(&url, std::sync::Arc::new(clock.clone())).await?;
     let started = std::time::Instant::now();
     let summary = callback_scheduling::demo::run(&app, &clock, 30, 2026).await?;
@@ -251,7 +251,7 @@ async fn rebuild_complaint_routing() -> anyhow::Result<()> {
     let scheduling = grpc::channel(config.url(ServiceKind::Scheduling))?;
     let app = callback_complaint_routing::open(
         store,
-        std::sync::Arc::new(callback_kit::SystemClock),
+        std::sync::Arc::new(callback_rules::SystemClock),
         scheduling,
     )
     .await?;
@@ -285,7 +285,7 @@ async fn rebuild_analytics() -> anyhow::Result<()> {
 async fn rebuild_scheduling() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
     let (url, cluster) = database("callback", false).await?;
-    let app = scheduling_app(&url, std::sync::Arc::new(callback_kit::SystemClock)).await?;
+    let app = scheduling_app(&url, std::sync::Arc::new(callback_rules::SystemClock)).await?;
     let before = fingerprint(&app).await?;
     let events = app.rebuild_projections().await?;
     let after = fingerprint(&app).await?;

@@ -12,16 +12,11 @@ use callback_calendar::Calendar;
 use callback_eventstore::{
     Checkpoint, EventStore, ExpectedVersion, Filter, NewEvent, RecordedEvent, StreamName,
 };
-use callback_kit::grpc::TracePropagation;
 use callback_kit::telemetry::event_metadata;
-use callback_kit::Clock;
-use callback_proto::v1::scheduling_client::SchedulingClient;
-use callback_proto::v1::{IngestBusinessEventRequest, Subject};
+use callback_rules::Clock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, Row};
-use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use callback_contracts::complaint_routing::{ComplaintParked, RoutingRulesPublished};
@@ -33,6 +28,7 @@ use crate::domain::{
     Status,
 };
 use crate::error::{invalid, Error, Result};
+use crate::ports::{CallbackAnswer, CallbackRequest, SchedulingPort};
 
 /// Namespace of complaint ids (UUIDv5 of tenant, source and source id): a retried filing can
 /// only ever name the same complaint.
@@ -99,13 +95,11 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
-type SchedulingApi = SchedulingClient<InterceptedService<Channel, TracePropagation>>;
-
 #[derive(Clone)]
 pub struct ComplaintRouting {
     store: EventStore,
     clock: Arc<dyn Clock>,
-    scheduling: SchedulingApi,
+    scheduling: Arc<dyn SchedulingPort>,
     /// Parsed rules by (tenant, version). Versions never change, so entries never go stale.
     rules: Arc<Mutex<RulesCache>>,
 }
@@ -150,7 +144,7 @@ fn corrupt(e: impl std::fmt::Display) -> Error {
 }
 
 pub(crate) fn validate_id(field: &str, value: &str) -> Result<()> {
-    match callback_kit::ids::id_problem(value) {
+    match callback_rules::ids::id_problem(value) {
         None => Ok(()),
         Some(reason) => Err(invalid(field, reason)),
     }
@@ -177,7 +171,7 @@ fn validate_intake(intake: &Intake) -> Result<()> {
     }
     // Scheduling's rule: these numbers go on to it with the verification callback.
     for (i, phone) in intake.customer.phones.iter().enumerate() {
-        if let Some(reason) = callback_kit::ids::phone_problem(phone) {
+        if let Some(reason) = callback_rules::ids::phone_problem(phone) {
             return Err(invalid(format!("customer.phones[{i}]"), reason));
         }
     }
@@ -210,11 +204,15 @@ fn validate_intake(intake: &Intake) -> Result<()> {
 }
 
 impl ComplaintRouting {
-    pub fn new(store: EventStore, clock: Arc<dyn Clock>, scheduling: Channel) -> Self {
+    pub fn new(
+        store: EventStore,
+        clock: Arc<dyn Clock>,
+        scheduling: Arc<dyn SchedulingPort>,
+    ) -> Self {
         Self {
             store,
             clock,
-            scheduling: SchedulingClient::with_interceptor(scheduling, TracePropagation),
+            scheduling,
             rules: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -725,53 +723,38 @@ impl ComplaintRouting {
             ),
         };
         let filed = &state.filed;
-        let request = IngestBusinessEventRequest {
+        let attributes = match json!({
+            "complaint_id": complaint_id, "class": state.class.as_str(),
+            "department": state.department, "purpose": purpose_name,
+        }) {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let request = CallbackRequest {
             tenant_id: filed.tenant_id.clone(),
-            source: "complaint-routing".into(),
             source_event_id: format!("{complaint_id}:{purpose_name}:{}", state.reopenings),
             event_type: event_type.clone(),
-            occurred_at: Some(callback_kit::wire::timestamp(state.last_at)),
-            subject: Some(Subject {
-                subject_id: filed.customer.customer_id.clone(),
-                name: filed.customer.name.clone(),
-                phones: filed.customer.phones.clone(),
-                owner_agent_id: String::new(),
-                department: state.department.clone(),
-            }),
-            attributes_json: json!({
-                "complaint_id": complaint_id, "class": state.class.as_str(),
-                "department": state.department, "purpose": purpose_name,
-            })
-            .to_string(),
+            occurred_at: state.last_at,
+            customer: filed.customer.clone(),
+            department: state.department.clone(),
+            attributes,
         };
-        let response = self.scheduling.clone().ingest_business_event(request).await;
-        let answer = match response {
-            Ok(response) => response.into_inner(),
-            Err(status)
-                if status.code() == tonic::Code::InvalidArgument
-                    || status.code() == tonic::Code::NotFound =>
-            {
-                // Scheduling refuses it (e.g. the tenant is unknown there): retrying will not help.
+        let callback_ids = match self.scheduling.request_callback(request).await? {
+            CallbackAnswer::Scheduled(ids) => ids,
+            CallbackAnswer::Refused(reason) => {
                 let at = self.now();
                 return self
                     .record_callback_answer(
                         complaint_id,
                         ComplaintEvent::CallbackUnavailable {
                             purpose,
-                            reason: format!("scheduling refused the request: {}", status.message()),
+                            reason: format!("scheduling refused the request: {reason}"),
                             at,
                         },
                     )
                     .await;
             }
-            Err(status) => return Err(Error::Scheduling(status.message().to_owned())),
         };
-        let callback_ids: Vec<Uuid> = answer
-            .scheduled
-            .iter()
-            .filter(|s| s.status == "scheduled")
-            .filter_map(|s| s.callback_id.parse().ok())
-            .collect();
         let at = self.now();
         let event = if callback_ids.is_empty() {
             ComplaintEvent::CallbackUnavailable {

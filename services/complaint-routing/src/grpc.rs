@@ -1,6 +1,5 @@
 //! The gRPC layer: converts wire types to domain types and back, nothing else.
 
-use callback_kit::privacy::{mask_name, mask_phone};
 use callback_kit::wire;
 use callback_proto::v1::complaint_routing_server::{
     ComplaintRouting as ComplaintRoutingApi, ComplaintRoutingServer,
@@ -11,6 +10,7 @@ use callback_proto::v1::{
     HistoryEntry, ListComplaintsRequest, ListComplaintsResponse, PublishRoutingRulesRequest,
     PublishRoutingRulesResponse,
 };
+use callback_rules::privacy::{mask_name, mask_phone};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;

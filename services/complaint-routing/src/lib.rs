@@ -13,13 +13,16 @@ pub mod domain;
 mod error;
 pub mod feeds;
 pub mod grpc;
+pub mod ports;
+pub mod scheduling_client;
 
 pub use error::{Error, Result};
 
 use std::sync::Arc;
 
 use callback_feed::{HostError, RemoteConsumer, ServiceHost};
-use callback_kit::{Clock, Config, ServiceKind, Shutdown};
+use callback_kit::{Config, ServiceKind, Shutdown};
+use callback_rules::Clock;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -44,7 +47,7 @@ pub async fn serve(
         listener,
         config,
         shutdown,
-        Arc::new(callback_kit::SystemClock),
+        Arc::new(callback_rules::SystemClock),
     )
     .await
 }
@@ -87,13 +90,14 @@ pub async fn serve_with_clock(
 }
 
 /// Opens the service's state on `store` (whose categories are registered): runs the
-/// migrations and returns the application.
+/// migrations and returns the application, asking scheduling over `scheduling` (gRPC).
 pub async fn open(
     store: callback_eventstore::EventStore,
     clock: Arc<dyn Clock>,
     scheduling: tonic::transport::Channel,
 ) -> Result<app::ComplaintRouting, callback_eventstore::Error> {
     migrator().run(store.pool()).await?;
+    let scheduling = Arc::new(scheduling_client::GrpcScheduling::new(scheduling));
     Ok(app::ComplaintRouting::new(store, clock, scheduling))
 }
 

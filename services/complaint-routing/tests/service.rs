@@ -11,7 +11,7 @@ use callback_complaint_routing::app::{ComplaintRouting, ListFilter};
 use callback_complaint_routing::domain::{Action, Class, Customer, Intake, Level, Status};
 use callback_complaint_routing::Error;
 use callback_eventstore::EventStore;
-use callback_kit::ManualClock;
+use callback_rules::ManualClock;
 use callback_testkit::TestDb;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};

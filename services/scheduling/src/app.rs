@@ -11,7 +11,7 @@ use callback_eventstore::{
     StreamName,
 };
 use callback_kit::telemetry::event_metadata;
-use callback_kit::Clock;
+use callback_rules::Clock;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -21,7 +21,7 @@ pub use callback_contracts::scheduling::{
 };
 use callback_contracts::EventContract;
 
-use crate::domain::validate_settings;
+use crate::domain::{validate_settings, CallbackError, LeaseRefusal};
 use crate::domain::{
     BusinessFact, CallbackEvent, CallbackState, Disposition, Finished, OwnerRule, PlannedCallback,
     Policy, Scheduled, Status, TenantSettings,
@@ -47,6 +47,14 @@ const MAX_CALLBACKS_PER_READ: usize = 1000;
 
 /// How many capped candidates one claim defers before giving up for this call.
 const MAX_DEFERRALS_PER_CLAIM: usize = 20;
+
+/// A lease an agent says it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseToCheck {
+    pub callback_id: Uuid,
+    pub agent_id: String,
+    pub lease_id: Uuid,
+}
 
 /// The answer to an ingest.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,6 +142,18 @@ fn decode<T: EventContract>(event: &RecordedEvent) -> Result<T> {
     callback_kit::events::decode(event).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
+/// A decision the callback's domain refused, as the service's error.
+fn callback_refused(e: CallbackError) -> Error {
+    match e {
+        CallbackError::NotClaimant => invalid("agent_id", e.to_string()),
+        CallbackError::NamedTimeInPast => invalid("disposition.named_time", e.to_string()),
+        CallbackError::NotFound => Error::NotFound("callback".into()),
+        CallbackError::Closed(_) | CallbackError::NotClaimable => {
+            Error::FailedPrecondition(e.to_string())
+        }
+    }
+}
+
 /// The policy a `PolicyPublished` carries, in the domain's terms.
 fn published_policy(published: PolicyPublished) -> Result<Policy> {
     serde_json::from_value(published.policy).map_err(|e| Error::Corrupt(format!("policy: {e}")))
@@ -149,7 +169,7 @@ fn callback_state(history: &[RecordedEvent]) -> Result<Option<CallbackState>> {
 }
 
 pub(crate) fn validate_id(field: &str, value: &str) -> Result<()> {
-    match callback_kit::ids::id_problem(value) {
+    match callback_rules::ids::id_problem(value) {
         None => Ok(()),
         Some(reason) => Err(invalid(field, reason)),
     }
@@ -158,7 +178,7 @@ pub(crate) fn validate_id(field: &str, value: &str) -> Result<()> {
 /// A phone number: digits with an optional leading `+`, spaces and dashes allowed, 5 to 20
 /// digits.
 pub(crate) fn validate_phone(field: &str, phone: &str) -> Result<()> {
-    match callback_kit::ids::phone_problem(phone) {
+    match callback_rules::ids::phone_problem(phone) {
         None => Ok(()),
         Some(reason) => Err(invalid(field, reason)),
     }
@@ -579,10 +599,7 @@ impl Scheduling {
         .await?;
         for id in &ids {
             let (state, version) = self.load_on(tx, *id).await?;
-            let cancel = CallbackEvent::CallbackCancelled {
-                reason: reason.to_owned(),
-                at: now,
-            };
+            let cancel = state.decide_cancel(reason, now).map_err(callback_refused)?;
             self.append_callback(tx, Some(state), version, &[cancel], tenant_id)
                 .await?;
         }
@@ -724,13 +741,7 @@ impl Scheduling {
         let (_, calendar) = self.tenant(tx, &state.scheduled.tenant_id).await?;
         let decided = state
             .decide_outcome(attempt_id, agent_id, lease_id, disposition, at, &calendar)
-            .map_err(|e| match e {
-                crate::domain::CallbackError::NotClaimant => invalid("agent_id", e.to_string()),
-                crate::domain::CallbackError::NamedTimeInPast => {
-                    invalid("disposition.named_time", e.to_string())
-                }
-                crate::domain::CallbackError::Closed(_) => Error::FailedPrecondition(e.to_string()),
-            })?;
+            .map_err(callback_refused)?;
         let tenant_id = state.scheduled.tenant_id.clone();
         let next = self
             .append_callback(tx, Some(state), version, &decided, &tenant_id)
@@ -855,11 +866,7 @@ impl Scheduling {
                     calendars.insert(tenant_id.clone(), calendar);
                 }
                 let (state, version) = self.load_on(&mut tx, *callback_id).await?;
-                let lost = CallbackEvent::CallbackLost {
-                    reason: "deadline passed".into(),
-                    attempts: state.attempts,
-                    at: now,
-                };
+                let lost = state.decide_expiry(now).map_err(callback_refused)?;
                 let ended = self
                     .append_callback(&mut tx, Some(state), version, &[lost], tenant_id)
                     .await?;
@@ -921,6 +928,32 @@ impl Scheduling {
             states.extend(callback_state(history)?.filter(|s| s.scheduled.tenant_id == tenant_id));
         }
         Ok(states)
+    }
+
+    /// The lease rule ([`CallbackState::check_lease`]) for several leases of a tenant, in one
+    /// read; in the order asked: `None` when the tenant has no such callback, else its state
+    /// and the verdict.
+    #[allow(clippy::type_complexity)]
+    pub async fn check_leases(
+        &self,
+        tenant_id: &str,
+        leases: &[LeaseToCheck],
+    ) -> Result<Vec<Option<(CallbackState, std::result::Result<(), LeaseRefusal>)>>> {
+        let ids: Vec<Uuid> = leases.iter().map(|l| l.callback_id).collect();
+        let states = self.get_callbacks(tenant_id, &ids).await?;
+        let by_id: HashMap<Uuid, &CallbackState> = states
+            .iter()
+            .map(|s| (s.scheduled.callback_id, s))
+            .collect();
+        Ok(leases
+            .iter()
+            .map(|lease| {
+                by_id.get(&lease.callback_id).map(|state| {
+                    let verdict = state.check_lease(&lease.agent_id, lease.lease_id);
+                    ((*state).clone(), verdict)
+                })
+            })
+            .collect())
     }
 
     /// Due (or overdue) open callbacks of a tenant, most urgent first.

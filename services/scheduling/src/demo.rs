@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use callback_kit::ManualClock;
+use callback_rules::ManualClock;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 

@@ -1,4 +1,4 @@
-use callback_kit::status;
+use callback_kit::status::{self, ErrorCode, ServiceError};
 use tonic::Status;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -27,14 +27,22 @@ pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Er
     }
 }
 
+impl ServiceError for Error {
+    fn error_code(&self) -> ErrorCode<'_> {
+        match self {
+            Error::InvalidArgument { field, reason } => {
+                ErrorCode::InvalidArgument { field, reason }
+            }
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Error::Store(e) => ErrorCode::Store(e),
+            Error::Database(_) | Error::Corrupt(_) => ErrorCode::Internal,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
-        match error {
-            Error::InvalidArgument { field, reason } => status::invalid_argument(&field, reason),
-            Error::NotFound(what) => Status::not_found(format!("{what} not found")),
-            Error::FailedPrecondition(reason) => Status::failed_precondition(reason),
-            Error::Store(e) => status::from_store_error(e),
-            e @ (Error::Database(_) | Error::Corrupt(_)) => status::internal(&e),
-        }
+        status::to_status(&error)
     }
 }

@@ -3,18 +3,18 @@
 use callback_kit::wire;
 use callback_proto::v1::scheduling_server::{Scheduling as SchedulingApi, SchedulingServer};
 use callback_proto::v1::{
-    CallbackView, ClaimNextRequest, ClaimNextResponse, ClaimedCallback, GetCallbackRequest,
-    GetCallbackResponse, GetCallbacksRequest, GetCallbacksResponse, HistoryEntry,
-    IngestBusinessEventRequest, IngestBusinessEventResponse, ListCallbacksRequest,
-    ListCallbacksResponse, PublishPolicyRequest, PublishPolicyResponse, PublishTenantRequest,
-    PublishTenantResponse, ScheduledCallback, Subject,
+    CallbackView, CheckLeasesRequest, CheckLeasesResponse, ClaimNextRequest, ClaimNextResponse,
+    ClaimedCallback, GetCallbackRequest, GetCallbackResponse, GetCallbacksRequest,
+    GetCallbacksResponse, HistoryEntry, IngestBusinessEventRequest, IngestBusinessEventResponse,
+    LeaseCheck, LeaseVerdict, ListCallbacksRequest, ListCallbacksResponse, PublishPolicyRequest,
+    PublishPolicyResponse, PublishTenantRequest, PublishTenantResponse, ScheduledCallback, Subject,
 };
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
-use crate::app::{CallbackRow, IngestResult, Scheduling, SubjectContact};
-use crate::domain::{BusinessFact, CallbackState};
+use crate::app::{CallbackRow, IngestResult, LeaseToCheck, Scheduling, SubjectContact};
+use crate::domain::{BusinessFact, CallbackState, LeaseRefusal};
 use crate::error::invalid;
 
 pub fn service(app: Scheduling) -> SchedulingServer<Api> {
@@ -256,6 +256,68 @@ impl SchedulingApi for Api {
         Ok(Response::new(GetCallbacksResponse {
             callbacks: states.iter().map(view).collect(),
         }))
+    }
+
+    async fn check_leases(
+        &self,
+        request: Request<CheckLeasesRequest>,
+    ) -> Result<Response<CheckLeasesResponse>, Status> {
+        let r = request.into_inner();
+        let leases = r
+            .leases
+            .iter()
+            .enumerate()
+            .map(|(i, lease)| {
+                let uuid = |field: &str, value: &str| {
+                    value
+                        .parse()
+                        .map_err(|_| invalid(format!("leases[{i}].{field}"), "is not a UUID"))
+                };
+                Ok(LeaseToCheck {
+                    callback_id: uuid("callback_id", &lease.callback_id)?,
+                    agent_id: lease.agent_id.clone(),
+                    lease_id: uuid("lease_id", &lease.lease_id)?,
+                })
+            })
+            .collect::<Result<Vec<_>, crate::Error>>()?;
+        let checked = self.app.check_leases(&r.tenant_id, &leases).await?;
+        let checks = r
+            .leases
+            .into_iter()
+            .zip(checked)
+            .map(|(asked, checked)| {
+                let (verdict, state) = match checked {
+                    None => (LeaseVerdict::LeaseCallbackNotFound, None),
+                    Some((state, Ok(()))) => (LeaseVerdict::LeaseHeld, Some(state)),
+                    Some((state, Err(LeaseRefusal::NotHolder))) => {
+                        (LeaseVerdict::LeaseNotHeld, Some(state))
+                    }
+                    Some((state, Err(LeaseRefusal::Ended(_) | LeaseRefusal::NotClaimed))) => {
+                        (LeaseVerdict::LeaseCallbackNotClaimed, Some(state))
+                    }
+                };
+                let held = verdict == LeaseVerdict::LeaseHeld;
+                LeaseCheck {
+                    callback_id: asked.callback_id,
+                    verdict: verdict.into(),
+                    status: state
+                        .as_ref()
+                        .map(|s| s.status.as_str().to_owned())
+                        .unwrap_or_default(),
+                    subject_id: state
+                        .as_ref()
+                        .filter(|_| held)
+                        .map(|s| s.scheduled.subject_id.clone())
+                        .unwrap_or_default(),
+                    department: state
+                        .as_ref()
+                        .filter(|_| held)
+                        .and_then(|s| s.scheduled.department.clone())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(CheckLeasesResponse { checks }))
     }
 
     async fn list_callbacks(

@@ -42,7 +42,7 @@ pub async fn serve(
         listener,
         config,
         shutdown,
-        std::sync::Arc::new(callback_kit::SystemClock),
+        std::sync::Arc::new(callback_rules::SystemClock),
     )
     .await
 }
@@ -53,7 +53,7 @@ pub async fn serve_with_clock(
     listener: TcpListener,
     config: Config,
     shutdown: Shutdown,
-    clock: std::sync::Arc<dyn callback_kit::Clock>,
+    clock: std::sync::Arc<dyn callback_rules::Clock>,
 ) -> Result<(), HostError> {
     let host = ServiceHost::start(KIND, pool, CATEGORIES).await?;
     let app = open(host.store.clone(), clock).await?;
@@ -80,7 +80,7 @@ pub async fn serve_with_clock(
 /// scheduling migrations and returns the application on `clock`.
 pub async fn open(
     store: callback_eventstore::EventStore,
-    clock: std::sync::Arc<dyn callback_kit::Clock>,
+    clock: std::sync::Arc<dyn callback_rules::Clock>,
 ) -> Result<app::Scheduling, callback_eventstore::Error> {
     migrator().run(store.pool()).await?;
     Ok(app::Scheduling::new(store, clock))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use callback_contracts::call_logging::{AttemptDisposition, CallAttemptLogged};
 use callback_contracts::EventContract;
 use callback_eventstore::{Checkpoint, EventStore, Filter};
-use callback_kit::ManualClock;
+use callback_rules::ManualClock;
 use callback_scheduling::app::CallbackRow;
 use callback_scheduling::app::{Scheduling, SubjectContact, CALLBACK_COLUMNS};
 use callback_scheduling::domain::{BusinessFact, Disposition, Status};
@@ -271,7 +271,7 @@ async fn the_owner_claims_first_the_pool_after_the_handover_and_leases_expire() 
 }
 
 fn clock_now(clock: &ManualClock) -> DateTime<Utc> {
-    use callback_kit::Clock;
+    use callback_rules::Clock;
     clock.now()
 }
 

@@ -10,7 +10,7 @@
 //! attempt whose stream exists is a retry of one logged before: the append names it without
 //! writing anything, and it is answered with what was logged.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use callback_calendar::{Calendar, CalendarSpec};
 use callback_contracts::call_logging::{
@@ -20,16 +20,15 @@ use callback_contracts::scheduling::Disposition;
 use callback_contracts::EventContract;
 use callback_eventstore::{ExpectedVersion, Metadata, NewEvent, StreamAppend, StreamName};
 use callback_kit::batch::{BatchQueue, Serve};
-use callback_kit::status;
-use callback_proto::v1::{CallbackView, GetCallbacksRequest};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::oneshot;
-use tonic::{Code, Status};
 use uuid::Uuid;
 
+use super::ports::{LeaseClaim, LeaseVerdict};
 use super::{flag_raised, project_flag, AttemptReport, CallLogging};
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
+use crate::error::Error;
 
 /// What `LogCallAttempt` answers: logged before (a retry), the event types, the flag kinds.
 pub(super) type Logged = (bool, Vec<String>, Vec<String>);
@@ -50,7 +49,7 @@ pub(super) struct PendingAttempt {
     /// scheduling has confirmed the lease, since a complaint carries the callback's subject.
     pub events: Vec<NewEvent>,
     pub metadata: Metadata,
-    pub reply: oneshot::Sender<Result<Logged, Status>>,
+    pub reply: oneshot::Sender<Result<Logged, Error>>,
 }
 
 pub(super) type AttemptQueue = BatchQueue<PendingAttempt>;
@@ -76,23 +75,37 @@ impl CallLogging {
     /// arrival order. Every other one is answered here: logged before (a retry after its
     /// lease ended; a retry while the lease still holds is found by the append) or refused.
     async fn confirm_leases(&self, batch: Vec<PendingAttempt>) -> Vec<PendingAttempt> {
-        let mut asked: HashMap<&str, BTreeSet<Uuid>> = HashMap::new();
+        // One question to scheduling per tenant, for every lease of the batch.
+        let mut asked: HashMap<&str, Vec<LeaseClaim>> = HashMap::new();
         for pending in &batch {
             asked
                 .entry(&pending.report.tenant_id)
                 .or_default()
-                .insert(pending.callback_id);
+                .push(lease_claim(pending));
         }
-        let mut by_tenant = HashMap::with_capacity(asked.len());
-        for (tenant_id, ids) in asked {
-            by_tenant.insert(tenant_id.to_owned(), self.callbacks(tenant_id, ids).await);
+        let mut verdicts: HashMap<(String, LeaseClaim), LeaseVerdict> = HashMap::new();
+        let mut failed: HashMap<String, Error> = HashMap::new();
+        for (tenant_id, claims) in asked {
+            match self.scheduling.check_leases(tenant_id, &claims).await {
+                Ok(answers) => {
+                    for (claim, verdict) in claims.into_iter().zip(answers) {
+                        verdicts.insert((tenant_id.to_owned(), claim), verdict);
+                    }
+                }
+                Err(error) => {
+                    failed.insert(tenant_id.to_owned(), error);
+                }
+            }
         }
         let mut confirmed = Vec::with_capacity(batch.len());
         for mut pending in batch {
-            let checked = match &by_tenant[&pending.report.tenant_id] {
-                Ok(found) => lease_held(&pending, found.get(&pending.callback_id))
-                    .and_then(|view| attempt_events(&pending, view)),
-                Err(error) => Err(error.clone()),
+            let tenant_id = pending.report.tenant_id.clone();
+            let checked = match failed.get(&tenant_id) {
+                Some(error) => Err(error.again()),
+                None => lease_held(&pending, verdicts.get(&(tenant_id, lease_claim(&pending))))
+                    .and_then(|(subject_id, department)| {
+                        attempt_events(&pending, subject_id, department)
+                    }),
             };
             match checked {
                 Ok(events) => {
@@ -110,35 +123,6 @@ impl CallLogging {
             }
         }
         confirmed
-    }
-
-    /// The callbacks, asked of the scheduling service itself (fresh, not a lagging copy).
-    async fn callbacks(
-        &self,
-        tenant_id: &str,
-        ids: BTreeSet<Uuid>,
-    ) -> Result<HashMap<Uuid, CallbackView>, Status> {
-        let found = self
-            .scheduling
-            .clone()
-            .get_callbacks(GetCallbacksRequest {
-                tenant_id: tenant_id.to_owned(),
-                callback_ids: ids.iter().map(Uuid::to_string).collect(),
-            })
-            .await
-            .map_err(|s| match s.code() {
-                Code::InvalidArgument => s,
-                _ => Status::unavailable(format!(
-                    "scheduling could not confirm the lease: {}",
-                    s.message()
-                )),
-            })?
-            .into_inner()
-            .callbacks;
-        Ok(found
-            .into_iter()
-            .filter_map(|view| Some((view.callback_id.parse().ok()?, view)))
-            .collect())
     }
 
     /// Writes attempts whose leases were confirmed, a round at a time.
@@ -165,13 +149,13 @@ impl CallLogging {
                 }
                 // One attempt's problem is not every agent's answer: each alone.
                 Err(error) => {
-                    tracing::warn!(code = ?error.code(), attempts = round.len(), "attempt batch failed; writing each alone");
+                    tracing::warn!(%error, attempts = round.len(), "attempt batch failed; writing each alone");
                     for pending in round {
                         let answer = match self.write_attempts(std::slice::from_ref(&pending)).await
                         {
                             Ok(mut written) => match written.pop() {
                                 Some(written) => self.answer(&pending, written).await,
-                                None => Err(Status::internal("an attempt was not written")),
+                                None => Err(Error::Internal("an attempt was not written".into())),
                             },
                             Err(error) => Err(error),
                         };
@@ -182,7 +166,7 @@ impl CallLogging {
         }
     }
 
-    async fn answer(&self, pending: &PendingAttempt, written: Written) -> Result<Logged, Status> {
+    async fn answer(&self, pending: &PendingAttempt, written: Written) -> Result<Logged, Error> {
         match written {
             Written::New(types, flags) => {
                 if !flags.is_empty() {
@@ -199,8 +183,8 @@ impl CallLogging {
     }
 
     /// One transaction for a round of attempts (at most one per agent).
-    async fn write_attempts(&self, round: &[PendingAttempt]) -> Result<Vec<Written>, Status> {
-        let mut tx = self.store.begin().await.map_err(status::from_store_error)?;
+    async fn write_attempts(&self, round: &[PendingAttempt]) -> Result<Vec<Written>, Error> {
+        let mut tx = self.store.begin().await.map_err(Error::from)?;
         let contexts = attempt_contexts(&mut tx, round).await?;
         let mut all_events = Vec::with_capacity(round.len());
         let mut all_flags = Vec::with_capacity(round.len());
@@ -237,7 +221,7 @@ impl CallLogging {
             .store
             .append_commands_in(&mut tx, &commands)
             .await
-            .map_err(status::from_store_error)?;
+            .map_err(Error::from)?;
         drop(commands);
         let rows: Vec<super::AttemptRow> = round
             .iter()
@@ -265,10 +249,7 @@ impl CallLogging {
                 project_flag(&mut tx, &r.tenant_id, &r.attempt_id, &r.agent_id, flag).await?;
             }
         }
-        self.store
-            .commit(tx)
-            .await
-            .map_err(status::from_store_error)?;
+        self.store.commit(tx).await.map_err(Error::from)?;
         Ok(all_events
             .into_iter()
             .zip(all_flags)
@@ -285,37 +266,51 @@ impl CallLogging {
     }
 }
 
-/// The callback's view when `pending`'s agent holds its lease.
+fn lease_claim(pending: &PendingAttempt) -> LeaseClaim {
+    LeaseClaim {
+        callback_id: pending.callback_id,
+        agent_id: pending.report.agent_id.clone(),
+        lease_id: pending.lease_id,
+    }
+}
+
+/// The callback's subject and department when scheduling says `pending`'s agent holds its
+/// lease; else the refusal the reporter gets.
 fn lease_held<'v>(
     pending: &PendingAttempt,
-    view: Option<&'v CallbackView>,
-) -> Result<&'v CallbackView, Status> {
-    let view = view.ok_or_else(|| {
-        Status::not_found(format!("callback `{}` not found", pending.callback_id))
-    })?;
-    if view.status != "claimed" {
-        return Err(Status::failed_precondition(format!(
-            "the callback is {}, not claimed",
-            view.status
-        )));
+    verdict: Option<&'v LeaseVerdict>,
+) -> Result<(&'v str, &'v str), Error> {
+    match verdict {
+        Some(LeaseVerdict::Held {
+            subject_id,
+            department,
+        }) => Ok((subject_id, department)),
+        None | Some(LeaseVerdict::NotFound) => Err(Error::NotFound(format!(
+            "callback `{}` not found",
+            pending.callback_id
+        ))),
+        Some(LeaseVerdict::NotClaimed { status }) => Err(Error::FailedPrecondition(format!(
+            "the callback is {status}, not claimed"
+        ))),
+        Some(LeaseVerdict::NotHeld) => Err(Error::PermissionDenied(
+            "agent_id: this agent does not hold the callback's lease".into(),
+        )),
     }
-    if view.claimed_by != pending.report.agent_id || view.lease_id != pending.lease_id.to_string() {
-        return Err(Status::permission_denied(
-            "agent_id: this agent does not hold the callback's lease",
-        ));
-    }
-    Ok(view)
 }
 
 /// One event of `pending`'s attempt, with the attempt's metadata.
-fn attempt_event(pending: &PendingAttempt, event: &impl EventContract) -> Result<NewEvent, Status> {
+fn attempt_event(pending: &PendingAttempt, event: &impl EventContract) -> Result<NewEvent, Error> {
     callback_kit::events::new_event(event)
         .map(|e| e.with_metadata(pending.metadata.clone()))
-        .map_err(status::from_store_error)
+        .map_err(Error::from)
 }
 
 /// The events of an attempt whose lease `view` confirmed, before the honesty checks.
-fn attempt_events(pending: &PendingAttempt, view: &CallbackView) -> Result<Vec<NewEvent>, Status> {
+fn attempt_events(
+    pending: &PendingAttempt,
+    subject_id: &str,
+    department: &str,
+) -> Result<Vec<NewEvent>, Error> {
     let report = &pending.report;
     let callback_id = pending.callback_id;
     let standard = match (report.disposition.as_str(), pending.named_time) {
@@ -330,7 +325,7 @@ fn attempt_events(pending: &PendingAttempt, view: &CallbackView) -> Result<Vec<N
         ("invalid_subject", _) => Disposition::InvalidSubject,
         (other, _) => {
             // Validation maps every accepted disposition onto a standard one first.
-            return Err(status::internal(&format!("unmapped disposition `{other}`")));
+            return Err(Error::Internal(format!("unmapped disposition `{other}`")));
         }
     };
     let mut events = vec![attempt_event(
@@ -374,8 +369,8 @@ fn attempt_events(pending: &PendingAttempt, view: &CallbackView) -> Result<Vec<N
                 callback_id,
                 attempt_id: report.attempt_id.clone(),
                 agent_id: report.agent_id.clone(),
-                subject_id: view.subject_id.clone(),
-                department: view.department.clone(),
+                subject_id: subject_id.to_owned(),
+                department: department.to_owned(),
                 raised_at: pending.ended_at,
                 complaint: complaint.clone(),
             },
@@ -410,7 +405,7 @@ struct AttemptContext {
 async fn attempt_contexts(
     conn: &mut sqlx::PgConnection,
     round: &[PendingAttempt],
-) -> Result<Vec<AttemptContext>, Status> {
+) -> Result<Vec<AttemptContext>, Error> {
     type Row = (
         Option<String>,
         Option<i32>,
@@ -455,9 +450,11 @@ async fn attempt_contexts(
     .persistent(false)
     .fetch_all(conn)
     .await
-    .map_err(|e| status::internal(&e))?;
+    .map_err(Error::from)?;
     if rows.len() != round.len() {
-        return Err(Status::internal("the honesty context lost an attempt"));
+        return Err(Error::Internal(
+            "the honesty context lost an attempt".into(),
+        ));
     }
     // Each tenant's calendar is parsed once per round.
     let mut calendars: HashMap<&str, Option<Calendar>> = HashMap::new();
@@ -530,7 +527,7 @@ fn honesty_flags(pending: &PendingAttempt, context: AttemptContext) -> Vec<Flag>
 pub(super) async fn project_attempts(
     conn: &mut sqlx::PgConnection,
     rows: &[super::AttemptRow<'_>],
-) -> Result<(), Status> {
+) -> Result<(), Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -562,7 +559,7 @@ pub(super) async fn project_attempts(
     .bind(&channels)
     .execute(conn)
     .await
-    .map_err(|e| status::internal(&e))?;
+    .map_err(Error::from)?;
     Ok(())
 }
 
@@ -574,6 +571,7 @@ mod tests {
     use callback_eventstore::EventStore;
     use callback_testkit::TestDb;
     use chrono::TimeZone;
+    use tonic::Code;
 
     fn at(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 9, 8, 2, minute, 0).unwrap()
@@ -585,7 +583,7 @@ mod tests {
         agent_id: &str,
         start: u32,
         end: u32,
-    ) -> (PendingAttempt, oneshot::Receiver<Result<Logged, Status>>) {
+    ) -> (PendingAttempt, oneshot::Receiver<Result<Logged, Error>>) {
         let (reply, answer) = oneshot::channel();
         let report = AttemptReport {
             attempt_id: attempt_id.into(),
@@ -630,34 +628,29 @@ mod tests {
         (pending, answer)
     }
 
+    /// The rule itself is scheduling's (`CallbackState::check_lease`, tested there); here,
+    /// each of its verdicts becomes the status the reporter gets.
     #[test]
     fn only_the_agent_holding_the_lease_may_report() {
         let (p, _) = pending("a-1", "agent-1", 0, 1);
-        let held = CallbackView {
-            callback_id: p.callback_id.to_string(),
-            status: "claimed".into(),
-            claimed_by: "agent-1".into(),
-            lease_id: p.lease_id.to_string(),
-            ..Default::default()
+        let held = LeaseVerdict::Held {
+            subject_id: "patient-1".into(),
+            department: "ward-a".into(),
         };
-        assert!(lease_held(&p, Some(&held)).is_ok());
-        let code = |view: Option<&CallbackView>| lease_held(&p, view).unwrap_err().code();
+        assert_eq!(
+            lease_held(&p, Some(&held)).unwrap(),
+            ("patient-1", "ward-a")
+        );
+        let code = |verdict: Option<&LeaseVerdict>| {
+            tonic::Status::from(lease_held(&p, verdict).unwrap_err()).code()
+        };
         assert_eq!(code(None), Code::NotFound);
-        let closed = CallbackView {
+        assert_eq!(code(Some(&LeaseVerdict::NotFound)), Code::NotFound);
+        let closed = LeaseVerdict::NotClaimed {
             status: "completed".into(),
-            ..held.clone()
         };
         assert_eq!(code(Some(&closed)), Code::FailedPrecondition);
-        let other_agent = CallbackView {
-            claimed_by: "agent-2".into(),
-            ..held.clone()
-        };
-        assert_eq!(code(Some(&other_agent)), Code::PermissionDenied);
-        let other_lease = CallbackView {
-            lease_id: Uuid::now_v7().to_string(),
-            ..held
-        };
-        assert_eq!(code(Some(&other_lease)), Code::PermissionDenied);
+        assert_eq!(code(Some(&LeaseVerdict::NotHeld)), Code::PermissionDenied);
     }
 
     #[tokio::test]
@@ -672,7 +665,10 @@ mod tests {
         // The writer never calls scheduling; the channel is never connected.
         let scheduling =
             tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
-        let app = CallLogging::new(store.clone(), scheduling);
+        let app = CallLogging::new(
+            store.clone(),
+            std::sync::Arc::new(crate::scheduling_client::GrpcScheduling::new(scheduling)),
+        );
 
         // Logged before: its stream exists.
         let (earlier, _) = pending("a-retried", "agent-9", 0, 1);

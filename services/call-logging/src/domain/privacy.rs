@@ -1,3 +1,3 @@
 //! Masking personal data: shared with the other services in `callback_kit::privacy`.
 
-pub use callback_kit::privacy::mask_phone;
+pub use callback_rules::privacy::mask_phone;

@@ -1,6 +1,8 @@
 //! The pure rules of complaint routing: classification and routing ([`rules`]), SLA clocks in
 //! working time ([`clock`]) and a complaint's life as events ([`complaint`]). No IO here.
 
+#[cfg(test)]
+mod classification_properties;
 pub mod clock;
 pub mod complaint;
 pub mod rules;

@@ -219,17 +219,7 @@ impl Scheduling {
                 };
                 // Honour the cap even past the policy's window: the deadline moves with it.
                 let calendar = &tenants[&requests[pick.want.request].tenant_id].1;
-                let due_at = calendar.next_allowed(free_at).unwrap_or(free_at);
-                let deadline = pick
-                    .state
-                    .deadline
-                    .max(calendar.end_of_day(calendar.local_date(due_at)));
-                let defer = CallbackEvent::CallbackRescheduled {
-                    due_at,
-                    deadline,
-                    reason: "frequency cap".into(),
-                    at: now,
-                };
+                let defer = pick.state.decide_defer(free_at, calendar, now);
                 changes.push((pick.state, pick.version, defer));
                 pick.want.deferrals += 1;
                 if pick.want.deferrals >= MAX_DEFERRALS_PER_CLAIM {
@@ -246,12 +236,11 @@ impl Scheduling {
             let request = &requests[pick.want.request];
             let lease_id = Uuid::now_v7();
             let lease_until = now + request.lease;
-            let event = CallbackEvent::CallbackClaimed {
-                agent_id: request.agent_id.clone(),
-                lease_id,
-                lease_until,
-                at: now,
-            };
+            // The walk found it open and claimable under the row lock.
+            let event = pick
+                .state
+                .decide_claim(&request.agent_id, lease_id, lease_until, now)
+                .map_err(super::callback_refused)?;
             claims.push(Granted {
                 request: pick.want.request,
                 lease_id,

@@ -28,6 +28,17 @@ pub struct CallbackState {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// Why an agent may not report an outcome under a lease (the lease rule, [`CallbackState::check_lease`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseRefusal {
+    /// The callback has ended (completed, lost, cancelled, skipped).
+    Ended(Status),
+    /// Open but not claimed: nobody holds a lease on it.
+    NotClaimed,
+    /// Claimed by another agent, or under another lease.
+    NotHolder,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {
     #[error("the callback is {0} and takes no more outcomes")]
@@ -36,6 +47,10 @@ pub enum CallbackError {
     NotClaimant,
     #[error("disposition.named_time: must be later than the attempt")]
     NamedTimeInPast,
+    #[error("no such callback")]
+    NotFound,
+    #[error("the callback cannot be claimed by this agent now")]
+    NotClaimable,
 }
 
 impl CallbackState {
@@ -103,6 +118,22 @@ impl CallbackState {
         self.lease_until = None;
     }
 
+    /// The lease rule, the one place it is written: an outcome is reported by the agent that
+    /// holds the callback's current lease. A lease that lapsed still holds while nobody else
+    /// has claimed the callback (the claim is what takes it away).
+    pub fn check_lease(&self, agent_id: &str, lease_id: Uuid) -> Result<(), LeaseRefusal> {
+        if !self.status.is_open() {
+            return Err(LeaseRefusal::Ended(self.status));
+        }
+        if self.status != Status::Claimed {
+            return Err(LeaseRefusal::NotClaimed);
+        }
+        if self.claimed_by.as_deref() != Some(agent_id) || self.lease_id != Some(lease_id) {
+            return Err(LeaseRefusal::NotHolder);
+        }
+        Ok(())
+    }
+
     /// The events an outcome reported by the claiming agent leads to.
     pub fn decide_outcome(
         &self,
@@ -113,11 +144,12 @@ impl CallbackState {
         at: DateTime<Utc>,
         calendar: &Calendar,
     ) -> Result<Vec<CallbackEvent>, CallbackError> {
-        if !self.status.is_open() {
-            return Err(CallbackError::Closed(self.status.as_str()));
-        }
-        if self.claimed_by.as_deref() != Some(agent_id) || self.lease_id != Some(lease_id) {
-            return Err(CallbackError::NotClaimant);
+        match self.check_lease(agent_id, lease_id) {
+            Ok(()) => {}
+            Err(LeaseRefusal::Ended(status)) => return Err(CallbackError::Closed(status.as_str())),
+            Err(LeaseRefusal::NotClaimed | LeaseRefusal::NotHolder) => {
+                return Err(CallbackError::NotClaimant)
+            }
         }
         let attempted = CallbackEvent::CallbackAttempted {
             attempt_id: attempt_id.to_owned(),
@@ -176,6 +208,73 @@ impl CallbackState {
             },
         };
         Ok(vec![attempted, then])
+    }
+
+    /// A claim under a new lease (claimability, [`CallbackState::claimable_by`], is checked by
+    /// the queue walk that found it).
+    pub fn decide_claim(
+        &self,
+        agent_id: &str,
+        lease_id: Uuid,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<CallbackEvent, CallbackError> {
+        if !self.status.is_open() {
+            return Err(CallbackError::Closed(self.status.as_str()));
+        }
+        Ok(CallbackEvent::CallbackClaimed {
+            agent_id: agent_id.to_owned(),
+            lease_id,
+            lease_until,
+            at: now,
+        })
+    }
+
+    /// The subject's frequency cap frees at `free_at`: the callback waits until the first
+    /// allowed time from then, never dropped; the deadline moves with it when it must.
+    pub fn decide_defer(
+        &self,
+        free_at: DateTime<Utc>,
+        calendar: &Calendar,
+        now: DateTime<Utc>,
+    ) -> CallbackEvent {
+        let due_at = calendar.next_allowed(free_at).unwrap_or(free_at);
+        let deadline = self
+            .deadline
+            .max(calendar.end_of_day(calendar.local_date(due_at)));
+        CallbackEvent::CallbackRescheduled {
+            due_at,
+            deadline,
+            reason: "frequency cap".into(),
+            at: now,
+        }
+    }
+
+    /// A correcting fact (or a do-not-call) cancels an open callback.
+    pub fn decide_cancel(
+        &self,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<CallbackEvent, CallbackError> {
+        if !self.status.is_open() {
+            return Err(CallbackError::Closed(self.status.as_str()));
+        }
+        Ok(CallbackEvent::CallbackCancelled {
+            reason: reason.to_owned(),
+            at: now,
+        })
+    }
+
+    /// The deadline passed with the callback open: lost (失访), with the attempts made.
+    pub fn decide_expiry(&self, now: DateTime<Utc>) -> Result<CallbackEvent, CallbackError> {
+        if !self.status.is_open() {
+            return Err(CallbackError::Closed(self.status.as_str()));
+        }
+        Ok(CallbackEvent::CallbackLost {
+            reason: "deadline passed".into(),
+            attempts: self.attempts,
+            at: now,
+        })
     }
 
     /// True when `agent` may claim it at `now`: due, open, not under a live lease, and either

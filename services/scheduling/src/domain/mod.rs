@@ -2,11 +2,15 @@
 //! tenant's calendar, when is which callback due, and what comes after it.
 
 pub mod callback;
+pub mod callback_decider;
 pub mod policy;
 pub mod sampling;
 pub mod tenant;
 
-pub use callback::{CallbackError, CallbackEvent, CallbackState, Disposition, Scheduled, Status};
+pub use callback::{
+    CallbackError, CallbackEvent, CallbackState, Disposition, LeaseRefusal, Scheduled, Status,
+};
+pub use callback_decider::{CallbackCommand, CallbackDecider};
 pub use policy::{
     next_attempt, Anchor, BusinessFact, Channel, Filter, FilterOp, Finished, Offset, OwnerRule,
     Phase, PlannedCallback, Policy, PolicyError, RetryRule, Step, StepCalendar, Timing, Trigger,

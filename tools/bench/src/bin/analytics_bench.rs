@@ -50,7 +50,7 @@ fn callback_events(i: u64) -> Vec<NewEvent> {
     let deadline = due + Span::days(7);
     let agent = format!("agent-{:02}", i % 50);
     let attempts = 1 + i % 3;
-    let reached = i % 5 != 0;
+    let reached = !i.is_multiple_of(5);
     let callback_id = Uuid::from_u128(u128::from(i));
     let mut events = vec![CallbackEvent::CallbackScheduled(Box::new(Scheduled {
         callback_id,
@@ -308,7 +308,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     // Report queries as a dashboard asks them.
-    let app = Analytics::new(store.clone(), Arc::new(callback_kit::SystemClock));
+    let app = Analytics::new(store.clone(), Arc::new(callback_rules::SystemClock));
     let month = |m: u32| Utc.with_ymd_and_hms(2026, m, 1, 0, 0, 0).unwrap();
     let shapes: Vec<(&str, ReportSpec)> = vec![
         (

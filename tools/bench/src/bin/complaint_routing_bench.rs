@@ -13,9 +13,10 @@ use callback_bench::{env_or, environment, percentile, write_section, BenchDb, In
 use callback_complaint_routing::app::ComplaintRouting;
 use callback_complaint_routing::domain::{Action, Customer, Intake};
 use callback_eventstore::EventStore;
-use callback_kit::{ManualClock, ServiceKind};
+use callback_kit::ServiceKind;
 use callback_proto::v1::complaint_routing_client::ComplaintRoutingClient;
 use callback_proto::v1::{ComplaintCustomer, FileComplaintRequest, PublishRoutingRulesRequest};
+use callback_rules::ManualClock;
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 use tokio::sync::Mutex;
