@@ -98,6 +98,15 @@ pub fn channel(url: &str) -> Result<Channel, GrpcError> {
         .connect_lazy())
 }
 
+/// A channel whose requests carry the current trace context: what generated clients wrap, e.g.
+/// `SchedulingClient::new(traced(channel))`.
+pub type Traced = tonic::service::interceptor::InterceptedService<Channel, TracePropagation>;
+
+/// `channel` with [`TracePropagation`].
+pub fn traced(channel: Channel) -> Traced {
+    tonic::service::interceptor::InterceptedService::new(channel, TracePropagation)
+}
+
 /// Client interceptor adding the current trace context to every request.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TracePropagation;

@@ -5,7 +5,7 @@
 //! is ([`ServiceError::error_code`]); [`to_status`] turns that into the status, so the codes
 //! mean the same in every service.
 
-use tonic::{Code, Status};
+use tonic::Code;
 
 /// The kind of a service error, from which its gRPC status follows.
 #[derive(Debug)]
@@ -33,6 +33,20 @@ pub enum ErrorCode<'a> {
 pub trait ServiceError: std::fmt::Display {
     fn error_code(&self) -> ErrorCode<'_>;
 }
+
+/// `impl From<$error> for tonic::Status` through [`to_status`], for a service's error enum.
+#[macro_export]
+macro_rules! status_from_service_error {
+    ($error:ty) => {
+        impl From<$error> for $crate::status::Status {
+            fn from(error: $error) -> $crate::status::Status {
+                $crate::status::to_status(&error)
+            }
+        }
+    };
+}
+
+pub use tonic::Status;
 
 /// The gRPC status of a service error.
 pub fn to_status<E: ServiceError>(error: &E) -> Status {

@@ -2,7 +2,7 @@
 
 use callback_feed::HostError;
 use callback_kit::grpc::GrpcError;
-use callback_kit::status::{self, ErrorCode, ServiceError};
+use callback_kit::status::{ErrorCode, ServiceError};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -43,8 +43,4 @@ impl ServiceError for Error {
     }
 }
 
-impl From<Error> for tonic::Status {
-    fn from(error: Error) -> tonic::Status {
-        status::to_status(&error)
-    }
-}
+callback_kit::status_from_service_error!(Error);

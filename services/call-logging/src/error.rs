@@ -1,8 +1,7 @@
 //! Errors of the call-logging service; input faults name the field. The application layer
 //! returns these; only the gRPC layer turns them into a status (`callback_kit::status`).
 
-use callback_kit::status::{self, ErrorCode, ServiceError};
-use tonic::Status;
+use callback_kit::status::{ErrorCode, ServiceError};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -69,8 +68,4 @@ impl ServiceError for Error {
     }
 }
 
-impl From<Error> for Status {
-    fn from(error: Error) -> Status {
-        status::to_status(&error)
-    }
-}
+callback_kit::status_from_service_error!(Error);

@@ -1,10 +1,9 @@
 //! The gRPC adapter of [`SchedulingPort`]: scheduling's `CheckLeases`, with the trace context
 //! passed on.
 
-use callback_kit::grpc::TracePropagation;
+use callback_kit::grpc::{traced, Traced};
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{CheckLeasesRequest, LeaseToCheck};
-use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -13,14 +12,13 @@ use crate::error::Error;
 
 #[derive(Clone)]
 pub struct GrpcScheduling {
-    client: SchedulingClient<InterceptedService<Channel, TracePropagation>>,
+    client: SchedulingClient<Traced>,
 }
 
 impl GrpcScheduling {
     pub fn new(channel: Channel) -> Self {
-        Self {
-            client: SchedulingClient::with_interceptor(channel, TracePropagation),
-        }
+        let client = SchedulingClient::new(traced(channel));
+        Self { client }
     }
 }
 

@@ -1,5 +1,4 @@
-use callback_kit::status::{self, ErrorCode, ServiceError};
-use tonic::Status;
+use callback_kit::status::{ErrorCode, ServiceError};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -59,8 +58,4 @@ impl ServiceError for Error {
     }
 }
 
-impl From<Error> for Status {
-    fn from(error: Error) -> Status {
-        status::to_status(&error)
-    }
-}
+callback_kit::status_from_service_error!(Error);

@@ -1,10 +1,9 @@
 //! The gRPC adapter of [`SchedulingPort`]: scheduling's `IngestBusinessEvent`, with the trace
 //! context passed on.
 
-use callback_kit::grpc::TracePropagation;
+use callback_kit::grpc::{traced, Traced};
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{IngestBusinessEventRequest, Subject};
-use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Code;
 use uuid::Uuid;
@@ -17,14 +16,13 @@ const SOURCE: &str = "complaint-routing";
 
 #[derive(Clone)]
 pub struct GrpcScheduling {
-    client: SchedulingClient<InterceptedService<Channel, TracePropagation>>,
+    client: SchedulingClient<Traced>,
 }
 
 impl GrpcScheduling {
     pub fn new(channel: Channel) -> Self {
-        Self {
-            client: SchedulingClient::with_interceptor(channel, TracePropagation),
-        }
+        let client = SchedulingClient::new(traced(channel));
+        Self { client }
     }
 }
 
