@@ -84,25 +84,12 @@ impl System {
         let stop = shutdown.clone();
         let clock = self.scheduling_clock.clone();
         let handle = tokio::spawn(async move {
-            let result = match (kind, clock) {
-                (ServiceKind::Scheduling, Some(clock)) => {
-                    callback_scheduling::serve_with_clock(pool, listener, config, shutdown, clock)
+            let result = match clock {
+                Some(clock) => {
+                    callbackd::serve_service_on_clock(kind, pool, listener, config, shutdown, clock)
                         .await
-                        .map_err(anyhow::Error::from)
                 }
-                (ServiceKind::Analytics, Some(clock)) => {
-                    callback_analytics::serve_with_clock(pool, listener, config, shutdown, clock)
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-                (ServiceKind::ComplaintRouting, Some(clock)) => {
-                    callback_complaint_routing::serve_with_clock(
-                        pool, listener, config, shutdown, clock,
-                    )
-                    .await
-                    .map_err(anyhow::Error::from)
-                }
-                _ => callbackd::serve_service(kind, pool, listener, config, shutdown).await,
+                None => callbackd::serve_service(kind, pool, listener, config, shutdown).await,
             };
             if let Err(error) = result {
                 panic!("{} failed: {error}", kind.name());

@@ -27,6 +27,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
         "callback-contracts",
         "callback-eventstore",
         "callback-feed",
+        "callback-host",
         "callback-kit",
         "callback-proto",
         "callback-rules",
@@ -45,6 +46,12 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-proto",
         ],
         "callback-feed" => &["callback-eventstore", "callback-kit", "callback-proto"],
+        "callback-host" => &[
+            "callback-eventstore",
+            "callback-feed",
+            "callback-kit",
+            "callback-rules",
+        ],
         s if SERVICES.contains(&s) => &service_deps,
         "callbackd" => &[
             "callback-scheduling",
@@ -53,6 +60,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-analytics",
             "callback-eventstore",
             "callback-feed",
+            "callback-host",
             "callback-kit",
             "callback-pgrunner",
             "callback-rules",

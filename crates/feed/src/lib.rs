@@ -5,15 +5,11 @@
 //! - [`RemoteConsumer`]: feeds a [`callback_eventstore::Projection`] from another service's
 //!   feed, storing the checkpoint with the projection's rows, reconnecting with backoff and
 //!   resuming from the stored checkpoint.
-//! - [`ServiceHost`]: the common start-up of a service: migrate, register categories, serve
-//!   health, reflection and the feed, shut down cleanly.
 
 mod client;
 mod convert;
-mod host;
 mod server;
 
 pub use client::{ConsumerProgress, RemoteConsumer};
 pub use convert::{checkpoint_from_proto, checkpoint_to_proto, event_from_proto, event_to_proto};
-pub use host::{run_binary, HostError, ServiceHost};
 pub use server::FeedServer;

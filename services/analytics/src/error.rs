@@ -1,6 +1,6 @@
 //! Errors of the analytics service; input faults name the field.
 
-use callback_feed::HostError;
+use callback_host::HostError;
 use callback_kit::grpc::GrpcError;
 use callback_kit::status::{ErrorCode, ServiceError};
 

@@ -17,17 +17,17 @@ pub mod report;
 pub mod settings;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use callback_eventstore::{
     BatchProjection, Checkpoint, EventStore, Filter, Projection, RecordedEvent,
 };
-use callback_feed::{ConsumerProgress, RemoteConsumer, ServiceHost};
-use callback_kit::{Config, ServiceKind, Shutdown};
-use callback_rules::Clock;
+use callback_feed::RemoteConsumer;
+use callback_host::{Context, HostError, Service};
+use callback_kit::ServiceKind;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
-use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::server::Router;
 
 pub use error::{Error, Result};
 
@@ -48,96 +48,64 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     callback_eventstore::shared_database(sqlx::migrate!("./migrations"))
 }
 
-/// Serves the analytics service and runs its feed consumers until `shutdown`.
-pub async fn serve(
-    pool: PgPool,
-    listener: TcpListener,
-    config: Config,
-    shutdown: Shutdown,
-) -> Result<(), Error> {
-    serve_with_clock(
-        pool,
-        listener,
-        config,
-        shutdown,
-        Arc::new(callback_rules::SystemClock),
-    )
-    .await
-}
+/// The analytics service, declared for the host (`callback_host::serve`).
+pub struct AnalyticsService;
 
-/// Serves with the given clock ("now" bounds which callbacks are due; tests use simulated time).
-pub async fn serve_with_clock(
-    pool: PgPool,
-    listener: TcpListener,
-    config: Config,
-    shutdown: Shutdown,
-    clock: Arc<dyn Clock>,
-) -> Result<(), Error> {
-    let (host, consumers) = start(pool, &config, shutdown.clone()).await?;
-    let app = app::Analytics::new(host.store.clone(), clock);
-    let host = host.route(&["callback.v1.Analytics"], |router| {
-        router.add_service(grpc::service(app))
-    });
-    host.serve(listener, shutdown).await?;
-    for (handle, _) in consumers {
-        let _ = handle.await;
-    }
-    Ok(())
-}
+impl Service for AnalyticsService {
+    const KIND: ServiceKind = KIND;
+    const CATEGORIES: &'static [&'static str] = CATEGORIES;
+    const APIS: &'static [&'static str] = &["callback.v1.Analytics"];
+    type App = app::Analytics;
 
-/// Prepares the service and starts its consumers; exposed for tests that watch progress.
-pub async fn start(
-    pool: PgPool,
-    config: &Config,
-    shutdown: Shutdown,
-) -> Result<
-    (
-        ServiceHost,
-        Vec<(tokio::task::JoinHandle<()>, ConsumerProgress)>,
-    ),
-    Error,
-> {
-    let host = ServiceHost::start(KIND, pool.clone(), CATEGORIES).await?;
-    migrator().run(&pool).await?;
-    let mut consumers = Vec::new();
-    for source in SOURCES {
-        let channel = callback_kit::grpc::channel(config.url(source))?;
-        let consumer = RemoteConsumer::new(channel, &[]);
-        consumers.push(consumer.spawn(
-            host.store.clone(),
-            FeedActivity::new(source),
-            shutdown.clone(),
-        ));
+    fn migrator() -> sqlx::migrate::Migrator {
+        migrator()
     }
-    let store = host.store.clone();
-    let channel = |kind: ServiceKind| callback_kit::grpc::channel(config.url(kind));
-    consumers.push(
-        RemoteConsumer::new(
-            channel(ServiceKind::Scheduling)?,
+
+    /// "Now" bounds which callbacks are due; tests use simulated time.
+    fn open(ctx: &Context) -> Result<app::Analytics, HostError> {
+        Ok(app::Analytics::new(ctx.store.clone(), ctx.clock.clone()))
+    }
+
+    /// The fact tables and the feed activity, each from its source's feed.
+    fn spawn_tasks(_app: &app::Analytics, ctx: &Context) -> Result<Vec<JoinHandle<()>>, HostError> {
+        let mut tasks = Vec::new();
+        for source in SOURCES {
+            let (task, _) = RemoteConsumer::new(ctx.channel(source)?, &[]).spawn(
+                ctx.store.clone(),
+                FeedActivity::new(source),
+                ctx.shutdown.clone(),
+            );
+            tasks.push(task);
+        }
+        let store = &ctx.store;
+        let shutdown = &ctx.shutdown;
+        let scheduling = RemoteConsumer::new(
+            ctx.channel(ServiceKind::Scheduling)?,
             &facts::SCHEDULING_CATEGORIES,
         )
         .with_event_types(&facts::SCHEDULING_EVENT_TYPES)
         .with_max_batch(facts::BATCH)
-        .spawn_batched(store.clone(), facts::SchedulingFacts, shutdown.clone()),
-    );
-    consumers.push(
-        RemoteConsumer::new(
-            channel(ServiceKind::CallLogging)?,
+        .spawn_batched(store.clone(), facts::SchedulingFacts, shutdown.clone());
+        let call_logging = RemoteConsumer::new(
+            ctx.channel(ServiceKind::CallLogging)?,
             &facts::CALL_LOGGING_CATEGORIES,
         )
         .with_event_types(&facts::CALL_LOGGING_EVENT_TYPES)
         .with_max_batch(facts::BATCH)
-        .spawn_batched(store.clone(), facts::CallLoggingFacts, shutdown.clone()),
-    );
-    consumers.push(
-        RemoteConsumer::new(
-            channel(ServiceKind::ComplaintRouting)?,
+        .spawn_batched(store.clone(), facts::CallLoggingFacts, shutdown.clone());
+        let complaints = RemoteConsumer::new(
+            ctx.channel(ServiceKind::ComplaintRouting)?,
             &facts::COMPLAINT_CATEGORIES,
         )
         .with_max_batch(facts::BATCH)
-        .spawn_batched(store, facts::ComplaintFacts, shutdown.clone()),
-    );
-    Ok((host, consumers))
+        .spawn_batched(store.clone(), facts::ComplaintFacts, shutdown.clone());
+        tasks.extend([scheduling.0, call_logging.0, complaints.0]);
+        Ok(tasks)
+    }
+
+    fn routes(app: app::Analytics, router: Router) -> Router {
+        router.add_service(grpc::service(app))
+    }
 }
 
 /// The names of every consumer whose checkpoint a rebuild resets.

@@ -5,10 +5,10 @@
 //! scheduling service and records the attempt as events that scheduling consumes. Telephony
 //! records with honesty flags; private (masked, audited) reads are still to come.
 
-use callback_feed::{HostError, ServiceHost};
-use callback_kit::{Config, ServiceKind, Shutdown};
-use sqlx::PgPool;
-use tokio::net::TcpListener;
+use callback_host::{Context, HostError, Service};
+use callback_kit::ServiceKind;
+use tokio::task::JoinHandle;
+use tonic::transport::server::Router;
 
 pub mod app;
 pub mod domain;
@@ -24,36 +24,49 @@ pub const KIND: ServiceKind = ServiceKind::CallLogging;
 /// Stream categories this service owns (and serves on its feed).
 pub const CATEGORIES: &[&str] = callback_contracts::call_logging::CATEGORIES;
 
-/// Serves the call-logging service on `listener` until `shutdown`.
-pub async fn serve(
-    pool: PgPool,
-    listener: TcpListener,
-    config: Config,
-    shutdown: Shutdown,
-) -> Result<(), HostError> {
-    let host = ServiceHost::start(KIND, pool.clone(), CATEGORIES).await?;
-    migrator()
-        .run(&pool)
-        .await
-        .map_err(|e| HostError::Store(callback_eventstore::Error::Migrate(e)))?;
-    let scheduling = callback_kit::grpc::channel(config.url(ServiceKind::Scheduling))?;
-    let (facts, _) = callback_feed::RemoteConsumer::new(scheduling.clone(), &facts::CATEGORIES)
+/// The call-logging service, declared for the host (`callback_host::serve`).
+pub struct CallLoggingService;
+
+impl Service for CallLoggingService {
+    const KIND: ServiceKind = KIND;
+    const CATEGORIES: &'static [&'static str] = CATEGORIES;
+    const APIS: &'static [&'static str] = &["callback.v1.CallLogging"];
+    type App = app::CallLogging;
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        migrator()
+    }
+
+    /// Asks scheduling about leases over gRPC.
+    fn open(ctx: &Context) -> Result<app::CallLogging, HostError> {
+        let scheduling = ctx.channel(ServiceKind::Scheduling)?;
+        Ok(app::CallLogging::new(
+            ctx.store.clone(),
+            std::sync::Arc::new(scheduling_client::GrpcScheduling::new(scheduling)),
+        ))
+    }
+
+    /// Tenants' calendars and subjects' phones from scheduling's feed.
+    fn spawn_tasks(
+        _app: &app::CallLogging,
+        ctx: &Context,
+    ) -> Result<Vec<JoinHandle<()>>, HostError> {
+        let (facts, _) = callback_feed::RemoteConsumer::new(
+            ctx.channel(ServiceKind::Scheduling)?,
+            &facts::CATEGORIES,
+        )
         .with_event_types(&facts::EVENT_TYPES)
         .spawn(
-            host.store.clone(),
-            facts::SchedulingFacts::new(host.store.clone()),
-            shutdown.clone(),
+            ctx.store.clone(),
+            facts::SchedulingFacts::new(ctx.store.clone()),
+            ctx.shutdown.clone(),
         );
-    let app = app::CallLogging::new(
-        host.store.clone(),
-        std::sync::Arc::new(scheduling_client::GrpcScheduling::new(scheduling)),
-    );
-    let host = host.route(&["callback.v1.CallLogging"], |router| {
+        Ok(vec![facts])
+    }
+
+    fn routes(app: app::CallLogging, router: Router) -> Router {
         router.add_service(grpc::service(app))
-    });
-    let served = host.serve(listener, shutdown).await;
-    let _ = facts.await;
-    Ok(served?)
+    }
 }
 
 pub fn migrator() -> sqlx::migrate::Migrator {

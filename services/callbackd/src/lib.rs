@@ -1,11 +1,19 @@
-//! Runs any of the four services by kind: used by `callbackd dev` and the end-to-end tests,
-//! so both wire the services exactly alike.
+//! Runs any of the four services by kind on the one host (`callback_host::serve`): used by
+//! `callbackd dev` and the end-to-end tests, so both wire the services exactly alike.
 
+use std::sync::Arc;
+
+use callback_analytics::AnalyticsService;
+use callback_call_logging::CallLoggingService;
+use callback_complaint_routing::ComplaintRoutingService;
+use callback_host::serve;
 use callback_kit::{Config, ServiceKind, Shutdown};
+use callback_rules::Clock;
+use callback_scheduling::SchedulingService;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-/// Serves the service `kind` on `listener` until `shutdown`.
+/// Serves the service `kind` on `listener` until `shutdown`, on the system clock.
 pub async fn serve_service(
     kind: ServiceKind,
     pool: PgPool,
@@ -13,18 +21,31 @@ pub async fn serve_service(
     config: Config,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let clock = Arc::new(callback_rules::SystemClock);
+    serve_service_on_clock(kind, pool, listener, config, shutdown, clock).await
+}
+
+/// Serves the service `kind` on `clock` (tests and demos run on simulated time).
+pub async fn serve_service_on_clock(
+    kind: ServiceKind,
+    pool: PgPool,
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<()> {
     match kind {
         ServiceKind::Scheduling => {
-            callback_scheduling::serve(pool, listener, config, shutdown).await?
+            serve::<SchedulingService>(pool, listener, config, shutdown, clock).await?
         }
         ServiceKind::CallLogging => {
-            callback_call_logging::serve(pool, listener, config, shutdown).await?
+            serve::<CallLoggingService>(pool, listener, config, shutdown, clock).await?
         }
         ServiceKind::ComplaintRouting => {
-            callback_complaint_routing::serve(pool, listener, config, shutdown).await?
+            serve::<ComplaintRoutingService>(pool, listener, config, shutdown, clock).await?
         }
         ServiceKind::Analytics => {
-            callback_analytics::serve(pool, listener, config, shutdown).await?
+            serve::<AnalyticsService>(pool, listener, config, shutdown, clock).await?
         }
     }
     Ok(())

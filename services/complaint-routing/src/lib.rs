@@ -20,11 +20,12 @@ pub use error::{Error, Result};
 
 use std::sync::Arc;
 
-use callback_feed::{HostError, RemoteConsumer, ServiceHost};
-use callback_kit::{Config, ServiceKind, Shutdown};
+use callback_feed::RemoteConsumer;
+use callback_host::{Context, HostError, Service};
+use callback_kit::{ServiceKind, Shutdown};
 use callback_rules::Clock;
-use sqlx::PgPool;
-use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::server::Router;
 
 pub const KIND: ServiceKind = ServiceKind::ComplaintRouting;
 
@@ -35,58 +36,61 @@ pub const CATEGORIES: &[&str] = callback_contracts::complaint_routing::CATEGORIE
 /// How often timers and pending callback requests are swept.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves the complaint-routing service on `listener` until `shutdown`, on the system clock.
-pub async fn serve(
-    pool: PgPool,
-    listener: TcpListener,
-    config: Config,
-    shutdown: Shutdown,
-) -> Result<(), HostError> {
-    serve_with_clock(
-        pool,
-        listener,
-        config,
-        shutdown,
-        Arc::new(callback_rules::SystemClock),
-    )
-    .await
-}
+/// The complaint-routing service, declared for the host (`callback_host::serve`).
+pub struct ComplaintRoutingService;
 
-/// Serves with the given clock (tests run on simulated time).
-pub async fn serve_with_clock(
-    pool: PgPool,
-    listener: TcpListener,
-    config: Config,
-    shutdown: Shutdown,
-    clock: Arc<dyn Clock>,
-) -> Result<(), HostError> {
-    let host = ServiceHost::start(KIND, pool, CATEGORIES).await?;
-    let scheduling = callback_kit::grpc::channel(config.url(ServiceKind::Scheduling))?;
-    let call_logging = callback_kit::grpc::channel(config.url(ServiceKind::CallLogging))?;
-    let app = open(host.store.clone(), clock, scheduling.clone()).await?;
-    let sweeper = tokio::spawn(sweep(app.clone(), shutdown.clone()));
-    let (from_call_logging, _) = RemoteConsumer::new(call_logging, &feeds::CALL_LOGGING_CATEGORIES)
+impl Service for ComplaintRoutingService {
+    const KIND: ServiceKind = KIND;
+    const CATEGORIES: &'static [&'static str] = CATEGORIES;
+    const APIS: &'static [&'static str] = &["callback.v1.ComplaintRouting"];
+    type App = app::ComplaintRouting;
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        migrator()
+    }
+
+    /// Asks scheduling for verification callbacks over gRPC.
+    fn open(ctx: &Context) -> Result<app::ComplaintRouting, HostError> {
+        let scheduling = ctx.channel(ServiceKind::Scheduling)?;
+        Ok(app::ComplaintRouting::new(
+            ctx.store.clone(),
+            ctx.clock.clone(),
+            Arc::new(scheduling_client::GrpcScheduling::new(scheduling)),
+        ))
+    }
+
+    /// The timer sweep, and the facts from call-logging's and scheduling's feeds.
+    fn spawn_tasks(
+        app: &app::ComplaintRouting,
+        ctx: &Context,
+    ) -> Result<Vec<JoinHandle<()>>, HostError> {
+        let sweeper = tokio::spawn(sweep(app.clone(), ctx.shutdown.clone()));
+        let (from_call_logging, _) = RemoteConsumer::new(
+            ctx.channel(ServiceKind::CallLogging)?,
+            &feeds::CALL_LOGGING_CATEGORIES,
+        )
         .with_event_types(&feeds::CALL_LOGGING_EVENT_TYPES)
         .spawn(
-            host.store.clone(),
+            ctx.store.clone(),
             feeds::CallLoggingFacts::new(app.clone()),
-            shutdown.clone(),
+            ctx.shutdown.clone(),
         );
-    let (from_scheduling, _) = RemoteConsumer::new(scheduling, &feeds::SCHEDULING_CATEGORIES)
+        let (from_scheduling, _) = RemoteConsumer::new(
+            ctx.channel(ServiceKind::Scheduling)?,
+            &feeds::SCHEDULING_CATEGORIES,
+        )
         .with_event_types(&feeds::SCHEDULING_EVENT_TYPES)
         .spawn(
-            host.store.clone(),
+            ctx.store.clone(),
             feeds::SchedulingFacts::new(app.clone()),
-            shutdown.clone(),
+            ctx.shutdown.clone(),
         );
-    let host = host.route(&["callback.v1.ComplaintRouting"], |router| {
+        Ok(vec![sweeper, from_call_logging, from_scheduling])
+    }
+
+    fn routes(app: app::ComplaintRouting, router: Router) -> Router {
         router.add_service(grpc::service(app))
-    });
-    let served = host.serve(listener, shutdown).await;
-    let _ = sweeper.await;
-    let _ = from_call_logging.await;
-    let _ = from_scheduling.await;
-    Ok(served?)
+    }
 }
 
 /// Opens the service's state on `store` (whose categories are registered): runs the

@@ -17,10 +17,10 @@ pub use error::{Error, Result};
 
 use callback_contracts::call_logging::CallAttemptLogged;
 use callback_contracts::EventContract;
-use callback_feed::{HostError, ServiceHost};
-use callback_kit::{Config, ServiceKind, Shutdown};
-use sqlx::PgPool;
-use tokio::net::TcpListener;
+use callback_host::{Context, HostError, Service};
+use callback_kit::{ServiceKind, Shutdown};
+use tokio::task::JoinHandle;
+use tonic::transport::server::Router;
 
 pub const KIND: ServiceKind = ServiceKind::Scheduling;
 
@@ -30,50 +30,42 @@ pub const CATEGORIES: &[&str] = callback_contracts::scheduling::CATEGORIES;
 /// How often the deadline watch runs.
 const DEADLINE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Serves the scheduling service on `listener` until `shutdown`, on the system clock.
-pub async fn serve(
-    pool: PgPool,
-    listener: TcpListener,
-    config: Config,
-    shutdown: Shutdown,
-) -> Result<(), HostError> {
-    serve_with_clock(
-        pool,
-        listener,
-        config,
-        shutdown,
-        std::sync::Arc::new(callback_rules::SystemClock),
-    )
-    .await
-}
+/// The scheduling service, declared for the host (`callback_host::serve`).
+pub struct SchedulingService;
 
-/// Serves with the given clock (tests and demos run on simulated time).
-pub async fn serve_with_clock(
-    pool: PgPool,
-    listener: TcpListener,
-    config: Config,
-    shutdown: Shutdown,
-    clock: std::sync::Arc<dyn callback_rules::Clock>,
-) -> Result<(), HostError> {
-    let host = ServiceHost::start(KIND, pool, CATEGORIES).await?;
-    let app = open(host.store.clone(), clock).await?;
-    let watch = tokio::spawn(deadline_watch(app.clone(), shutdown.clone()));
-    let call_logging = callback_kit::grpc::channel(config.url(ServiceKind::CallLogging))?;
-    let (outcomes, _) =
-        callback_feed::RemoteConsumer::new(call_logging, &[CallAttemptLogged::CATEGORY])
-            .with_event_types(&[CallAttemptLogged::EVENT_TYPE])
-            .spawn(
-                host.store.clone(),
-                outcomes::OutcomeConsumer::new(app.clone()),
-                shutdown.clone(),
-            );
-    let host = host.route(&["callback.v1.Scheduling"], |router| {
+impl Service for SchedulingService {
+    const KIND: ServiceKind = KIND;
+    const CATEGORIES: &'static [&'static str] = CATEGORIES;
+    const APIS: &'static [&'static str] = &["callback.v1.Scheduling"];
+    type App = app::Scheduling;
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        migrator()
+    }
+
+    fn open(ctx: &Context) -> Result<app::Scheduling, HostError> {
+        Ok(app::Scheduling::new(ctx.store.clone(), ctx.clock.clone()))
+    }
+
+    /// The deadline watch, and the outcomes from call-logging's feed.
+    fn spawn_tasks(app: &app::Scheduling, ctx: &Context) -> Result<Vec<JoinHandle<()>>, HostError> {
+        let watch = tokio::spawn(deadline_watch(app.clone(), ctx.shutdown.clone()));
+        let (outcomes, _) = callback_feed::RemoteConsumer::new(
+            ctx.channel(ServiceKind::CallLogging)?,
+            &[CallAttemptLogged::CATEGORY],
+        )
+        .with_event_types(&[CallAttemptLogged::EVENT_TYPE])
+        .spawn(
+            ctx.store.clone(),
+            outcomes::OutcomeConsumer::new(app.clone()),
+            ctx.shutdown.clone(),
+        );
+        Ok(vec![watch, outcomes])
+    }
+
+    fn routes(app: app::Scheduling, router: Router) -> Router {
         router.add_service(grpc::service(app))
-    });
-    let served = host.serve(listener, shutdown).await;
-    let _ = watch.await;
-    let _ = outcomes.await;
-    Ok(served?)
+    }
 }
 
 /// Opens the service's state on `store` (whose categories are registered): runs the

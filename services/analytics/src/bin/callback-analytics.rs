@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    callback_feed::run_binary(callback_analytics::KIND, callback_analytics::serve).await
+    callback_host::run_binary::<callback_analytics::AnalyticsService>().await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    callback_feed::run_binary(callback_call_logging::KIND, callback_call_logging::serve).await
+    callback_host::run_binary::<callback_call_logging::CallLoggingService>().await
 }

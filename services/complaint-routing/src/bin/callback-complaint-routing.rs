@@ -2,9 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    callback_feed::run_binary(
-        callback_complaint_routing::KIND,
-        callback_complaint_routing::serve,
-    )
-    .await
+    callback_host::run_binary::<callback_complaint_routing::ComplaintRoutingService>().await
 }

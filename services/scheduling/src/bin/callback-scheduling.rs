@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    callback_feed::run_binary(callback_scheduling::KIND, callback_scheduling::serve).await
+    callback_host::run_binary::<callback_scheduling::SchedulingService>().await
 }

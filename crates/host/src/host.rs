@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
-use crate::server::FeedServer;
+use callback_feed::FeedServer;
 
 /// A service being assembled.
 pub struct ServiceHost {
@@ -27,6 +27,8 @@ pub enum HostError {
     Store(#[from] callback_eventstore::Error),
     #[error("grpc: {0}")]
     Grpc(#[from] GrpcError),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 impl ServiceHost {
@@ -86,24 +88,4 @@ impl ServiceHost {
         tracing::info!(service = self.kind.name(), "stopped");
         result
     }
-}
-
-/// The `main` of a service binary: configuration and telemetry from the environment, bind
-/// early, connect, then `serve` until SIGTERM/SIGINT.
-pub async fn run_binary<F, Fut, E>(
-    kind: ServiceKind,
-    serve: F,
-) -> Result<(), Box<dyn std::error::Error>>
-where
-    F: FnOnce(PgPool, TcpListener, callback_kit::Config, Shutdown) -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::error::Error + 'static,
-{
-    let config = callback_kit::Config::from_env()?;
-    let _telemetry = callback_kit::telemetry::init(kind.name())?;
-    let shutdown = Shutdown::on_signals();
-    let listener = grpc::bind(config.listen_addr(kind)).await?;
-    let pool = config.connect().await?;
-    serve(pool, listener, config, shutdown).await?;
-    Ok(())
 }

@@ -1,0 +1,107 @@
+//! One way to run a service. A service declares itself ([`Service`]: the categories it owns,
+//! its migrations, how it opens its application, the feed consumers and background workers it
+//! runs, the gRPC APIs it serves); [`serve`] does the rest for all four, the same in
+//! `callbackd dev`, the separate binaries ([`run_binary`]) and the end-to-end tests:
+//! migrate the log, register the categories, migrate the service, open it, spawn its tasks,
+//! serve health, reflection, its feed and its APIs until shutdown, drain, then wait for the
+//! tasks.
+
+mod host;
+
+use std::sync::Arc;
+
+use callback_eventstore::EventStore;
+use callback_kit::{Config, ServiceKind, Shutdown};
+use callback_rules::Clock;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::server::Router;
+use tonic::transport::Channel;
+
+pub use host::{HostError, ServiceHost};
+
+/// What a service gets when it starts.
+#[derive(Clone)]
+pub struct Context {
+    pub store: EventStore,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub shutdown: Shutdown,
+}
+
+impl Context {
+    /// A channel to another service, at the address the configuration gives it.
+    pub fn channel(&self, kind: ServiceKind) -> Result<Channel, HostError> {
+        Ok(callback_kit::grpc::channel(self.config.url(kind))?)
+    }
+}
+
+/// A service, declared.
+pub trait Service: 'static {
+    const KIND: ServiceKind;
+    /// The stream categories it owns and serves on its feed.
+    const CATEGORIES: &'static [&'static str];
+    /// The full names of its own gRPC APIs (health reports each).
+    const APIS: &'static [&'static str];
+
+    /// Its application: the commands and queries the APIs and tasks call.
+    type App: Clone + Send + Sync + 'static;
+
+    /// Its own migrations (the event log's run first).
+    fn migrator() -> sqlx::migrate::Migrator;
+
+    /// Its application on the migrated store.
+    fn open(ctx: &Context) -> Result<Self::App, HostError>;
+
+    /// Its feed consumers and background workers, spawned; each ends at `ctx.shutdown`.
+    fn spawn_tasks(app: &Self::App, ctx: &Context) -> Result<Vec<JoinHandle<()>>, HostError>;
+
+    /// Adds its APIs to the router.
+    fn routes(app: Self::App, router: Router) -> Router;
+}
+
+/// Serves `S` on `listener` until `shutdown`, on `clock` (tests and demos pass simulated time).
+pub async fn serve<S: Service>(
+    pool: PgPool,
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+    clock: Arc<dyn Clock>,
+) -> Result<(), HostError> {
+    let host = ServiceHost::start(S::KIND, pool, S::CATEGORIES).await?;
+    S::migrator().run(host.store.pool()).await?;
+    let ctx = Context {
+        store: host.store.clone(),
+        config,
+        clock,
+        shutdown: shutdown.clone(),
+    };
+    let app = S::open(&ctx)?;
+    let tasks = S::spawn_tasks(&app, &ctx)?;
+    let host = host.route(S::APIS, |router| S::routes(app, router));
+    let served = host.serve(listener, shutdown).await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(served?)
+}
+
+/// The `main` of a service binary: configuration and telemetry from the environment, bind
+/// early, connect, then serve until SIGTERM/SIGINT, on the system clock.
+pub async fn run_binary<S: Service>() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env()?;
+    let _telemetry = callback_kit::telemetry::init(S::KIND.name())?;
+    let shutdown = Shutdown::on_signals();
+    let listener = callback_kit::grpc::bind(config.listen_addr(S::KIND)).await?;
+    let pool = config.connect().await?;
+    serve::<S>(
+        pool,
+        listener,
+        config,
+        shutdown,
+        Arc::new(callback_rules::SystemClock),
+    )
+    .await?;
+    Ok(())
+}
