@@ -14,6 +14,7 @@ mod error;
 mod model;
 mod notify;
 mod pipeline;
+mod replay;
 mod store;
 mod subscription;
 
@@ -24,6 +25,7 @@ pub use model::{
     StreamName, MAX_BATCH_EVENTS, MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES,
 };
 pub use pipeline::{BatchProjection, Pipeline};
+pub use replay::Replay;
 pub use store::{EventStore, StreamAppend};
 pub use subscription::{Subscription, SubscriptionItem};
 

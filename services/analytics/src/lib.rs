@@ -18,9 +18,7 @@ pub mod settings;
 
 use std::collections::BTreeMap;
 
-use callback_eventstore::{
-    BatchProjection, Checkpoint, EventStore, Filter, Projection, RecordedEvent,
-};
+use callback_eventstore::{BatchProjection, EventStore, Filter, Projection, RecordedEvent};
 use callback_feed::RemoteConsumer;
 use callback_host::{Context, HostError, Service};
 use callback_kit::ServiceKind;
@@ -212,18 +210,14 @@ pub async fn reset_read_models(store: &EventStore) -> Result<(), Error> {
     for name in consumer_names() {
         store.reset_checkpoint(&mut tx, &name).await?;
     }
-    let filter = Filter::categories([callback_contracts::analytics::ANALYTICS_SETTINGS]);
-    let mut after = Checkpoint::START;
-    loop {
-        let page = store.read_all(after, &filter, 1000).await?;
-        for event in &page.events {
+    let mut replay = store.replay(Filter::categories([
+        callback_contracts::analytics::ANALYTICS_SETTINGS,
+    ]));
+    while let Some(events) = replay.next_page().await? {
+        for event in &events {
             let published: app::SettingsPublished =
                 callback_kit::events::decode(event).map_err(|e| Error::Corrupt(e.to_string()))?;
             app::project_settings(&mut tx, &published, event.stream_version as u64).await?;
-        }
-        after = page.checkpoint;
-        if page.reached_horizon {
-            break;
         }
     }
     tx.commit().await?;

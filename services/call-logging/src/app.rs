@@ -643,19 +643,13 @@ impl CallLogging {
             .execute(&mut *tx)
             .await
             .map_err(Error::from)?;
-        let filter = callback_eventstore::Filter::categories([
+        let mut replay = self.store.replay(callback_eventstore::Filter::categories([
             CallAttemptLogged::CATEGORY,
             TelephonyRecord::CATEGORY,
-        ]);
-        let mut after = callback_eventstore::Checkpoint::START;
+        ]));
         let mut applied = 0;
-        loop {
-            let page = self
-                .store
-                .read_all(after, &filter, 5000)
-                .await
-                .map_err(Error::from)?;
-            for event in &page.events {
+        while let Some(events) = replay.next_page().await? {
+            for event in &events {
                 applied += 1;
                 match event.event_type.as_str() {
                     CallAttemptLogged::EVENT_TYPE => {
@@ -694,10 +688,6 @@ impl CallLogging {
                     }
                     _ => {}
                 }
-            }
-            after = page.checkpoint;
-            if page.reached_horizon {
-                break;
             }
         }
         tx.commit().await.map_err(Error::from)?;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use callback_calendar::Calendar;
 use callback_eventstore::{
-    Checkpoint, EventStore, ExpectedVersion, Filter, NewEvent, RecordedEvent, StreamName,
+    EventStore, ExpectedVersion, Filter, NewEvent, RecordedEvent, StreamName,
 };
 use callback_kit::telemetry::event_metadata;
 use callback_rules::Clock;
@@ -1025,14 +1025,14 @@ impl ComplaintRouting {
             .execute(&mut *tx)
             .await?;
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let filter =
-            Filter::categories([RoutingRulesPublished::CATEGORY, ComplaintEvent::CATEGORY]);
-        let mut after = Checkpoint::START;
+        let mut replay = self.store.replay(Filter::categories([
+            RoutingRulesPublished::CATEGORY,
+            ComplaintEvent::CATEGORY,
+        ]));
         let mut complaints: HashMap<Uuid, (Vec<ComplaintEvent>, u64)> = HashMap::new();
         let mut applied = 0u64;
-        loop {
-            let page = self.store.read_all(after, &filter, 5000).await?;
-            for event in &page.events {
+        while let Some(events) = replay.next_page().await? {
+            for event in &events {
                 applied += 1;
                 if event.category == RoutingRulesPublished::CATEGORY {
                     let published: RoutingRulesPublished =
@@ -1053,10 +1053,6 @@ impl ComplaintRouting {
                         .push(callback_kit::events::decode(event).map_err(corrupt)?);
                     entry.1 = event.stream_version as u64;
                 }
-            }
-            after = page.checkpoint;
-            if page.reached_horizon {
-                break;
             }
         }
         for (id, (events, version)) in &complaints {

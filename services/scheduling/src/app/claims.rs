@@ -22,9 +22,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::queue_starts::{QueueKey, ScanPlan};
-use super::{
-    callback_state, callback_stream, Claim, Scheduling, SubjectContact, MAX_DEFERRALS_PER_CLAIM,
-};
+use super::*;
 use crate::domain::{CallbackEvent, CallbackState, FrequencyCaps, TenantSettings};
 use crate::error::{Error, Result};
 use callback_kit::batch::{BatchQueue, Serve};
@@ -546,6 +544,50 @@ async fn contacts_of(
                 .ok_or_else(|| Error::Corrupt(format!("subject of tenant {} missing", s.tenant_id)))
         })
         .collect()
+}
+
+impl Scheduling {
+    /// Hands the most urgent due callback the agent may take to the agent under a lease.
+    #[tracing::instrument(name = "scheduling.claim_next", skip_all, fields(tenant_id, agent_id))]
+    pub async fn claim_next(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        departments: &[String],
+        lease_seconds: u32,
+    ) -> Result<Option<Claim>> {
+        validate_id("tenant_id", tenant_id)?;
+        if agent_id.is_empty() {
+            return Err(invalid("agent_id", "must not be empty"));
+        }
+        if lease_seconds > MAX_LEASE_SECONDS {
+            return Err(invalid(
+                "lease_seconds",
+                format!("at most {MAX_LEASE_SECONDS}"),
+            ));
+        }
+        let lease = if lease_seconds == 0 {
+            crate::domain::callback::DEFAULT_LEASE
+        } else {
+            Duration::seconds(i64::from(lease_seconds))
+        };
+        // Served together with the claims of other agents arriving at the same time.
+        self.claims
+            .ask(
+                |reply| claims::ClaimRequest {
+                    tenant_id: tenant_id.to_owned(),
+                    agent_id: agent_id.to_owned(),
+                    departments: departments.to_vec(),
+                    lease,
+                    reply,
+                },
+                self.store.pool(),
+                || self.without_queues(),
+                claims::SERVE_CLAIMS,
+            )
+            .await
+            .map_err(queue_closed)?
+    }
 }
 
 #[cfg(test)]
