@@ -1,0 +1,114 @@
+//! Reading a call record: masked by default; a full view needs a reason and is itself recorded
+//! as an event.
+
+use super::*;
+
+/// A call record as a reader sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CallRecordView {
+    pub attempt_id: String,
+    pub callback_id: String,
+    pub agent_id: String,
+    pub disposition: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub number_dialed: String,
+    pub network_result: String,
+    pub notes: String,
+    pub answers_json: String,
+    pub flags: Vec<String>,
+}
+
+impl CallLogging {
+    /// One call record for `reader`. Phone numbers are masked unless `full_view` is asked for
+    /// with a reason; a full view is recorded as a `CallRecordViewed` event before it is given.
+    #[tracing::instrument(name = "call_logging.get_call_record", skip_all, fields(attempt_id = %attempt_id, full_view))]
+    pub async fn get_call_record(
+        &self,
+        tenant_id: &str,
+        attempt_id: &str,
+        reader: &str,
+        full_view: bool,
+        reason: &str,
+    ) -> Result<CallRecordView, Error> {
+        if reader.trim().is_empty() {
+            return Err(invalid("reader", "must not be empty"));
+        }
+        if full_view && (reason.trim().is_empty() || reason.chars().count() > 500) {
+            return Err(invalid(
+                "reason",
+                "a full view needs a reason of 1-500 characters",
+            ));
+        }
+        let stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.to_owned())
+            .map_err(|_| invalid("attempt_id", "is not valid"))?;
+        let events = self
+            .store
+            .read_stream(&stream, 1)
+            .await
+            .map_err(Error::from)?;
+        let not_found = || Error::NotFound(format!("call record `{attempt_id}` not found"));
+        let first = events.first().ok_or_else(not_found)?;
+        let logged: CallAttemptLogged = decode(first)?;
+        if logged.tenant_id != tenant_id {
+            return Err(not_found());
+        }
+        let mut view = CallRecordView {
+            attempt_id: attempt_id.to_owned(),
+            callback_id: logged.callback_id.to_string(),
+            agent_id: logged.agent_id,
+            disposition: logged.disposition.standard.name().to_owned(),
+            started_at: Some(logged.started_at),
+            ended_at: Some(logged.ended_at),
+            notes: logged.notes,
+            ..CallRecordView::default()
+        };
+        for event in &events[1..] {
+            match event.event_type.as_str() {
+                SurveyAnswered::EVENT_TYPE => {
+                    let survey: SurveyAnswered = decode(event)?;
+                    view.answers_json = serde_json::to_string(&survey.answers)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                }
+                HonestyFlagRaised::EVENT_TYPE => {
+                    view.flags.push(decode::<HonestyFlagRaised>(event)?.kind);
+                }
+                _ => {}
+            }
+        }
+        let call_id = logged.telephony_call_id;
+        if !call_id.is_empty() {
+            let cdr = StreamName::new(TelephonyRecord::CATEGORY, format!("{tenant_id}:{call_id}"))
+                .map_err(Error::from)?;
+            if let Some(event) = self
+                .store
+                .read_stream(&cdr, 1)
+                .await
+                .map_err(Error::from)?
+                .first()
+            {
+                let record: TelephonyRecord = decode(event)?;
+                view.network_result = record.network_result;
+                view.number_dialed = record.number_dialed;
+            }
+        }
+        if full_view {
+            let viewed = CallRecordViewed {
+                tenant_id: tenant_id.to_owned(),
+                attempt_id: attempt_id.to_owned(),
+                reader: reader.to_owned(),
+                reason: reason.to_owned(),
+                at: Utc::now(),
+            };
+            let viewed = new_event(&viewed, tenant_id, reader)?;
+            self.store
+                .append(&stream, ExpectedVersion::Any, &[viewed])
+                .await
+                .map_err(Error::from)?;
+            tracing::info!("full view of a call record recorded");
+        } else {
+            view.number_dialed = crate::domain::privacy::mask_phone(&view.number_dialed);
+        }
+        Ok(view)
+    }
+}
