@@ -1,52 +1,74 @@
 //! Aggregates as pure functions, and a harness to test them without a database.
 //!
 //! An aggregate's state is a fold of its events ([`Decider::evolve`]); a command is decided
-//! on the state into new events or a refusal ([`Decider::decide`]). Tests read
-//! `given(events).when(command).then(events)`, in the style of disintegrate's `TestHarness`.
+//! on the state into new events or a refusal ([`Decider::decide`]). Both may read a context
+//! that is not the aggregate's own (the tenant's calendar, the routing rules in force). Tests
+//! read `on(context).given(events).when(command).then(events)`, in the style of
+//! disintegrate's `TestHarness`.
 
 use std::fmt::Debug;
 
 /// A pure aggregate: state from events, events from a command.
 pub trait Decider {
+    /// What decisions and folds read besides the aggregate's own events.
+    type Context;
     type State;
     type Event;
     type Command;
     type Error;
 
     /// The state after `event` (`None` before the first event).
-    fn evolve(state: Option<Self::State>, event: &Self::Event) -> Option<Self::State>;
+    fn evolve(
+        context: &Self::Context,
+        state: Option<Self::State>,
+        event: &Self::Event,
+    ) -> Option<Self::State>;
 
     /// The events `command` leads to in `state`, or why it is refused.
     fn decide(
+        context: &Self::Context,
         state: Option<&Self::State>,
         command: &Self::Command,
     ) -> Result<Vec<Self::Event>, Self::Error>;
 
     /// The state the events fold to.
-    fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Option<Self::State>
+    fn fold<'a>(
+        context: &Self::Context,
+        events: impl IntoIterator<Item = &'a Self::Event>,
+    ) -> Option<Self::State>
     where
         Self::Event: 'a,
     {
-        events.into_iter().fold(None, Self::evolve)
+        events
+            .into_iter()
+            .fold(None, |state, event| Self::evolve(context, state, event))
     }
 }
 
-/// `TestHarness::<D>::given(history).when(command).then(expected)`.
+/// `TestHarness::<D>::on(context).given(history).when(command).then(expected)`.
 pub struct TestHarness<D: Decider> {
+    context: D::Context,
     history: Vec<D::Event>,
 }
 
 impl<D: Decider> TestHarness<D> {
-    pub fn given(history: impl IntoIterator<Item = D::Event>) -> Self {
+    pub fn on(context: D::Context) -> Self {
         Self {
-            history: history.into_iter().collect(),
+            context,
+            history: Vec::new(),
         }
     }
 
+    pub fn given(mut self, history: impl IntoIterator<Item = D::Event>) -> Self {
+        self.history.extend(history);
+        self
+    }
+
     pub fn when(self, command: D::Command) -> Decided<D> {
-        let state = D::fold(&self.history);
-        let result = D::decide(state.as_ref(), &command);
+        let state = D::fold(&self.context, &self.history);
+        let result = D::decide(&self.context, state.as_ref(), &command);
         Decided {
+            context: self.context,
             history: self.history,
             result,
         }
@@ -55,6 +77,7 @@ impl<D: Decider> TestHarness<D> {
 
 /// The outcome of a command on the given history.
 pub struct Decided<D: Decider> {
+    context: D::Context,
     history: Vec<D::Event>,
     result: Result<Vec<D::Event>, D::Error>,
 }
@@ -72,7 +95,7 @@ where
             Ok(events) => {
                 assert_eq!(events, expected, "the command led to other events");
                 let all = self.history.iter().chain(events.iter());
-                D::fold(all)
+                D::fold(&self.context, all)
             }
             Err(error) => panic!("the command was refused: {error:?}; expected {expected:?}"),
         }
@@ -103,12 +126,13 @@ mod tests {
     }
 
     impl Decider for Counter {
+        type Context = ();
         type State = u32;
         type Event = Event;
         type Command = i64;
         type Error = &'static str;
 
-        fn evolve(state: Option<u32>, event: &Event) -> Option<u32> {
+        fn evolve(_: &(), state: Option<u32>, event: &Event) -> Option<u32> {
             let n = state.unwrap_or(0);
             Some(match event {
                 Event::Added(k) => n + k,
@@ -116,7 +140,7 @@ mod tests {
             })
         }
 
-        fn decide(state: Option<&u32>, command: &i64) -> Result<Vec<Event>, &'static str> {
+        fn decide(_: &(), state: Option<&u32>, command: &i64) -> Result<Vec<Event>, &'static str> {
             let n = i64::from(state.copied().unwrap_or(0));
             match *command {
                 k if k >= 0 => Ok(vec![Event::Added(k as u32)]),
@@ -128,11 +152,13 @@ mod tests {
 
     #[test]
     fn given_when_then() {
-        let state = TestHarness::<Counter>::given([Event::Added(2)])
+        let state = TestHarness::<Counter>::on(())
+            .given([Event::Added(2)])
             .when(-2)
             .then([Event::Taken(2)]);
         assert_eq!(state, Some(0));
-        TestHarness::<Counter>::given([Event::Added(1)])
+        TestHarness::<Counter>::on(())
+            .given([Event::Added(1)])
             .when(-2)
             .then_err("below zero");
     }
@@ -140,7 +166,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "other events")]
     fn a_wrong_expectation_fails() {
-        TestHarness::<Counter>::given([])
+        TestHarness::<Counter>::on(())
             .when(1)
             .then([Event::Added(2)]);
     }

@@ -1,5 +1,5 @@
 //! The callback as a [`Decider`]: every decision the service makes about one callback, as a
-//! command on its folded state. The application calls the same `decide_*` methods of
+//! command on its folded state, in the tenant's calendar. The application calls the same `decide_*` methods of
 //! [`CallbackState`]; this is the aggregate's whole surface, tested given/when/then without a
 //! database.
 
@@ -31,12 +31,10 @@ pub enum CallbackCommand {
         lease_id: Uuid,
         disposition: Disposition,
         at: DateTime<Utc>,
-        calendar: Calendar,
     },
     /// The subject's frequency cap frees at `free_at`.
     DeferForCap {
         free_at: DateTime<Utc>,
-        calendar: Calendar,
         now: DateTime<Utc>,
     },
     /// A correcting fact cancels it.
@@ -46,16 +44,23 @@ pub enum CallbackCommand {
 }
 
 impl Decider for CallbackDecider {
+    /// The tenant's calendar.
+    type Context = Calendar;
     type State = CallbackState;
     type Event = CallbackEvent;
     type Command = CallbackCommand;
     type Error = CallbackError;
 
-    fn evolve(state: Option<CallbackState>, event: &CallbackEvent) -> Option<CallbackState> {
+    fn evolve(
+        _calendar: &Calendar,
+        state: Option<CallbackState>,
+        event: &CallbackEvent,
+    ) -> Option<CallbackState> {
         CallbackState::evolve(state, event)
     }
 
     fn decide(
+        calendar: &Calendar,
         state: Option<&CallbackState>,
         command: &CallbackCommand,
     ) -> Result<Vec<CallbackEvent>, CallbackError> {
@@ -84,13 +89,8 @@ impl Decider for CallbackDecider {
                 lease_id,
                 disposition,
                 at,
-                calendar,
             } => state.decide_outcome(attempt_id, agent_id, *lease_id, disposition, *at, calendar),
-            CallbackCommand::DeferForCap {
-                free_at,
-                calendar,
-                now,
-            } => {
+            CallbackCommand::DeferForCap { free_at, now } => {
                 if !state.status.is_open() {
                     return Err(CallbackError::Closed(state.status.as_str()));
                 }
@@ -114,7 +114,10 @@ mod tests {
     use crate::domain::callback::{LeaseRefusal, Scheduled, Status};
     use crate::domain::policy::{Channel, RetryRule};
 
-    type Harness = TestHarness<CallbackDecider>;
+    /// The harness on the hospital calendar.
+    fn on() -> TestHarness<CallbackDecider> {
+        TestHarness::on(calendar())
+    }
 
     fn t(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
         // Shanghai local time, 2026-09.
@@ -192,38 +195,37 @@ mod tests {
             lease_id: lease(),
             disposition,
             at,
-            calendar: calendar(),
         }
     }
 
     #[test]
     fn nothing_is_decided_about_a_callback_that_does_not_exist() {
-        Harness::given([])
-            .when(CallbackCommand::Expire { now: t(7, 9, 0) })
+        on().when(CallbackCommand::Expire { now: t(7, 9, 0) })
             .then_err(CallbackError::NotFound);
     }
 
     #[test]
     fn the_owner_claims_when_due_and_the_pool_only_after_the_hand_over() {
-        let state = Harness::given([scheduled()])
+        let state = on()
+            .given([scheduled()])
             .when(claim("nurse-1", &[], t(7, 9, 0)))
             .then([claimed("nurse-1", t(7, 9, 0))])
             .unwrap();
         assert_eq!(state.status, Status::Claimed);
-        Harness::given([scheduled()])
+        on().given([scheduled()])
             .when(claim("nurse-1", &[], t(7, 8, 59)))
             .then_err(CallbackError::NotClaimable);
-        Harness::given([scheduled()])
+        on().given([scheduled()])
             .when(claim("nurse-2", &["ward"], t(7, 10, 0)))
             .then_err(CallbackError::NotClaimable);
-        Harness::given([scheduled()])
+        on().given([scheduled()])
             .when(claim("nurse-2", &["ward"], t(8, 9, 0)))
             .then([claimed("nurse-2", t(8, 9, 0))]);
         // Under a live lease nobody else takes it; once the lease lapsed the pool may.
-        Harness::given([scheduled(), claimed("nurse-1", t(8, 9, 0))])
+        on().given([scheduled(), claimed("nurse-1", t(8, 9, 0))])
             .when(claim("nurse-2", &["ward"], t(8, 9, 10)))
             .then_err(CallbackError::NotClaimable);
-        Harness::given([scheduled(), claimed("nurse-1", t(8, 9, 0))])
+        on().given([scheduled(), claimed("nurse-1", t(8, 9, 0))])
             .when(claim("nurse-2", &["ward"], t(8, 9, 20)))
             .then([claimed("nurse-2", t(8, 9, 20))]);
     }
@@ -231,7 +233,8 @@ mod tests {
     #[test]
     fn a_reached_call_completes_it() {
         let at = t(7, 9, 5);
-        let state = Harness::given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
+        let state = on()
+            .given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
             .when(report("nurse-1", Disposition::Reached, at))
             .then([
                 CallbackEvent::CallbackAttempted {
@@ -261,13 +264,14 @@ mod tests {
             reason: "retry after no_answer".into(),
             at,
         };
-        let state = Harness::given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
+        let state = on()
+            .given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
             .when(report("nurse-1", Disposition::NoAnswer, at))
             .then([attempted(at), retried.clone()])
             .unwrap();
         assert_eq!((state.status, state.claimed_by), (Status::Scheduled, None));
         let second = t(7, 14, 0);
-        Harness::given([
+        on().given([
             scheduled(),
             claimed("nurse-1", t(7, 9, 0)),
             attempted(at),
@@ -289,7 +293,7 @@ mod tests {
     fn a_named_time_moves_the_call_and_one_in_the_past_is_refused() {
         let at = t(7, 9, 5);
         let named_time = t(12, 10, 0);
-        Harness::given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
+        on().given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
             .when(report(
                 "nurse-1",
                 Disposition::NotConvenient { named_time },
@@ -310,7 +314,7 @@ mod tests {
                     at,
                 },
             ]);
-        Harness::given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
+        on().given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
             .when(report(
                 "nurse-1",
                 Disposition::NotConvenient {
@@ -324,13 +328,13 @@ mod tests {
     #[test]
     fn only_the_lease_holder_reports_and_nothing_after_the_end() {
         let at = t(7, 9, 5);
-        Harness::given([scheduled()])
+        on().given([scheduled()])
             .when(report("nurse-1", Disposition::Reached, at))
             .then_err(CallbackError::NotClaimant);
-        Harness::given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
+        on().given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
             .when(report("nurse-2", Disposition::Reached, at))
             .then_err(CallbackError::NotClaimant);
-        Harness::given([
+        on().given([
             scheduled(),
             claimed("nurse-1", t(7, 9, 0)),
             CallbackEvent::CallbackCompleted { at },
@@ -341,12 +345,14 @@ mod tests {
 
     #[test]
     fn the_lease_rule() {
-        let state = CallbackDecider::fold(&[scheduled()]).unwrap();
+        let state = CallbackDecider::fold(&calendar(), &[scheduled()]).unwrap();
         assert_eq!(
             state.check_lease("nurse-1", lease()),
             Err(LeaseRefusal::NotClaimed)
         );
-        let state = CallbackDecider::fold(&[scheduled(), claimed("nurse-1", t(7, 9, 0))]).unwrap();
+        let state =
+            CallbackDecider::fold(&calendar(), &[scheduled(), claimed("nurse-1", t(7, 9, 0))])
+                .unwrap();
         // The rule reads no clock: a lapsed lease still holds while nobody else has claimed
         // the callback (a claim by another agent is what takes it away).
         assert_eq!(state.check_lease("nurse-1", lease()), Ok(()));
@@ -358,11 +364,14 @@ mod tests {
             state.check_lease("nurse-1", Uuid::from_u128(8)),
             Err(LeaseRefusal::NotHolder)
         );
-        let ended = CallbackDecider::fold(&[
-            scheduled(),
-            claimed("nurse-1", t(7, 9, 0)),
-            CallbackEvent::CallbackCompleted { at: t(7, 9, 5) },
-        ])
+        let ended = CallbackDecider::fold(
+            &calendar(),
+            &[
+                scheduled(),
+                claimed("nurse-1", t(7, 9, 0)),
+                CallbackEvent::CallbackCompleted { at: t(7, 9, 5) },
+            ],
+        )
         .unwrap();
         assert_eq!(
             ended.check_lease("nurse-1", lease()),
@@ -374,10 +383,9 @@ mod tests {
     fn a_capped_callback_waits_for_the_next_allowed_time_and_its_deadline_follows() {
         let now = t(7, 9, 0);
         // The cap frees on Friday at 18:00, after the windows: the next allowed time is Monday.
-        Harness::given([scheduled()])
+        on().given([scheduled()])
             .when(CallbackCommand::DeferForCap {
                 free_at: t(11, 18, 0),
-                calendar: calendar(),
                 now,
             })
             .then([CallbackEvent::CallbackRescheduled {
@@ -391,7 +399,7 @@ mod tests {
     #[test]
     fn cancelling_and_expiring_end_an_open_callback_only() {
         let now = t(9, 12, 0);
-        Harness::given([scheduled()])
+        on().given([scheduled()])
             .when(CallbackCommand::Cancel {
                 reason: "discharge cancelled".into(),
                 now,
@@ -400,14 +408,14 @@ mod tests {
                 reason: "discharge cancelled".into(),
                 at: now,
             }]);
-        Harness::given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
+        on().given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
             .when(CallbackCommand::Expire { now })
             .then([CallbackEvent::CallbackLost {
                 reason: "deadline passed".into(),
                 attempts: 0,
                 at: now,
             }]);
-        Harness::given([
+        on().given([
             scheduled(),
             CallbackEvent::CallbackCancelled {
                 reason: "x".into(),
