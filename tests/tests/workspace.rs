@@ -354,3 +354,42 @@ fn every_locked_package_carries_an_allowed_licence() {
     );
     assert!(seen.len() > 3, "the licence scan read too little: {seen:?}");
 }
+
+/// Production code (before a file's `#[cfg(test)]`) stays in files a reader can hold in mind.
+#[test]
+fn no_production_file_is_over_600_lines() {
+    const LIMIT: usize = 600;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut long = Vec::new();
+    let mut read = 0;
+    for top in ["crates", "services", "tools"] {
+        let mut dirs = vec![root.join(top)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    if name != "tests" && name != "target" {
+                        dirs.push(path);
+                    }
+                } else if name.ends_with(".rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let production = text
+                        .lines()
+                        .take_while(|line| line.trim() != "#[cfg(test)]")
+                        .count();
+                    read += 1;
+                    if production > LIMIT {
+                        long.push(format!("{} ({production} lines)", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(read > 50, "read only {read} files");
+    assert!(
+        long.is_empty(),
+        "over {LIMIT} lines of production code:\n{}",
+        long.join("\n")
+    );
+}

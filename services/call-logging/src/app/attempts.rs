@@ -653,6 +653,19 @@ mod tests {
         assert_eq!(code(Some(&LeaseVerdict::NotHeld)), Code::PermissionDenied);
     }
 
+    /// The writer never asks scheduling (leases are confirmed before it runs).
+    struct NoScheduling;
+
+    impl crate::app::ports::SchedulingPort for NoScheduling {
+        fn check_leases<'a>(
+            &'a self,
+            _tenant_id: &'a str,
+            _leases: &'a [LeaseClaim],
+        ) -> crate::app::ports::BoxFuture<'a, Result<Vec<LeaseVerdict>, Error>> {
+            Box::pin(async { panic!("the writer asked scheduling") })
+        }
+    }
+
     #[tokio::test]
     async fn a_batch_is_one_transaction_per_round_with_one_attempt_per_agent() {
         let db = TestDb::new().await;
@@ -662,13 +675,7 @@ mod tests {
             .await
             .unwrap();
         crate::migrator().run(&db.pool).await.unwrap();
-        // The writer never calls scheduling; the channel is never connected.
-        let scheduling =
-            tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
-        let app = CallLogging::new(
-            store.clone(),
-            std::sync::Arc::new(crate::scheduling_client::GrpcScheduling::new(scheduling)),
-        );
+        let app = CallLogging::new(store.clone(), std::sync::Arc::new(NoScheduling));
 
         // Logged before: its stream exists.
         let (earlier, _) = pending("a-retried", "agent-9", 0, 1);
