@@ -20,6 +20,9 @@ pub struct System {
     pub shutdown: Shutdown,
     running: HashMap<ServiceKind, (Shutdown, JoinHandle<()>)>,
     listeners: HashMap<ServiceKind, SocketAddr>,
+    /// Each service's port, held from the reservation until the service starts on it, so that
+    /// no other socket of a test running in parallel (a probe, an outgoing connection) takes it.
+    reserved: HashMap<ServiceKind, TcpListener>,
     /// When set, the scheduling, complaint-routing and analytics services run on this clock
     /// (simulated time).
     scheduling_clock: Option<std::sync::Arc<dyn callback_rules::Clock>>,
@@ -46,9 +49,11 @@ impl System {
     ) -> System {
         let db = TestDb::new().await;
         let mut listeners = HashMap::new();
+        let mut reserved = HashMap::new();
         for kind in ServiceKind::ALL {
-            let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            listeners.insert(kind, probe.local_addr().unwrap());
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listeners.insert(kind, listener.local_addr().unwrap());
+            reserved.insert(kind, listener);
         }
         let mut vars: HashMap<String, String> = HashMap::new();
         vars.insert("DATABASE_URL".into(), db.url());
@@ -63,11 +68,14 @@ impl System {
             shutdown: Shutdown::new(),
             running: HashMap::new(),
             listeners,
+            reserved,
             scheduling_clock,
         };
         for kind in kinds {
             system.start_service(*kind).await;
         }
+        // A service not started refuses connections, as it would in production.
+        system.reserved.clear();
         for kind in kinds {
             system.wait_serving(*kind).await;
         }
@@ -76,8 +84,10 @@ impl System {
 
     /// Starts one service on its configured address.
     pub async fn start_service(&mut self, kind: ServiceKind) {
-        let addr = self.listeners[&kind];
-        let listener = bind_retrying(addr).await;
+        let listener = match self.reserved.remove(&kind) {
+            Some(listener) => listener,
+            None => bind_retrying(self.listeners[&kind]).await,
+        };
         let pool = self.db.new_pool(5).await;
         let config = self.config.clone();
         let shutdown = self.shutdown.child();
