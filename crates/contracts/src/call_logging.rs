@@ -195,12 +195,68 @@ pub struct HonestyFlagRaised {
     /// When the flagged call was made (flags recorded before this field existed lack it).
     #[serde(default)]
     pub attempt_started_at: Option<DateTime<Utc>>,
-    /// `short_reached`, `network_contradiction`, `no_telephony_record`,
-    /// `outside_calling_window` or `overlapping_calls`.
-    pub kind: String,
-    pub evidence: Value,
+    /// The flag's `kind` and its `evidence`, beside the fields above.
+    #[serde(flatten)]
+    pub flag: HonestyFlag,
 }
 single_event!(HonestyFlagRaised, CALL_ATTEMPT);
+
+/// What makes an attempt suspect, with the evidence a supervisor checks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "evidence", rename_all = "snake_case")]
+pub enum HonestyFlag {
+    /// "Reached" with too little talk (by the agent's times, or the billed seconds once the
+    /// telephony record is known).
+    ShortReached {
+        talk_seconds: i64,
+        threshold_seconds: i64,
+        billable_seconds: Option<i64>,
+    },
+    /// "Reached", but the network says the call was not answered.
+    NetworkContradiction {
+        call_id: String,
+        network_result: String,
+        disposition: String,
+    },
+    /// A "reached" phone call without a telephony record, although later calls' records came.
+    NoTelephonyRecord {
+        telephony_call_id: String,
+        records_until: DateTime<Utc>,
+        tolerance_minutes: i64,
+    },
+    /// A phone call started outside the tenant's calling windows.
+    OutsideCallingWindow {
+        started_at: DateTime<Utc>,
+        next_allowed: Option<DateTime<Utc>>,
+    },
+    /// The agent's attempt overlaps another of their own.
+    OverlappingCalls {
+        other_attempt_id: String,
+        other_started_at: DateTime<Utc>,
+        other_ended_at: DateTime<Utc>,
+    },
+}
+
+impl HonestyFlag {
+    /// The kind's name, as stored in `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HonestyFlag::ShortReached { .. } => "short_reached",
+            HonestyFlag::NetworkContradiction { .. } => "network_contradiction",
+            HonestyFlag::NoTelephonyRecord { .. } => "no_telephony_record",
+            HonestyFlag::OutsideCallingWindow { .. } => "outside_calling_window",
+            HonestyFlag::OverlappingCalls { .. } => "overlapping_calls",
+        }
+    }
+
+    /// The evidence as JSON, as stored in `evidence`.
+    pub fn evidence(&self) -> Value {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|mut v| v.get_mut("evidence").map(Value::take))
+            .unwrap_or(Value::Null)
+    }
+}
 
 /// Someone read a call record in full (personal data unmasked), with their reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -303,8 +303,11 @@ fn samples() -> Vec<Sample> {
             attempt_id: "att-1".into(),
             agent_id: "nurse-1".into(),
             attempt_started_at: Some(at(10)),
-            kind: "short_reached".into(),
-            evidence: json!({"duration_seconds": 3}),
+            flag: HonestyFlag::ShortReached {
+                talk_seconds: 3,
+                threshold_seconds: 10,
+                billable_seconds: Some(3),
+            },
         },
     );
     push(

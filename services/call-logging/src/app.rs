@@ -270,7 +270,6 @@ fn flag_raised(
         attempt_id: attempt_id.to_owned(),
         agent_id: agent_id.to_owned(),
         attempt_started_at: Some(attempt_started_at),
-        kind: flag.kind.clone(),
-        evidence: flag.evidence.clone(),
+        flag: flag.clone(),
     }
 }

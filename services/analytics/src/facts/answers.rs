@@ -101,7 +101,7 @@ impl BatchProjection for CallLoggingFacts {
                     rows.raised_at
                         .push(flag.attempt_started_at.unwrap_or(event.recorded_at));
                     rows.attempt.push(flag.attempt_id);
-                    rows.kind.push(flag.kind);
+                    rows.kind.push(flag.flag.kind().to_owned());
                     rows.tenant.push(flag.tenant_id);
                     rows.agent.push(flag.agent_id);
                 }

@@ -259,7 +259,7 @@ impl CallLogging {
                 if !written[i] {
                     Written::Before(types)
                 } else {
-                    Written::New(types, flags.into_iter().map(|f| f.kind).collect())
+                    Written::New(types, flags.iter().map(|f| f.kind().to_owned()).collect())
                 }
             })
             .collect())

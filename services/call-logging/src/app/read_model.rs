@@ -34,10 +34,10 @@ pub(super) async fn project_flag(
          ON CONFLICT (attempt_id, kind) DO NOTHING",
     )
     .bind(attempt_id)
-    .bind(&flag.kind)
+    .bind(flag.kind())
     .bind(tenant_id)
     .bind(agent_id)
-    .bind(&flag.evidence)
+    .bind(flag.evidence())
     .execute(conn)
     .await
     .map_err(Error::from)?;
@@ -100,10 +100,7 @@ impl CallLogging {
                     }
                     HonestyFlagRaised::EVENT_TYPE => {
                         let raised: HonestyFlagRaised = decode(event)?;
-                        let flag = Flag {
-                            kind: raised.kind,
-                            evidence: raised.evidence,
-                        };
+                        let flag = raised.flag;
                         project_flag(
                             &mut tx,
                             &raised.tenant_id,

@@ -71,7 +71,8 @@ impl CallLogging {
                         .map_err(|e| Error::Internal(e.to_string()))?;
                 }
                 HonestyFlagRaised::EVENT_TYPE => {
-                    view.flags.push(decode::<HonestyFlagRaised>(event)?.kind);
+                    view.flags
+                        .push(decode::<HonestyFlagRaised>(event)?.flag.kind().to_owned());
                 }
                 _ => {}
             }

@@ -118,7 +118,7 @@ impl CallLogging {
                     "SELECT EXISTS (SELECT 1 FROM cl_flags WHERE attempt_id = $1 AND kind = $2)",
                 )
                 .bind(&attempt_id)
-                .bind(&flag.kind)
+                .bind(flag.kind())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(Error::from)?;
@@ -141,7 +141,7 @@ impl CallLogging {
                     .await
                     .map_err(Error::from)?;
                 project_flag(&mut tx, &record.tenant_id, &attempt_id, &agent_id, &flag).await?;
-                raised.push(flag.kind);
+                raised.push(flag.kind().to_owned());
             }
         }
         self.store.commit(tx).await.map_err(Error::from)?;
@@ -184,7 +184,7 @@ impl CallLogging {
                 .await
                 .map_err(Error::from)?;
             project_flag(tx, tenant_id, &attempt_id, &agent_id, &flag).await?;
-            raised.push(flag.kind);
+            raised.push(flag.kind().to_owned());
         }
         Ok(raised)
     }

@@ -1,9 +1,8 @@
 //! Honesty checks (弄虚作假): facts that make a logged call suspect. Pure: given an attempt and
 //! what is known about it, which flags, with which evidence.
 
+pub use callback_contracts::call_logging::HonestyFlag as Flag;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 /// Below this many seconds of talk, a "reached" call is suspect.
 pub const SHORT_REACHED_SECONDS: i64 = 10;
@@ -11,14 +10,6 @@ pub const SHORT_REACHED_SECONDS: i64 = 10;
 /// How late a call's telephony record may arrive behind the records of later calls before the
 /// call counts as having none.
 pub const TELEPHONY_TOLERANCE_MINUTES: i64 = 30;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Flag {
-    /// `short_reached`, `network_contradiction`, `no_telephony_record`,
-    /// `outside_calling_window` or `overlapping_calls`.
-    pub kind: String,
-    pub evidence: Value,
-}
 
 /// The attempt as the checks see it.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,18 +37,18 @@ pub fn check_attempt(attempt: &AttemptFacts, record: Option<&CallRecord>) -> Vec
     let reported = (attempt.ended_at - attempt.started_at).num_seconds();
     let talk = record.map_or(reported, |r| r.billable_seconds.min(reported));
     if talk < SHORT_REACHED_SECONDS {
-        flags.push(Flag {
-            kind: "short_reached".into(),
-            evidence: json!({ "talk_seconds": talk, "threshold_seconds": SHORT_REACHED_SECONDS,
-                              "billable_seconds": record.map(|r| r.billable_seconds) }),
+        flags.push(Flag::ShortReached {
+            talk_seconds: talk,
+            threshold_seconds: SHORT_REACHED_SECONDS,
+            billable_seconds: record.map(|r| r.billable_seconds),
         });
     }
     if let Some(record) = record {
         if record.network_result != "ANSWER" {
-            flags.push(Flag {
-                kind: "network_contradiction".into(),
-                evidence: json!({ "call_id": record.call_id, "network_result": record.network_result,
-                                  "disposition": attempt.disposition }),
+            flags.push(Flag::NetworkContradiction {
+                call_id: record.call_id.clone(),
+                network_result: record.network_result.clone(),
+                disposition: attempt.disposition.clone(),
             });
         }
     }
@@ -75,10 +66,10 @@ pub fn record_overdue(ended_at: DateTime<Utc>, records_until: Option<DateTime<Ut
 /// The flag for a "reached" phone call without a matching telephony record although the
 /// records of later calls have arrived.
 pub fn missing_record(telephony_call_id: &str, records_until: DateTime<Utc>) -> Flag {
-    Flag {
-        kind: "no_telephony_record".into(),
-        evidence: json!({ "telephony_call_id": telephony_call_id, "records_until": records_until,
-                          "tolerance_minutes": TELEPHONY_TOLERANCE_MINUTES }),
+    Flag::NoTelephonyRecord {
+        telephony_call_id: telephony_call_id.to_owned(),
+        records_until,
+        tolerance_minutes: TELEPHONY_TOLERANCE_MINUTES,
     }
 }
 
@@ -87,9 +78,9 @@ pub fn outside_window(
     calendar: &callback_calendar::Calendar,
     started_at: DateTime<Utc>,
 ) -> Option<Flag> {
-    (!calendar.is_allowed(started_at)).then(|| Flag {
-        kind: "outside_calling_window".into(),
-        evidence: json!({ "started_at": started_at, "next_allowed": calendar.next_allowed(started_at) }),
+    (!calendar.is_allowed(started_at)).then(|| Flag::OutsideCallingWindow {
+        started_at,
+        next_allowed: calendar.next_allowed(started_at),
     })
 }
 
@@ -99,9 +90,10 @@ pub fn overlapping(
     other_start: DateTime<Utc>,
     other_end: DateTime<Utc>,
 ) -> Flag {
-    Flag {
-        kind: "overlapping_calls".into(),
-        evidence: json!({ "other_attempt_id": other_attempt_id, "other_started_at": other_start, "other_ended_at": other_end }),
+    Flag::OverlappingCalls {
+        other_attempt_id: other_attempt_id.to_owned(),
+        other_started_at: other_start,
+        other_ended_at: other_end,
     }
 }
 
@@ -117,8 +109,8 @@ mod tests {
         assert!(!record_overdue(end, Some(end + Duration::minutes(30))));
         assert!(record_overdue(end, Some(end + Duration::minutes(31))));
         let flag = missing_record("cdr-1", end);
-        assert_eq!(flag.kind, "no_telephony_record");
-        assert_eq!(flag.evidence["telephony_call_id"], "cdr-1");
+        assert_eq!(flag.kind(), "no_telephony_record");
+        assert_eq!(flag.evidence()["telephony_call_id"], "cdr-1");
     }
 
     fn attempt(disposition: &str, seconds: i64) -> AttemptFacts {
@@ -140,7 +132,7 @@ mod tests {
 
     #[test]
     fn suspect_reached_calls_are_flagged_with_evidence() {
-        let kinds = |flags: Vec<Flag>| flags.into_iter().map(|f| f.kind).collect::<Vec<_>>();
+        let kinds = |flags: Vec<Flag>| flags.into_iter().map(|f| f.kind()).collect::<Vec<_>>();
         assert!(check_attempt(&attempt("reached", 95), None).is_empty());
         assert_eq!(
             kinds(check_attempt(&attempt("reached", 3), None)),
@@ -163,6 +155,6 @@ mod tests {
         );
         assert!(check_attempt(&attempt("no_answer", 2), Some(&record("NOANSWER", 0))).is_empty());
         let flag = &check_attempt(&attempt("reached", 3), None)[0];
-        assert_eq!(flag.evidence["talk_seconds"], 3);
+        assert_eq!(flag.evidence()["talk_seconds"], 3);
     }
 }
