@@ -283,6 +283,59 @@ pub struct Scheduled {
     pub fact_stream: String,
 }
 
+/// `CallbackScheduled` version 1: no give-up time, so a callback was lost at its deadline.
+#[derive(Deserialize)]
+struct ScheduledV1 {
+    callback_id: Uuid,
+    tenant_id: String,
+    policy_id: String,
+    policy_version: u64,
+    step_index: usize,
+    step: String,
+    occurrence: u32,
+    anchor_at: DateTime<Utc>,
+    due_at: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+    priority: u8,
+    channel: Channel,
+    questionnaire_id: Option<String>,
+    owner_agent_id: Option<String>,
+    pool: String,
+    pool_after: DateTime<Utc>,
+    subject_id: String,
+    department: Option<String>,
+    retry: RetryRule,
+    fact_stream: String,
+}
+
+impl From<ScheduledV1> for Scheduled {
+    fn from(v1: ScheduledV1) -> Scheduled {
+        Scheduled {
+            callback_id: v1.callback_id,
+            tenant_id: v1.tenant_id,
+            policy_id: v1.policy_id,
+            policy_version: v1.policy_version,
+            step_index: v1.step_index,
+            step: v1.step,
+            occurrence: v1.occurrence,
+            anchor_at: v1.anchor_at,
+            due_at: v1.due_at,
+            deadline: v1.deadline,
+            give_up_at: v1.deadline,
+            priority: v1.priority,
+            channel: v1.channel,
+            questionnaire_id: v1.questionnaire_id,
+            owner_agent_id: v1.owner_agent_id,
+            pool: v1.pool,
+            pool_after: v1.pool_after,
+            subject_id: v1.subject_id,
+            department: v1.department,
+            retry: v1.retry,
+            fact_stream: v1.fact_stream,
+        }
+    }
+}
+
 /// What a callback's stream records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -352,6 +405,23 @@ impl EventContract for CallbackEvent {
         } else {
             1
         }
+    }
+
+    /// Version 1 `CallbackScheduled` events are read whenever a callback planned before
+    /// version 2 is claimed or reported on: decoded directly, not through a JSON tree.
+    fn decode_older(
+        event_type: &str,
+        version: i32,
+        payload: &str,
+    ) -> Option<Result<Self, ContractError>> {
+        (event_type == Self::SCHEDULED && version == 1).then(|| {
+            serde_json::from_str::<ScheduledV1>(payload)
+                .map(|v1| CallbackEvent::CallbackScheduled(Box::new(v1.into())))
+                .map_err(|e| ContractError::Payload {
+                    event_type: event_type.to_owned(),
+                    reason: e.to_string(),
+                })
+        })
     }
 
     fn upcast(event_type: &str, from: i32, mut payload: Value) -> Result<Value, ContractError> {

@@ -624,6 +624,11 @@ fn a_stored_v1_callback_scheduled_is_upcast_with_its_deadline_as_give_up_time() 
     };
     assert_eq!(scheduled.give_up_at, scheduled.deadline);
     assert_eq!(scheduled.deadline, at(16));
+    // The direct decoder and the generic upcast through a JSON tree agree.
+    let value: Value = serde_json::from_str(&v1).unwrap();
+    let upcast = CallbackEvent::upcast(CallbackEvent::SCHEDULED, 1, value).unwrap();
+    let through_tree: CallbackEvent = serde_json::from_value(upcast).unwrap();
+    assert_eq!(through_tree, CallbackEvent::CallbackScheduled(scheduled));
     // Without the upcaster the v1 payload is not a v2 payload.
     assert!(decode::<CallbackEvent>(CallbackEvent::SCHEDULED, 2, &v1).is_err());
 }
