@@ -14,12 +14,13 @@ use std::collections::{HashMap, HashSet};
 
 use callback_calendar::{Calendar, CalendarSpec};
 use callback_contracts::call_logging::{
-    AttemptDisposition, CallAttemptLogged, ComplaintRaised, DoNotCallRequested, SurveyAnswered,
+    AttemptDisposition, CallAttemptLogged, ComplaintRaised, SurveyAnswered,
 };
 use callback_contracts::scheduling::Disposition;
 use callback_contracts::EventContract;
 use callback_eventstore::{ExpectedVersion, Metadata, NewEvent, StreamAppend, StreamName};
 use callback_kit::batch::{BatchQueue, Serve};
+use callback_rules::Decider;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -27,6 +28,7 @@ use uuid::Uuid;
 
 use super::ports::{LeaseClaim, LeaseVerdict};
 use super::{flag_raised, project_flag, AttemptReport, CallLogging};
+use crate::domain::attempt::{AttemptCommand, AttemptDecider, AttemptEvent};
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 use crate::error::Error;
 
@@ -328,65 +330,72 @@ fn attempt_events(
             return Err(Error::Internal(format!("unmapped disposition `{other}`")));
         }
     };
-    let mut events = vec![attempt_event(
-        pending,
-        &CallAttemptLogged {
+    let attempt = CallAttemptLogged {
+        tenant_id: report.tenant_id.clone(),
+        callback_id,
+        attempt_id: report.attempt_id.clone(),
+        agent_id: report.agent_id.clone(),
+        lease_id: pending.lease_id,
+        channel: report.channel.clone(),
+        disposition: AttemptDisposition {
+            standard,
+            tenant_kind: pending.tenant_kind.clone(),
+        },
+        started_at: pending.started_at,
+        ended_at: pending.ended_at,
+        telephony_call_id: report.telephony_call_id.clone(),
+        recording_ref: report.recording_ref.clone(),
+        notes: report.notes.clone(),
+    };
+    let answers = (!report.answers.is_empty()).then(|| SurveyAnswered {
+        tenant_id: report.tenant_id.clone(),
+        callback_id,
+        attempt_id: report.attempt_id.clone(),
+        questionnaire_id: report.questionnaire_id.clone(),
+        questionnaire_version: report.questionnaire_version,
+        answers: report.answers.clone(),
+    });
+    let complaint = report.complaint.as_ref().map(|complaint| {
+        Box::new(ComplaintRaised {
             tenant_id: report.tenant_id.clone(),
             callback_id,
             attempt_id: report.attempt_id.clone(),
             agent_id: report.agent_id.clone(),
-            lease_id: pending.lease_id,
-            channel: report.channel.clone(),
-            disposition: AttemptDisposition {
-                standard,
-                tenant_kind: pending.tenant_kind.clone(),
-            },
-            started_at: pending.started_at,
-            ended_at: pending.ended_at,
-            telephony_call_id: report.telephony_call_id.clone(),
-            recording_ref: report.recording_ref.clone(),
-            notes: report.notes.clone(),
-        },
-    )?];
-    if !report.answers.is_empty() {
-        events.push(attempt_event(
-            pending,
-            &SurveyAnswered {
-                tenant_id: report.tenant_id.clone(),
-                callback_id,
-                attempt_id: report.attempt_id.clone(),
-                questionnaire_id: report.questionnaire_id.clone(),
-                questionnaire_version: report.questionnaire_version,
-                answers: report.answers.clone(),
-            },
-        )?);
-    }
-    if let Some(complaint) = &report.complaint {
-        events.push(attempt_event(
-            pending,
-            &ComplaintRaised {
-                tenant_id: report.tenant_id.clone(),
-                callback_id,
-                attempt_id: report.attempt_id.clone(),
-                agent_id: report.agent_id.clone(),
-                subject_id: subject_id.to_owned(),
-                department: department.to_owned(),
-                raised_at: pending.ended_at,
-                complaint: complaint.clone(),
-            },
-        )?);
-    }
-    if report.disposition == "do_not_call" {
-        events.push(attempt_event(
-            pending,
-            &DoNotCallRequested {
-                tenant_id: report.tenant_id.clone(),
-                callback_id,
-                attempt_id: report.attempt_id.clone(),
-            },
-        )?);
-    }
-    Ok(events)
+            subject_id: subject_id.to_owned(),
+            department: department.to_owned(),
+            raised_at: pending.ended_at,
+            complaint: complaint.clone(),
+        })
+    });
+    // A new stream: an attempt logged before is found by the append, not here.
+    let command = AttemptCommand::Log {
+        attempt: Box::new(attempt),
+        answers,
+        complaint,
+        flags: Vec::new(),
+    };
+    let decided =
+        AttemptDecider::decide(&(), None, &command).map_err(|e| Error::Internal(e.to_string()))?;
+    decided
+        .iter()
+        .map(|event| new_attempt_event(&pending.metadata, event))
+        .collect()
+}
+
+/// An attempt's event as the log stores it, with the attempt's metadata.
+pub(super) fn new_attempt_event(
+    metadata: &Metadata,
+    event: &AttemptEvent,
+) -> Result<NewEvent, Error> {
+    let new = match event {
+        AttemptEvent::Logged(e) => callback_kit::events::new_event(e),
+        AttemptEvent::Answered(e) => callback_kit::events::new_event(e),
+        AttemptEvent::ComplaintRaised(e) => callback_kit::events::new_event(e),
+        AttemptEvent::DoNotCall(e) => callback_kit::events::new_event(e),
+        AttemptEvent::Flagged(e) => callback_kit::events::new_event(e),
+        AttemptEvent::Viewed(e) => callback_kit::events::new_event(e),
+    }?;
+    Ok(new.with_metadata(metadata.clone()))
 }
 
 /// What the honesty checks of one attempt need to know.

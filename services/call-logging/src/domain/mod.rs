@@ -1,5 +1,7 @@
-//! Pure call-logging rules: questionnaires and the validation of an attempt's answers.
+//! Pure call-logging rules: an attempt as a decider, questionnaires and the validation of an
+//! attempt's answers, honesty checks.
 
+pub mod attempt;
 pub mod honesty;
 pub mod privacy;
 pub mod questionnaire;
