@@ -24,8 +24,41 @@ pub enum ErrorCode<'a> {
     Unavailable,
     /// An event store error, mapped by [`from_store_error`].
     Store(&'a callback_eventstore::Error),
+    /// A database error: UNAVAILABLE when the database cannot be reached (the caller may
+    /// retry), else INTERNAL.
+    Database(&'a sqlx::Error),
     /// A real fault: INTERNAL with an incident id; the details go to the log only.
     Internal,
+}
+
+/// Whether a database error means the database could not be reached or went away (a
+/// connection fault, an exhausted or closed pool, a server shutting down), not a fault of the
+/// request or the code: clients know to retry UNAVAILABLE.
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P01-57P03: admin or crash shutdown, cannot
+        // connect now; 53300: too many connections.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+/// The status of a database fault: UNAVAILABLE (with a short message, nothing internal) or
+/// INTERNAL with an incident id.
+fn database_status(error: &sqlx::Error, shown: &dyn std::fmt::Display) -> Status {
+    if database_unavailable(error) {
+        tracing::warn!(%error, "database unavailable");
+        Status::unavailable("the database is unavailable; retry")
+    } else {
+        internal(shown)
+    }
 }
 
 /// A service's error: it says which kind of fault it is; its `Display` is the message callers
@@ -58,6 +91,7 @@ pub fn to_status<E: ServiceError>(error: &E) -> Status {
         ErrorCode::Aborted => Status::aborted(error.to_string()),
         ErrorCode::Unavailable => Status::unavailable(error.to_string()),
         ErrorCode::Store(store) => store_status(store),
+        ErrorCode::Database(db) => database_status(db, error),
         ErrorCode::Internal => internal(error),
     }
 }
@@ -85,6 +119,7 @@ fn store_status(error: &callback_eventstore::Error) -> Status {
         E::VersionConflict { .. } => Status::new(Code::Aborted, error.to_string()),
         E::DuplicateEventId(_) => Status::already_exists(error.to_string()),
         _ if error.is_invalid_input() => Status::invalid_argument(error.to_string()),
+        E::Database(db) => database_status(db, error),
         _ => internal(error),
     }
 }
@@ -110,11 +145,21 @@ mod tests {
         let unknown = from_store_error(Error::UnknownCategory("x".into()));
         assert_eq!(unknown.code(), Code::InvalidArgument);
         assert!(unknown.message().contains("stream.category"));
-        let internal = from_store_error(Error::Database(sqlx::Error::PoolTimedOut));
+        let internal = from_store_error(Error::Database(sqlx::Error::RowNotFound));
         assert_eq!(internal.code(), Code::Internal);
         assert!(
-            !internal.message().contains("pool"),
+            !internal.message().contains("no rows"),
             "internals must not leak"
+        );
+        // A database that cannot be reached is worth a retry: UNAVAILABLE, still without
+        // internals.
+        let unavailable = from_store_error(Error::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(unavailable.code(), Code::Unavailable);
+        assert!(!unavailable.message().contains("pool"));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(
+            from_store_error(Error::Database(sqlx::Error::Io(io))).code(),
+            Code::Unavailable
         );
     }
 }

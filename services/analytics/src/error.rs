@@ -34,11 +34,10 @@ impl ServiceError for Error {
             }
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::Store(e) => ErrorCode::Store(e),
-            Error::Host(_)
-            | Error::Grpc(_)
-            | Error::Database(_)
-            | Error::Migrate(_)
-            | Error::Corrupt(_) => ErrorCode::Internal,
+            Error::Database(e) => ErrorCode::Database(e),
+            Error::Host(_) | Error::Grpc(_) | Error::Migrate(_) | Error::Corrupt(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 }

@@ -63,7 +63,8 @@ impl ServiceError for Error {
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Store(e) => ErrorCode::Store(e),
-            Error::Database(_) | Error::Internal(_) => ErrorCode::Internal,
+            Error::Database(e) => ErrorCode::Database(e),
+            Error::Internal(_) => ErrorCode::Internal,
         }
     }
 }

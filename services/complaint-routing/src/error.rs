@@ -53,7 +53,8 @@ impl ServiceError for Error {
             Error::Conflict => ErrorCode::Aborted,
             Error::Scheduling(_) => ErrorCode::Unavailable,
             Error::Store(e) => ErrorCode::Store(e),
-            Error::Database(_) | Error::Corrupt(_) => ErrorCode::Internal,
+            Error::Database(e) => ErrorCode::Database(e),
+            Error::Corrupt(_) => ErrorCode::Internal,
         }
     }
 }

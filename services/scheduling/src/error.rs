@@ -35,7 +35,8 @@ impl ServiceError for Error {
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::Store(e) => ErrorCode::Store(e),
-            Error::Database(_) | Error::Corrupt(_) => ErrorCode::Internal,
+            Error::Database(e) => ErrorCode::Database(e),
+            Error::Corrupt(_) => ErrorCode::Internal,
         }
     }
 }
