@@ -41,7 +41,7 @@ use read_model::*;
 pub use read_model::{CallbackRow, CALLBACK_COLUMNS};
 use tenants::*;
 
-pub use outcome_batch::ReportedOutcome;
+pub use outcome_batch::{OutcomeApplied, ReportedOutcome};
 use queue_starts::{QueueKey, QueueStarts};
 
 /// Namespace of deterministic callback ids (UUIDv5): the same fact, policy, step and

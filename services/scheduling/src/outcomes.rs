@@ -11,8 +11,7 @@ use callback_contracts::call_logging::CallAttemptLogged;
 use callback_eventstore::{Projection, RecordedEvent};
 use sqlx::PgConnection;
 
-use crate::app::{ReportedOutcome, Scheduling};
-use crate::domain::Disposition;
+use crate::app::{OutcomeApplied, ReportedOutcome, Scheduling};
 use crate::error::Error;
 
 pub struct OutcomeConsumer {
@@ -33,20 +32,27 @@ impl Projection for OutcomeConsumer {
     }
 
     /// A batch's outcomes are applied together in the consumer's transaction, with its
-    /// checkpoint ([`Scheduling::record_outcomes_in`]: one lock, one read, one append for
-    /// the whole batch). A batch with a do-not-call, which may cancel other callbacks of the
-    /// subject, is applied one outcome after another. Applying an outcome again changes
-    /// nothing (idempotent on the attempt id), so a replayed batch takes effect once.
+    /// checkpoint ([`Scheduling::record_outcomes_in`]: one lock, one read, one append per
+    /// segment; a do-not-call ends a segment). Applying an outcome again changes nothing
+    /// (idempotent on the attempt id), so a replayed batch takes effect once. An outcome that
+    /// does not fit its callback stays on record in call-logging; nothing changes here.
     async fn apply(
         &mut self,
         conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), Error> {
-        let attempts: Vec<CallAttemptLogged> = events
+        let outcomes: Vec<ReportedOutcome> = events
             .iter()
             .filter(|e| e.event_type == CallAttemptLogged::EVENT_TYPE)
-            .filter_map(|event| match callback_kit::events::decode(event) {
-                Ok(attempt) => Some(attempt),
+            .filter_map(|event| match callback_kit::events::decode::<CallAttemptLogged>(event) {
+                Ok(a) => Some(ReportedOutcome {
+                    callback_id: a.callback_id,
+                    attempt_id: a.attempt_id,
+                    agent_id: a.agent_id,
+                    lease_id: a.lease_id,
+                    disposition: a.disposition.standard,
+                    at: a.ended_at,
+                }),
                 Err(error) => {
                     // A malformed fact cannot become valid by retrying; skip it, loudly.
                     tracing::error!(event_id = %event.event_id, %error, "undecodable call attempt skipped");
@@ -54,58 +60,18 @@ impl Projection for OutcomeConsumer {
                 }
             })
             .collect();
-        if attempts
-            .iter()
-            .any(|a| a.disposition.standard == Disposition::DoNotCall)
-        {
-            return apply_in_order(&self.app, conn, &attempts).await;
-        }
-        let outcomes: Vec<ReportedOutcome> = attempts
-            .into_iter()
-            .map(|a| ReportedOutcome {
-                callback_id: a.callback_id,
-                attempt_id: a.attempt_id,
-                agent_id: a.agent_id,
-                lease_id: a.lease_id,
-                disposition: a.disposition.standard,
-                at: a.ended_at,
-            })
-            .collect();
-        self.app.record_outcomes_in(conn, &outcomes).await
-    }
-}
-
-/// Applies outcomes one after another on `conn`.
-async fn apply_in_order(
-    app: &Scheduling,
-    conn: &mut PgConnection,
-    attempts: &[CallAttemptLogged],
-) -> Result<(), Error> {
-    for attempt in attempts {
-        let applied = app
-            .record_outcome_in(
-                conn,
-                attempt.callback_id,
-                &attempt.attempt_id,
-                &attempt.agent_id,
-                attempt.lease_id,
-                &attempt.disposition.standard,
-                attempt.ended_at,
-            )
-            .await;
-        match applied {
-            Ok(_) => {}
-            // The outcome does not fit the callback's state (closed, another lease): the
-            // attempt stays on record in call-logging; nothing to change here.
-            Err(
-                error @ (Error::InvalidArgument { .. }
-                | Error::FailedPrecondition(_)
-                | Error::NotFound(_)),
-            ) => {
-                tracing::warn!(callback_id = %attempt.callback_id, %error, "call attempt not applied");
+        let applied = self.app.record_outcomes_in(conn, &outcomes).await?;
+        for (outcome, applied) in outcomes.iter().zip(applied) {
+            match applied {
+                OutcomeApplied::Refused(error) => {
+                    tracing::warn!(callback_id = %outcome.callback_id, %error, "call attempt not applied");
+                }
+                OutcomeApplied::Unknown => {
+                    tracing::warn!(callback_id = %outcome.callback_id, "call attempt not applied: unknown callback");
+                }
+                OutcomeApplied::Applied(_) | OutcomeApplied::Before(_) => {}
             }
-            Err(error) => return Err(error),
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -650,6 +650,88 @@ async fn do_not_call_cancels_every_open_callback_of_the_subject() {
     );
 }
 
+/// A batch from the feed is applied as if one outcome after another: an outcome after a
+/// do-not-call finds the subject's other callbacks cancelled; and a single report is a batch
+/// of one through the same path.
+#[tokio::test]
+async fn a_do_not_call_in_a_batch_cancels_before_the_outcomes_after_it() {
+    let (_db, app, clock) = setup().await;
+    let survey = json!({
+        "policy_id": "satisfaction", "name": "满意度调查", "trigger": {"event_type": "patient.discharged"},
+        "steps": [{"name": "survey", "owner": {"kind": "pool", "pool": "call-center"},
+                   "timing": {"kind": "window", "anchor": "trigger", "earliest": {"days": 3}, "latest": {"days": 10}}}]
+    });
+    app.publish_policy("hospital", &survey.to_string())
+        .await
+        .unwrap();
+    let (fact, subject) = discharge("d1", shanghai(2026, 9, 7, 8, 30), None);
+    assert_eq!(app.ingest(fact, subject).await.unwrap().scheduled.len(), 2);
+    clock.set(shanghai(2026, 9, 10, 9, 0));
+    let ward = app
+        .claim_next("hospital", "nurse-wang", &[], 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let call_center = app
+        .claim_next("hospital", "cc-1", &[], 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        ward.state.scheduled.callback_id,
+        call_center.state.scheduled.callback_id
+    );
+    let at = shanghai(2026, 9, 10, 9, 5);
+    let outcome = |claim: &callback_scheduling::app::Claim, agent: &str, disposition| {
+        callback_scheduling::app::ReportedOutcome {
+            callback_id: claim.state.scheduled.callback_id,
+            attempt_id: format!("{agent}-1"),
+            agent_id: agent.into(),
+            lease_id: claim.lease_id,
+            disposition,
+            at,
+        }
+    };
+    let batch = [
+        outcome(&ward, "nurse-wang", Disposition::DoNotCall),
+        outcome(&call_center, "cc-1", Disposition::Reached),
+    ];
+    let mut tx = app.store().begin().await.unwrap();
+    let applied = app.record_outcomes_in(&mut tx, &batch).await.unwrap();
+    app.store().commit(tx).await.unwrap();
+    use callback_scheduling::app::OutcomeApplied;
+    assert!(matches!(&applied[0], OutcomeApplied::Applied(s) if s.status == Status::Cancelled));
+    assert!(
+        matches!(
+            &applied[1],
+            OutcomeApplied::Refused(Error::FailedPrecondition(_))
+        ),
+        "{:?}",
+        applied[1]
+    );
+    let (survey_state, _) = app
+        .load(call_center.state.scheduled.callback_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (survey_state.status, survey_state.end_reason.as_deref()),
+        (Status::Cancelled, Some("do not call"))
+    );
+    // The same report again, alone: logged before, nothing changes.
+    let again = app
+        .record_outcome(
+            ward.state.scheduled.callback_id,
+            "nurse-wang-1",
+            "nurse-wang",
+            ward.lease_id,
+            &Disposition::DoNotCall,
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, Status::Cancelled);
+}
+
 #[tokio::test]
 async fn time_travel_and_rebuild_reproduce_the_read_model() {
     let (_db, app, clock) = setup().await;

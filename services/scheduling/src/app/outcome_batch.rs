@@ -4,8 +4,10 @@
 //! changed stream appended in one statement, the rows written in one statement each. What
 //! follows a callback that ended (its policy's next step) is planned one callback at a time.
 //!
-//! Idempotent on the attempt id, as one outcome at a time is: an attempt already in the
-//! callback's stream (a replayed batch) changes nothing.
+//! Idempotent on the attempt id: an attempt already in the callback's stream (a replayed
+//! batch, a repeated report) changes nothing. A single report is a batch of one: there is one
+//! write path. A do-not-call ends its segment of the batch: the subject's other open
+//! callbacks are cancelled before the outcomes after it are decided, as if one by one.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -29,6 +31,19 @@ pub struct ReportedOutcome {
     pub at: DateTime<Utc>,
 }
 
+/// What became of one outcome of a batch.
+#[derive(Debug)]
+pub enum OutcomeApplied {
+    /// Decided and written; the callback's state after it.
+    Applied(CallbackState),
+    /// Its attempt was in the callback's stream already; nothing written.
+    Before(CallbackState),
+    /// It does not fit the callback (closed, another agent's lease, a named time in the past).
+    Refused(Error),
+    /// No such callback.
+    Unknown,
+}
+
 /// A callback of the batch: its state as the batch goes, and what the batch adds.
 struct Touched {
     state: CallbackState,
@@ -40,14 +55,61 @@ struct Touched {
 }
 
 impl Scheduling {
-    /// Applies a batch of outcomes in the caller's transaction. An outcome that does not fit
-    /// its callback (closed, not the lease holder, unknown callback) is logged and skipped,
-    /// as it stays on record in call-logging; any other error fails the whole batch.
+    /// Applies a batch of outcomes in the caller's transaction, in order; what became of each.
+    /// An outcome that does not fit its callback is refused alone (it stays on record in
+    /// call-logging); any other error fails the whole batch.
     pub async fn record_outcomes_in(
         &self,
         tx: &mut PgConnection,
         outcomes: &[ReportedOutcome],
+    ) -> Result<Vec<OutcomeApplied>> {
+        let mut results = Vec::with_capacity(outcomes.len());
+        let mut start = 0;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if outcome.disposition != Disposition::DoNotCall {
+                continue;
+            }
+            results.extend(self.apply_outcomes(tx, &outcomes[start..=i]).await?);
+            if let Some(OutcomeApplied::Applied(state)) = results.last() {
+                self.cancel_for_do_not_call(tx, state, outcome.at).await?;
+            }
+            start = i + 1;
+        }
+        results.extend(self.apply_outcomes(tx, &outcomes[start..]).await?);
+        Ok(results)
+    }
+
+    /// Do-not-call covers every policy of the tenant for the subject: their open callbacks
+    /// are cancelled.
+    async fn cancel_for_do_not_call(
+        &self,
+        tx: &mut PgConnection,
+        state: &CallbackState,
+        at: DateTime<Utc>,
     ) -> Result<()> {
+        let tenant_id = &state.scheduled.tenant_id;
+        let subject_id = &state.scheduled.subject_id;
+        let policies: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT policy_id FROM sched_callbacks WHERE tenant_id = $1 AND subject_id = $2 \
+             AND status IN ('scheduled', 'claimed')",
+        )
+        .bind(tenant_id)
+        .bind(subject_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for policy_id in policies {
+            self.cancel_open(tx, tenant_id, subject_id, &policy_id, "do not call", at)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One segment of a batch: one lock, one read, one append.
+    async fn apply_outcomes(
+        &self,
+        tx: &mut PgConnection,
+        outcomes: &[ReportedOutcome],
+    ) -> Result<Vec<OutcomeApplied>> {
         let ids: Vec<Uuid> = outcomes
             .iter()
             .map(|o| o.callback_id)
@@ -55,7 +117,7 @@ impl Scheduling {
             .into_iter()
             .collect();
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         sqlx::query(
             "SELECT 1 FROM sched_callbacks WHERE callback_id = ANY($1) ORDER BY callback_id FOR UPDATE",
@@ -93,12 +155,14 @@ impl Scheduling {
             }
         }
 
+        let mut results = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             let Some(callback) = touched.get_mut(&outcome.callback_id) else {
-                tracing::warn!(callback_id = %outcome.callback_id, "call attempt not applied: unknown callback");
+                results.push(OutcomeApplied::Unknown);
                 continue;
             };
             if !callback.attempt_ids.insert(outcome.attempt_id.clone()) {
+                results.push(OutcomeApplied::Before(callback.state.clone()));
                 continue;
             }
             let (_, calendar) = self.tenant(tx, &callback.state.scheduled.tenant_id).await?;
@@ -112,8 +176,11 @@ impl Scheduling {
             );
             let events = match decided {
                 Ok(events) => events,
-                Err(error) => {
-                    tracing::warn!(callback_id = %outcome.callback_id, %error, "call attempt not applied");
+                Err(refused) => {
+                    // Another report of this attempt may fit (the agent retried with the right
+                    // lease): it is not taken as seen.
+                    callback.attempt_ids.remove(&outcome.attempt_id);
+                    results.push(OutcomeApplied::Refused(super::callback_refused(refused)));
                     continue;
                 }
             };
@@ -125,6 +192,7 @@ impl Scheduling {
             if !callback.state.status.is_open() && callback.ended_at.is_none() {
                 callback.ended_at = Some(outcome.at);
             }
+            results.push(OutcomeApplied::Applied(callback.state.clone()));
         }
 
         let changed: Vec<(&Uuid, &Touched)> = touched
@@ -132,7 +200,7 @@ impl Scheduling {
             .filter(|(_, t)| !t.new_events.is_empty())
             .collect();
         if changed.is_empty() {
-            return Ok(());
+            return Ok(results);
         }
         let appends: Vec<(&CallbackState, u64, &[CallbackEvent])> = changed
             .iter()
@@ -158,7 +226,7 @@ impl Scheduling {
                     .await?;
             }
         }
-        Ok(())
+        Ok(results)
     }
 }
 

@@ -32,9 +32,9 @@ impl Scheduling {
         Ok(state)
     }
 
-    /// [`Scheduling::record_outcome`] inside the caller's transaction (the outcome consumer
-    /// applies a whole batch, with its checkpoint, in one). A refused outcome (not the lease
-    /// holder, closed) is refused before anything is written, so the transaction stays usable.
+    /// [`Scheduling::record_outcome`] inside the caller's transaction: a batch of one
+    /// ([`Scheduling::record_outcomes_in`], the one write path of outcomes). A refused outcome
+    /// is refused before anything is written, so the transaction stays usable.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_outcome_in(
         &self,
@@ -46,68 +46,21 @@ impl Scheduling {
         disposition: &Disposition,
         at: DateTime<Utc>,
     ) -> Result<CallbackState> {
-        // The row lock first, as every other writer of a callback takes it: without it a
-        // claimer could lock the row and wait on this transaction's append while this one
-        // waits on the row to project it (a deadlock).
-        sqlx::query("SELECT 1 FROM sched_callbacks WHERE callback_id = $1 FOR UPDATE")
-            .bind(callback_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let events = self
-            .store
-            .read_stream_on(tx, &callback_stream(callback_id)?, 1)
-            .await?;
-        let mut state = None;
-        let mut already = false;
-        for event in &events {
-            let event = decode::<CallbackEvent>(event)?;
-            already |= matches!(&event, CallbackEvent::CallbackAttempted { attempt_id: a, .. } if a == attempt_id);
-            state = CallbackState::evolve(state, &event);
-        }
-        let state = state.ok_or_else(|| Error::NotFound(format!("callback `{callback_id}`")))?;
-        let version = events.len() as u64;
-        if already {
-            return Ok(state);
-        }
-        let (_, calendar) = self.tenant(tx, &state.scheduled.tenant_id).await?;
-        let decided = state
-            .decide_outcome(attempt_id, agent_id, lease_id, disposition, at, &calendar)
-            .map_err(callback_refused)?;
-        let tenant_id = state.scheduled.tenant_id.clone();
-        let next = self
-            .append_callback(tx, Some(state), version, &decided, &tenant_id)
-            .await?;
-        for event in &decided {
-            if let CallbackEvent::CallbackAttempted { attempt_id, at, .. } = event {
-                project_attempt(tx, &next, attempt_id, *at).await?;
+        let outcome = ReportedOutcome {
+            callback_id,
+            attempt_id: attempt_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            lease_id,
+            disposition: disposition.clone(),
+            at,
+        };
+        match self.record_outcomes_in(tx, &[outcome]).await?.pop() {
+            Some(OutcomeApplied::Applied(state) | OutcomeApplied::Before(state)) => Ok(state),
+            Some(OutcomeApplied::Refused(error)) => Err(error),
+            Some(OutcomeApplied::Unknown) | None => {
+                Err(Error::NotFound(format!("callback `{callback_id}`")))
             }
         }
-        if !next.status.is_open() {
-            self.schedule_next(tx, &next, &calendar, at).await?;
-        }
-        if *disposition == Disposition::DoNotCall {
-            // Do-not-call covers every policy of the tenant for this subject.
-            let policies: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT policy_id FROM sched_callbacks WHERE tenant_id = $1 AND subject_id = $2 \
-                 AND status IN ('scheduled', 'claimed')",
-            )
-            .bind(&tenant_id)
-            .bind(&next.scheduled.subject_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            for policy_id in policies {
-                self.cancel_open(
-                    tx,
-                    &tenant_id,
-                    &next.scheduled.subject_id,
-                    &policy_id,
-                    "do not call",
-                    at,
-                )
-                .await?;
-            }
-        }
-        Ok(next)
     }
 
     /// After a callback ended: the next occurrence or step of its policy, with the policy
