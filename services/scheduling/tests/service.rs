@@ -606,6 +606,42 @@ async fn deadlines_lose_callbacks_once_and_correcting_facts_cancel_them() {
     );
 }
 
+/// A correcting fact sent again (a retry) answers as before and cancels nothing more, even
+/// when callbacks of the subject were planned since; and a batch with ordinary and correcting
+/// facts is one transaction (one write path).
+#[tokio::test]
+async fn a_retried_correcting_fact_cancels_nothing_planned_since() {
+    let (_db, app, clock) = setup().await;
+    let (fact, subject) = discharge("d1", shanghai(2026, 9, 7, 8, 30), None);
+    let first = app.ingest(fact, subject.clone()).await.unwrap().scheduled[0].callback_id;
+    let correction = |id: &str| {
+        let (mut correction, _) = discharge(id, shanghai(2026, 9, 7, 10, 0), None);
+        correction.event_type = "patient.discharge_cancelled".into();
+        correction.subject_id = "patient-d1".into();
+        correction
+    };
+    let cancelled = app.ingest(correction("c1"), subject.clone()).await.unwrap();
+    assert_eq!(
+        (cancelled.duplicate, cancelled.cancelled.clone()),
+        (false, vec![first])
+    );
+    // Readmitted and discharged again: a new callback for the same subject and policy.
+    clock.set(shanghai(2026, 9, 9, 9, 0));
+    let (mut again, _) = discharge("d2", shanghai(2026, 9, 9, 8, 30), None);
+    again.subject_id = "patient-d1".into();
+    let second = app.ingest(again, subject.clone()).await.unwrap().scheduled[0].callback_id;
+    // The HIS resends the correction.
+    let retried = app.ingest(correction("c1"), subject).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(retried.cancelled, vec![first], "the recorded answer");
+    let (state, _) = app.load(second).await.unwrap();
+    assert_eq!(
+        state.status,
+        Status::Scheduled,
+        "planned since: not cancelled"
+    );
+}
+
 #[tokio::test]
 async fn do_not_call_cancels_every_open_callback_of_the_subject() {
     let (_db, app, clock) = setup().await;

@@ -3,12 +3,12 @@
 //! one append, the callback rows and the subject rows in one statement each, one commit.
 //!
 //! Each fact still gets what it would alone: its own `BusinessEventIngested` event, its
-//! callbacks' events in their own streams, its answer. A fact the batch cannot take is served
-//! alone after the batch: one whose type corrects earlier facts (it cancels or moves open
-//! callbacks, which needs their locks and states), or one that names the subject without
-//! contact details (it reuses those on record). A batch that fails as a whole, for instance
-//! because one fact is a retry of an ingest already done (its stream exists), is served again
-//! fact by fact, and the retry gets its recorded answer.
+//! callbacks' events in their own streams, its answer. A single ingest is a batch of one: there
+//! is one write path. A fact whose type corrects earlier facts cancels or moves the subject's
+//! open callbacks (under their row locks) in the batch's transaction, once it is known not to
+//! be a retry; a fact that names the subject without contact details reuses those on record. A
+//! fact ingested before (its stream exists) is left out of the append and answered with its
+//! recorded answer. A batch that fails as a whole is served again fact by fact.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -42,63 +42,134 @@ struct PlannedIngest {
     callbacks: Vec<(StreamName, Vec<CallbackEvent>, CallbackState)>,
 }
 
+/// What a batch did with one fact.
+enum IngestAnswer {
+    /// Written by this batch.
+    Done(IngestResult),
+    /// Ingested before (its stream exists, or it came twice): the recorded answer is its own.
+    Before,
+    /// Refused (e.g. an unknown tenant); nothing written for it.
+    Refused(Error),
+}
+
 impl Scheduling {
     async fn serve_ingests(&self, batch: Vec<IngestRequest>) {
-        let mut alone: Vec<IngestRequest> = Vec::new();
-        if batch.len() == 1 {
-            alone = batch;
-        } else {
-            match self.ingest_batch(&batch).await {
-                Ok(results) => {
-                    for (request, result) in batch.into_iter().zip(results) {
-                        match result {
-                            Some(result) => {
-                                let _ = request.reply.send(Ok(result));
-                            }
-                            None => alone.push(request),
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(%error, requests = batch.len(), "ingest batch not taken; serving each alone");
-                    alone = batch;
+        match self.ingest_batch(&batch).await {
+            Ok(answers) => {
+                for (request, answer) in batch.into_iter().zip(answers) {
+                    let result = self.answer_ingest(&request, answer).await;
+                    let _ = request.reply.send(result);
                 }
             }
-        }
-        for request in alone {
-            let result = self
-                .ingest_alone(request.fact, request.subject, request.fact_name)
-                .await;
-            let _ = request.reply.send(result);
+            Err(error) if batch.len() == 1 => {
+                if let Some(request) = batch.into_iter().next() {
+                    let _ = request.reply.send(Err(error));
+                }
+            }
+            // One fact's problem is not every source's answer: each alone.
+            Err(error) => {
+                tracing::debug!(%error, requests = batch.len(), "ingest batch failed; serving each alone");
+                for request in batch {
+                    let result = match self.ingest_batch(std::slice::from_ref(&request)).await {
+                        Ok(mut answers) => match answers.pop() {
+                            Some(answer) => self.answer_ingest(&request, answer).await,
+                            None => Err(Error::Corrupt("an ingest without an answer".into())),
+                        },
+                        Err(error) => Err(error),
+                    };
+                    let _ = request.reply.send(result);
+                }
+            }
         }
     }
 
-    /// One transaction for the facts a batch can take; `None` for those to serve alone. An
-    /// `Err` means nothing was written.
-    async fn ingest_batch(&self, requests: &[IngestRequest]) -> Result<Vec<Option<IngestResult>>> {
+    async fn answer_ingest(
+        &self,
+        request: &IngestRequest,
+        answer: IngestAnswer,
+    ) -> Result<IngestResult> {
+        match answer {
+            IngestAnswer::Done(result) => Ok(result),
+            IngestAnswer::Refused(error) => Err(error),
+            IngestAnswer::Before => {
+                self.recorded_ingest(&request.fact_name)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!("fact {} without its event", request.fact_name))
+                    })
+            }
+        }
+    }
+
+    /// One transaction for every fact of the batch. An `Err` means nothing was written.
+    async fn ingest_batch(&self, requests: &[IngestRequest]) -> Result<Vec<IngestAnswer>> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let mut policies: HashMap<(&str, &str), Vec<(Policy, u64)>> = HashMap::new();
+        let mut answers: Vec<Option<IngestAnswer>> = requests.iter().map(|_| None).collect();
         let mut planned = Vec::with_capacity(requests.len());
+        // A fact sent twice in one batch: the second is answered as a retry of the first.
+        let mut seen = std::collections::HashSet::new();
         for (index, request) in requests.iter().enumerate() {
             let fact = &request.fact;
-            if request.subject.name.is_empty() && request.subject.phones.is_empty() {
+            if !seen.insert(request.fact_name.stream_id()) {
+                answers[index] = Some(IngestAnswer::Before);
                 continue;
             }
-            // An unknown tenant is answered by the path alone, with its error.
-            let Ok((_, calendar)) = self.tenant(&mut tx, &fact.tenant_id).await else {
-                continue;
+            let calendar = match self.tenant(&mut tx, &fact.tenant_id).await {
+                Ok((_, calendar)) => calendar,
+                Err(error @ Error::NotFound(_)) => {
+                    answers[index] = Some(IngestAnswer::Refused(error));
+                    continue;
+                }
+                Err(error) => return Err(error),
             };
+            let subject =
+                with_known_contact(&mut tx, &fact.tenant_id, request.subject.clone()).await?;
             let key = (fact.tenant_id.as_str(), fact.event_type.as_str());
             if let Entry::Vacant(slot) = policies.entry(key) {
                 slot.insert(policies_for(&mut tx, &fact.tenant_id, &fact.event_type).await?);
             }
             let policies = &policies[&key];
-            let corrects = policies.iter().any(|(p, _)| {
-                p.cancel_on.contains(&fact.event_type) || p.reschedule_on.contains(&fact.event_type)
-            });
-            if corrects {
-                continue;
+            let correcting: Vec<&Policy> = policies
+                .iter()
+                .map(|(p, _)| p)
+                .filter(|p| {
+                    p.cancel_on.contains(&fact.event_type)
+                        || p.reschedule_on.contains(&fact.event_type)
+                })
+                .collect();
+            let mut cancelled = Vec::new();
+            if !correcting.is_empty() {
+                // A retry must not cancel again (callbacks planned since would be hit): a
+                // correcting fact, rare, is looked up before it writes.
+                if !self
+                    .store
+                    .read_stream_on(&mut tx, &request.fact_name, 1)
+                    .await?
+                    .is_empty()
+                {
+                    answers[index] = Some(IngestAnswer::Before);
+                    continue;
+                }
+                for policy in correcting {
+                    let verb = if policy.reschedule_on.contains(&fact.event_type) {
+                        "moved"
+                    } else {
+                        "cancelled"
+                    };
+                    cancelled.extend(
+                        self.cancel_open(
+                            &mut tx,
+                            &fact.tenant_id,
+                            &fact.subject_id,
+                            &policy.policy_id,
+                            &format!("{verb} by {}", fact.event_type),
+                            now,
+                        )
+                        .await?,
+                    );
+                }
             }
             let mut callbacks = Vec::new();
             let mut scheduled = Vec::new();
@@ -110,7 +181,7 @@ impl Scheduling {
                     policy,
                     *version,
                     fact,
-                    &request.subject,
+                    &subject,
                     &request.fact_name,
                     &plan,
                     now,
@@ -128,21 +199,15 @@ impl Scheduling {
                 request: index,
                 ingested: BusinessEventIngested {
                     fact: fact.clone(),
-                    subject: request.subject.clone(),
+                    subject,
                     scheduled,
-                    cancelled: Vec::new(),
+                    cancelled,
                 },
                 callbacks,
             });
         }
 
-        // Every stream is new: the fact's and each callback's (ids derive from the fact). A
-        // fact sent twice in one batch is served alone after it (and answered as a retry).
-        let mut seen = std::collections::HashSet::new();
-        let mut planned: Vec<PlannedIngest> = planned
-            .into_iter()
-            .filter(|p| seen.insert(requests[p.request].fact_name.stream_id()))
-            .collect();
+        // Every stream is new: the fact's and each callback's (ids derive from the fact).
         let mut new_events: Vec<Vec<(&StreamName, Vec<NewEvent>)>> = Vec::new();
         for plan in &planned {
             let tenant_id = &plan.ingested.fact.tenant_id;
@@ -159,7 +224,7 @@ impl Scheduling {
             new_events.push(writes);
         }
         // A fact ingested before (a retry) finds its streams taken: it is left out of the
-        // append and left to the path alone.
+        // append and answered with its recorded answer.
         let commands: Vec<Vec<StreamAppend>> = new_events
             .iter()
             .map(|writes| {
@@ -177,7 +242,13 @@ impl Scheduling {
         drop(commands);
         drop(new_events);
         let mut written = written.into_iter();
-        planned.retain(|_| written.next().unwrap_or(false));
+        planned.retain(|plan| {
+            let kept = written.next().unwrap_or(false);
+            if !kept {
+                answers[plan.request] = Some(IngestAnswer::Before);
+            }
+            kept
+        });
 
         let rows: Vec<(&CallbackState, u64)> = planned
             .iter()
@@ -204,20 +275,24 @@ impl Scheduling {
         }
         self.store.commit(tx).await?;
 
-        let mut results: Vec<Option<IngestResult>> = requests.iter().map(|_| None).collect();
         for plan in planned {
             tracing::info!(
                 scheduled = plan.ingested.scheduled.len(),
-                cancelled = 0,
+                cancelled = plan.ingested.cancelled.len(),
                 "business event ingested"
             );
-            results[plan.request] = Some(IngestResult {
+            answers[plan.request] = Some(IngestAnswer::Done(IngestResult {
                 duplicate: false,
                 scheduled: plan.ingested.scheduled,
-                cancelled: Vec::new(),
-            });
+                cancelled: plan.ingested.cancelled,
+            }));
         }
-        Ok(results)
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer.ok_or_else(|| Error::Corrupt("an ingest without an answer".into()))
+            })
+            .collect()
     }
 }
 
@@ -395,109 +470,6 @@ impl Scheduling {
             )
             .await
             .map_err(queue_closed)?
-    }
-
-    /// One ingest in a transaction of its own: the path for facts a batch does not take.
-    pub(super) async fn ingest_alone(
-        &self,
-        fact: BusinessFact,
-        subject: SubjectContact,
-        fact_name: StreamName,
-    ) -> Result<IngestResult> {
-        // A retry of a fact already ingested is found when its streams turn out to exist
-        // (below), not by a read before every ingest: retries are rare.
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        match self
-            .ingest_in(&mut tx, &fact, subject, &fact_name, now)
-            .await
-        {
-            Ok(result) => {
-                self.store.commit(tx).await?;
-                tracing::info!(
-                    scheduled = result.scheduled.len(),
-                    cancelled = result.cancelled.len(),
-                    "business event ingested"
-                );
-                Ok(result)
-            }
-            // A stream this fact writes exists already (the fact's own, or a callback planned
-            // from it: their ids derive from the fact): ingested before, or a concurrent retry
-            // won. Nothing of this attempt is kept; the answer is the recorded one.
-            // Any other conflict (a callback changed meanwhile) is the caller's to retry.
-            Err(error @ Error::Store(callback_eventstore::Error::VersionConflict { .. })) => {
-                drop(tx);
-                self.recorded_ingest(&fact_name).await?.ok_or(error)
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// The writes of one ingest, in the caller's transaction.
-    pub(super) async fn ingest_in(
-        &self,
-        tx: &mut PgConnection,
-        fact: &BusinessFact,
-        subject: SubjectContact,
-        fact_name: &StreamName,
-        now: DateTime<Utc>,
-    ) -> Result<IngestResult> {
-        let (_, calendar) = self.tenant(tx, &fact.tenant_id).await?;
-        let policies = policies_for(tx, &fact.tenant_id, &fact.event_type).await?;
-        let subject = with_known_contact(tx, &fact.tenant_id, subject).await?;
-
-        let mut cancelled = Vec::new();
-        for (policy, _) in policies.iter().filter(|(p, _)| {
-            p.cancel_on.contains(&fact.event_type) || p.reschedule_on.contains(&fact.event_type)
-        }) {
-            let verb = if policy.reschedule_on.contains(&fact.event_type) {
-                "moved"
-            } else {
-                "cancelled"
-            };
-            cancelled.extend(
-                self.cancel_open(
-                    tx,
-                    &fact.tenant_id,
-                    &fact.subject_id,
-                    &policy.policy_id,
-                    &format!("{verb} by {}", fact.event_type),
-                    now,
-                )
-                .await?,
-            );
-        }
-        let mut scheduled = Vec::new();
-        for (policy, version) in policies.iter().filter(|(p, _)| p.matches(fact)) {
-            if let Some(plan) = policy.first_callback(fact, &calendar, now) {
-                if let Some(summary) = self
-                    .create_callback(tx, policy, *version, fact, &subject, fact_name, plan, now)
-                    .await?
-                {
-                    scheduled.push(summary);
-                }
-            }
-        }
-        let ingested = BusinessEventIngested {
-            fact: fact.clone(),
-            subject: subject.clone(),
-            scheduled: scheduled.clone(),
-            cancelled: cancelled.clone(),
-        };
-        self.store
-            .append_in(
-                tx,
-                fact_name,
-                ExpectedVersion::NoStream,
-                &[new_event(&ingested, &fact.tenant_id)?],
-            )
-            .await?;
-        project_subject(tx, &fact.tenant_id, &subject).await?;
-        Ok(IngestResult {
-            duplicate: false,
-            scheduled,
-            cancelled,
-        })
     }
 
     pub(super) async fn recorded_ingest(
