@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use callback_contracts::complaint_routing::ComplaintParked;
 use std::time::Duration;
 
 use callback_kit::ServiceKind;
@@ -549,12 +550,12 @@ async fn a_complaint_raised_before_the_tenant_has_routing_rules_is_parked_then_f
         || {
             let pool = pool.clone();
             async move {
-                let parked: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM events WHERE event_type = 'ComplaintParked'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+                let parked: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+                        .bind(ComplaintParked::EVENT_TYPE)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
                 (parked == 1).then_some(())
             }
         },

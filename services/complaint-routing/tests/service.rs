@@ -276,12 +276,11 @@ async fn the_fifth_distinct_customer_upgrades_the_whole_group() {
 
     // A sixth customer files straight into the group; nobody is reclassified twice.
     app.file(intake("h-6", "c6", "lift")).await.unwrap();
-    let reclassified: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE event_type = 'ComplaintReclassified'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let reclassified: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+        .bind(ComplaintEvent::RECLASSIFIED)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(reclassified, 5);
 }
 
@@ -306,12 +305,11 @@ async fn concurrent_filings_count_the_fifth_customer_once() {
             .await
             .unwrap();
     assert_eq!(classes, [("B".to_owned(), 12)]);
-    let reclassified: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE event_type = 'ComplaintReclassified'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let reclassified: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+        .bind(ComplaintEvent::RECLASSIFIED)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(reclassified, 4, "exactly the four filed before the fifth");
 }
 
@@ -355,11 +353,11 @@ async fn timers_fire_once_and_survive_a_restart() {
     let other = open_app(&db, &clock).await;
     let (a, b) = tokio::join!(app.sweep_timers(), other.sweep_timers());
     assert_eq!(a.unwrap() + b.unwrap(), 1);
-    let breaches: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'ClockBreached'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let breaches: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+        .bind(ComplaintEvent::CLOCK_BREACHED)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(breaches, 2);
 }
 

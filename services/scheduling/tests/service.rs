@@ -430,12 +430,11 @@ async fn concurrent_ingests_are_served_together_and_each_gets_its_own_answer() {
             .unwrap();
     assert_eq!(phones, vec!["+86 138-0013-8000".to_owned()]);
 
-    let facts: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE event_type = 'BusinessEventIngested'",
-    )
-    .fetch_one(app.store().pool())
-    .await
-    .unwrap();
+    let facts: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+        .bind(BusinessEventIngested::EVENT_TYPE)
+        .fetch_one(app.store().pool())
+        .await
+        .unwrap();
     assert_eq!(facts, 2 + 40 + 2, "every fact once, retries nothing twice");
     assert!(
         largest_transaction(&app, BusinessEventIngested::EVENT_TYPE).await > 1,

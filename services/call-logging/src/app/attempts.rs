@@ -719,9 +719,11 @@ mod tests {
 
         let transactions: Vec<(String, i64)> = sqlx::query_as(
             "SELECT string_agg(stream_id, ',' ORDER BY stream_id), count(*) FROM events \
-             WHERE stream_category = 'call_attempt' AND event_type = 'CallAttemptLogged' \
+             WHERE stream_category = $1 AND event_type = $2 \
              GROUP BY transaction_id ORDER BY min(position)",
         )
+        .bind(CallAttemptLogged::CATEGORY)
+        .bind(CallAttemptLogged::EVENT_TYPE)
         .fetch_all(&db.pool)
         .await
         .unwrap();

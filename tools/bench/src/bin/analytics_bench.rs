@@ -233,11 +233,11 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let (events, callbacks) = if existing as u64 >= target {
         println!("reusing the {existing} events of an earlier run (BENCH_REUSE=1)");
-        let callbacks: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM events WHERE event_type = 'CallbackScheduled'",
-        )
-        .fetch_one(&db.pool)
-        .await?;
+        let callbacks: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+                .bind(CallbackEvent::SCHEDULED)
+                .fetch_one(&db.pool)
+                .await?;
         (existing as u64, callbacks as u64)
     } else {
         anyhow::ensure!(

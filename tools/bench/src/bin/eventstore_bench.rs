@@ -21,6 +21,10 @@ use sqlx::{PgPool, Row};
 use tokio_stream::StreamExt;
 use uuid::Uuid;
 
+/// The event type of the log's own benchmark: synthetic, published by no service (the
+/// services' events are in `callback-contracts`).
+const BENCH_EVENT_TYPE: &str = "BenchEventNoted";
+
 /// A realistic event payload: about 530 bytes of JSON with Chinese text.
 #[derive(Serialize, Deserialize)]
 struct CallbackNoted {
@@ -66,7 +70,7 @@ fn metadata() -> Metadata {
 
 fn new_event() -> NewEvent {
     let payload = serde_json::to_string(&payload()).unwrap_or_default();
-    NewEvent::from_json("CallbackNoted", payload).with_metadata(metadata())
+    NewEvent::from_json(BENCH_EVENT_TYPE, payload).with_metadata(metadata())
 }
 
 const RAW_TABLE: &str = "CREATE TABLE raw_events (
@@ -226,13 +230,14 @@ async fn fill_log(pool: &PgPool, target: i64) -> anyhow::Result<i64> {
             "INSERT INTO events (event_id, stream_id, stream_category, stream_version, event_type, \
              schema_version, payload, metadata) \
              SELECT gen_random_uuid(), 'bench-fill-' || $1 || '-' || (g / 10), 'bench', (g % 10) + 1, \
-                    'CallbackNoted', 1, $2::json, $3::json \
+                    $5, 1, $2::json, $3::json \
              FROM generate_series(0, $4 - 1) AS g",
         )
         .bind(count)
         .bind(&payload)
         .bind(&metadata)
         .bind(chunk)
+        .bind(BENCH_EVENT_TYPE)
         .execute(pool)
         .await?;
     }
