@@ -18,6 +18,8 @@ use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 use crate::domain::{Questionnaire, QuestionnaireRules};
 use ports::SchedulingPort;
 
+pub(crate) use crate::domain::attempt::flag_raised;
+
 const MAX_NOTES_CHARS: usize = 4000;
 const MAX_CALL_SECONDS: i64 = 24 * 3600;
 const DISPOSITIONS: [&str; 9] = Disposition::NAMES;
@@ -253,23 +255,5 @@ impl CallLogging {
             .await
             .map_err(Error::from)?;
         Ok((!existing.is_empty()).then(|| existing.into_iter().map(|e| e.event_type).collect()))
-    }
-}
-
-/// A flag's payload; `attempt_started_at` dates it in business time (reports count flags by
-/// when the call was made, also when the evidence arrived later).
-fn flag_raised(
-    tenant_id: &str,
-    attempt_id: &str,
-    agent_id: &str,
-    attempt_started_at: DateTime<Utc>,
-    flag: &Flag,
-) -> HonestyFlagRaised {
-    HonestyFlagRaised {
-        tenant_id: tenant_id.to_owned(),
-        attempt_id: attempt_id.to_owned(),
-        agent_id: agent_id.to_owned(),
-        attempt_started_at: Some(attempt_started_at),
-        flag: flag.clone(),
     }
 }

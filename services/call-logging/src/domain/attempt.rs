@@ -60,14 +60,32 @@ pub enum AttemptError {
 
 pub struct AttemptDecider;
 
-fn flag_event(logged: &CallAttemptLogged, flag: &HonestyFlag) -> AttemptEvent {
-    AttemptEvent::Flagged(HonestyFlagRaised {
-        tenant_id: logged.tenant_id.clone(),
-        attempt_id: logged.attempt_id.clone(),
-        agent_id: logged.agent_id.clone(),
-        attempt_started_at: Some(logged.started_at),
+/// A flag on an attempt. `attempt_started_at` dates it in business time (reports count flags
+/// by when the call was made, also when the evidence arrived later).
+pub fn flag_raised(
+    tenant_id: &str,
+    attempt_id: &str,
+    agent_id: &str,
+    attempt_started_at: DateTime<Utc>,
+    flag: &HonestyFlag,
+) -> HonestyFlagRaised {
+    HonestyFlagRaised {
+        tenant_id: tenant_id.to_owned(),
+        attempt_id: attempt_id.to_owned(),
+        agent_id: agent_id.to_owned(),
+        attempt_started_at: Some(attempt_started_at),
         flag: flag.clone(),
-    })
+    }
+}
+
+fn flag_event(logged: &CallAttemptLogged, flag: &HonestyFlag) -> AttemptEvent {
+    AttemptEvent::Flagged(flag_raised(
+        &logged.tenant_id,
+        &logged.attempt_id,
+        &logged.agent_id,
+        logged.started_at,
+        flag,
+    ))
 }
 
 impl Decider for AttemptDecider {
