@@ -44,6 +44,18 @@ async fn setup() -> (TestDb, Scheduling, ManualClock) {
     (db, app, clock)
 }
 
+/// A second discharge policy, for the call center: a survey 3-10 days after discharge.
+async fn publish_survey_policy(app: &Scheduling) {
+    let survey = json!({
+        "policy_id": "satisfaction", "name": "满意度调查", "trigger": {"event_type": "patient.discharged"},
+        "steps": [{"name": "survey", "owner": {"kind": "pool", "pool": "call-center"},
+                   "timing": {"kind": "window", "anchor": "trigger", "earliest": {"days": 3}, "latest": {"days": 10}}}]
+    });
+    app.publish_policy("hospital", &survey.to_string())
+        .await
+        .unwrap();
+}
+
 fn settings() -> String {
     json!({
         "calendar": {
@@ -644,14 +656,7 @@ async fn a_retried_correcting_fact_cancels_nothing_planned_since() {
 #[tokio::test]
 async fn do_not_call_cancels_every_open_callback_of_the_subject() {
     let (_db, app, clock) = setup().await;
-    let survey = json!({
-        "policy_id": "satisfaction", "name": "满意度调查", "trigger": {"event_type": "patient.discharged"},
-        "steps": [{"name": "survey", "owner": {"kind": "pool", "pool": "call-center"},
-                   "timing": {"kind": "window", "anchor": "trigger", "earliest": {"days": 3}, "latest": {"days": 10}}}]
-    });
-    app.publish_policy("hospital", &survey.to_string())
-        .await
-        .unwrap();
+    publish_survey_policy(&app).await;
     let (fact, subject) = discharge("d1", shanghai(2026, 9, 7, 8, 30), None);
     let scheduled = app.ingest(fact, subject).await.unwrap().scheduled;
     assert_eq!(scheduled.len(), 2);
@@ -691,14 +696,7 @@ async fn do_not_call_cancels_every_open_callback_of_the_subject() {
 #[tokio::test]
 async fn a_do_not_call_in_a_batch_cancels_before_the_outcomes_after_it() {
     let (_db, app, clock) = setup().await;
-    let survey = json!({
-        "policy_id": "satisfaction", "name": "满意度调查", "trigger": {"event_type": "patient.discharged"},
-        "steps": [{"name": "survey", "owner": {"kind": "pool", "pool": "call-center"},
-                   "timing": {"kind": "window", "anchor": "trigger", "earliest": {"days": 3}, "latest": {"days": 10}}}]
-    });
-    app.publish_policy("hospital", &survey.to_string())
-        .await
-        .unwrap();
+    publish_survey_policy(&app).await;
     let (fact, subject) = discharge("d1", shanghai(2026, 9, 7, 8, 30), None);
     assert_eq!(app.ingest(fact, subject).await.unwrap().scheduled.len(), 2);
     clock.set(shanghai(2026, 9, 10, 9, 0));
@@ -1183,4 +1181,27 @@ async fn claims_always_take_the_most_urgent_callback_as_callbacks_enter_the_queu
         clock.set(now + Duration::minutes(next(40) as i64));
     }
     assert!(claims > 60, "only {claims} claims: the test lost its point");
+}
+
+#[tokio::test]
+async fn check_leases_names_its_own_field_over_the_bound() {
+    let (_db, app, _clock) = setup().await;
+    let leases: Vec<callback_scheduling::app::LeaseToCheck> = (0..1001u128)
+        .map(|i| callback_scheduling::app::LeaseToCheck {
+            callback_id: Uuid::from_u128(i),
+            agent_id: "nurse-wang".into(),
+            lease_id: Uuid::from_u128(i),
+        })
+        .collect();
+    match app.check_leases("hospital", &leases).await {
+        Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "leases"),
+        other => panic!("expected INVALID_ARGUMENT on leases, got {other:?}"),
+    }
+    assert_eq!(
+        app.check_leases("hospital", &leases[..1000])
+            .await
+            .unwrap()
+            .len(),
+        1000
+    );
 }

@@ -63,6 +63,12 @@ impl Scheduling {
         tenant_id: &str,
         leases: &[LeaseToCheck],
     ) -> Result<Vec<Option<(CallbackState, std::result::Result<(), LeaseRefusal>)>>> {
+        if leases.len() > MAX_CALLBACKS_PER_READ {
+            return Err(invalid(
+                "leases",
+                format!("at most {MAX_CALLBACKS_PER_READ} per request"),
+            ));
+        }
         let ids: Vec<Uuid> = leases.iter().map(|l| l.callback_id).collect();
         let states = self.get_callbacks(tenant_id, &ids).await?;
         let by_id: HashMap<Uuid, &CallbackState> = states
