@@ -961,7 +961,12 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
     let store = callback_eventstore::EventStore::open(system.db.pool.clone())
         .await
         .unwrap();
-    callback_analytics::reset_read_models(&store).await.unwrap();
+    callback_testkit::while_a_foreign_transaction_is_open(
+        std::time::Duration::from_millis(700),
+        callback_analytics::reset_read_models(&store),
+    )
+    .await
+    .unwrap();
     let callbacks: i64 = sqlx::query_scalar("SELECT count(*) FROM an_callbacks")
         .fetch_one(&system.db.pool)
         .await

@@ -578,26 +578,17 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         },
     )
     .await;
-    // Polled: another test's open transaction may hold the log's visibility horizon back.
-    let shared = eventually(
-        Duration::from_secs(30),
-        "the shared-contact events to be visible",
-        || {
-            let store = store.clone();
-            async move {
-                let page = store
-                    .read_all(
-                        callback_eventstore::Checkpoint::START,
-                        &callback_eventstore::Filter::categories(["shared_contact"]),
-                        100,
-                    )
-                    .await
-                    .unwrap();
-                (page.events.len() >= 3).then_some(page.events)
-            }
-        },
-    )
-    .await;
+    // Another test's open transaction may hold the log's visibility horizon back.
+    store.wait_for_horizon().await.unwrap();
+    let shared = store
+        .read_all(
+            callback_eventstore::Checkpoint::START,
+            &callback_eventstore::Filter::categories(["shared_contact"]),
+            100,
+        )
+        .await
+        .unwrap()
+        .events;
     assert_eq!(shared.len(), 3, "one flag per pair of subjects");
     assert!(shared
         .iter()
@@ -737,7 +728,12 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
             ),
         ),
     );
-    assert!(app.rebuild_projections().await.unwrap() > 0);
+    let rebuilt = callback_testkit::while_a_foreign_transaction_is_open(
+        std::time::Duration::from_millis(700),
+        app.rebuild_projections(),
+    )
+    .await;
+    assert!(rebuilt.unwrap() > 0);
     assert_eq!(snapshot(system.db.pool.clone()).await, before);
     system.stop().await;
 }

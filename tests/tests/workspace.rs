@@ -44,6 +44,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-contracts",
             "callback-eventstore",
             "callback-proto",
+            "callback-rules",
         ],
         "callback-feed" => &["callback-eventstore", "callback-kit", "callback-proto"],
         "callback-host" => &[

@@ -53,6 +53,14 @@ pub enum Error {
     },
     #[error("background read failed: {0}")]
     Background(String),
+    #[error(
+        "gave up after {waited_seconds} s waiting for transactions begun before this read to end, \
+         so as not to read part of the log: {sessions}"
+    )]
+    HorizonBlocked {
+        waited_seconds: u64,
+        sessions: String,
+    },
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }

@@ -11,6 +11,7 @@
 
 mod consumer;
 mod error;
+mod horizon;
 mod model;
 mod notify;
 mod pipeline;
@@ -20,6 +21,7 @@ mod subscription;
 
 pub use consumer::{apply_batch, ConsumerTx, Projection};
 pub use error::{Error, Result};
+pub use horizon::{BlockingSession, DEFAULT_HORIZON_WAIT};
 pub use model::{
     AppendResult, Checkpoint, ExpectedVersion, Filter, Metadata, NewEvent, ReadPage, RecordedEvent,
     StreamName, MAX_BATCH_EVENTS, MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES,

@@ -365,4 +365,6 @@ pub struct ReadPage {
     pub checkpoint: Checkpoint,
     /// True when everything committed and visible was read (the page was not full).
     pub reached_horizon: bool,
+    /// The visibility horizon of the read: every transaction id below it had ended.
+    pub horizon: u64,
 }

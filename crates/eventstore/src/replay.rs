@@ -8,8 +8,8 @@ use crate::Result;
 /// Events per page of a replay.
 const PAGE: usize = 5000;
 
-/// The events matching a filter in the global order, from the first, until the read reaches
-/// the visibility horizon ([`EventStore::read_all`]).
+/// The events matching a filter in the global order, from the first, up to at least every
+/// event committed before the replay started.
 pub struct Replay<'a> {
     store: &'a EventStore,
     filter: Filter,
@@ -19,13 +19,19 @@ pub struct Replay<'a> {
 
 impl EventStore {
     /// A replay of every event matching `filter`, for rebuilding a read model.
-    pub fn replay(&self, filter: Filter) -> Replay<'_> {
-        Replay {
+    ///
+    /// Waits first until every transaction begun before the call has ended
+    /// ([`EventStore::wait_for_horizon`]), so the replay sees everything committed before it
+    /// started, never a part of it. Call it before the rebuild opens its own writing
+    /// transaction, and let an error abort the rebuild: nothing partial is committed then.
+    pub async fn replay(&self, filter: Filter) -> Result<Replay<'_>> {
+        self.wait_for_horizon().await?;
+        Ok(Replay {
             store: self,
             filter,
             after: Checkpoint::START,
             done: false,
-        }
+        })
     }
 }
 

@@ -32,6 +32,7 @@ pub struct EventStore {
     pool: PgPool,
     categories: Arc<RwLock<HashSet<String>>>,
     notifier: Notifier,
+    horizon_wait: std::time::Duration,
 }
 
 impl EventStore {
@@ -42,6 +43,7 @@ impl EventStore {
             notifier: Notifier::new(pool.clone()),
             pool,
             categories: Arc::default(),
+            horizon_wait: crate::horizon::DEFAULT_HORIZON_WAIT,
         };
         store.reload_categories().await?;
         Ok(store)
@@ -49,6 +51,17 @@ impl EventStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// How long one-off jobs wait for older transactions ([`EventStore::wait_for_horizon`])
+    /// before giving up; default [`crate::DEFAULT_HORIZON_WAIT`].
+    pub fn with_horizon_wait(mut self, wait: std::time::Duration) -> Self {
+        self.horizon_wait = wait;
+        self
+    }
+
+    pub fn horizon_wait(&self) -> std::time::Duration {
+        self.horizon_wait
     }
 
     /// Declares the stream categories a service owns. Idempotent.

@@ -19,8 +19,9 @@ use crate::store::EventStore;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubscriptionItem {
     Event(RecordedEvent),
-    /// Everything visible when the subscription caught up has been delivered; live events
-    /// follow. Yielded once per transition from catching up to live.
+    /// Everything committed before the subscription started has been delivered (and
+    /// everything visible since); live events follow. Yielded once per transition from
+    /// catching up to live.
     CaughtUp(Checkpoint),
 }
 
@@ -33,6 +34,11 @@ pub struct Subscription {
     /// Everything up to here has been yielded (or filtered out).
     delivered: Checkpoint,
     live: bool,
+    /// The first announcement of being caught up waits until the horizon passed every
+    /// transaction that had begun before the first read: reaching the horizon while an older
+    /// transaction is still open (anywhere on the server) is not having read everything.
+    caught_up_target: Option<u64>,
+    caught_up_pending: bool,
     announce_caught_up: bool,
     wake: Option<watch::Receiver<u64>>,
     page_size: usize,
@@ -64,6 +70,8 @@ impl Subscription {
             read_from: after,
             delivered: after,
             live: false,
+            caught_up_target: None,
+            caught_up_pending: false,
             announce_caught_up: false,
             wake: None,
             page_size: 5000,
@@ -118,6 +126,9 @@ impl Subscription {
     }
 
     async fn read_page(&mut self) -> Result<()> {
+        if self.caught_up_target.is_none() {
+            self.caught_up_target = Some(self.store.next_transaction_id().await? as u64);
+        }
         let page = match self.prefetch.take() {
             Some((from, handle)) if from == self.read_from => handle
                 .await
@@ -138,9 +149,14 @@ impl Subscription {
         if self.buffer.is_empty() {
             self.delivered = self.read_from;
         }
+        let target = self.caught_up_target.unwrap_or(0);
         if page.reached_horizon {
             if !self.live {
                 self.live = true;
+                self.caught_up_pending = true;
+            }
+            if self.caught_up_pending && page.horizon >= target {
+                self.caught_up_pending = false;
                 self.announce_caught_up = true;
             }
         } else {

@@ -307,7 +307,7 @@ async fn read_all_follows_global_order_and_filters() {
         .await
         .unwrap();
 
-    let all = read_all_visible(&store, &Filter::all(), 4).await;
+    let all = read_all_visible(&store, &Filter::all()).await;
     assert_eq!(all.events.len(), 4);
     assert!(all.reached_horizon);
     assert!(all

@@ -58,7 +58,7 @@ async fn effects_and_checkpoint_commit_together_exactly_once() {
         .append(&stream("c"), ExpectedVersion::Any, &batch)
         .await
         .unwrap();
-    let page = read_all_visible(&store, &Filter::all(), 10).await;
+    let page = read_all_visible(&store, &Filter::all()).await;
 
     // A crash half-way through leaves neither effects nor checkpoint.
     let mut crashing = Sum {
@@ -99,7 +99,7 @@ async fn effects_and_checkpoint_commit_together_exactly_once() {
         .append(&stream("c"), ExpectedVersion::Any, &more)
         .await
         .unwrap();
-    let page2 = read_all_visible(&store, &Filter::all(), 12).await;
+    let page2 = read_all_visible(&store, &Filter::all()).await;
     assert_eq!(
         apply_batch(&store, &mut healthy, &page2.events, page2.checkpoint)
             .await
@@ -174,7 +174,7 @@ async fn a_pipeline_writes_each_batch_once_and_refuses_to_race_another_instance(
         .append(&stream("p"), ExpectedVersion::Any, &events)
         .await
         .unwrap();
-    let page = read_all_visible(&store, &Filter::all(), 30).await;
+    let page = read_all_visible(&store, &Filter::all()).await;
     let batches: Vec<&[RecordedEvent]> = page.events.chunks(10).collect();
 
     // Three batches: the committed checkpoint lags one write behind until settled.

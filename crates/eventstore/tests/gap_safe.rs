@@ -115,9 +115,7 @@ async fn a_live_reader_gets_every_committed_event_once_in_final_order() {
     stop_tx.send(committed.len()).unwrap();
     let received = reader.await.unwrap();
 
-    let full = read_all_visible(&store, &Filter::all(), committed.len())
-        .await
-        .events;
+    let full = read_all_visible(&store, &Filter::all()).await.events;
     assert_eq!(
         full.len(),
         committed.len(),

@@ -9,6 +9,7 @@
 //! | `CALLBACK_LOG_FORMAT` | `pretty` or `json` | pretty |
 //! | `RUST_LOG` | log filter | info |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector; traces are exported only when set | unset |
+//! | `CALLBACK_REBUILD_WAIT_SECONDS` | how long a rebuild waits for older transactions | 60 |
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -85,6 +86,27 @@ pub struct Config {
     pub listen: HashMap<ServiceKind, SocketAddr>,
     /// Where each service is reached by the others.
     pub urls: HashMap<ServiceKind, String>,
+}
+
+/// How long a rebuild or reset waits for transactions begun before it (anywhere on the
+/// server) to end before giving up: `CALLBACK_REBUILD_WAIT_SECONDS`, 1 to 86400, default 60.
+pub fn rebuild_wait(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<std::time::Duration, ConfigError> {
+    const VARIABLE: &str = "CALLBACK_REBUILD_WAIT_SECONDS";
+    match lookup(VARIABLE) {
+        None => Ok(std::time::Duration::from_secs(60)),
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+            _ => Err(ConfigError {
+                variable: VARIABLE.into(),
+                reason: format!(
+                    "{} is not a number of seconds from 1 to 86400",
+                    callback_rules::input::excerpt(&text)
+                ),
+            }),
+        },
+    }
 }
 
 impl Config {

@@ -120,6 +120,7 @@ fn store_status(error: &callback_eventstore::Error) -> Status {
         E::DuplicateEventId(_) => Status::already_exists(error.to_string()),
         _ if error.is_invalid_input() => Status::invalid_argument(error.to_string()),
         E::Database(db) => database_status(db, error),
+        E::HorizonBlocked { .. } => Status::unavailable(error.to_string()),
         _ => internal(error),
     }
 }

@@ -1,11 +1,12 @@
 //! Rules every service shares, with no IO: time through a [`Clock`] (so tests and demos run on
 //! simulated time), the ids and phone numbers callers hand in ([`ids`]), masking personal data
-//! for readers without a need for it ([`privacy`]), and the given/when/then harness for pure
+//! for readers without a need for it ([`privacy`]), bounds on hostile input ([`input`]), and the given/when/then harness for pure
 //! deciders ([`decider`]).
 
 pub mod clock;
 pub mod decider;
 pub mod ids;
+pub mod input;
 pub mod privacy;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -171,3 +171,65 @@ async fn drop_stale_databases(admin: &mut PgConnection) {
         }
     }
 }
+
+/// A writing transaction left open in another database of the same server, as a backup tool,
+/// an ETL job or a parallel test holds one: it keeps the server's visibility horizon back for
+/// every database.
+pub struct ForeignTransaction {
+    conn: PgConnection,
+    pub pid: i32,
+}
+
+impl ForeignTransaction {
+    /// Opens the transaction (in database `postgres`) and takes a transaction id.
+    pub async fn open(application_name: &str) -> ForeignTransaction {
+        let mut conn = server_options()
+            .application_name(application_name)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        ForeignTransaction { conn, pid }
+    }
+
+    /// Ends the transaction.
+    pub async fn release(mut self) {
+        sqlx::query("COMMIT").execute(&mut self.conn).await.unwrap();
+        self.conn.close().await.unwrap();
+    }
+}
+
+/// Runs `job` (a rebuild, a reset, a report) while a foreign transaction that began before it
+/// is open: asserts the job is still waiting after `hold`, then releases the transaction and
+/// returns the job's result.
+pub async fn while_a_foreign_transaction_is_open<T>(
+    hold: Duration,
+    job: impl std::future::Future<Output = T>,
+) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let foreign = ForeignTransaction::open("foreign-etl-job").await;
+    let finished = AtomicBool::new(false);
+    let job = async {
+        let result = job.await;
+        finished.store(true, Ordering::SeqCst);
+        result
+    };
+    let release = async {
+        tokio::time::sleep(hold).await;
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the job finished while a transaction begun before it was still open"
+        );
+        foreign.release().await;
+    };
+    let (result, ()) = tokio::join!(job, release);
+    result
+}

@@ -200,6 +200,13 @@ pub async fn feed_activity(pool: &PgPool) -> Result<Vec<ActivityRow>, Error> {
 /// own settings from the log; the consumers then replay the feeds from the start. Run with the
 /// service stopped.
 pub async fn reset_read_models(store: &EventStore) -> Result<(), Error> {
+    // The replay first waits for older transactions; it is opened before the reset's own
+    // transaction, which would otherwise be one of them.
+    let mut replay = store
+        .replay(Filter::categories([
+            callback_contracts::analytics::ANALYTICS_SETTINGS,
+        ]))
+        .await?;
     let mut tx = store.pool().begin().await?;
     sqlx::query(
         "TRUNCATE analytics_feed_activity, an_tenants, an_settings, an_callbacks, an_questionnaire_items, \
@@ -210,9 +217,6 @@ pub async fn reset_read_models(store: &EventStore) -> Result<(), Error> {
     for name in consumer_names() {
         store.reset_checkpoint(&mut tx, &name).await?;
     }
-    let mut replay = store.replay(Filter::categories([
-        callback_contracts::analytics::ANALYTICS_SETTINGS,
-    ]));
     while let Some(events) = replay.next_page().await? {
         for event in &events {
             let published: app::SettingsPublished =

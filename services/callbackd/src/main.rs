@@ -18,8 +18,11 @@ const USAGE: &str = "usage: callbackd [dev | demo | rebuild SERVICE | health URL
   demo                 run a month of hospital and dealer traffic on simulated time in a fresh
                        database `callback_demo`, print what happened, rebuild and compare
   rebuild SERVICE      rebuild a service's read models from the event log (stop the service
-                       first); SERVICE is scheduling, complaint-routing or analytics (whose
-                       read models are cleared and refilled from the feeds when it starts)
+                       first); SERVICE is scheduling, call-logging, complaint-routing or
+                       analytics (whose read models are cleared and refilled from the feeds
+                       when it starts). A rebuild first waits for transactions begun before
+                       it, anywhere on the server, to end (naming them after a few seconds),
+                       and gives up after CALLBACK_REBUILD_WAIT_SECONDS (default 60)
   health URL           ask the gRPC health service at URL (e.g. http://127.0.0.1:50051);
                        exit 0 when it reports SERVING, 1 otherwise (for container health checks)
 
@@ -33,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         Some("demo") => demo().await,
         Some("rebuild") => match args.get(1).map(String::as_str) {
             Some("scheduling") => rebuild_scheduling().await,
+            Some("call-logging") => rebuild_call_logging().await,
             Some("complaint-routing") => rebuild_complaint_routing().await,
             Some("analytics") => rebuild_analytics().await,
             _ => bail!("rebuild needs a service: `callbackd rebuild scheduling`\n\n{USAGE}"),
@@ -171,20 +175,64 @@ async fn database(name: &str, fresh: bool) -> anyhow::Result<(String, Option<Pri
     Ok((url, cluster))
 }
 
+/// The event log for an offline command, with the configured wait for older transactions.
+async fn open_store(
+    url: &str,
+    connections: u32,
+    owner: ServiceKind,
+    categories: &[&str],
+) -> anyhow::Result<callback_eventstore::EventStore> {
+    let wait = callback_kit::config::rebuild_wait(|key| std::env::var(key).ok())?;
+    let pool = callback_kit::pool_options(connections).connect(url).await?;
+    let store = callback_eventstore::EventStore::open(pool)
+        .await?
+        .with_horizon_wait(wait);
+    store.register_categories(owner.name(), categories).await?;
+    Ok(store)
+}
+
 /// The scheduling application on its own (no servers), for offline commands.
 async fn scheduling_app(
     url: &str,
     clock: std::sync::Arc<dyn callback_rules::Clock>,
 ) -> anyhow::Result<callback_scheduling::app::Scheduling> {
-    let pool = callback_kit::pool_options(4).connect(url).await?;
-    let store = callback_eventstore::EventStore::open(pool).await?;
-    store
-        .register_categories(
-            ServiceKind::Scheduling.name(),
-            callback_scheduling::CATEGORIES,
-        )
-        .await?;
+    let store = open_store(
+        url,
+        4,
+        ServiceKind::Scheduling,
+        callback_scheduling::CATEGORIES,
+    )
+    .await?;
     Ok(callback_scheduling::open(store, clock).await?)
+}
+
+async fn rebuild_call_logging() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("callbackd")?;
+    let (url, cluster) = database("callback", false).await?;
+    let store = open_store(
+        &url,
+        4,
+        ServiceKind::CallLogging,
+        callback_call_logging::CATEGORIES,
+    )
+    .await?;
+    callback_call_logging::migrator().run(store.pool()).await?;
+    let config = Config::from_env()?;
+    let app = callback_call_logging::app::CallLogging::new(
+        store.clone(),
+        std::sync::Arc::new(
+            callback_call_logging::scheduling_client::GrpcScheduling::new(grpc::channel(
+                config.url(ServiceKind::Scheduling),
+            )?),
+        ),
+    );
+    let events = app.rebuild_projections().await?;
+    println!("rebuilt the call-logging read models from {events} events");
+    store.pool().close().await;
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    Ok(())
 }
 
 /// A fingerprint of the scheduling read model, to show a rebuild reproduces it.
@@ -239,14 +287,13 @@ async fn demo() -> anyhow::Result<()> {
 async fn rebuild_complaint_routing() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
     let (url, cluster) = database("callback", false).await?;
-    let pool = callback_kit::pool_options(4).connect(&url).await?;
-    let store = callback_eventstore::EventStore::open(pool).await?;
-    store
-        .register_categories(
-            ServiceKind::ComplaintRouting.name(),
-            callback_complaint_routing::CATEGORIES,
-        )
-        .await?;
+    let store = open_store(
+        &url,
+        4,
+        ServiceKind::ComplaintRouting,
+        callback_complaint_routing::CATEGORIES,
+    )
+    .await?;
     let config = Config::from_env()?;
     let scheduling = grpc::channel(config.url(ServiceKind::Scheduling))?;
     let app = callback_complaint_routing::open(
@@ -267,8 +314,14 @@ async fn rebuild_complaint_routing() -> anyhow::Result<()> {
 async fn rebuild_analytics() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
     let (url, cluster) = database("callback", false).await?;
-    let pool = callback_kit::pool_options(2).connect(&url).await?;
-    let store = callback_eventstore::EventStore::open(pool.clone()).await?;
+    let store = open_store(
+        &url,
+        2,
+        ServiceKind::Analytics,
+        callback_analytics::CATEGORIES,
+    )
+    .await?;
+    let pool = store.pool().clone();
     callback_analytics::migrator().run(&pool).await?;
     callback_analytics::reset_read_models(&store).await?;
     println!(

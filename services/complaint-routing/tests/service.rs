@@ -532,7 +532,12 @@ async fn closed_complaints_refuse_actions_and_rebuild_reproduces_every_row() {
     assert!(!breached.is_empty());
 
     let before = read_model(&db).await;
-    app.rebuild_projections().await.unwrap();
+    callback_testkit::while_a_foreign_transaction_is_open(
+        std::time::Duration::from_millis(700),
+        app.rebuild_projections(),
+    )
+    .await
+    .unwrap();
     assert_eq!(read_model(&db).await, before);
     // And each snapshot equals the fold of its stream.
     for id in ids {

@@ -111,7 +111,9 @@ impl EventStore {
     ///
     /// Only events of transactions below this statement's snapshot xmin are returned: every
     /// transaction below it has ended, and no transaction can still get an id below it, so
-    /// nothing can later appear before the returned checkpoint.
+    /// nothing can later appear before the returned checkpoint. Reaching that horizon is not
+    /// reading everything committed: a job that needs that waits first
+    /// ([`EventStore::wait_for_horizon`], which [`EventStore::replay`] does).
     #[tracing::instrument(name = "eventstore.read_all", skip_all, fields(limit))]
     pub async fn read_all(
         &self,
@@ -161,6 +163,7 @@ impl EventStore {
             events,
             checkpoint: checkpoint.max(after),
             reached_horizon,
+            horizon: horizon as u64,
         })
     }
 

@@ -29,22 +29,15 @@ pub fn event(n: u64) -> NewEvent {
     .unwrap()
 }
 
-/// Reads the whole log once every event up to `expected` is visible. Another test's open
+/// Reads the whole log once everything committed so far is readable. Another test's open
 /// transaction anywhere on the server holds the visibility horizon back for a moment.
 pub async fn read_all_visible(
     store: &EventStore,
     filter: &callback_eventstore::Filter,
-    expected: usize,
 ) -> callback_eventstore::ReadPage {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let page = store
-            .read_all(callback_eventstore::Checkpoint::START, filter, 10_000)
-            .await
-            .unwrap();
-        if page.events.len() >= expected || std::time::Instant::now() > deadline {
-            return page;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    store.wait_for_horizon().await.unwrap();
+    store
+        .read_all(callback_eventstore::Checkpoint::START, filter, 10_000)
+        .await
+        .unwrap()
 }

@@ -69,15 +69,20 @@ impl CallLogging {
     /// Clears call-logging's read models and rebuilds them from the log, in one transaction,
     /// with the same row-writing functions the commands use. Run with the service stopped.
     pub async fn rebuild_projections(&self) -> Result<u64, Error> {
+        // The replay first waits for older transactions; it is opened before the rebuild's
+        // own transaction, which would otherwise be one of them.
+        let mut replay = self
+            .store
+            .replay(callback_eventstore::Filter::categories([
+                CallAttemptLogged::CATEGORY,
+                TelephonyRecord::CATEGORY,
+            ]))
+            .await?;
         let mut tx = self.store.begin().await.map_err(Error::from)?;
         sqlx::query("TRUNCATE cl_attempts, cl_telephony, cl_flags")
             .execute(&mut *tx)
             .await
             .map_err(Error::from)?;
-        let mut replay = self.store.replay(callback_eventstore::Filter::categories([
-            CallAttemptLogged::CATEGORY,
-            TelephonyRecord::CATEGORY,
-        ]));
         let mut applied = 0;
         while let Some(events) = replay.next_page().await? {
             for event in &events {

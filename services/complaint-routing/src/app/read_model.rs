@@ -99,15 +99,20 @@ impl ComplaintRouting {
     /// Clears the read models and rebuilds them from the log in one transaction, with the
     /// same row-writing functions the commands use. Run with the service stopped.
     pub async fn rebuild_projections(&self) -> Result<u64> {
+        // The replay first waits for older transactions; it is opened before the rebuild's
+        // own transaction, which would otherwise be one of them.
+        let mut replay = self
+            .store
+            .replay(Filter::categories([
+                RoutingRulesPublished::CATEGORY,
+                ComplaintEvent::CATEGORY,
+            ]))
+            .await?;
         let mut tx = self.store.begin().await?;
         sqlx::query("TRUNCATE cr_rules, cr_complaints, cr_verification_callbacks")
             .execute(&mut *tx)
             .await?;
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let mut replay = self.store.replay(Filter::categories([
-            RoutingRulesPublished::CATEGORY,
-            ComplaintEvent::CATEGORY,
-        ]));
         let mut complaints: HashMap<Uuid, (Vec<ComplaintEvent>, u64)> = HashMap::new();
         let mut applied = 0u64;
         while let Some(events) = replay.next_page().await? {

@@ -247,13 +247,16 @@ impl Scheduling {
     /// Clears every scheduling projection and rebuilds it from the log, in one transaction,
     /// with the same row-writing functions the commands use. Run with the service stopped.
     pub async fn rebuild_projections(&self) -> Result<u64> {
+        // The replay first waits for older transactions; it is opened before the rebuild's
+        // own transaction, which would otherwise be one of them.
+        let mut replay = self
+            .store
+            .replay(Filter::categories(crate::CATEGORIES.iter().copied()))
+            .await?;
         let mut tx = self.store.begin().await?;
         sqlx::query("TRUNCATE sched_tenants, sched_policies, sched_subjects, sched_callbacks, sched_contact_attempts")
             .execute(&mut *tx)
             .await?;
-        let mut replay = self
-            .store
-            .replay(Filter::categories(crate::CATEGORIES.iter().copied()));
         let mut callbacks: HashMap<Uuid, (Option<CallbackState>, u64)> = HashMap::new();
         let mut applied = 0u64;
         while let Some(events) = replay.next_page().await? {
