@@ -11,7 +11,7 @@ use callback_eventstore::{
     Checkpoint, Error, EventStore, ExpectedVersion, Filter, RecordedEvent, SubscriptionItem,
 };
 use callback_testkit::ForeignTransaction;
-use common::{event, store, stream};
+use common::{append_numbered, event, store, stream};
 
 async fn replay_all(store: &EventStore) -> Result<Vec<RecordedEvent>, Error> {
     let mut replay = store.replay(Filter::all()).await?;
@@ -25,12 +25,7 @@ async fn replay_all(store: &EventStore) -> Result<Vec<RecordedEvent>, Error> {
 #[tokio::test]
 async fn a_replay_reads_everything_committed_by_transactions_begun_before_it() {
     let (_db, store) = store().await;
-    for n in 0..3 {
-        store
-            .append(&stream("a"), ExpectedVersion::Any, &[event(n)])
-            .await
-            .unwrap();
-    }
+    append_numbered(&store, "a", 3).await;
     // A writer of this log and a transaction in another database, both begun before the
     // replay; the writer commits while the replay waits.
     let mut writer = store.begin().await.unwrap();
@@ -85,12 +80,7 @@ async fn a_replay_gives_up_naming_the_session_it_waited_for() {
 #[tokio::test]
 async fn a_subscription_is_not_caught_up_while_an_older_transaction_is_open() {
     let (_db, store) = store().await;
-    for n in 0..3 {
-        store
-            .append(&stream("a"), ExpectedVersion::Any, &[event(n)])
-            .await
-            .unwrap();
-    }
+    append_numbered(&store, "a", 3).await;
     let foreign = ForeignTransaction::open("etl").await;
     let mut sub = store
         .subscribe(Checkpoint::START, Filter::all())

@@ -25,12 +25,7 @@ async fn next_event(
 #[tokio::test]
 async fn catches_up_announces_it_then_follows_live_appends() {
     let (_db, store) = store().await;
-    for n in 0..3 {
-        store
-            .append(&stream("a"), ExpectedVersion::Any, &[event(n)])
-            .await
-            .unwrap();
-    }
+    common::append_numbered(&store, "a", 3).await;
     let mut sub = store.subscribe(Checkpoint::START, Filter::all());
     let mut caught_up_after = None;
     let mut seen = 0;

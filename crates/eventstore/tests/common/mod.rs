@@ -41,3 +41,17 @@ pub async fn read_all_visible(
         .await
         .unwrap()
 }
+
+/// Appends events numbered `0..count` to stream `id`, one append each.
+pub async fn append_numbered(store: &EventStore, id: &str, count: u64) {
+    for n in 0..count {
+        store
+            .append(
+                &stream(id),
+                callback_eventstore::ExpectedVersion::Any,
+                &[event(n)],
+            )
+            .await
+            .unwrap();
+    }
+}
