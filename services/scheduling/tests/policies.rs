@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use callback_calendar::{Calendar, CalendarSpec};
-use callback_scheduling::domain::{next_attempt, BusinessFact, Finished, Policy};
+use callback_scheduling::domain::{next_attempt, BusinessFact, Finished, PlannedCallback, Policy};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
@@ -81,25 +81,44 @@ fn local(t: DateTime<Utc>) -> String {
 
 /// (step name, occurrence, due, deadline) for every callback of the policy, each reached at
 /// its due time. Sampled-out and missed callbacks are listed with a marker.
+fn describe(policy: &Policy, p: &PlannedCallback) -> String {
+    let marker = if p.window_missed {
+        " missed"
+    } else if !p.sampled {
+        " not sampled"
+    } else {
+        ""
+    };
+    format!(
+        "{} #{} due {} by {}{marker}",
+        policy.steps[p.step].name,
+        p.occurrence,
+        local(p.due_at),
+        local(p.deadline)
+    )
+}
+
+/// What a fact that arrives at `arrived` plans at once: the callbacks whose windows had
+/// closed (skipped) and the first whose window is still open.
+fn arriving_late(
+    policy: &Policy,
+    fact: &BusinessFact,
+    cal: &Calendar,
+    arrived: DateTime<Utc>,
+) -> Vec<String> {
+    policy
+        .first_callbacks(fact, cal, arrived)
+        .iter()
+        .map(|p| describe(policy, p))
+        .collect()
+}
+
 fn run(policy: &Policy, fact: &BusinessFact, cal: &Calendar) -> Vec<String> {
     assert!(policy.matches(fact), "the fact must trigger the policy");
     let mut out = Vec::new();
     let mut planned = policy.first_callback(fact, cal, fact.occurred_at);
     while let Some(p) = planned {
-        let marker = if p.window_missed {
-            " missed"
-        } else if !p.sampled {
-            " not sampled"
-        } else {
-            ""
-        };
-        out.push(format!(
-            "{} #{} due {} by {}{marker}",
-            policy.steps[p.step].name,
-            p.occurrence,
-            local(p.due_at),
-            local(p.deadline)
-        ));
+        out.push(describe(policy, &p));
         assert!(out.len() < 60, "runaway policy: {out:#?}");
         let finished = Finished {
             step: p.step,
@@ -122,6 +141,15 @@ fn pool(name: &str) -> serde_json::Value {
 
 fn within(earliest_days: i32, latest: serde_json::Value) -> serde_json::Value {
     json!({"kind": "window", "anchor": "trigger", "earliest": {"days": earliest_days}, "latest": latest})
+}
+
+fn f_late() -> BusinessFact {
+    fact(
+        "patient.discharged",
+        shanghai(2026, 9, 8, 10, 0),
+        "late",
+        json!({"visit_type": "inpatient"}),
+    )
 }
 
 #[test]
@@ -163,8 +191,17 @@ fn hospital_ward_discharge_first_call_within_7_days_second_within_2_months() {
     assert_eq!(
         run(&p, &f, &hospital()),
         [
-            "first #1 due 2026-10-08 00:00 by 2026-10-08 00:00 missed",
+            "first #1 due 2026-10-01 00:00 by 2026-10-08 00:00 missed",
             "second #1 due 2026-10-08 08:00 by 2026-12-01 00:00",
+        ]
+    );
+    // Entered twelve days late: the first call's window has closed (skipped), and the series
+    // goes on: the second step is planned, due when its window opened.
+    assert_eq!(
+        arriving_late(&p, &f_late(), &hospital(), shanghai(2026, 9, 20, 9, 0)),
+        [
+            "first #1 due 2026-09-09 08:00 by 2026-09-16 00:00 missed",
+            "second #1 due 2026-09-16 08:00 by 2026-11-09 00:00",
         ]
     );
     // Outpatients do not trigger the ward policy.
@@ -245,7 +282,7 @@ fn dental_reminder_the_afternoon_before_and_same_day_call_on_no_show() {
     );
     assert_eq!(
         run(&reminder, &late, &dental()),
-        ["reminder #1 due 2026-09-09 17:30 by 2026-09-09 17:30 missed"]
+        ["reminder #1 due 2026-09-09 13:30 by 2026-09-09 17:30 missed"]
     );
 
     let no_show = policy(json!({
@@ -291,6 +328,14 @@ fn dental_consultation_without_a_date_follows_a_growing_interval_until_its_stop(
             "follow-up #3 due 2026-09-20 09:00 by 2026-09-21 00:00",
             "follow-up #4 due 2026-09-27 09:00 by 2026-09-28 00:00",
             "follow-up #5 due 2026-10-04 09:00 by 2026-10-05 00:00",
+        ]
+    );
+    // Entered three days late: the day-2 call is skipped, the +4 call is planned.
+    assert_eq!(
+        arriving_late(&p, &f, &dental(), shanghai(2026, 9, 10, 12, 0)),
+        [
+            "follow-up #1 due 2026-09-09 09:00 by 2026-09-10 00:00 missed",
+            "follow-up #2 due 2026-09-13 09:00 by 2026-09-14 00:00",
         ]
     );
 }
@@ -467,6 +512,16 @@ fn renovation_warranty_quarterly_then_half_yearly_then_yearly_until_the_warranty
             "warranty #9 due 2031-09-01 08:00 by 2031-09-16 00:00",
         ]
     );
+    // The job reported seven months late: the two quarterly calls whose windows closed are
+    // skipped, and the series continues with the next one whose window is open.
+    assert_eq!(
+        arriving_late(&p, &f, &hospital(), shanghai(2027, 4, 10, 9, 0)),
+        [
+            "warranty #1 due 2026-12-01 08:00 by 2026-12-16 00:00 missed",
+            "warranty #2 due 2027-03-01 08:00 by 2027-03-16 00:00 missed",
+            "warranty #3 due 2027-06-01 08:00 by 2027-06-16 00:00",
+        ]
+    );
 }
 
 #[test]
@@ -605,7 +660,7 @@ fn logistics_weekly_or_fortnightly_calls_and_a_monthly_written_survey() {
             "key-weekly #2 due 2026-09-21 08:00 by 2026-09-24 00:00",
             "key-weekly #3 due 2026-09-28 08:00 by 2026-10-01 00:00",
             // Oct 5-7 are all National Day holidays: no allowed time in the window.
-            "key-weekly #4 due 2026-10-08 00:00 by 2026-10-08 00:00 missed",
+            "key-weekly #4 due 2026-10-05 00:00 by 2026-10-08 00:00 missed",
         ]
     );
     let other = fact(
@@ -618,7 +673,7 @@ fn logistics_weekly_or_fortnightly_calls_and_a_monthly_written_survey() {
         run(&cadence("fortnightly", "other", 14), &other, &cal),
         [
             "fortnightly #1 due 2026-09-21 08:00 by 2026-09-24 00:00",
-            "fortnightly #2 due 2026-10-08 00:00 by 2026-10-08 00:00 missed",
+            "fortnightly #2 due 2026-10-05 00:00 by 2026-10-08 00:00 missed",
         ]
     );
     let survey = policy(json!({

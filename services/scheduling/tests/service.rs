@@ -1202,3 +1202,38 @@ async fn check_leases_names_its_own_field_over_the_bound() {
         1000
     );
 }
+
+#[tokio::test]
+async fn a_late_fact_skips_the_closed_window_and_plans_the_rest_of_its_series() {
+    let (_db, app, clock) = setup().await;
+    // Discharged on 1 September, entered on 9 September: the first call's window (2-8
+    // September) has closed; the second step's window (from 9 September) is open.
+    clock.set(shanghai(2026, 9, 9, 10, 0));
+    let (fact, subject) = discharge("late-1", shanghai(2026, 9, 1, 10, 0), None);
+    let answer = app.ingest(fact, subject).await.unwrap();
+    let planned: Vec<(String, Status, DateTime<Utc>)> = answer
+        .scheduled
+        .iter()
+        .map(|s| (s.step.clone(), s.status, s.due_at))
+        .collect();
+    assert_eq!(
+        planned,
+        [
+            // Due when its window opened, so figures count it in that period.
+            (
+                "first".to_owned(),
+                Status::Skipped,
+                shanghai(2026, 9, 2, 8, 0)
+            ),
+            (
+                "second".to_owned(),
+                Status::Scheduled,
+                shanghai(2026, 9, 9, 8, 0)
+            ),
+        ]
+    );
+    let before = rows(&app).await;
+    assert_eq!(before.len(), 2);
+    app.rebuild_projections().await.unwrap();
+    assert_eq!(rows(&app).await, before);
+}

@@ -174,26 +174,28 @@ impl Scheduling {
             let mut callbacks = Vec::new();
             let mut scheduled = Vec::new();
             for (policy, version) in policies.iter().filter(|(p, _)| p.matches(fact)) {
-                let Some(plan) = policy.first_callback(fact, &calendar, now) else {
-                    continue;
-                };
-                let Some(events) = new_callback_events(
-                    policy,
-                    *version,
-                    fact,
-                    &subject,
-                    &request.fact_name,
-                    &plan,
-                    now,
-                ) else {
-                    continue;
-                };
-                let state = events
-                    .iter()
-                    .fold(None, CallbackState::evolve)
-                    .ok_or_else(|| Error::Corrupt("a new callback without its events".into()))?;
-                scheduled.push(super::scheduled_summary(&state));
-                callbacks.push((callback_stream(state.scheduled.callback_id)?, events, state));
+                for plan in policy.first_callbacks(fact, &calendar, now) {
+                    let Some(events) = new_callback_events(
+                        policy,
+                        *version,
+                        fact,
+                        &subject,
+                        &request.fact_name,
+                        &plan,
+                        now,
+                    ) else {
+                        continue;
+                    };
+                    let state =
+                        events
+                            .iter()
+                            .fold(None, CallbackState::evolve)
+                            .ok_or_else(|| {
+                                Error::Corrupt("a new callback without its events".into())
+                            })?;
+                    scheduled.push(super::scheduled_summary(&state));
+                    callbacks.push((callback_stream(state.scheduled.callback_id)?, events, state));
+                }
             }
             planned.push(PlannedIngest {
                 request: index,

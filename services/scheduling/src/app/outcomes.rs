@@ -108,7 +108,7 @@ impl Scheduling {
             anchor_at: s.anchor_at,
             ended_at,
         };
-        if let Some(plan) = policy.next_callback(&ingested.fact, calendar, finished) {
+        for plan in policy.next_callbacks(&ingested.fact, calendar, finished) {
             self.create_callback(
                 tx,
                 &policy,

@@ -251,7 +251,8 @@ pub struct PlannedCallback {
     /// The instant the step is timed from; every occurrence of a repeating step keeps the one
     /// its first occurrence had (stored with the callback, so replays plan the same).
     pub anchor_at: DateTime<Utc>,
-    /// The first allowed call time in the due window.
+    /// The first allowed call time in the due window (its start when it has none), even when
+    /// planned later than that: figures count a callback in the period its window opened.
     pub due_at: DateTime<Utc>,
     /// The end of the due window: not reached by then, the callback is lost.
     pub deadline: DateTime<Utc>,
@@ -315,6 +316,62 @@ impl Policy {
             }
         }
         self.plan(fact, calendar, finished.step + 1, 1, Some(finished), now)
+    }
+
+    /// The callbacks to record for a fact that triggered the policy: the first, and, while the
+    /// last one's window had already closed (it is recorded skipped), what follows it, exactly
+    /// as a lost callback is followed. A fact that arrives late so plans every later
+    /// occurrence and step whose window is still open, instead of ending its series.
+    pub fn first_callbacks(
+        &self,
+        fact: &BusinessFact,
+        calendar: &Calendar,
+        now: DateTime<Utc>,
+    ) -> Vec<PlannedCallback> {
+        self.series(
+            fact,
+            calendar,
+            self.first_callback(fact, calendar, now),
+            now,
+        )
+    }
+
+    /// What follows a finished callback ([`Policy::next_callback`]), continued past
+    /// occurrences whose window had already closed, as [`Policy::first_callbacks`].
+    pub fn next_callbacks(
+        &self,
+        fact: &BusinessFact,
+        calendar: &Calendar,
+        finished: Finished,
+    ) -> Vec<PlannedCallback> {
+        let next = self.next_callback(fact, calendar, finished);
+        self.series(fact, calendar, next, finished.ended_at)
+    }
+
+    fn series(
+        &self,
+        fact: &BusinessFact,
+        calendar: &Calendar,
+        mut next: Option<PlannedCallback>,
+        now: DateTime<Utc>,
+    ) -> Vec<PlannedCallback> {
+        let mut planned = Vec::new();
+        // Bounded by the occurrences a policy may produce, whatever the policy says.
+        let most = (MAX_OCCURRENCES as usize).saturating_mul(self.steps.len().max(1));
+        while let Some(plan) = next.take() {
+            let skipped = plan.window_missed && plan.sampled;
+            let finished = Finished {
+                step: plan.step,
+                occurrence: plan.occurrence,
+                anchor_at: plan.anchor_at,
+                ended_at: now,
+            };
+            planned.push(plan);
+            if skipped && planned.len() < most {
+                next = self.next_callback(fact, calendar, finished);
+            }
+        }
+        planned
     }
 
     fn is_repeating(&self, step: usize) -> bool {
@@ -406,10 +463,16 @@ impl Policy {
                 occurrence_window(calendar, date, 0)
             }
         };
-        let not_before = earliest.max(now);
-        let due = step_calendar
-            .next_allowed(not_before)
-            .filter(|due| *due < latest);
+        // Due from the window's first allowed call time, however late the fact arrived: that
+        // is the period figures count it in. It is missed when no allowed time is left in it.
+        let opens = step_calendar
+            .next_allowed(earliest)
+            .filter(|due| *due < latest)
+            .unwrap_or(earliest);
+        let missed = step_calendar
+            .next_allowed(earliest.max(now))
+            .filter(|due| *due < latest)
+            .is_none();
         let occurrence_key = occurrence.to_string();
         let sampled = in_sample(
             step.sample_rate,
@@ -426,10 +489,10 @@ impl Policy {
             step: step_index,
             occurrence,
             anchor_at: base,
-            due_at: due.unwrap_or(latest),
+            due_at: opens,
             deadline: latest,
             sampled,
-            window_missed: due.is_none(),
+            window_missed: missed,
         })
     }
 }
