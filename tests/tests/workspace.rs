@@ -46,7 +46,12 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-proto",
             "callback-rules",
         ],
-        "callback-feed" => &["callback-eventstore", "callback-kit", "callback-proto"],
+        "callback-feed" => &[
+            "callback-eventstore",
+            "callback-kit",
+            "callback-proto",
+            "callback-rules",
+        ],
         "callback-host" => &[
             "callback-eventstore",
             "callback-feed",

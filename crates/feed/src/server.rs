@@ -27,6 +27,9 @@ pub struct FeedServer {
     shutdown: Shutdown,
 }
 
+/// The most categories or event types one subscription may name.
+pub const MAX_FILTER_ENTRIES: usize = 100;
+
 impl FeedServer {
     pub fn new(store: EventStore, owned_categories: &[&str], shutdown: Shutdown) -> Self {
         Self {
@@ -41,12 +44,26 @@ impl FeedServer {
     }
 
     fn filter_for(&self, request: &SubscribeRequest) -> Result<Filter, Status> {
+        // Bounded: every page read filters by these lists, so a subscription with 100,000
+        // event types slowed every other query of the service.
+        for (field, count) in [
+            ("categories", request.categories.len()),
+            ("event_types", request.event_types.len()),
+        ] {
+            if count > MAX_FILTER_ENTRIES {
+                return Err(invalid_argument(
+                    field,
+                    format!("at most {MAX_FILTER_ENTRIES} entries, got {count}"),
+                ));
+            }
+        }
         for category in &request.categories {
             if !self.owned.contains(category) {
                 return Err(invalid_argument(
                     "categories",
                     format!(
-                        "this service does not own category `{category}`; it serves {}",
+                        "this service does not own category {}; it serves {}",
+                        callback_rules::input::excerpt(category),
                         self.owned.join(", ")
                     ),
                 ));

@@ -2,11 +2,11 @@
 //! serve health, reflection and its event feed beside its own API until shutdown.
 
 use callback_eventstore::EventStore;
+use callback_kit::grpc::Router;
 use callback_kit::grpc::{self, GrpcError};
 use callback_kit::{ServiceKind, Shutdown};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
 use callback_feed::FeedServer;

@@ -11,12 +11,12 @@ mod host;
 use std::sync::Arc;
 
 use callback_eventstore::EventStore;
+use callback_kit::grpc::Router;
 use callback_kit::{Config, ServiceKind, Shutdown};
 use callback_rules::Clock;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::transport::server::Router;
 use tonic::transport::Channel;
 
 pub use host::{HostError, ServiceHost};

@@ -26,9 +26,10 @@ const QUEUE_CAPACITY: usize = 4096;
 /// service's application, cheap to clone).
 pub type Serve<H, R> = fn(H, Vec<R>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The queue is closed, or its worker stopped before answering (the runtime is shutting down).
+/// The request was not answered: its batch failed unexpectedly (a defect, logged with an
+/// incident id; the queue goes on serving other batches) or the service is shutting down.
 #[derive(Debug, thiserror::Error)]
-#[error("the command queue is closed")]
+#[error("the request's batch failed or the service is stopping; nothing of it was written")]
 pub struct QueueClosed;
 
 /// The sending end of one command's queue, started on first use (inside the runtime). Workers
@@ -102,9 +103,60 @@ fn start_workers<H: Clone + Send + 'static, R: Send + 'static>(
                     }
                     batch
                 };
-                serve(worker.clone(), batch).await;
+                // Served on a task of its own: a batch that panics (a defect) loses only its
+                // own requests, whose callers get an answer (their reply channels close), and
+                // this worker goes on with the next batch, so one bad request never stops the
+                // queue for every tenant.
+                if let Err(failure) = tokio::spawn(serve(worker.clone(), batch)).await {
+                    if failure.is_panic() {
+                        let incident = uuid::Uuid::now_v7();
+                        tracing::error!(%incident, "a batch of commands panicked; its requests were refused");
+                    }
+                }
             }
         });
     }
     sender
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request: a number to double, answered on its channel; 13 makes the batch panic.
+    struct Double(u32, oneshot::Sender<u32>);
+
+    fn serve(_: (), batch: Vec<Double>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            assert!(
+                batch.iter().all(|r| r.0 != 13),
+                "a defect hit by request 13"
+            );
+            for Double(n, reply) in batch {
+                let _ = reply.send(n * 2);
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_fails_only_its_own_requests() {
+        let sender = start_workers(1, (), serve as Serve<(), Double>);
+        let ask = |n: u32| {
+            let sender = sender.clone();
+            async move {
+                let (reply, answer) = oneshot::channel();
+                sender
+                    .send(Double(n, reply))
+                    .await
+                    .map_err(|_| QueueClosed)?;
+                answer.await.map_err(|_| QueueClosed)
+            }
+        };
+        assert_eq!(ask(2).await.unwrap(), 4);
+        assert!(ask(13).await.is_err(), "the panicking batch is refused");
+        // The worker goes on: later requests are served.
+        for n in [3, 4, 5] {
+            assert_eq!(ask(n).await.unwrap(), n * 2);
+        }
+    }
 }

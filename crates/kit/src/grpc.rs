@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 use tonic::service::Interceptor;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::server::HealthReporter;
 
@@ -26,6 +26,17 @@ pub enum GrpcError {
     Endpoint { url: String, reason: String },
 }
 
+/// What every response passes through on its way out.
+type ResponseMap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+
+/// The server's router: tonic's, with the layers every service has.
+pub type Router = tonic::transport::server::Router<
+    tower::layer::util::Stack<
+        tower::util::MapResponseLayer<ResponseMap>,
+        tower::layer::util::Identity,
+    >,
+>;
+
 /// A router with standard health checking and server reflection already added; add the
 /// service's own gRPC services to it.
 pub fn router() -> Result<(Router, HealthReporter), GrpcError> {
@@ -36,9 +47,57 @@ pub fn router() -> Result<(Router, HealthReporter), GrpcError> {
         .build_v1()?;
     let router = Server::builder()
         .trace_fn(crate::telemetry::request_span)
+        .layer(tower::util::MapResponseLayer::new(
+            shorten_status_message::<tonic::body::Body> as ResponseMap,
+        ))
         .add_service(health_service)
         .add_service(reflection);
     Ok((router, health))
+}
+
+/// At most this many bytes of a status message (as sent, percent-encoded) reach a client.
+pub const MAX_STATUS_MESSAGE: usize = 300;
+
+/// A safety net under every error: a status message travels in an HTTP/2 header, and a long
+/// one (a refused megabyte echoed back) makes common clients fail on the header's size
+/// instead of reading the answer. Messages are cut at a character boundary, marked as cut.
+fn shorten_status_message<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let Some(value) = response.headers().get("grpc-message") else {
+        return response;
+    };
+    let bytes = value.as_bytes();
+    if bytes.len() <= MAX_STATUS_MESSAGE {
+        return response;
+    }
+    let cut = char_boundary_before(bytes, MAX_STATUS_MESSAGE);
+    let mut shortened = bytes[..cut].to_vec();
+    shortened.extend_from_slice(b"...%20(cut)");
+    if let Ok(value) = http::HeaderValue::from_bytes(&shortened) {
+        response.headers_mut().insert("grpc-message", value);
+    }
+    response
+}
+
+/// The last index at most `limit` in a percent-encoded message where a character starts (an
+/// ASCII byte, or an escape of a UTF-8 lead byte), so the cut message still decodes.
+fn char_boundary_before(bytes: &[u8], limit: usize) -> usize {
+    let (mut boundary, mut i) = (0, 0);
+    while i < bytes.len() && i <= limit {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let byte = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .unwrap_or(0);
+            if !(0x80..0xC0).contains(&byte) {
+                boundary = i;
+            }
+            i += 3;
+        } else {
+            boundary = i;
+            i += 1;
+        }
+    }
+    boundary
 }
 
 /// Binds early, so a port conflict is reported before anything else starts.
@@ -118,5 +177,44 @@ impl Interceptor for TracePropagation {
     ) -> Result<tonic::Request<()>, tonic::Status> {
         crate::telemetry::inject_into(request.metadata_mut());
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_status_messages_are_cut_at_a_character_boundary() {
+        let message = format!("name: {}", "界".repeat(1000));
+        let encoded: String = message
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let response = http::Response::builder()
+            .header("grpc-message", encoded)
+            .body(())
+            .unwrap();
+        let shortened = shorten_status_message(response);
+        let value = shortened.headers()["grpc-message"].as_bytes();
+        assert!(value.len() <= MAX_STATUS_MESSAGE + 16);
+        assert!(value.ends_with(b"...%20(cut)"));
+        // Every escape of the kept part is whole, and the kept part ends before a lead byte.
+        let kept = &value[..value.len() - b"...%20(cut)".len()];
+        assert!(kept.starts_with(b"name") && !kept.ends_with(b"%"));
+        let short = http::Response::builder()
+            .header("grpc-message", "short")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            shorten_status_message(short).headers()["grpc-message"],
+            "short"
+        );
     }
 }

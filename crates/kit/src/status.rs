@@ -50,12 +50,30 @@ pub fn database_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
-/// The status of a database fault: UNAVAILABLE (with a short message, nothing internal) or
-/// INTERNAL with an incident id.
+/// What was wrong with the request when PostgreSQL refused a value of it: a NUL character in
+/// a text (it cannot be stored), a time or number outside what it can hold. A safety net:
+/// the edges check what they know of; nothing was written, as the statement failed.
+pub fn database_input_problem(error: &sqlx::Error) -> Option<&'static str> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    match db.code().as_deref() {
+        Some("22021" | "22P05") => Some("a text of the request contains a NUL character (U+0000)"),
+        Some("22008") => Some("a time of the request is out of range"),
+        Some("22003") => Some("a number of the request is out of range"),
+        _ => None,
+    }
+}
+
+/// The status of a database fault: UNAVAILABLE (with a short message, nothing internal),
+/// INVALID_ARGUMENT for a value of the request the database cannot hold, or INTERNAL with an
+/// incident id.
 fn database_status(error: &sqlx::Error, shown: &dyn std::fmt::Display) -> Status {
     if database_unavailable(error) {
         tracing::warn!(%error, "database unavailable");
         Status::unavailable("the database is unavailable; retry")
+    } else if let Some(problem) = database_input_problem(error) {
+        invalid_argument("request", problem)
     } else {
         internal(shown)
     }

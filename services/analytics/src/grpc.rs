@@ -33,8 +33,8 @@ fn spec(request: &ReportRequest) -> Result<ReportSpec, Status> {
         &request.report,
         &request.group_by,
         &request.granularity,
-        wire::optional_instant("from", request.from.as_ref())?,
-        wire::optional_instant("to", request.to.as_ref())?,
+        wire::optional_bound("from", request.from.as_ref())?,
+        wire::optional_bound("to", request.to.as_ref())?,
         &filters,
     )
     .map_err(|e| {

@@ -21,11 +21,11 @@ use std::collections::BTreeMap;
 use callback_eventstore::{BatchProjection, EventStore, Filter, Projection, RecordedEvent};
 use callback_feed::RemoteConsumer;
 use callback_host::{Context, HostError, Service};
+use callback_kit::grpc::Router;
 use callback_kit::ServiceKind;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinHandle;
-use tonic::transport::server::Router;
 
 pub use error::{Error, Result};
 

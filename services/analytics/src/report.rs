@@ -6,6 +6,9 @@ use callback_calendar::start_of_local_day;
 use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, Utc};
 use chrono_tz::Tz;
 
+/// The most dimensions a report may be grouped or filtered by.
+pub const MAX_DIMENSIONS: usize = 10;
+
 /// A report request that cannot be answered, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -400,7 +403,8 @@ impl ReportSpec {
                     spec_error(
                         field,
                         format!(
-                            "unknown dimension `{name}` for the {} report (use {})",
+                            "unknown dimension {} for the {} report (use {})",
+                            callback_rules::input::excerpt(name),
                             kind.name(),
                             known.join(", ")
                         ),
@@ -413,14 +417,27 @@ impl ReportSpec {
             if dims.contains(&d) {
                 return Err(spec_error(
                     format!("group_by[{i}]"),
-                    format!("`{name}` is listed twice"),
+                    format!("{} is listed twice", callback_rules::input::excerpt(name)),
                 ));
             }
             dims.push(d);
         }
+        for (field, count) in [("group_by", group_by.len()), ("filters", filters.len())] {
+            if count > MAX_DIMENSIONS {
+                return Err(spec_error(
+                    field,
+                    format!("at most {MAX_DIMENSIONS} entries, got {count}"),
+                ));
+            }
+        }
         let mut checked_filters = Vec::new();
         for (name, value) in filters {
-            checked_filters.push((dimension(format!("filters.{name}"), name)?, value.clone()));
+            let field = if name.len() <= 32 {
+                format!("filters.{name}")
+            } else {
+                "filters".to_owned()
+            };
+            checked_filters.push((dimension(field, name)?, value.clone()));
         }
         checked_filters.sort();
         let granularity = Granularity::parse(granularity)

@@ -6,9 +6,9 @@
 //! records with honesty flags; private (masked, audited) reads are still to come.
 
 use callback_host::{Context, HostError, Service};
+use callback_kit::grpc::Router;
 use callback_kit::ServiceKind;
 use tokio::task::JoinHandle;
-use tonic::transport::server::Router;
 
 pub mod app;
 pub mod domain;

@@ -22,10 +22,10 @@ use std::sync::Arc;
 
 use callback_feed::RemoteConsumer;
 use callback_host::{Context, HostError, Service};
+use callback_kit::grpc::Router;
 use callback_kit::{ServiceKind, Shutdown};
 use callback_rules::Clock;
 use tokio::task::JoinHandle;
-use tonic::transport::server::Router;
 
 pub const KIND: ServiceKind = ServiceKind::ComplaintRouting;
 

@@ -17,6 +17,8 @@ use crate::app::{CallbackRow, IngestResult, LeaseToCheck, Scheduling, SubjectCon
 use crate::domain::{BusinessFact, CallbackState, LeaseRefusal};
 use crate::error::invalid;
 
+/// The most departments one claim may ask for.
+pub const MAX_CLAIM_DEPARTMENTS: usize = 100;
 pub fn service(app: Scheduling) -> SchedulingServer<Api> {
     SchedulingServer::new(Api { app })
 }
@@ -172,6 +174,16 @@ impl SchedulingApi for Api {
         request: Request<ClaimNextRequest>,
     ) -> Result<Response<ClaimNextResponse>, Status> {
         let r = request.into_inner();
+        if r.departments.len() > MAX_CLAIM_DEPARTMENTS {
+            return Err(invalid(
+                "departments",
+                format!(
+                    "at most {MAX_CLAIM_DEPARTMENTS} entries, got {}",
+                    r.departments.len()
+                ),
+            )
+            .into());
+        }
         let claim = self
             .app
             .claim_next(&r.tenant_id, &r.agent_id, &r.departments, r.lease_seconds)
@@ -214,10 +226,7 @@ impl SchedulingApi for Api {
             .callback_id
             .parse()
             .map_err(|_| Status::from(invalid("callback_id", "is not a UUID")))?;
-        let as_of = match r.as_of.as_ref() {
-            Some(_) => Some(wire::required_instant("as_of", r.as_of.as_ref())?),
-            None => None,
-        };
+        let as_of = wire::optional_bound("as_of", r.as_of.as_ref())?;
         let record = self.app.get_callback(&r.tenant_id, id, as_of).await?;
         let history = if r.without_history {
             &[][..]

@@ -18,9 +18,9 @@ pub use error::{Error, Result};
 use callback_contracts::call_logging::CallAttemptLogged;
 use callback_contracts::EventContract;
 use callback_host::{Context, HostError, Service};
+use callback_kit::grpc::Router;
 use callback_kit::{ServiceKind, Shutdown};
 use tokio::task::JoinHandle;
-use tonic::transport::server::Router;
 
 pub const KIND: ServiceKind = ServiceKind::Scheduling;
 

@@ -256,10 +256,13 @@ impl RoutingRules {
                     ));
                 }
             }
-            if targets.follow_up_every_hours == Some(0) {
+            if targets
+                .follow_up_every_hours
+                .is_some_and(|h| h == 0 || h > 24 * 366)
+            {
                 return Err(rules_error(
                     format!("targets.{}.follow_up_every_hours", class.as_str()),
-                    "must be at least 1",
+                    "must be 1-8784 hours",
                 ));
             }
         }
@@ -314,17 +317,17 @@ impl RoutingRules {
             }
             self.known_department(&format!("keywords[{i}].department"), &rule.department)?;
         }
-        if self.group.min_customers < 2 {
-            return Err(rules_error("group.min_customers", "must be at least 2"));
+        if !(2..=100_000).contains(&self.group.min_customers) {
+            return Err(rules_error("group.min_customers", "must be 2-100000"));
         }
-        if self.group.window_hours == 0 {
-            return Err(rules_error("group.window_hours", "must be at least 1"));
+        if !(1..=24 * 366).contains(&self.group.window_hours) {
+            return Err(rules_error("group.window_hours", "must be 1-8784 hours"));
         }
         if let Some(department) = &self.group.department {
             self.known_department("group.department", department)?;
         }
-        if self.repeat_window_days == 0 {
-            return Err(rules_error("repeat_window_days", "must be at least 1"));
+        if !(1..=3660).contains(&self.repeat_window_days) {
+            return Err(rules_error("repeat_window_days", "must be 1-3660 days"));
         }
         if self.verification.item_id.trim().is_empty() {
             return Err(rules_error("verification.item_id", "must not be empty"));

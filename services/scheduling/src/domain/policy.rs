@@ -229,7 +229,7 @@ pub fn next_attempt(
         .get(disposition)
         .copied()
         .unwrap_or(retry.default_spacing_minutes);
-    Some(at + Duration::minutes(i64::from(minutes)))
+    at.checked_add_signed(Duration::minutes(i64::from(minutes)))
 }
 
 /// How a callback of the policy ended, to plan what follows.
@@ -426,7 +426,7 @@ impl Policy {
                 ..
             } => {
                 let date = cadence_date(calendar, fact, base, phases, occurrence)?;
-                occurrence_window(calendar, date, *window_days)
+                occurrence_window(calendar, date, *window_days)?
             }
             Timing::Growing {
                 intervals_days,
@@ -445,10 +445,12 @@ impl Policy {
                         None if *repeat_last => *intervals_days.last()?,
                         None => return None,
                     };
-                    days += interval;
+                    days = days.checked_add(interval)?;
                 }
-                let date = calendar.local_date(base) + Duration::days(i64::from(days));
-                occurrence_window(calendar, date, *window_days)
+                let date = calendar
+                    .local_date(base)
+                    .checked_add_signed(Duration::days(i64::from(days)))?;
+                occurrence_window(calendar, date, *window_days)?
             }
             Timing::Holidays {
                 max_occurrences, ..
@@ -460,7 +462,7 @@ impl Policy {
                 for _ in 0..occurrence {
                     date = calendar.next_holiday(date)?;
                 }
-                occurrence_window(calendar, date, 0)
+                occurrence_window(calendar, date, 0)?
             }
         };
         // Due from the window's first allowed call time, however late the fact arrived: that
@@ -538,7 +540,7 @@ fn resolve_offset(
     if offset.working_days && offset.days > 0 {
         date = calendar.add_working_days(date, offset.days.unsigned_abs())?;
     } else {
-        date += Duration::days(i64::from(offset.days));
+        date = date.checked_add_signed(Duration::days(i64::from(offset.days)))?;
     }
     let from_anchor = offset.months == 0 && offset.days == 0 && offset.at.is_none();
     let instant = match (offset.at, bound) {
@@ -548,7 +550,7 @@ fn resolve_offset(
         (None, Bound::Earliest) => calendar.resolve(date, TimeOfDay::MIDNIGHT),
         (None, Bound::Latest) => calendar.end_of_day(date),
     };
-    let instant = instant + Duration::hours(i64::from(offset.hours));
+    let instant = instant.checked_add_signed(Duration::hours(i64::from(offset.hours)))?;
     if offset.working_hours == 0 {
         return Some(instant);
     }
@@ -556,16 +558,17 @@ fn resolve_offset(
 }
 
 /// The due window of a repeating step's occurrence on `date`: from the start of that day
-/// until the end of `window_days` later.
+/// until the end of `window_days` later (`None` past the calendar's range).
 fn occurrence_window(
     calendar: &Calendar,
     date: NaiveDate,
     window_days: u32,
-) -> (DateTime<Utc>, DateTime<Utc>) {
-    (
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let last = date.checked_add_signed(Duration::days(i64::from(window_days)))?;
+    Some((
         calendar.resolve(date, TimeOfDay::MIDNIGHT),
-        calendar.end_of_day(date + Duration::days(i64::from(window_days))),
-    )
+        calendar.end_of_day(last),
+    ))
 }
 
 /// The local date of a cadence's `occurrence`th callback, or `None` after its stop.
@@ -583,11 +586,12 @@ fn cadence_date(
         let end = phase_end(calendar, fact, start, phase)?;
         loop {
             let (next_months, next_days) = (
-                months + phase.every_months.unwrap_or(0),
-                days + phase.every_days.unwrap_or(0),
+                months.checked_add(phase.every_months.unwrap_or(0))?,
+                days.checked_add(phase.every_days.unwrap_or(0))?,
             );
-            let date = start.checked_add_months(Months::new(next_months))?
-                + Duration::days(i64::from(next_days));
+            let date = start
+                .checked_add_months(Months::new(next_months))?
+                .checked_add_signed(Duration::days(i64::from(next_days)))?;
             if date > end {
                 break;
             }
@@ -614,18 +618,26 @@ fn phase_end(
         return start.checked_add_months(Months::new(months));
     }
     if let Some(days) = phase.until_days {
-        return Some(start + Duration::days(i64::from(days)));
+        return start.checked_add_signed(Duration::days(i64::from(days)));
     }
     let name = phase.until_attribute.as_ref()?;
     attribute_instant(fact.attributes.get(name)?, calendar).map(|t| calendar.local_date(t))
 }
 
-/// An attribute holding an RFC 3339 date-time, or a date (meaning its local midnight).
+/// An attribute holding an RFC 3339 date-time, or a date (meaning its local midnight), in the
+/// years 1900 to 2200 (a warranty end, an appointment); anything else is not a usable anchor.
 fn attribute_instant(value: &Value, calendar: &Calendar) -> Option<DateTime<Utc>> {
+    use chrono::Datelike;
     let text = value.as_str()?;
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.with_timezone(&Utc));
-    }
-    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-    Some(calendar.resolve(date, TimeOfDay::MIDNIGHT))
+    let instant = match DateTime::parse_from_rfc3339(text) {
+        Ok(t) => t.with_timezone(&Utc),
+        Err(_) => {
+            let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+            if !(1900..=2200).contains(&date.year()) {
+                return None;
+            }
+            calendar.resolve(date, TimeOfDay::MIDNIGHT)
+        }
+    };
+    (1900..=2200).contains(&instant.year()).then_some(instant)
 }

@@ -21,7 +21,7 @@ pub fn next_allowed_attempt(
             .iter()
             .filter(|t| **t > now - window && **t <= now)
             .collect();
-        if in_window.len() as u32 >= cap {
+        if cap > 0 && in_window.len() as u32 >= cap {
             // The window frees when enough of the oldest attempts in it have aged out.
             let index = in_window.len() - cap as usize;
             let frees = *in_window[index] + window;
@@ -47,6 +47,14 @@ pub fn validate_settings(settings: &TenantSettings) -> Result<Calendar, Settings
             field,
             reason: reason.to_owned(),
         };
+        for (field, cap) in [
+            ("frequency_caps.per_day", settings.frequency_caps.per_day),
+            ("frequency_caps.per_week", settings.frequency_caps.per_week),
+        ] {
+            if cap.is_some_and(|n| !(1..=100).contains(&n)) {
+                return Err(invalid(field.into(), "must be 1-100 attempts"));
+            }
+        }
         for (i, agent) in settings.agents.iter().enumerate() {
             if agent.agent_id.trim().is_empty() {
                 return Err(invalid(

@@ -9,6 +9,124 @@ pub(super) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Po
     }
 }
 
+/// The bounds of every number in a policy (documented in `docs/POLICIES.md`): generous for any
+/// real plan, and small enough that no date arithmetic on them can overflow.
+pub const MAX_OFFSET_MONTHS: u32 = 120;
+pub const MAX_OFFSET_DAYS: i32 = 3660;
+pub const MAX_OFFSET_HOURS: u32 = 8784;
+pub const MAX_WORKING_HOURS: u32 = 2000;
+pub const MAX_PERIOD_DAYS: u32 = 3660;
+pub const MAX_PERIOD_MONTHS: u32 = 120;
+pub const MAX_UNTIL_DAYS: u32 = 18_300;
+pub const MAX_UNTIL_MONTHS: u32 = 600;
+pub const MAX_WINDOW_DAYS: u32 = 366;
+pub const MAX_POOL_AFTER_HOURS: u32 = 8760;
+pub const MAX_SPACING_MINUTES: u32 = 43_200;
+
+/// `value` of `field` must be at most `max`.
+fn at_most<T: PartialOrd + std::fmt::Display>(
+    field: impl Into<String>,
+    value: T,
+    max: T,
+) -> Result<(), PolicyError> {
+    if value > max {
+        return Err(invalid(
+            field,
+            format!("must be at most {max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_offset(offset: &Offset, field: &str) -> Result<(), PolicyError> {
+    at_most(format!("{field}.months"), offset.months, MAX_OFFSET_MONTHS)?;
+    at_most(
+        format!("{field}.days"),
+        offset.days.unsigned_abs(),
+        MAX_OFFSET_DAYS.unsigned_abs(),
+    )?;
+    at_most(format!("{field}.hours"), offset.hours, MAX_OFFSET_HOURS)?;
+    at_most(
+        format!("{field}.working_hours"),
+        offset.working_hours,
+        MAX_WORKING_HOURS,
+    )
+}
+
+pub(super) fn validate_numbers(
+    step: &Step,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), PolicyError> {
+    if let OwnerRule::SubjectOwner {
+        pool_after_hours, ..
+    } = &step.owner
+    {
+        at_most(
+            at("owner.pool_after_hours"),
+            *pool_after_hours,
+            MAX_POOL_AFTER_HOURS,
+        )?;
+    }
+    at_most(
+        at("retry.default_spacing_minutes"),
+        step.retry.default_spacing_minutes,
+        MAX_SPACING_MINUTES,
+    )?;
+    for (disposition, minutes) in &step.retry.spacing_minutes {
+        at_most(
+            at(&format!("retry.spacing_minutes.{disposition}")),
+            *minutes,
+            MAX_SPACING_MINUTES,
+        )?;
+    }
+    match &step.timing {
+        Timing::Window {
+            earliest, latest, ..
+        } => {
+            validate_offset(earliest, &at("timing.earliest"))?;
+            validate_offset(latest, &at("timing.latest"))?;
+        }
+        Timing::Cadence {
+            phases,
+            window_days,
+            ..
+        } => {
+            at_most(at("timing.window_days"), *window_days, MAX_WINDOW_DAYS)?;
+            for (i, phase) in phases.iter().enumerate() {
+                let field = |name: &str| at(&format!("timing.phases[{i}].{name}"));
+                if let Some(days) = phase.every_days {
+                    at_most(field("every_days"), days, MAX_PERIOD_DAYS)?;
+                }
+                if let Some(months) = phase.every_months {
+                    at_most(field("every_months"), months, MAX_PERIOD_MONTHS)?;
+                }
+                if let Some(days) = phase.until_days {
+                    at_most(field("until_days"), days, MAX_UNTIL_DAYS)?;
+                }
+                if let Some(months) = phase.until_months {
+                    at_most(field("until_months"), months, MAX_UNTIL_MONTHS)?;
+                }
+            }
+        }
+        Timing::Growing {
+            intervals_days,
+            window_days,
+            ..
+        } => {
+            at_most(at("timing.window_days"), *window_days, MAX_WINDOW_DAYS)?;
+            for (i, days) in intervals_days.iter().enumerate() {
+                at_most(
+                    at(&format!("timing.intervals_days[{i}]")),
+                    *days,
+                    MAX_PERIOD_DAYS,
+                )?;
+            }
+        }
+        Timing::Holidays { .. } => {}
+    }
+    Ok(())
+}
+
 pub(super) fn validate_timing(timing: &Timing, field: &str) -> Result<(), PolicyError> {
     match timing {
         Timing::Window {
@@ -195,6 +313,7 @@ impl Policy {
                     "the first step has no previous step",
                 ));
             }
+            validate_numbers(step, &at)?;
             validate_timing(&step.timing, &at("timing"))?;
         }
         Ok(())
