@@ -34,6 +34,11 @@ fn ago(seconds: u64) -> Timestamp {
     Timestamp::from(std::time::SystemTime::now() - Duration::from_secs(seconds))
 }
 
+/// The stream of a tenant's attempt (attempt ids are scoped by tenant).
+fn attempt_stream(tenant: &str, attempt_id: &str) -> StreamName {
+    StreamName::new("call_attempt", format!("{tenant}:{attempt_id}")).unwrap()
+}
+
 async fn claim(client: &mut SchedulingClient<Channel>, agent: &str) -> ClaimedCallback {
     callback_tests::claim(client, "h", agent).await.unwrap()
 }
@@ -58,9 +63,13 @@ fn attempt(id: &str, c: &ClaimedCallback, agent: &str, kind: &str) -> LogCallAtt
 
 /// Patient `p{i}` discharged now (fact `adt-{i}`).
 async fn discharged(client: &mut SchedulingClient<Channel>, i: u32, phone: &str) {
+    discharged_in(client, "h", i, phone).await
+}
+
+async fn discharged_in(client: &mut SchedulingClient<Channel>, tenant: &str, i: u32, phone: &str) {
     client
         .ingest_business_event(IngestBusinessEventRequest {
-            tenant_id: "h".into(),
+            tenant_id: tenant.into(),
             source: "his".into(),
             source_event_id: format!("adt-{i}"),
             event_type: "patient.discharged".into(),
@@ -84,6 +93,14 @@ async fn view(client: &mut SchedulingClient<Channel>, id: &str) -> (String, u32)
 /// Tenant `h` (calling all day, every day) with `agents` in pool `nurses`, and its discharge
 /// policy (one step, five attempts, at once again after a failed one).
 async fn publish_hospital(scheduling: &mut SchedulingClient<Channel>, agents: &[&str]) {
+    publish_hospital_as(scheduling, "h", agents).await
+}
+
+async fn publish_hospital_as(
+    scheduling: &mut SchedulingClient<Channel>,
+    tenant: &str,
+    agents: &[&str],
+) {
     let agents: Vec<_> = agents
         .iter()
         .map(|a| json!({"agent_id": a, "pools": ["nurses"]}))
@@ -96,7 +113,7 @@ async fn publish_hospital(scheduling: &mut SchedulingClient<Channel>, agents: &[
     });
     scheduling
         .publish_tenant(PublishTenantRequest {
-            tenant_id: "h".into(),
+            tenant_id: tenant.into(),
             settings_json: settings.to_string(),
         })
         .await
@@ -109,7 +126,7 @@ async fn publish_hospital(scheduling: &mut SchedulingClient<Channel>, agents: &[
     });
     scheduling
         .publish_policy(PublishPolicyRequest {
-            tenant_id: "h".into(),
+            tenant_id: tenant.into(),
             policy_json: policy.to_string(),
         })
         .await
@@ -176,13 +193,17 @@ async fn reports_sent_together_are_each_answered_on_their_own() {
             (expect, answer) => panic!("{attempt_id}: expected {expect}, got {answer:?}"),
         }
     }
-    for refused in ["together-wrong", "together-unknown", "together-tenant"] {
-        let stream = StreamName::new("call_attempt", refused).unwrap();
+    for (tenant, refused) in [
+        ("h", "together-wrong"),
+        ("h", "together-unknown"),
+        ("dealer", "together-tenant"),
+    ] {
+        let stream = attempt_stream(tenant, refused);
         assert!(store.read_stream(&stream, 1).await.unwrap().is_empty());
     }
     // The complaint carries the subject of its own callback.
     let logged = store
-        .read_stream(&StreamName::new("call_attempt", "together-0").unwrap(), 1)
+        .read_stream(&attempt_stream("h", "together-0"), 1)
         .await
         .unwrap();
     let complaint = logged
@@ -367,7 +388,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     for bad in [
         "bad-1", "bad-2", "bad-3", "bad-4", "bad-5", "bad-6", "bad-7",
     ] {
-        let stream = StreamName::new("call_attempt", bad).unwrap();
+        let stream = attempt_stream("h", bad);
         assert!(
             store.read_stream(&stream, 1).await.unwrap().is_empty(),
             "{bad} wrote something"
@@ -622,7 +643,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     );
     let e = calls.get_call_record(read(true, "")).await.unwrap_err();
     assert!(e.message().starts_with("reason:"), "{e:?}");
-    let attempt_stream = StreamName::new("call_attempt", "att-11").unwrap();
+    let attempt_stream = attempt_stream("h", "att-11");
     let viewed = |events: &[callback_eventstore::RecordedEvent]| {
         events
             .iter()
@@ -735,5 +756,72 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     .await;
     assert!(rebuilt.unwrap() > 0);
     assert_eq!(snapshot(system.db.pool.clone()).await, before);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_ids_belong_to_a_tenant_and_a_reused_id_with_another_call_is_a_conflict() {
+    let system = System::start(&[ServiceKind::Scheduling, ServiceKind::CallLogging]).await;
+    let mut scheduling = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
+    let mut logging = CallLoggingClient::new(system.channel(ServiceKind::CallLogging));
+    let mut claimed = Vec::new();
+    for tenant in ["h", "x"] {
+        publish_hospital_as(&mut scheduling, tenant, &["nurse-1"]).await;
+        discharged_in(&mut scheduling, tenant, 1, "13900139000").await;
+        claimed.push(
+            callback_tests::claim(&mut scheduling, tenant, "nurse-1")
+                .await
+                .unwrap(),
+        );
+    }
+    let report = |tenant: &str, c: &ClaimedCallback, kind: &str| LogCallAttemptRequest {
+        tenant_id: tenant.into(),
+        ..attempt("middleware-42", c, "nurse-1", kind)
+    };
+    // Tenant x's middleware happens to use the attempt id tenant h used: both are recorded.
+    let first_x = report("x", &claimed[1], "no_answer");
+    for request in [report("h", &claimed[0], "no_answer"), first_x.clone()] {
+        let tenant = request.tenant_id.clone();
+        let answer = logging
+            .log_call_attempt(request)
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!answer.duplicate, "{tenant}: {answer:?}");
+    }
+    // A retry is answered as one.
+    let again = logging
+        .log_call_attempt(first_x.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.duplicate);
+    // The same id for another call is a conflict naming the key, not a retry.
+    let reused = logging
+        .log_call_attempt(LogCallAttemptRequest {
+            disposition: Some(Disposition {
+                kind: "busy".into(),
+                named_time: None,
+            }),
+            ..first_x
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    assert!(reused.message().starts_with("attempt_id:"), "{reused:?}");
+    // Each tenant reads its own record.
+    for (tenant, c) in [("h", &claimed[0]), ("x", &claimed[1])] {
+        let record = logging
+            .get_call_record(GetCallRecordRequest {
+                tenant_id: tenant.into(),
+                attempt_id: "middleware-42".into(),
+                reader: "qa".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(record.callback_id, c.callback_id);
+    }
     system.stop().await;
 }

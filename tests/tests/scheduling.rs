@@ -36,7 +36,9 @@ fn policy() -> String {
 }
 
 fn ingest(id: &str) -> IngestBusinessEventRequest {
-    let now = std::time::SystemTime::now();
+    // One time for every fact of the test: a retry repeats its fact exactly.
+    static NOW: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+    let now = *NOW.get_or_init(std::time::SystemTime::now);
     IngestBusinessEventRequest {
         tenant_id: "dealer".into(),
         source: "dms".into(),

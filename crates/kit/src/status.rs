@@ -16,6 +16,8 @@ pub enum ErrorCode<'a> {
     NotFound,
     /// The state does not allow it: FAILED_PRECONDITION.
     FailedPrecondition,
+    /// A client's idempotency key reused with other content: ALREADY_EXISTS.
+    AlreadyExists,
     /// PERMISSION_DENIED.
     PermissionDenied,
     /// A concurrent change won; the caller may retry: ABORTED.
@@ -105,6 +107,7 @@ pub fn to_status<E: ServiceError>(error: &E) -> Status {
         ErrorCode::InvalidArgument { field, reason } => invalid_argument(field, reason),
         ErrorCode::NotFound => Status::not_found(error.to_string()),
         ErrorCode::FailedPrecondition => Status::failed_precondition(error.to_string()),
+        ErrorCode::AlreadyExists => Status::already_exists(error.to_string()),
         ErrorCode::PermissionDenied => Status::permission_denied(error.to_string()),
         ErrorCode::Aborted => Status::aborted(error.to_string()),
         ErrorCode::Unavailable => Status::unavailable(error.to_string()),

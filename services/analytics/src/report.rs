@@ -424,19 +424,14 @@ impl ReportSpec {
         }
         for (field, count) in [("group_by", group_by.len()), ("filters", filters.len())] {
             if count > MAX_DIMENSIONS {
-                return Err(spec_error(
-                    field,
-                    format!("at most {MAX_DIMENSIONS} entries, got {count}"),
-                ));
+                let reason = format!("at most {MAX_DIMENSIONS} entries, got {count}");
+                return Err(spec_error(field, reason));
             }
         }
         let mut checked_filters = Vec::new();
         for (name, value) in filters {
-            let field = if name.len() <= 32 {
-                format!("filters.{name}")
-            } else {
-                "filters".to_owned()
-            };
+            // A long key is not repeated as the field's name.
+            let field = format!("filters.{}", if name.len() <= 32 { name } else { "" });
             checked_filters.push((dimension(field, name)?, value.clone()));
         }
         checked_filters.sort();

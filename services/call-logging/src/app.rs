@@ -85,6 +85,16 @@ pub use records::CallRecordView;
 
 use crate::error::{invalid, Error};
 
+/// The stream of one attempt: attempt ids are the middleware's idempotency keys, chosen per
+/// tenant, so the stream is named by both.
+pub(crate) fn attempt_stream(tenant_id: &str, attempt_id: &str) -> Result<StreamName, Error> {
+    StreamName::new(
+        CallAttemptLogged::CATEGORY,
+        format!("{tenant_id}:{attempt_id}"),
+    )
+    .map_err(|_| invalid("attempt_id", "is not valid"))
+}
+
 impl CallLogging {
     pub fn new(store: EventStore, scheduling: Arc<dyn SchedulingPort>) -> Self {
         Self {
@@ -109,7 +119,11 @@ impl CallLogging {
         &self,
         report: AttemptReport,
     ) -> Result<(bool, Vec<String>, Vec<String>), Error> {
-        // Input first: nothing is looked up or written for a malformed report.
+        // Input first, identifiers first: nothing is looked up or written for a malformed
+        // report.
+        if let Some(problem) = callback_rules::ids::id_problem(&report.tenant_id) {
+            return Err(invalid("tenant_id", problem));
+        }
         if report.attempt_id.is_empty() || report.attempt_id.len() > 128 {
             return Err(invalid("attempt_id", "must be 1-128 characters"));
         }
@@ -216,8 +230,7 @@ impl CallLogging {
                 .map_err(|e| invalid(&e.field, e.reason))?;
         }
 
-        let stream = StreamName::new(CallAttemptLogged::CATEGORY, report.attempt_id.clone())
-            .map_err(Error::from)?;
+        let stream = attempt_stream(&report.tenant_id, &report.attempt_id)?;
         let metadata = event_metadata(
             Some(&report.tenant_id),
             Some(&format!("agent:{}", report.agent_id)),
@@ -247,13 +260,35 @@ impl CallLogging {
             .map_err(|e| Error::Unavailable(e.to_string()))?
     }
 
-    /// The event types of an attempt already logged, if it was.
-    async fn logged_events(&self, stream: &StreamName) -> Result<Option<Vec<String>>, Error> {
+    /// The event types of an attempt already logged under the report's attempt id, if it
+    /// was: a retry. The same id with another call (another callback, agent, disposition or
+    /// start) is a conflict, not a retry, and is refused naming the key.
+    async fn logged_events(
+        &self,
+        stream: &StreamName,
+        report: &AttemptReport,
+    ) -> Result<Option<Vec<String>>, Error> {
         let existing = self
             .store
             .read_stream(stream, 1)
             .await
             .map_err(Error::from)?;
-        Ok((!existing.is_empty()).then(|| existing.into_iter().map(|e| e.event_type).collect()))
+        let Some(first) = existing.first() else {
+            return Ok(None);
+        };
+        let logged: CallAttemptLogged = decode(first)?;
+        // Times are not compared: a middleware's retry may recompute them a little.
+        let same_call = logged.callback_id.to_string() == report.callback_id
+            && logged.agent_id == report.agent_id
+            && logged.disposition.standard.name() == report.disposition;
+        if !same_call {
+            return Err(Error::Conflict {
+                field: "attempt_id".into(),
+                reason: "was already used for another call (another callback, agent or \
+                         disposition); a retry must repeat the call as first reported"
+                    .into(),
+            });
+        }
+        Ok(Some(existing.into_iter().map(|e| e.event_type).collect()))
     }
 }

@@ -14,6 +14,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A client's key reused with other content: ALREADY_EXISTS, naming the key.
+    #[error("{field}: {reason}")]
+    Conflict { field: String, reason: String },
     #[error("{0}")]
     PermissionDenied(String),
     /// The scheduling service could not answer; the caller may retry.
@@ -45,6 +48,10 @@ impl Error {
             },
             Error::NotFound(m) => Error::NotFound(m.clone()),
             Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
+            Error::Conflict { field, reason } => Error::Conflict {
+                field: field.clone(),
+                reason: reason.clone(),
+            },
             Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
             Error::Unavailable(m) => Error::Unavailable(m.clone()),
             other => Error::Internal(other.to_string()),
@@ -60,6 +67,7 @@ impl ServiceError for Error {
             }
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Error::Conflict { .. } => ErrorCode::AlreadyExists,
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Store(e) => ErrorCode::Store(e),

@@ -11,6 +11,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A client's key reused with other content: ALREADY_EXISTS, naming the key.
+    #[error("{field}: {reason}")]
+    KeyReused { field: String, reason: String },
     /// Another writer changed the complaint first; the caller may retry.
     #[error("the complaint changed concurrently; retry")]
     Conflict,
@@ -50,6 +53,7 @@ impl ServiceError for Error {
             }
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Error::KeyReused { .. } => ErrorCode::AlreadyExists,
             Error::Conflict => ErrorCode::Aborted,
             Error::Scheduling(_) => ErrorCode::Unavailable,
             Error::Store(e) => ErrorCode::Store(e),

@@ -146,6 +146,16 @@ async fn filing_is_idempotent_classified_and_routed() {
         event_types(&app, state.complaint_id()).await,
         [ComplaintEvent::FILED, ComplaintEvent::ESCALATED]
     );
+    // The same source id for another complaint is a conflict naming the key, not a retry.
+    let reused = app.file(intake("h-1", "c9", "leak")).await.unwrap_err();
+    assert!(
+        matches!(&reused, callback_complaint_routing::Error::KeyReused { field, .. } if field == "source_id"),
+        "{reused:?}"
+    );
+    assert_eq!(
+        event_types(&app, state.complaint_id()).await,
+        [ComplaintEvent::FILED, ComplaintEvent::ESCALATED]
+    );
 
     // An unknown category falls back to the default route, flagged; nothing is lost.
     let unknown = app.file(intake("h-2", "c2", "parking")).await.unwrap();

@@ -182,7 +182,7 @@ pub async fn run(
                 let fact = BusinessFact {
                     tenant_id: tenant.into(),
                     source: "demo".into(),
-                    source_event_id: format!("fact-{n}"),
+                    source_event_id: format!("fact-{seed}-{n}"),
                     event_type: event_type.into(),
                     occurred_at: now - Duration::minutes(rng.next(120) as i64),
                     subject_id: format!("subject-{n}"),

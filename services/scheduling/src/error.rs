@@ -11,6 +11,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A client's key reused with other content: ALREADY_EXISTS, naming the key.
+    #[error("{field}: {reason}")]
+    Conflict { field: String, reason: String },
     #[error("event log: {0}")]
     Store(#[from] callback_eventstore::Error),
     #[error("database: {0}")]
@@ -34,6 +37,7 @@ impl ServiceError for Error {
             }
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Error::Conflict { .. } => ErrorCode::AlreadyExists,
             Error::Store(e) => ErrorCode::Store(e),
             Error::Database(e) => ErrorCode::Database(e),
             Error::Corrupt(_) => ErrorCode::Internal,

@@ -155,9 +155,25 @@ async fn ingest_schedules_once_and_bad_input_writes_nothing() {
     assert_eq!(first.scheduled[0].deadline, shanghai(2026, 9, 15, 0, 0));
     // A retry, even later, schedules nothing twice and answers the same.
     clock.advance(Duration::hours(3));
-    let again = app.ingest(fact, subject).await.unwrap();
+    let again = app.ingest(fact.clone(), subject.clone()).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(again.scheduled, first.scheduled);
+    assert_eq!(rows(&app).await.len(), 1);
+    // The same source event id for another patient is a conflict naming the key, not a retry.
+    let reused = app
+        .ingest(
+            BusinessFact {
+                subject_id: "another-patient".into(),
+                ..fact
+            },
+            subject,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&reused, Error::Conflict { field, reason } if field == "source_event_id" && reason.contains("subject_id")),
+        "{reused:?}"
+    );
     assert_eq!(rows(&app).await.len(), 1);
 
     let before = event_count(&app).await;

@@ -115,7 +115,7 @@ impl CallLogging {
                     confirmed.push(pending);
                 }
                 Err(refused) => {
-                    let answer = match self.logged_events(&pending.stream).await {
+                    let answer = match self.logged_events(&pending.stream, &pending.report).await {
                         Ok(Some(types)) => Ok((true, types, Vec::new())),
                         Ok(None) => Err(refused),
                         Err(error) => Err(error),
@@ -178,7 +178,7 @@ impl CallLogging {
                 Ok((false, types, flags))
             }
             Written::Before(types) => {
-                let logged = self.logged_events(&pending.stream).await?;
+                let logged = self.logged_events(&pending.stream, &pending.report).await?;
                 Ok((true, logged.unwrap_or(types), Vec::new()))
             }
         }
@@ -555,7 +555,7 @@ pub(super) async fn project_attempts(
          SELECT a, t, c, g, d, s, e, NULLIF(k, ''), h FROM unnest($1::text[], $2::text[], $3::uuid[], \
            $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[]) \
            AS u(a, t, c, g, d, s, e, k, h) \
-         ON CONFLICT (attempt_id) DO NOTHING",
+         ON CONFLICT (tenant_id, attempt_id) DO NOTHING",
     )
     .bind(&attempt_ids)
     .bind(&tenant_ids)
@@ -594,15 +594,19 @@ mod tests {
         end: u32,
     ) -> (PendingAttempt, oneshot::Receiver<Result<Logged, Error>>) {
         let (reply, answer) = oneshot::channel();
+        // The same attempt id always names the same call (a retry repeats it).
+        let callback_id = Uuid::new_v5(&Uuid::NAMESPACE_OID, attempt_id.as_bytes());
+        let lease_id = Uuid::now_v7();
         let report = AttemptReport {
             attempt_id: attempt_id.into(),
             tenant_id: "hospital".into(),
             agent_id: agent_id.into(),
+            callback_id: callback_id.to_string(),
             channel: "phone".into(),
             disposition: "no_answer".into(),
+            started_at: Some(at(start)),
             ..AttemptReport::default()
         };
-        let (callback_id, lease_id) = (Uuid::now_v7(), Uuid::now_v7());
         let event = callback_kit::events::new_event(&CallAttemptLogged {
             tenant_id: "hospital".into(),
             callback_id,
@@ -621,6 +625,7 @@ mod tests {
             notes: String::new(),
         })
         .unwrap();
+        let stream = crate::app::attempt_stream(&report.tenant_id, attempt_id).unwrap();
         let pending = PendingAttempt {
             report,
             callback_id,
@@ -629,7 +634,7 @@ mod tests {
             ended_at: at(end),
             tenant_kind: None,
             named_time: None,
-            stream: StreamName::new(CallAttemptLogged::CATEGORY, attempt_id).unwrap(),
+            stream,
             events: vec![event],
             metadata: Metadata::default(),
             reply,
@@ -730,12 +735,13 @@ mod tests {
         assert_eq!(
             transactions,
             vec![
-                ("call_attempt-a-retried".to_owned(), 1),
+                ("call_attempt-hospital:a-retried".to_owned(), 1),
                 (
-                    "call_attempt-a-1,call_attempt-a-2,call_attempt-a-4".to_owned(),
+                    "call_attempt-hospital:a-1,call_attempt-hospital:a-2,call_attempt-hospital:a-4"
+                        .to_owned(),
                     3
                 ),
-                ("call_attempt-a-3".to_owned(), 1),
+                ("call_attempt-hospital:a-3".to_owned(), 1),
             ]
         );
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM cl_attempts")

@@ -31,7 +31,7 @@ pub(super) async fn project_flag(
 ) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO cl_flags (attempt_id, kind, tenant_id, agent_id, evidence) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (attempt_id, kind) DO NOTHING",
+         ON CONFLICT (tenant_id, attempt_id, kind) DO NOTHING",
     )
     .bind(attempt_id)
     .bind(flag.kind())

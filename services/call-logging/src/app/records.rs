@@ -40,14 +40,30 @@ impl CallLogging {
                 "a full view needs a reason of 1-500 characters",
             ));
         }
-        let stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.to_owned())
-            .map_err(|_| invalid("attempt_id", "is not valid"))?;
-        let events = self
+        let stream = super::attempt_stream(tenant_id, attempt_id)?;
+        let mut events = self
             .store
             .read_stream(&stream, 1)
             .await
             .map_err(Error::from)?;
-        let not_found = || Error::NotFound(format!("call record `{attempt_id}` not found"));
+        if events.is_empty() {
+            // Logged before attempt streams were named by tenant: the tenant check below
+            // keeps other tenants' records out.
+            if let Ok(legacy) = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.to_owned())
+            {
+                events = self
+                    .store
+                    .read_stream(&legacy, 1)
+                    .await
+                    .map_err(Error::from)?;
+            }
+        }
+        let not_found = || {
+            Error::NotFound(format!(
+                "call record {} not found",
+                callback_rules::input::excerpt(attempt_id)
+            ))
+        };
         let first = events.first().ok_or_else(not_found)?;
         let logged: CallAttemptLogged = decode(first)?;
         if logged.tenant_id != tenant_id {

@@ -115,19 +115,18 @@ impl CallLogging {
             };
             for flag in honesty::check_attempt(&facts, Some(&call)) {
                 let already: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM cl_flags WHERE attempt_id = $1 AND kind = $2)",
+                    "SELECT EXISTS (SELECT 1 FROM cl_flags WHERE tenant_id = $3 AND attempt_id = $1 AND kind = $2)",
                 )
                 .bind(&attempt_id)
                 .bind(flag.kind())
+                .bind(&record.tenant_id)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(Error::from)?;
                 if already {
                     continue;
                 }
-                let attempt_stream =
-                    StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.clone())
-                        .map_err(Error::from)?;
+                let attempt_stream = super::attempt_stream(&record.tenant_id, &attempt_id)?;
                 let flag_event = flag_raised(
                     &record.tenant_id,
                     &attempt_id,
@@ -163,7 +162,7 @@ impl CallLogging {
              WHERE a.tenant_id = $1 AND a.disposition = 'reached' AND a.channel = 'phone' \
              AND a.ended_at < $2 AND ($3::timestamptz IS NULL OR a.ended_at >= $3) \
              AND NOT EXISTS (SELECT 1 FROM cl_telephony t WHERE t.tenant_id = a.tenant_id AND t.call_id = a.telephony_call_id) \
-             AND NOT EXISTS (SELECT 1 FROM cl_flags f WHERE f.attempt_id = a.attempt_id AND f.kind = 'no_telephony_record') \
+             AND NOT EXISTS (SELECT 1 FROM cl_flags f WHERE f.tenant_id = a.tenant_id AND f.attempt_id = a.attempt_id AND f.kind = 'no_telephony_record') \
              ORDER BY a.ended_at, a.attempt_id",
         )
         .bind(tenant_id)
@@ -175,8 +174,7 @@ impl CallLogging {
         let mut raised = Vec::new();
         for (attempt_id, agent_id, started_at, call_id) in unmatched {
             let flag = honesty::missing_record(call_id.as_deref().unwrap_or(""), until);
-            let stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id.clone())
-                .map_err(Error::from)?;
+            let stream = super::attempt_stream(tenant_id, &attempt_id)?;
             let flag_event = flag_raised(tenant_id, &attempt_id, &agent_id, started_at, &flag);
             let event = new_event(&flag_event, tenant_id, "system:telephony")?;
             self.store

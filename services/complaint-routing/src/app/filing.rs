@@ -63,7 +63,7 @@ impl ComplaintRouting {
         validate_intake(&intake)?;
         let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
         if let Some(existing) = self.existing(id).await? {
-            return Ok(existing);
+            return same_filing(existing, &intake);
         }
         let mut tx = self.store.begin().await?;
         match self.file_in(&mut tx, &intake).await {
@@ -74,9 +74,11 @@ impl ComplaintRouting {
             Err(Error::Store(callback_eventstore::Error::VersionConflict { .. })) => {
                 // A concurrent retry of the same filing won; answer as it did.
                 drop(tx);
-                self.existing(id)
+                let existing = self
+                    .existing(id)
                     .await?
-                    .ok_or_else(|| corrupt("filing conflict without a recorded complaint"))
+                    .ok_or_else(|| corrupt("filing conflict without a recorded complaint"))?;
+                same_filing(existing, &intake)
             }
             Err(e) => Err(e),
         }
@@ -99,10 +101,13 @@ impl ComplaintRouting {
         validate_intake(intake)?;
         let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
         if let Some((complaint, _)) = self.load(conn, id, false).await? {
-            return Ok(Filing {
-                duplicate: true,
-                complaint,
-            });
+            return same_filing(
+                Filing {
+                    duplicate: true,
+                    complaint,
+                },
+                intake,
+            );
         }
         let now = self.now();
         let rules = self.latest_rules(conn, &intake.tenant_id).await?;
@@ -222,5 +227,37 @@ impl ComplaintRouting {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// A filing found under the intake's source id, when the intake is a retry of it. The same
+/// source id with another complaint (another customer, channel, category or text) is a
+/// conflict, refused naming the key: answering it as a retry would lose a complaint.
+fn same_filing(existing: Filing, intake: &Intake) -> Result<Filing> {
+    let filed = &existing.complaint.state.filed;
+    let differs: Vec<&str> = [
+        (
+            "customer",
+            filed.customer.customer_id != intake.customer.customer_id,
+        ),
+        ("channel", filed.channel != intake.channel),
+        ("category", filed.category != intake.category),
+        ("text", filed.text != intake.text),
+    ]
+    .into_iter()
+    .filter(|(_, differs)| *differs)
+    .map(|(name, _)| name)
+    .collect();
+    if differs.is_empty() {
+        Ok(existing)
+    } else {
+        Err(Error::KeyReused {
+            field: "source_id".into(),
+            reason: format!(
+                "was already filed from this source with another {}; a retry must repeat the \
+                 complaint as first sent",
+                differs.join(", ")
+            ),
+        })
     }
 }

@@ -91,13 +91,12 @@ impl Scheduling {
         match answer {
             IngestAnswer::Done(result) => Ok(result),
             IngestAnswer::Refused(error) => Err(error),
-            IngestAnswer::Before => {
-                self.recorded_ingest(&request.fact_name)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Corrupt(format!("fact {} without its event", request.fact_name))
-                    })
-            }
+            IngestAnswer::Before => self
+                .recorded_ingest(&request.fact_name, &request.fact)
+                .await?
+                .ok_or_else(|| {
+                    Error::Corrupt(format!("fact {} without its event", request.fact_name))
+                }),
         }
     }
 
@@ -474,15 +473,40 @@ impl Scheduling {
             .map_err(queue_closed)?
     }
 
+    /// The answer recorded for a fact ingested before, when `fact` is a retry of it. The same
+    /// source event id with other content (another subject, type, time or attributes) is a
+    /// conflict, refused naming the key: answering it as a retry would drop a real fact.
     pub(super) async fn recorded_ingest(
         &self,
         fact_name: &StreamName,
+        fact: &BusinessFact,
     ) -> Result<Option<IngestResult>> {
         let events = self.store.read_stream(fact_name, 1).await?;
         match events.first() {
             None => Ok(None),
             Some(event) => {
                 let recorded: BusinessEventIngested = decode(event)?;
+                let before = &recorded.fact;
+                let differs = [
+                    ("subject_id", before.subject_id != fact.subject_id),
+                    ("event_type", before.event_type != fact.event_type),
+                    ("occurred_at", before.occurred_at != fact.occurred_at),
+                    ("attributes", before.attributes != fact.attributes),
+                ]
+                .into_iter()
+                .filter(|(_, differs)| *differs)
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>();
+                if !differs.is_empty() {
+                    return Err(Error::Conflict {
+                        field: "source_event_id".into(),
+                        reason: format!(
+                            "was already ingested from this source with another {}; a retry \
+                             must repeat the fact as first sent",
+                            differs.join(", ")
+                        ),
+                    });
+                }
                 Ok(Some(IngestResult {
                     duplicate: true,
                     scheduled: recorded.scheduled,
