@@ -748,3 +748,29 @@ fn the_contracts_golden_policy_document_is_a_policy() {
     policy.validate().unwrap();
     assert_eq!(serde_json::to_value(&policy).unwrap(), document);
 }
+
+#[test]
+fn hour_bounds_are_exact_and_day_bounds_round_to_the_end_of_the_day() {
+    let p = policy(json!({
+        "policy_id": "quick", "name": "24小时回访", "trigger": {"event_type": "repair_order.closed"},
+        "steps": [
+            {"name": "within-24h", "owner": pool("call-center"), "calendar": "every_day",
+             "timing": {"kind": "window", "anchor": "trigger", "earliest": {}, "latest": {"hours": 24}}},
+            {"name": "day-2-plus-3h", "owner": pool("call-center"), "calendar": "every_day",
+             "timing": {"kind": "window", "anchor": "trigger", "earliest": {"days": 1}, "latest": {"days": 1, "hours": 3}}},
+            {"name": "within-2-days", "owner": pool("call-center"), "calendar": "every_day",
+             "timing": {"kind": "window", "anchor": "trigger", "earliest": {}, "latest": {"days": 2}}}
+        ]
+    }));
+    let f = fact("repair_order.closed", shanghai(2026, 9, 8, 10, 0), "r1", json!({}));
+    assert_eq!(
+        run(&p, &f, &sales()),
+        [
+            // Exactly 24 hours, not to the end of the next day.
+            "within-24h #1 due 2026-09-08 10:00 by 2026-09-09 10:00",
+            // The next day at the anchor's time plus three hours.
+            "day-2-plus-3h #1 due 2026-09-09 09:00 by 2026-09-09 13:00",
+            "within-2-days #1 due 2026-09-08 10:00 by 2026-09-11 00:00",
+        ]
+    );
+}

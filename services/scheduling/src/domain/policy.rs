@@ -163,9 +163,10 @@ pub enum Anchor {
 }
 
 /// A point relative to an anchor: whole months and days (working days when `working_days`),
-/// then hours, or a fixed local time `at` on the resulting day. Without `at`, an earliest
-/// bound means the start of that day (or the anchor itself at offset zero) and a latest bound
-/// the end of that day.
+/// then hours, or a fixed local time `at` on the resulting day. With hours (and no `at`) the
+/// bound is exact: the anchor's time on the resulting day plus the hours ("latest 24 hours"
+/// is 24 hours after the anchor). Otherwise, without `at`, an earliest bound means the start
+/// of that day (or the anchor itself at offset zero) and a latest bound the end of that day.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Offset {

@@ -24,7 +24,13 @@ pub(super) fn resolve_offset(
         date = date.checked_add_signed(Duration::days(i64::from(offset.days)))?;
     }
     let from_anchor = offset.months == 0 && offset.days == 0 && offset.at.is_none();
+    // Hour bounds are exact: "latest 24 hours" is 24 hours after the anchor (on the day the
+    // months and days lead to, at the anchor's time). Only day bounds round to the day.
+    let exact_hours = offset.at.is_none() && offset.hours > 0;
     let instant = match (offset.at, bound) {
+        (None, _) if exact_hours => {
+            base.checked_add_signed(Duration::days((date - base_date).num_days()))?
+        }
         (None, _) if offset.working_hours > 0 && from_anchor => base,
         (Some(at), _) => calendar.resolve(date, at),
         (None, Bound::Earliest) if date == base_date => base,

@@ -138,6 +138,8 @@ pub(super) fn validate_timing(timing: &Timing, field: &str) -> Result<(), Policy
             let minutes = |o: &Offset, bound: Bound| {
                 let day_minutes = match (o.at, bound) {
                     (Some(at), _) => i64::from(at.minutes()),
+                    // An exact hour bound counts from the anchor's time (taken as 0 here).
+                    (None, _) if o.hours > 0 => 0,
                     (None, Bound::Earliest) => 0,
                     (None, Bound::Latest) => 24 * 60,
                 };
