@@ -858,11 +858,97 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
     let total_due = |e: &Expected| e.callbacks.values().map(|v| v[0].unwrap()).sum::<f64>();
     assert_eq!(total_due(&after), total_due(&before) - 1.0);
 
+    // A discharge entered eight days late: its window (three days) had closed, so it is
+    // skipped, and counted where its window opened, not on the day it was entered.
+    let late = IngestBusinessEventRequest {
+        source_event_id: "entered-late".into(),
+        occurred_at: ts(clock.now() - chrono::Duration::days(8)),
+        subject: Some(Subject {
+            subject_id: "late-entry".into(),
+            department: "ward-b".into(),
+            ..Default::default()
+        }),
+        ..discharge("entered-late", "patient.discharged")
+    };
+    let answer = c
+        .scheduling
+        .ingest_business_event(late)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.scheduled.len(), 1);
+    assert_eq!(answer.scheduled[0].status, "skipped");
+    assert!(
+        answer.scheduled[0].due_at.as_ref().unwrap().seconds
+            < (clock.now() - chrono::Duration::days(7)).timestamp(),
+        "due when its window opened: {answer:?}"
+    );
+
     for day in &working_days[12..] {
         run_day(&mut c, &clock, &mut rng, *day, &mut n).await;
     }
-    // Into October: every September window has closed; scheduling loses what was not reached.
-    clock.set(shanghai(10, 9, 9, 0));
+
+    // A discharge nobody reaches in time (its three days pass unworked), then reached
+    // overdue: after its deadline, before its give-up time.
+    let overdue_fact = IngestBusinessEventRequest {
+        source_event_id: "reached-overdue".into(),
+        subject: Some(Subject {
+            subject_id: "overdue-patient".into(),
+            department: "ward-b".into(),
+            ..Default::default()
+        }),
+        ..discharge("reached-overdue", "patient.discharged")
+    };
+    let overdue_id = c
+        .scheduling
+        .ingest_business_event(overdue_fact)
+        .await
+        .unwrap()
+        .into_inner()
+        .scheduled[0]
+        .callback_id
+        .clone();
+    let after_deadline = clock.now() + chrono::Duration::days(4);
+    clock.set(after_deadline);
+    let mut reached_overdue = false;
+    for attempt in 0..40 {
+        let Some(claimed) = callback_tests::claim(&mut c.scheduling, TENANT, "nurse-1").await
+        else {
+            break;
+        };
+        let kind = if claimed.callback_id == overdue_id { "reached" } else { "no_answer" };
+        let mut request = LogCallAttemptRequest {
+            attempt_id: format!("overdue-{attempt}"),
+            tenant_id: TENANT.into(),
+            callback_id: claimed.callback_id.clone(),
+            lease_id: claimed.lease_id.clone(),
+            agent_id: "nurse-1".into(),
+            channel: "phone".into(),
+            started_at: ts(after_deadline),
+            ended_at: ts(after_deadline + Span::seconds(120)),
+            disposition: Some(Disposition {
+                kind: kind.into(),
+                named_time: None,
+            }),
+            ..Default::default()
+        };
+        if kind == "reached" {
+            request.questionnaire_id = "sat-v1".into();
+            request.questionnaire_version = 1;
+            request.answers_json =
+                json!({"nursing": 4, "doctor": 4, "recommend": 8, "recovered": true}).to_string();
+        }
+        c.calls.log_call_attempt(request).await.unwrap();
+        if kind == "reached" {
+            reached_overdue = true;
+            break;
+        }
+    }
+    assert!(reached_overdue, "the overdue callback was claimable and reached");
+    // Late October: every September callback is past its give-up time (its deadline plus as
+    // long again as its window, longer over the National Day holiday); scheduling has lost
+    // what was not reached.
+    clock.set(shanghai(10, 31, 9, 0));
     eventually(
         Duration::from_secs(60),
         "the deadline watch to catch up",
@@ -890,6 +976,15 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
     assert!(
         expected.callbacks.values().any(|v| v[5].unwrap() > 0.0),
         "some were lost"
+    );
+    // Some were reached overdue (after the deadline, before giving up): reached, not on time,
+    // so the callback rate (回访率) and the on-time rate (及时率) differ.
+    assert!(
+        expected
+            .callbacks
+            .values()
+            .any(|v| v[1].unwrap() > v[2].unwrap()),
+        "some were reached overdue: {expected:#?}"
     );
     assert!(
         expected.complaints.values().any(|v| v[7].is_some()),

@@ -57,6 +57,7 @@ fn view(state: &CallbackState) -> CallbackView {
         attempts: state.attempts,
         end_reason: state.end_reason.clone().unwrap_or_default(),
         lease_id: state.lease_id.map(|l| l.to_string()).unwrap_or_default(),
+        give_up_at: timestamp(state.give_up_at),
     }
 }
 
@@ -80,6 +81,7 @@ fn row_view(row: CallbackRow) -> CallbackView {
         lease_until: row.lease_until.and_then(timestamp),
         attempts: row.attempts as u32,
         end_reason: row.end_reason.unwrap_or_default(),
+        give_up_at: timestamp(row.give_up_at),
         // The read model does not keep lease ids; GetCallback (from the stream) has them.
         lease_id: String::new(),
     }

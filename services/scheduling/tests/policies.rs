@@ -762,7 +762,12 @@ fn hour_bounds_are_exact_and_day_bounds_round_to_the_end_of_the_day() {
              "timing": {"kind": "window", "anchor": "trigger", "earliest": {}, "latest": {"days": 2}}}
         ]
     }));
-    let f = fact("repair_order.closed", shanghai(2026, 9, 8, 10, 0), "r1", json!({}));
+    let f = fact(
+        "repair_order.closed",
+        shanghai(2026, 9, 8, 10, 0),
+        "r1",
+        json!({}),
+    );
     assert_eq!(
         run(&p, &f, &sales()),
         [

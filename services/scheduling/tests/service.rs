@@ -581,7 +581,18 @@ async fn deadlines_lose_callbacks_once_and_correcting_facts_cancel_them() {
     let (_db, app, clock) = setup().await;
     let (fact, subject) = discharge("d1", shanghai(2026, 9, 7, 8, 30), None);
     let first = app.ingest(fact, subject).await.unwrap().scheduled[0].callback_id;
+    // At the deadline it is overdue, not lost: still listed and claimable until it is given
+    // up, as long again as its window (7 days) later.
     clock.set(shanghai(2026, 9, 15, 0, 0));
+    assert_eq!(app.sweep_deadlines().await.unwrap(), 0);
+    let overdue = app
+        .list_callbacks("hospital", "", "", true, 10)
+        .await
+        .unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].callback_id, first);
+    assert_eq!(overdue[0].give_up_at, shanghai(2026, 9, 22, 0, 0));
+    clock.set(shanghai(2026, 9, 22, 0, 0));
     assert_eq!(app.sweep_deadlines().await.unwrap(), 1);
     assert_eq!(
         app.sweep_deadlines().await.unwrap(),
@@ -591,7 +602,7 @@ async fn deadlines_lose_callbacks_once_and_correcting_facts_cancel_them() {
     let (lost, _) = app.load(first).await.unwrap();
     assert_eq!(
         (lost.status, lost.end_reason.as_deref()),
-        (Status::Lost, Some("deadline passed"))
+        (Status::Lost, Some(callback_scheduling::domain::GIVEN_UP))
     );
     // The policy goes on: the second step.
     let open = rows(&app)

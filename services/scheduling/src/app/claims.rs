@@ -410,11 +410,12 @@ async fn next_candidates(
 ) -> Result<(Vec<Candidate>, Option<QueueKey>)> {
     // Each status is a literal, not a parameter: only then can a generic plan use its partial
     // index. For leases the expiry is a condition of its own, so the scan reads only expired
-    // leases (inside an OR it read every live lease of the tenant). The deadline is written
+    // leases (inside an OR it read every live lease of the tenant). Overdue callbacks (past the
+    // deadline, before the give-up time) are still claimable. The give-up time is written
     // so that it cannot be an index condition: as one (on the index's third column) it took
     // the place of the walk's start (`>= $8...`) in positioning the scan, which then began
     // at the head of the start's priority again.
-    const ELIGIBLE: &str = "tenant_id = $1 AND due_at <= $2 AND deadline - $2 > interval '0' \
+    const ELIGIBLE: &str = "tenant_id = $1 AND due_at <= $2 AND give_up_at - $2 > interval '0' \
          AND (owner_agent_id = ANY($3) OR (pool = ANY($4) AND (owner_agent_id IS NULL OR pool_after <= $2))) \
          AND (cardinality($5::text[]) = 0 OR department = ANY($5)) \
          AND callback_id <> ALL($6)";

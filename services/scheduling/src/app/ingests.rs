@@ -350,8 +350,7 @@ pub(super) fn new_callback_events(
         anchor_at: plan.anchor_at,
         due_at: plan.due_at,
         deadline: plan.deadline,
-        // Lost at the deadline, as before give-up times existed.
-        give_up_at: plan.deadline,
+        give_up_at: plan.give_up_at,
         priority: step.priority,
         channel: step.channel,
         questionnaire_id: step.questionnaire_id.clone(),

@@ -124,8 +124,9 @@ impl Scheduling {
         Ok(())
     }
 
-    /// Loses every open callback whose deadline has passed (reason "deadline passed") and
-    /// schedules what follows. Driven by the projection, which is derived from events, so a
+    /// Loses every open callback whose give-up time has passed ([`crate::domain::GIVEN_UP`]) and schedules
+    /// what follows. A callback under a live lease waits for its lease: the agent may be on
+    /// the phone with the customer, and a call begun in time counts. Driven by the projection, which is derived from events, so a
     /// restart misses none; the version check means none is lost twice. Returns how many.
     #[tracing::instrument(name = "scheduling.sweep_deadlines", skip_all)]
     pub async fn sweep_deadlines(&self) -> Result<usize> {
@@ -135,7 +136,8 @@ impl Scheduling {
             let mut tx = self.store.begin().await?;
             let due: Vec<(Uuid, String)> = sqlx::query_as(
                 "SELECT callback_id, tenant_id FROM sched_callbacks WHERE status IN ('scheduled', 'claimed') \
-                 AND deadline <= $1 ORDER BY deadline LIMIT 200 FOR UPDATE SKIP LOCKED",
+                 AND give_up_at <= $1 AND NOT (status = 'claimed' AND lease_until > $1) \
+                 ORDER BY give_up_at LIMIT 200 FOR UPDATE SKIP LOCKED",
             )
             .bind(now)
             .fetch_all(&mut *tx)

@@ -126,6 +126,7 @@ pub(super) async fn project_callbacks(
         c.status.push(state.status.as_str());
         c.due_at.push(state.due_at);
         c.deadline.push(state.deadline);
+        c.give_up_at.push(state.give_up_at);
         c.priority.push(i16::from(s.priority));
         c.owner_agent_id.push(s.owner_agent_id.as_deref());
         c.pool.push(s.pool.as_str());
@@ -139,13 +140,13 @@ pub(super) async fn project_callbacks(
     sqlx::query(
         "INSERT INTO sched_callbacks (callback_id, tenant_id, policy_id, policy_version, step, occurrence, \
            subject_id, department, status, due_at, deadline, priority, owner_agent_id, pool, pool_after, \
-           claimed_by, lease_until, attempts, end_reason, stream_version) \
+           claimed_by, lease_until, attempts, end_reason, stream_version, give_up_at) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int4[], \
            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::int2[], \
            $13::text[], $14::text[], $15::timestamptz[], $16::text[], $17::timestamptz[], $18::int4[], \
-           $19::text[], $20::int8[]) \
+           $19::text[], $20::int8[], $21::timestamptz[]) \
          ON CONFLICT (callback_id) DO UPDATE SET status = EXCLUDED.status, due_at = EXCLUDED.due_at, \
-           deadline = EXCLUDED.deadline, claimed_by = EXCLUDED.claimed_by, lease_until = EXCLUDED.lease_until, \
+           deadline = EXCLUDED.deadline, give_up_at = EXCLUDED.give_up_at, claimed_by = EXCLUDED.claimed_by, lease_until = EXCLUDED.lease_until, \
            attempts = EXCLUDED.attempts, end_reason = EXCLUDED.end_reason, stream_version = EXCLUDED.stream_version",
     )
     .bind(&c.callback_id)
@@ -168,6 +169,7 @@ pub(super) async fn project_callbacks(
     .bind(&c.attempts)
     .bind(&c.end_reason)
     .bind(&c.stream_version)
+    .bind(&c.give_up_at)
     .execute(conn)
     .await?;
     let now = std::time::Instant::now();
@@ -193,6 +195,7 @@ pub(super) struct CallbackColumns<'a> {
     status: Vec<&'static str>,
     due_at: Vec<DateTime<Utc>>,
     deadline: Vec<DateTime<Utc>>,
+    give_up_at: Vec<DateTime<Utc>>,
     priority: Vec<i16>,
     owner_agent_id: Vec<Option<&'a str>>,
     pool: Vec<&'a str>,
@@ -216,7 +219,7 @@ pub(super) async fn project_attempt(
 /// The columns of [`CallbackRow`].
 pub const CALLBACK_COLUMNS: &str = "callback_id, tenant_id, policy_id, policy_version, step, occurrence, subject_id, \
      department, status, due_at, deadline, priority, owner_agent_id, pool, pool_after, claimed_by, lease_until, \
-     attempts, end_reason, stream_version";
+     attempts, end_reason, stream_version, give_up_at";
 
 /// One row of the callbacks read model.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -241,6 +244,8 @@ pub struct CallbackRow {
     pub attempts: i32,
     pub end_reason: Option<String>,
     pub stream_version: i64,
+    /// Past the deadline and before this, the callback is overdue; at this, it is lost.
+    pub give_up_at: DateTime<Utc>,
 }
 
 impl Scheduling {

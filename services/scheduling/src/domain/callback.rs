@@ -19,7 +19,10 @@ pub struct CallbackState {
     pub scheduled: Scheduled,
     pub status: Status,
     pub due_at: DateTime<Utc>,
+    /// Reached by then, it is on time; after it and before `give_up_at` it is overdue.
     pub deadline: DateTime<Utc>,
+    /// Not reached by then, it is lost. Moves with the deadline.
+    pub give_up_at: DateTime<Utc>,
     pub attempts: u32,
     pub claimed_by: Option<String>,
     pub lease_id: Option<Uuid>,
@@ -61,6 +64,7 @@ impl CallbackState {
                 status: Status::Scheduled,
                 due_at: s.due_at,
                 deadline: s.deadline,
+                give_up_at: s.give_up_at.max(s.deadline),
                 attempts: 0,
                 claimed_by: None,
                 lease_id: None,
@@ -93,7 +97,10 @@ impl CallbackState {
             } => {
                 state.status = Status::Scheduled;
                 state.due_at = *due_at;
+                // The give-up time keeps its distance from the deadline.
+                let grace = state.give_up_at - state.deadline;
                 state.deadline = *deadline;
+                state.give_up_at = deadline.checked_add_signed(grace).unwrap_or(*deadline);
                 state.release();
             }
             CallbackEvent::CallbackCompleted { at } => state.end(Status::Completed, "reached", *at),
@@ -170,7 +177,9 @@ impl CallbackState {
                 match next_attempt(retry, disposition.name(), attempts, at) {
                     None => lost("attempts exhausted"),
                     Some(earliest) => match calendar.next_allowed(earliest) {
-                        Some(due_at) if due_at < self.deadline => {
+                        // Tried again while open: before the deadline, or overdue until the
+                        // give-up time.
+                        Some(due_at) if due_at < self.give_up_at => {
                             CallbackEvent::CallbackRescheduled {
                                 due_at,
                                 deadline: self.deadline,
@@ -178,7 +187,7 @@ impl CallbackState {
                                 at,
                             }
                         }
-                        _ => lost("deadline passed"),
+                        _ => lost(GIVEN_UP),
                     },
                 }
             }
@@ -265,13 +274,13 @@ impl CallbackState {
         })
     }
 
-    /// The deadline passed with the callback open: lost (失访), with the attempts made.
+    /// The give-up time passed with the callback open: lost (失访), with the attempts made.
     pub fn decide_expiry(&self, now: DateTime<Utc>) -> Result<CallbackEvent, CallbackError> {
         if !self.status.is_open() {
             return Err(CallbackError::Closed(self.status.as_str()));
         }
         Ok(CallbackEvent::CallbackLost {
-            reason: "deadline passed".into(),
+            reason: GIVEN_UP.into(),
             attempts: self.attempts,
             at: now,
         })
@@ -287,9 +296,18 @@ impl CallbackState {
         let mine = owner == Some(agent);
         let pooled = pools.contains(&self.scheduled.pool)
             && (owner.is_none() || now >= self.scheduled.pool_after);
-        open && self.due_at <= now && now < self.deadline && (mine || pooled)
+        open && self.due_at <= now && now < self.give_up_at && (mine || pooled)
+    }
+
+    /// Past its deadline but not yet given up: still claimable, listed as overdue; reached
+    /// now, it counts as reached but not on time.
+    pub fn is_overdue(&self, now: DateTime<Utc>) -> bool {
+        self.status.is_open() && self.deadline <= now && now < self.give_up_at
     }
 }
+
+/// Why a callback not reached by its give-up time is lost.
+pub const GIVEN_UP: &str = "not reached by the give-up time";
 
 /// Default claim lease.
 pub const DEFAULT_LEASE: Duration = Duration::minutes(15);

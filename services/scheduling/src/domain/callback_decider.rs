@@ -411,7 +411,7 @@ mod tests {
         on().given([scheduled(), claimed("nurse-1", t(7, 9, 0))])
             .when(CallbackCommand::Expire { now })
             .then([CallbackEvent::CallbackLost {
-                reason: "deadline passed".into(),
+                reason: crate::domain::GIVEN_UP.into(),
                 attempts: 0,
                 at: now,
             }]);
@@ -424,5 +424,61 @@ mod tests {
         ])
         .when(CallbackCommand::Expire { now })
         .then_err(CallbackError::Closed("cancelled"));
+    }
+
+    /// The fixture with a give-up time three days after its deadline.
+    fn scheduled_with_grace() -> CallbackEvent {
+        match scheduled() {
+            CallbackEvent::CallbackScheduled(mut s) => {
+                s.give_up_at = s.deadline + Duration::days(3);
+                CallbackEvent::CallbackScheduled(s)
+            }
+            other => other,
+        }
+    }
+
+    #[test]
+    fn an_overdue_callback_is_still_claimed_retried_and_completed_until_its_give_up_time() {
+        // Saturday 12 September, past the deadline (Friday 17:30), before giving up (Monday).
+        let late = t(12, 9, 0);
+        let state = on()
+            .given([scheduled_with_grace()])
+            .when(claim("nurse-1", &[], late))
+            .then([claimed("nurse-1", late)])
+            .unwrap();
+        assert!(state.is_overdue(late));
+        // Busy: tried again at the next working time, Monday morning, still before giving up.
+        on().given([scheduled_with_grace(), claimed("nurse-1", late)])
+            .when(report("nurse-1", Disposition::Busy, late))
+            .then([
+                CallbackEvent::CallbackAttempted {
+                    attempt_id: "att-1".into(),
+                    agent_id: "nurse-1".into(),
+                    disposition: Disposition::Busy,
+                    at: late,
+                },
+                CallbackEvent::CallbackRescheduled {
+                    due_at: t(14, 8, 0),
+                    deadline: t(11, 17, 30),
+                    reason: "retry after busy".into(),
+                    at: late,
+                },
+            ]);
+        // Reached: completed (reached, but not on time: the deadline had passed).
+        on().given([scheduled_with_grace(), claimed("nurse-1", late)])
+            .when(report("nurse-1", Disposition::Reached, late))
+            .then([
+                CallbackEvent::CallbackAttempted {
+                    attempt_id: "att-1".into(),
+                    agent_id: "nurse-1".into(),
+                    disposition: Disposition::Reached,
+                    at: late,
+                },
+                CallbackEvent::CallbackCompleted { at: late },
+            ]);
+        // At the give-up time nobody claims it any more.
+        on().given([scheduled_with_grace()])
+            .when(claim("nurse-1", &[], t(14, 17, 30)))
+            .then_err(CallbackError::NotClaimable);
     }
 }

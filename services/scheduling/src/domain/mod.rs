@@ -9,6 +9,7 @@ pub mod tenant;
 
 pub use callback::{
     CallbackError, CallbackEvent, CallbackState, Disposition, LeaseRefusal, Scheduled, Status,
+    GIVEN_UP,
 };
 pub use callback_decider::{CallbackCommand, CallbackDecider};
 pub use policy::{

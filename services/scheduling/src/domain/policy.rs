@@ -91,6 +91,11 @@ pub struct Step {
     pub sample_rate: f64,
     #[serde(default)]
     pub calendar: StepCalendar,
+    /// How long after its deadline an unreached callback stays open (overdue: still claimable,
+    /// a completion then counts as reached but not on time) before it is given up as lost.
+    /// Default: as long again as the step's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub give_up_after_hours: Option<u32>,
 }
 
 fn default_priority() -> u8 {
@@ -258,8 +263,11 @@ pub struct PlannedCallback {
     /// The first allowed call time in the due window (its start when it has none), even when
     /// planned later than that: figures count a callback in the period its window opened.
     pub due_at: DateTime<Utc>,
-    /// The end of the due window: not reached by then, the callback is lost.
+    /// The end of the due window: reached by then, the callback is on time (及时).
     pub deadline: DateTime<Utc>,
+    /// When an unreached callback is given up as lost (失访): the step's
+    /// `give_up_after_hours` after the deadline, by default as long again as the window.
+    pub give_up_at: DateTime<Utc>,
     /// False when deterministic sampling left this fact out of the step.
     pub sampled: bool,
     /// True when the window had already closed (or has no allowed call time) when planned;
@@ -491,12 +499,17 @@ impl Policy {
                 &occurrence_key,
             ],
         );
+        let grace = match step.give_up_after_hours {
+            Some(hours) => Duration::hours(i64::from(hours)),
+            None => (latest - earliest).max(Duration::zero()),
+        };
         Some(PlannedCallback {
             step: step_index,
             occurrence,
             anchor_at: base,
             due_at: opens,
             deadline: latest,
+            give_up_at: latest.checked_add_signed(grace).unwrap_or(latest),
             sampled,
             window_missed: missed,
         })

@@ -57,6 +57,9 @@ pub(super) fn validate_numbers(
     step: &Step,
     at: &dyn Fn(&str) -> String,
 ) -> Result<(), PolicyError> {
+    if let Some(hours) = step.give_up_after_hours {
+        at_most(at("give_up_after_hours"), hours, MAX_OFFSET_HOURS)?;
+    }
     if let OwnerRule::SubjectOwner {
         pool_after_hours, ..
     } = &step.owner
