@@ -916,7 +916,11 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
         else {
             break;
         };
-        let kind = if claimed.callback_id == overdue_id { "reached" } else { "no_answer" };
+        let kind = if claimed.callback_id == overdue_id {
+            "reached"
+        } else {
+            "no_answer"
+        };
         let mut request = LogCallAttemptRequest {
             attempt_id: format!("overdue-{attempt}"),
             tenant_id: TENANT.into(),
@@ -944,7 +948,10 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
             break;
         }
     }
-    assert!(reached_overdue, "the overdue callback was claimable and reached");
+    assert!(
+        reached_overdue,
+        "the overdue callback was claimable and reached"
+    );
     // Late October: every September callback is past its give-up time (its deadline plus as
     // long again as its window, longer over the National Day holiday); scheduling has lost
     // what was not reached.

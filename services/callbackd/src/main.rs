@@ -253,9 +253,12 @@ async fn demo() -> anyhow::Result<()> {
     let summary = callback_scheduling::demo::run(&app, &clock, 30, 2026).await?;
     let elapsed = started.elapsed();
     println!(
-        "\na month of traffic on simulated time: {} business facts, {} claims, {:.1} s\n",
+        "\na month of traffic on simulated time: {} business facts ({} entered days late), \
+         {} claims, {} callbacks reached overdue (after the deadline, before giving up), {:.1} s\n",
         summary.facts,
+        summary.late_facts,
         summary.claims,
+        summary.reached_overdue,
         elapsed.as_secs_f64()
     );
     println!(

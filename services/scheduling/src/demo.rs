@@ -17,7 +17,12 @@ use crate::error::Result;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DemoSummary {
     pub facts: u64,
+    /// Facts entered days after they happened (a holiday backlog, a late warranty report).
+    pub late_facts: u64,
     pub claims: u64,
+    /// Callbacks reached after their deadline, before their give-up time: reached (回访) but
+    /// not on time (及时).
+    pub reached_overdue: u64,
     pub by_outcome: BTreeMap<(String, String, String), u64>,
 }
 
@@ -124,8 +129,8 @@ pub async fn publish_demo_tenants(app: &Scheduling) -> Result<()> {
         DEALER,
         &json!({
             "policy_id": "repair-order", "name": "维修回访", "trigger": {"event_type": "repair_order.closed"},
-            "steps": [{"name": "within-week", "owner": {"kind": "pool", "pool": "info-office"},
-                       "timing": {"kind": "window", "anchor": "trigger", "earliest": {"days": 1}, "latest": {"days": 7}}}]
+            "steps": [{"name": "within-3-days", "owner": {"kind": "pool", "pool": "info-office"},
+                       "timing": {"kind": "window", "anchor": "trigger", "earliest": {"days": 1}, "latest": {"days": 3}}}]
         })
         .to_string(),
     )
@@ -184,7 +189,13 @@ pub async fn run(
                     source: "demo".into(),
                     source_event_id: format!("fact-{seed}-{n}"),
                     event_type: event_type.into(),
-                    occurred_at: now - Duration::minutes(rng.next(120) as i64),
+                    occurred_at: if rng.next(8) == 0 {
+                        // Entered late: 3 to 20 days after it happened.
+                        summary.late_facts += 1;
+                        now - Duration::days(3 + rng.next(18) as i64)
+                    } else {
+                        now - Duration::minutes(rng.next(120) as i64)
+                    },
                     subject_id: format!("subject-{n}"),
                     attributes: attributes.as_object().cloned().unwrap_or_default(),
                 };
@@ -197,8 +208,16 @@ pub async fn run(
                 };
                 app.ingest(fact, subject).await?;
             }
-            // Agents work the queue.
+            // Agents work the queue, except during four days each fortnight when nobody
+            // calls: work piles up past its deadlines, and is reached overdue afterwards or
+            // given up.
+            let short_staffed = (3..7).contains(&(day % 14));
             for (tenant, agents) in [(HOSPITAL, &hospital_agents), (DEALER, &dealer_agents)] {
+                let agents = if short_staffed {
+                    &agents[..0]
+                } else {
+                    &agents[..]
+                };
                 for agent in agents.iter() {
                     let Some(claim) = app.claim_next(tenant, agent, &[], 0).await? else {
                         continue;
@@ -213,6 +232,9 @@ pub async fn run(
                         },
                         _ => Disposition::WrongNumber,
                     };
+                    if disposition == Disposition::Reached && claim.state.deadline < now {
+                        summary.reached_overdue += 1;
+                    }
                     let attempt = format!("attempt-{}", summary.claims);
                     app.record_outcome(
                         claim.state.scheduled.callback_id,

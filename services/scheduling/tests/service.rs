@@ -796,6 +796,11 @@ async fn time_travel_and_rebuild_reproduce_the_read_model() {
         .await
         .unwrap();
     assert!(month.facts > 150, "{month:?}");
+    // Late facts and overdue completions are part of the month.
+    assert!(
+        month.late_facts > 0 && month.reached_overdue > 0,
+        "{month:?}"
+    );
     let before = rows(&app).await;
     assert!(before.len() > 200, "{} callbacks", before.len());
     let statuses: HashSet<&str> = before.iter().map(|r| r.status.as_str()).collect();
