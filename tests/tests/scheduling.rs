@@ -225,3 +225,79 @@ async fn ingest_claim_and_inspect_over_grpc() {
     assert!(e.message().starts_with("callback_id:"));
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_holds_at_most_the_tenants_lease_cap() {
+    let system = System::start(&[ServiceKind::Scheduling]).await;
+    let mut client = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
+    client
+        .publish_tenant(PublishTenantRequest {
+            tenant_id: "dealer".into(),
+            settings_json: settings(),
+        })
+        .await
+        .unwrap();
+    client
+        .publish_policy(PublishPolicyRequest {
+            tenant_id: "dealer".into(),
+            policy_json: policy(),
+        })
+        .await
+        .unwrap();
+    for id in ["cap-1", "cap-2", "cap-3", "cap-4"] {
+        client.ingest_business_event(ingest(id)).await.unwrap();
+    }
+    let claim = |agent: &str| ClaimNextRequest {
+        tenant_id: "dealer".into(),
+        agent_id: agent.into(),
+        ..Default::default()
+    };
+    // By default one phone, one call: a second claim while the first lease lives is refused.
+    let first = client.claim_next(claim("cc-1")).await.unwrap().into_inner();
+    assert!(first.claimed.is_some());
+    let refused = client.claim_next(claim("cc-1")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().starts_with("agent_id:")
+            && refused.message().contains("max_leases_per_agent"),
+        "{refused:?}"
+    );
+    // Another agent is not affected.
+    assert!(client
+        .claim_next(claim("cc-2"))
+        .await
+        .unwrap()
+        .into_inner()
+        .claimed
+        .is_some());
+    // A tenant that lets agents hold two (e.g. a written survey batch) gets two.
+    let mut two: serde_json::Value = serde_json::from_str(&settings()).unwrap();
+    two["max_leases_per_agent"] = json!(2);
+    client
+        .publish_tenant(PublishTenantRequest {
+            tenant_id: "dealer".into(),
+            settings_json: two.to_string(),
+        })
+        .await
+        .unwrap();
+    assert!(client
+        .claim_next(claim("cc-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .claimed
+        .is_some());
+    let refused = client.claim_next(claim("cc-1")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    // Out of range is refused when published, naming the field.
+    two["max_leases_per_agent"] = json!(0);
+    let bad = client
+        .publish_tenant(PublishTenantRequest {
+            tenant_id: "dealer".into(),
+            settings_json: two.to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert!(bad.message().contains("max_leases_per_agent"), "{bad:?}");
+    system.stop().await;
+}

@@ -42,6 +42,17 @@ pub struct TenantSettings {
     /// Do not harass: the most call attempts one person gets across all policies.
     #[serde(default)]
     pub frequency_caps: FrequencyCaps,
+    /// The most callbacks one agent may hold under live leases at once (default 1: one
+    /// phone, one call). Absent in settings published before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_leases_per_agent: Option<u32>,
+}
+
+impl TenantSettings {
+    /// The lease cap in force ([`TenantSettings::max_leases_per_agent`], default 1).
+    pub fn lease_cap(&self) -> u32 {
+        self.max_leases_per_agent.unwrap_or(1)
+    }
 }
 
 impl TenantSettings {

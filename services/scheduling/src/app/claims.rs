@@ -118,6 +118,59 @@ impl Scheduling {
         }
     }
 
+    /// The wants of agents below their tenant's lease cap; the others are answered
+    /// FAILED_PRECONDITION. Claims of one agent in the same batch count against the cap too.
+    async fn within_lease_caps(
+        &self,
+        tx: &mut PgConnection,
+        wants: Vec<Want>,
+        requests: &[ClaimRequest],
+        tenants: &Tenants,
+        answers: &mut [Option<Result<Option<Claim>>>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Want>> {
+        let (tenant_ids, agent_ids): (Vec<&str>, Vec<&str>) = wants
+            .iter()
+            .map(|w| {
+                let r = &requests[w.request];
+                (r.tenant_id.as_str(), r.agent_id.as_str())
+            })
+            .unzip();
+        let held: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, claimed_by, count(*) FROM sched_callbacks \
+             WHERE status = 'claimed' AND lease_until > $3 \
+               AND (tenant_id, claimed_by) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+             GROUP BY 1, 2",
+        )
+        .bind(&tenant_ids)
+        .bind(&agent_ids)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut held: HashMap<(String, String), i64> = held
+            .into_iter()
+            .map(|(tenant, agent, n)| ((tenant, agent), n))
+            .collect();
+        let mut kept = Vec::with_capacity(wants.len());
+        for want in wants {
+            let r = &requests[want.request];
+            let cap = i64::from(tenants[&r.tenant_id].0.lease_cap());
+            let count = held
+                .entry((r.tenant_id.clone(), r.agent_id.clone()))
+                .or_default();
+            if *count >= cap {
+                answers[want.request] = Some(Err(Error::FailedPrecondition(format!(
+                    "agent_id: the agent holds {count} callback(s) under live leases, the \
+                     tenant's limit (max_leases_per_agent) is {cap}; report or release one first"
+                ))));
+            } else {
+                *count += 1;
+                kept.push(want);
+            }
+        }
+        Ok(kept)
+    }
+
     /// One transaction for a batch of claims: an answer per request, in order. An `Err`
     /// means nothing was written.
     async fn claim_batch(&self, requests: &[ClaimRequest]) -> Result<Vec<Result<Option<Claim>>>> {
@@ -157,6 +210,10 @@ impl Scheduling {
                 deferrals: 0,
             });
         }
+
+        let mut wants = self
+            .within_lease_caps(&mut tx, wants, requests, &tenants, &mut answers, now)
+            .await?;
 
         // Every callback this batch locked, so later rounds do not return them again (a
         // transaction's own locks are not skipped by SKIP LOCKED).

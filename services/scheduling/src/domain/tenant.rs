@@ -47,6 +47,15 @@ pub fn validate_settings(settings: &TenantSettings) -> Result<Calendar, Settings
             field,
             reason: reason.to_owned(),
         };
+        if settings
+            .max_leases_per_agent
+            .is_some_and(|n| !(1..=100).contains(&n))
+        {
+            return Err(invalid(
+                "max_leases_per_agent".into(),
+                "must be 1-100 callbacks",
+            ));
+        }
         for (field, cap) in [
             ("frequency_caps.per_day", settings.frequency_caps.per_day),
             ("frequency_caps.per_week", settings.frequency_caps.per_week),
