@@ -89,6 +89,7 @@ fn samples() -> Vec<Sample> {
             per_day: Some(1),
             per_week: Some(3),
         },
+        max_leases_per_agent: None,
     };
     push(
         &mut out,
