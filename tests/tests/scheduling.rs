@@ -256,7 +256,7 @@ async fn an_agent_holds_at_most_the_tenants_lease_cap() {
     let first = client.claim_next(claim("cc-1")).await.unwrap().into_inner();
     assert!(first.claimed.is_some());
     let refused = client.claim_next(claim("cc-1")).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(
         refused.message().starts_with("agent_id:")
             && refused.message().contains("max_leases_per_agent"),
@@ -288,7 +288,7 @@ async fn an_agent_holds_at_most_the_tenants_lease_cap() {
         .claimed
         .is_some());
     let refused = client.claim_next(claim("cc-1")).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     // Out of range is refused when published, naming the field.
     two["max_leases_per_agent"] = json!(0);
     let bad = client

@@ -18,6 +18,8 @@ pub enum ErrorCode<'a> {
     FailedPrecondition,
     /// A client's idempotency key reused with other content: ALREADY_EXISTS.
     AlreadyExists,
+    /// A per-caller limit is reached (e.g. an agent's leases); retry later: RESOURCE_EXHAUSTED.
+    ResourceExhausted,
     /// PERMISSION_DENIED.
     PermissionDenied,
     /// A concurrent change won; the caller may retry: ABORTED.
@@ -108,6 +110,7 @@ pub fn to_status<E: ServiceError>(error: &E) -> Status {
         ErrorCode::NotFound => Status::not_found(error.to_string()),
         ErrorCode::FailedPrecondition => Status::failed_precondition(error.to_string()),
         ErrorCode::AlreadyExists => Status::already_exists(error.to_string()),
+        ErrorCode::ResourceExhausted => Status::resource_exhausted(error.to_string()),
         ErrorCode::PermissionDenied => Status::permission_denied(error.to_string()),
         ErrorCode::Aborted => Status::aborted(error.to_string()),
         ErrorCode::Unavailable => Status::unavailable(error.to_string()),

@@ -11,6 +11,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A per-caller limit is reached: RESOURCE_EXHAUSTED, naming the setting.
+    #[error("{0}")]
+    LimitReached(String),
     /// A client's key reused with other content: ALREADY_EXISTS, naming the key.
     #[error("{field}: {reason}")]
     Conflict { field: String, reason: String },
@@ -38,6 +41,7 @@ impl ServiceError for Error {
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::Conflict { .. } => ErrorCode::AlreadyExists,
+            Error::LimitReached(_) => ErrorCode::ResourceExhausted,
             Error::Store(e) => ErrorCode::Store(e),
             Error::Database(e) => ErrorCode::Database(e),
             Error::Corrupt(_) => ErrorCode::Internal,

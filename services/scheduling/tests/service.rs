@@ -56,8 +56,11 @@ async fn publish_survey_policy(app: &Scheduling) {
         .unwrap();
 }
 
+/// These tests claim several callbacks per agent at once; the default lease cap (one per agent)
+/// is tested over gRPC in `tests/tests/scheduling.rs`.
 fn settings() -> String {
     json!({
+        "max_leases_per_agent": 100,
         "calendar": {
             "time_zone": "Asia/Shanghai",
             "windows": [{"start": "08:00", "end": "12:00"}, {"start": "13:30", "end": "17:30"}],

@@ -27,6 +27,8 @@ use crate::domain::{CallbackEvent, CallbackState, FrequencyCaps, TenantSettings}
 use crate::error::{Error, Result};
 use callback_kit::batch::{BatchQueue, Serve};
 
+mod lease_caps;
+
 /// A `ClaimNext` waiting for a worker.
 pub(super) struct ClaimRequest {
     pub tenant_id: String,
@@ -116,59 +118,6 @@ impl Scheduling {
                 }
             }
         }
-    }
-
-    /// The wants of agents below their tenant's lease cap; the others are answered
-    /// FAILED_PRECONDITION. Claims of one agent in the same batch count against the cap too.
-    async fn within_lease_caps(
-        &self,
-        tx: &mut PgConnection,
-        wants: Vec<Want>,
-        requests: &[ClaimRequest],
-        tenants: &Tenants,
-        answers: &mut [Option<Result<Option<Claim>>>],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Want>> {
-        let (tenant_ids, agent_ids): (Vec<&str>, Vec<&str>) = wants
-            .iter()
-            .map(|w| {
-                let r = &requests[w.request];
-                (r.tenant_id.as_str(), r.agent_id.as_str())
-            })
-            .unzip();
-        let held: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT tenant_id, claimed_by, count(*) FROM sched_callbacks \
-             WHERE status = 'claimed' AND lease_until > $3 \
-               AND (tenant_id, claimed_by) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
-             GROUP BY 1, 2",
-        )
-        .bind(&tenant_ids)
-        .bind(&agent_ids)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut held: HashMap<(String, String), i64> = held
-            .into_iter()
-            .map(|(tenant, agent, n)| ((tenant, agent), n))
-            .collect();
-        let mut kept = Vec::with_capacity(wants.len());
-        for want in wants {
-            let r = &requests[want.request];
-            let cap = i64::from(tenants[&r.tenant_id].0.lease_cap());
-            let count = held
-                .entry((r.tenant_id.clone(), r.agent_id.clone()))
-                .or_default();
-            if *count >= cap {
-                answers[want.request] = Some(Err(Error::FailedPrecondition(format!(
-                    "agent_id: the agent holds {count} callback(s) under live leases, the \
-                     tenant's limit (max_leases_per_agent) is {cap}; report or release one first"
-                ))));
-            } else {
-                *count += 1;
-                kept.push(want);
-            }
-        }
-        Ok(kept)
     }
 
     /// One transaction for a batch of claims: an answer per request, in order. An `Err`
@@ -602,50 +551,6 @@ async fn contacts_of(
                 .ok_or_else(|| Error::Corrupt(format!("subject of tenant {} missing", s.tenant_id)))
         })
         .collect()
-}
-
-impl Scheduling {
-    /// Hands the most urgent due callback the agent may take to the agent under a lease.
-    #[tracing::instrument(name = "scheduling.claim_next", skip_all, fields(tenant_id, agent_id))]
-    pub async fn claim_next(
-        &self,
-        tenant_id: &str,
-        agent_id: &str,
-        departments: &[String],
-        lease_seconds: u32,
-    ) -> Result<Option<Claim>> {
-        validate_id("tenant_id", tenant_id)?;
-        if agent_id.is_empty() {
-            return Err(invalid("agent_id", "must not be empty"));
-        }
-        if lease_seconds > MAX_LEASE_SECONDS {
-            return Err(invalid(
-                "lease_seconds",
-                format!("at most {MAX_LEASE_SECONDS}"),
-            ));
-        }
-        let lease = if lease_seconds == 0 {
-            crate::domain::callback::DEFAULT_LEASE
-        } else {
-            Duration::seconds(i64::from(lease_seconds))
-        };
-        // Served together with the claims of other agents arriving at the same time.
-        self.claims
-            .ask(
-                |reply| claims::ClaimRequest {
-                    tenant_id: tenant_id.to_owned(),
-                    agent_id: agent_id.to_owned(),
-                    departments: departments.to_vec(),
-                    lease,
-                    reply,
-                },
-                self.store.pool(),
-                || self.without_queues(),
-                claims::SERVE_CLAIMS,
-            )
-            .await
-            .map_err(queue_closed)?
-    }
 }
 
 #[cfg(test)]
