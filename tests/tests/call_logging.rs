@@ -416,8 +416,13 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
 
     // Honesty checks (弄虚作假). A "reached" call of 3 seconds whose telephony record says
     // NOANSWER, logged while the same agent's other call was still running.
-    for i in 2..5 {
-        discharged(&mut scheduling, i, "13900139000").await;
+    // One number written three ways (a shared contact: see below).
+    for (i, phone) in [
+        (2, "+86 139 0013 9000"),
+        (3, "139-0013-9000"),
+        (4, "008613900139000"),
+    ] {
+        discharged(&mut scheduling, i, phone).await;
     }
     let c2 = claim(&mut scheduling, "n1").await;
     let mut long_call = attempt("att-10", &c2, "n1", "no_answer");
@@ -581,7 +586,8 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     )
     .await;
 
-    // Shared contact (insurer rule): p2, p3 and p4 were given the same number.
+    // Shared contact (insurer rule): p2, p3 and p4 were given the same number, each written
+    // differently; in its normal form it is one number.
     eventually(
         Duration::from_secs(30),
         "shared contacts to be flagged",

@@ -46,12 +46,21 @@ pub struct TenantSettings {
     /// phone, one call). Absent in settings published before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_leases_per_agent: Option<u32>,
+    /// The region (ISO 3166, e.g. `CN`) phone numbers without a country code are read in
+    /// when they are normalised to E.164; default `CN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_region: Option<String>,
 }
 
 impl TenantSettings {
     /// The lease cap in force ([`TenantSettings::max_leases_per_agent`], default 1).
     pub fn lease_cap(&self) -> u32 {
         self.max_leases_per_agent.unwrap_or(1)
+    }
+
+    /// The region phone numbers are read in ([`TenantSettings::phone_region`], default `CN`).
+    pub fn phone_region(&self) -> &str {
+        self.phone_region.as_deref().unwrap_or("CN")
     }
 }
 

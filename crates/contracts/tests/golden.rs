@@ -90,6 +90,7 @@ fn samples() -> Vec<Sample> {
             per_week: Some(3),
         },
         max_leases_per_agent: None,
+        phone_region: None,
     };
     push(
         &mut out,

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod decider;
 pub mod ids;
 pub mod input;
+pub mod phone;
 pub mod privacy;
 
 pub use clock::{Clock, ManualClock, SystemClock};

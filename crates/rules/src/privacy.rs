@@ -1,8 +1,19 @@
 //! Masking personal data for readers without a need for it (PIPL).
 
-/// Keeps the first three and last four digits of a phone number: `139****9000`. Short numbers
-/// keep only their last two digits.
+/// Keeps the first three and last four digits of a phone number: `139****9000`; a number in
+/// international form keeps its country code too: `+86 139****9000`. Short numbers keep only
+/// their last two digits.
 pub fn mask_phone(number: &str) -> String {
+    if number.trim_start().starts_with('+') {
+        if let Ok(parsed) = phonenumber::parse(None, number) {
+            let national = parsed.national().value().to_string();
+            return format!("+{} {}", parsed.code().value(), mask_digits(&national));
+        }
+    }
+    mask_digits(number)
+}
+
+fn mask_digits(number: &str) -> String {
     let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
     match digits.len() {
         0 => String::new(),
@@ -42,7 +53,8 @@ mod tests {
     #[test]
     fn numbers_are_masked_in_the_middle() {
         assert_eq!(mask_phone("13900139000"), "139****9000");
-        assert_eq!(mask_phone("+86 139-0013-9000"), "861******9000");
+        assert_eq!(mask_phone("+86 139-0013-9000"), "+86 139****9000");
+        assert_eq!(mask_phone("+8613900139000"), "+86 139****9000");
         assert_eq!(mask_phone("12345"), "***45");
         assert_eq!(mask_phone(""), "");
     }

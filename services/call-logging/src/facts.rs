@@ -88,7 +88,10 @@ impl SchedulingFacts {
         subject: &SubjectContact,
     ) -> Result<(), FactsError> {
         for phone in &subject.phones {
-            let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+            // Scheduling records numbers in E.164; numbers recorded before it did are brought
+            // to the same form here (read in the default region), so both match.
+            let digits =
+                callback_rules::phone::match_key(phone, callback_rules::phone::DEFAULT_REGION);
             if digits.is_empty() {
                 continue;
             }

@@ -39,7 +39,7 @@ impl SchedulingPort for GrpcScheduling {
                 event_type: request.event_type,
                 occurred_at: Some(callback_kit::wire::timestamp(request.occurred_at)),
                 subject: Some(Subject {
-                    subject_id: request.customer.customer_id,
+                    subject_id: subject_id(&request.customer),
                     name: request.customer.name,
                     phones: request.customer.phones,
                     owner_agent_id: String::new(),
@@ -68,4 +68,18 @@ impl SchedulingPort for GrpcScheduling {
             }
         })
     }
+}
+
+/// Who scheduling calls back: the customer by id, or a complainant known only by number by
+/// that number (`tel-8613900139000`); an anonymous complainant without one cannot be called,
+/// which scheduling answers (empty subject id) and the complaint records.
+fn subject_id(customer: &callback_contracts::complaint_routing::Customer) -> String {
+    if !customer.customer_id.is_empty() {
+        return customer.customer_id.clone();
+    }
+    customer
+        .phones
+        .first()
+        .map(|phone| format!("tel-{}", phone.trim_start_matches('+')))
+        .unwrap_or_default()
 }

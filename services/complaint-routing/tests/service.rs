@@ -577,3 +577,38 @@ fn the_contracts_golden_rules_document_is_routing_rules() {
     let document: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(serde_json::to_value(&rules).unwrap(), document);
 }
+
+#[tokio::test]
+async fn a_complainant_without_an_id_is_recognised_by_number_however_written() {
+    let Setup { app, .. } = setup().await;
+    let anonymous = |source_id: &str, phone: &str| Intake {
+        customer: Customer {
+            customer_id: String::new(),
+            name: String::new(),
+            phones: vec![phone.into()],
+        },
+        ..intake(source_id, "", "noise")
+    };
+    // A walk-in leaves only a number; a week later a letter gives it written another way.
+    let first = app
+        .file(anonymous("walk-in-1", "139-2222-3333"))
+        .await
+        .unwrap();
+    assert_ne!(first.complaint.state.level, Level::Manager);
+    assert_eq!(
+        first.complaint.state.filed.customer.phones,
+        ["+8613922223333"]
+    );
+    let again = app
+        .file(anonymous("letter-1", "+86 139 2222 3333"))
+        .await
+        .unwrap();
+    // The same person: a repeat complainant, reported to the manager at once.
+    assert_eq!(again.complaint.state.level, Level::Manager);
+    // Nobody identified at all is still a complaint.
+    let nobody = Intake {
+        customer: Customer::default(),
+        ..intake("letter-2", "", "noise")
+    };
+    assert!(!app.file(nobody).await.unwrap().duplicate);
+}

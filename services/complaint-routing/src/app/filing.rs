@@ -15,16 +15,20 @@ pub(super) fn validate_intake(intake: &Intake) -> Result<()> {
             format!("must be one of {}", FILING_CHANNELS.join(", ")),
         ));
     }
+    // A complaint may come without a customer id: anonymous, or known only by a number.
     let customer = &intake.customer.customer_id;
-    if customer.trim().is_empty() || customer.len() > 128 {
-        return Err(invalid("customer.customer_id", "must be 1-128 characters"));
+    if customer.len() > 128 || (!customer.is_empty() && customer.trim().is_empty()) {
+        return Err(invalid(
+            "customer.customer_id",
+            "must be empty (anonymous) or 1-128 characters",
+        ));
     }
     if intake.customer.name.chars().count() > 200 {
         return Err(invalid("customer.name", "is longer than 200 characters"));
     }
-    // Scheduling's rule: these numbers go on to it with the verification callback.
+    // The rule every service shares: numbers are matched in their normal form (E.164).
     for (i, phone) in intake.customer.phones.iter().enumerate() {
-        if let Some(reason) = callback_rules::ids::phone_problem(phone) {
+        if let Err(reason) = callback_rules::phone::normalize(phone, PHONE_REGION) {
             return Err(invalid(format!("customer.phones[{i}]"), reason));
         }
     }
@@ -61,6 +65,7 @@ impl ComplaintRouting {
     #[tracing::instrument(name = "complaints.file", skip_all, fields(tenant_id = %intake.tenant_id, channel = %intake.channel))]
     pub async fn file(&self, intake: Intake) -> Result<Filing> {
         validate_intake(&intake)?;
+        let intake = with_normal_phones(intake);
         let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
         if let Some(existing) = self.existing(id).await? {
             return same_filing(existing, &intake);
@@ -99,6 +104,7 @@ impl ComplaintRouting {
     /// Returns a duplicate filing when the complaint exists.
     pub async fn file_in(&self, conn: &mut PgConnection, intake: &Intake) -> Result<Filing> {
         validate_intake(intake)?;
+        let intake = &with_normal_phones(intake.clone());
         let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
         if let Some((complaint, _)) = self.load(conn, id, false).await? {
             return same_filing(
@@ -132,8 +138,9 @@ impl ComplaintRouting {
             .await?;
         let window_start = now - Duration::hours(i64::from(rule.group.window_hours));
         let others: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT customer_id) FROM cr_complaints WHERE tenant_id = $1 AND topic = $2 \
-             AND opinion = $3 AND filed_at > $4 AND customer_id <> $5",
+            "SELECT count(DISTINCT CASE WHEN customer_id <> '' THEN customer_id ELSE complaint_id::text END) \
+             FROM cr_complaints WHERE tenant_id = $1 AND topic = $2 \
+             AND opinion = $3 AND filed_at > $4 AND NOT (customer_id <> '' AND customer_id = $5)",
         )
         .bind(&intake.tenant_id)
         .bind(&topic)
@@ -143,12 +150,14 @@ impl ComplaintRouting {
         .fetch_one(&mut *conn)
         .await?;
         let previous_complaint: Option<Uuid> = sqlx::query_scalar(
-            "SELECT complaint_id FROM cr_complaints WHERE tenant_id = $1 AND customer_id = $2 \
+            "SELECT complaint_id FROM cr_complaints WHERE tenant_id = $1 \
+             AND ((customer_id <> '' AND customer_id = $2) OR phones && $4) \
              AND filed_at > $3 ORDER BY filed_at DESC LIMIT 1",
         )
         .bind(&intake.tenant_id)
         .bind(&intake.customer.customer_id)
         .bind(now - Duration::days(i64::from(rule.repeat_window_days)))
+        .bind(&intake.customer.phones)
         .fetch_optional(&mut *conn)
         .await?;
         let context = Context {
@@ -260,4 +269,18 @@ fn same_filing(existing: Filing, intake: &Intake) -> Result<Filing> {
             ),
         })
     }
+}
+
+/// The region complainants' numbers without a country code are read in.
+pub(super) const PHONE_REGION: &str = callback_rules::phone::DEFAULT_REGION;
+
+/// The intake with its numbers in E.164 ([`validate_intake`] checked they have one), so a
+/// complainant is recognised by number however it was written.
+fn with_normal_phones(mut intake: Intake) -> Intake {
+    for phone in &mut intake.customer.phones {
+        if let Ok(normal) = callback_rules::phone::normalize(phone, PHONE_REGION) {
+            *phone = normal;
+        }
+    }
+    intake
 }

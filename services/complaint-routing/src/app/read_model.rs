@@ -41,8 +41,8 @@ pub(super) async fn project_complaint(
     let filed = &state.filed;
     sqlx::query(
         "INSERT INTO cr_complaints (complaint_id, tenant_id, customer_id, topic, opinion, class, department, \
-         status, escalation_level, breached, filed_at, next_timer_at, needs_callback_request, version, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         status, escalation_level, breached, filed_at, next_timer_at, needs_callback_request, version, state, phones) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (complaint_id) DO UPDATE SET class = EXCLUDED.class, opinion = EXCLUDED.opinion, \
          department = EXCLUDED.department, status = EXCLUDED.status, escalation_level = EXCLUDED.escalation_level, \
          breached = EXCLUDED.breached, next_timer_at = EXCLUDED.next_timer_at, \
@@ -63,6 +63,7 @@ pub(super) async fn project_complaint(
     .bind(state.needs_callback_request())
     .bind(version as i64)
     .bind(serde_json::to_value(state).map_err(corrupt)?)
+    .bind(&filed.customer.phones)
     .execute(conn)
     .await?;
     Ok(())

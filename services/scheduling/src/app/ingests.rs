@@ -115,16 +115,25 @@ impl Scheduling {
                 answers[index] = Some(IngestAnswer::Before);
                 continue;
             }
-            let calendar = match self.tenant(&mut tx, &fact.tenant_id).await {
-                Ok((_, calendar)) => calendar,
+            let (settings, calendar) = match self.tenant(&mut tx, &fact.tenant_id).await {
+                Ok(loaded) => loaded,
                 Err(error @ Error::NotFound(_)) => {
                     answers[index] = Some(IngestAnswer::Refused(error));
                     continue;
                 }
                 Err(error) => return Err(error),
             };
-            let subject =
-                with_known_contact(&mut tx, &fact.tenant_id, request.subject.clone()).await?;
+            // Numbers are recorded in their normal form, so every later match (shared
+            // contacts, do-not-call, caps) compares like with like.
+            let subject = match normalized_phones(request.subject.clone(), settings.phone_region())
+            {
+                Ok(subject) => subject,
+                Err(refused) => {
+                    answers[index] = Some(IngestAnswer::Refused(refused));
+                    continue;
+                }
+            };
+            let subject = with_known_contact(&mut tx, &fact.tenant_id, subject).await?;
             let key = (fact.tenant_id.as_str(), fact.event_type.as_str());
             if let Entry::Vacant(slot) = policies.entry(key) {
                 slot.insert(policies_for(&mut tx, &fact.tenant_id, &fact.event_type).await?);
@@ -566,4 +575,14 @@ impl Scheduling {
         }
         Ok(ids)
     }
+}
+
+/// The subject with its phone numbers in E.164 (read in the tenant's region), or the refusal
+/// naming the number that is not one.
+fn normalized_phones(mut subject: SubjectContact, region: &str) -> Result<SubjectContact> {
+    for (i, phone) in subject.phones.iter_mut().enumerate() {
+        *phone = callback_rules::phone::normalize(phone, region)
+            .map_err(|reason| super::invalid(format!("subject.phones[{i}]"), reason))?;
+    }
+    Ok(subject)
 }

@@ -56,6 +56,13 @@ pub fn validate_settings(settings: &TenantSettings) -> Result<Calendar, Settings
                 "must be 1-100 callbacks",
             ));
         }
+        if let Some(problem) = settings
+            .phone_region
+            .as_deref()
+            .and_then(callback_rules::phone::region_problem)
+        {
+            return Err(invalid("phone_region".into(), problem));
+        }
         for (field, cap) in [
             ("frequency_caps.per_day", settings.frequency_caps.per_day),
             ("frequency_caps.per_week", settings.frequency_caps.per_week),
