@@ -446,7 +446,7 @@ async fn a_complaint_raised_in_a_callback_is_routed_resolved_verified_reopened_a
         .unwrap();
     assert_eq!(filed.department, "patient_services");
     assert_eq!(filed.flags, ["unknown_category"]);
-    assert_eq!(filed.phones_masked, ["138****8000"]);
+    assert_eq!(filed.phones_masked, ["+86 138****8000"]);
     c.complaints
         .resolve(action(
             &filed.complaint_id,

@@ -113,7 +113,7 @@ async fn ingest_claim_and_inspect_over_grpc() {
     assert_eq!(claimed.callback_id, first.scheduled[0].callback_id);
     assert_eq!(
         claimed.subject.unwrap().phones,
-        vec!["13900139000".to_string()]
+        vec!["+8613900139000".to_string()]
     );
     let nothing = client
         .claim_next(ClaimNextRequest {

@@ -357,7 +357,7 @@ async fn claims_arriving_together_are_served_by_one_transaction() {
         }
         let claim = result.unwrap().expect("a callback for every known agent");
         assert_eq!(claim.state.claimed_by.as_deref(), Some(agent));
-        assert_eq!(claim.subject.phones, vec!["+86 138-0013-8000".to_owned()]);
+        assert_eq!(claim.subject.phones, vec!["+8613800138000".to_owned()]);
         assert!(claimed.insert(claim.state.scheduled.callback_id));
     }
     assert_eq!(claimed.len(), 6);
@@ -449,7 +449,7 @@ async fn concurrent_ingests_are_served_together_and_each_gets_its_own_answer() {
             .fetch_one(app.store().pool())
             .await
             .unwrap();
-    assert_eq!(phones, vec!["+86 138-0013-8000".to_owned()]);
+    assert_eq!(phones, vec!["+8613800138000".to_owned()], "in E.164");
 
     let facts: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
         .bind(BusinessEventIngested::EVENT_TYPE)
