@@ -212,7 +212,8 @@ async fn ingest_claim_and_inspect_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().starts_with("policy_json:"));
+    // The JSON path of the type error is named.
+    assert!(e.message().starts_with("policy_json.policy_id:"), "{e:?}");
     let e = client
         .get_callback(GetCallbackRequest {
             tenant_id: "dealer".into(),

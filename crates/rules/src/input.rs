@@ -19,6 +19,53 @@ pub fn excerpt(value: &str) -> String {
     }
 }
 
+/// The largest JSON document a client may publish (a policy, settings, routing rules, a
+/// questionnaire): far above any real one, far below the event log's limit.
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// A JSON document a client publishes (`policy_json`, `settings_json` ...) read as `T`; a
+/// problem names the field and the JSON path within it (`policy_json.steps[1].timing.latest.days:
+/// invalid type: string "7", expected u32`), never echoing more than a prefix of the input.
+pub fn parse_document<T: serde::de::DeserializeOwned>(
+    field: &str,
+    json: &str,
+) -> Result<T, (String, String)> {
+    if json.len() > MAX_DOCUMENT_BYTES {
+        return Err((
+            field.to_owned(),
+            format!(
+                "is {} bytes, over the limit of {MAX_DOCUMENT_BYTES} bytes",
+                json.len()
+            ),
+        ));
+    }
+    let mut reader = serde_json::Deserializer::from_str(json);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut reader);
+    let value = parsed.map_err(|error| {
+        let path = error.path().to_string();
+        // `.` is the root; `?` a place the parser could not name (a syntax error).
+        let at = if path.is_empty() || path == "." || path == "?" {
+            field.to_owned()
+        } else {
+            format!("{field}.{path}")
+        };
+        (at, shorten(&error.into_inner().to_string()))
+    })?;
+    reader
+        .end()
+        .map_err(|error| (field.to_owned(), shorten(&error.to_string())))?;
+    Ok(value)
+}
+
+/// A parser's message, at most 200 characters (it may quote the input).
+fn shorten(message: &str) -> String {
+    if message.chars().count() <= 200 {
+        message.to_owned()
+    } else {
+        format!("{}...", message.chars().take(200).collect::<String>())
+    }
+}
+
 /// The earliest time the product accepts for anything that happened (a discharge, a call):
 /// earlier dates are a client's default value or a typing error, not a fact.
 pub fn earliest_time() -> DateTime<Utc> {
@@ -51,6 +98,39 @@ pub fn time_problem(at: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Doc {
+        steps: Vec<Step>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Step {
+        days: u32,
+    }
+
+    #[test]
+    fn document_errors_name_the_json_path() {
+        let (field, reason) =
+            parse_document::<Doc>("policy_json", r#"{"steps": [{"days": 1}, {"days": "7"}]}"#)
+                .unwrap_err();
+        assert_eq!(field, "policy_json.steps[1].days");
+        assert!(reason.contains("expected u32"), "{reason}");
+        let (field, _) = parse_document::<Doc>("policy_json", "{").unwrap_err();
+        assert_eq!(field, "policy_json");
+        let (field, _) = parse_document::<Doc>("policy_json", r#"{"steps": []} x"#).unwrap_err();
+        assert_eq!(field, "policy_json");
+        assert!(parse_document::<Doc>("policy_json", r#"{"steps": [{"days": 3}]}"#).is_ok());
+        let huge = format!(
+            r#"{{"steps": [], "x": "{}"}}"#,
+            "y".repeat(MAX_DOCUMENT_BYTES)
+        );
+        let (field, reason) = parse_document::<Doc>("policy_json", &huge).unwrap_err();
+        assert_eq!(field, "policy_json");
+        assert!(reason.contains("over the limit"), "{reason}");
+    }
 
     #[test]
     fn long_values_are_cut_and_their_size_said() {

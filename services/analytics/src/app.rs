@@ -79,8 +79,9 @@ impl Analytics {
         settings_json: &str,
     ) -> Result<u64, Error> {
         validate_id("tenant_id", tenant_id)?;
-        let settings: AnalyticsSettings = serde_json::from_str(settings_json)
-            .map_err(|e| invalid("settings_json", e.to_string()))?;
+        let settings: AnalyticsSettings =
+            callback_rules::input::parse_document("settings_json", settings_json)
+                .map_err(|(field, reason)| invalid(field, reason))?;
         validate_settings(&settings)
             .map_err(|(field, reason)| invalid(format!("settings_json.{field}"), reason))?;
         let published = SettingsPublished {

@@ -185,6 +185,17 @@ impl CallLogging {
                 "a call cannot last longer than a day",
             ));
         }
+        for (field, value) in [
+            ("recording_ref", &report.recording_ref),
+            ("telephony_call_id", &report.telephony_call_id),
+        ] {
+            if value.len() > 500 {
+                return Err(invalid(
+                    field,
+                    format!("is {} bytes, over the limit of 500", value.len()),
+                ));
+            }
+        }
         if report.notes.chars().count() > MAX_NOTES_CHARS {
             return Err(invalid(
                 "notes",

@@ -17,6 +17,10 @@ use crate::app::{CallbackRow, IngestResult, LeaseToCheck, Scheduling, SubjectCon
 use crate::domain::{BusinessFact, CallbackState, LeaseRefusal};
 use crate::error::invalid;
 
+/// The largest `attributes_json` of a business fact, and the longest subject name.
+pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+pub const MAX_NAME_BYTES: usize = 600;
+
 /// The most departments one claim may ask for.
 pub const MAX_CLAIM_DEPARTMENTS: usize = 100;
 pub fn service(app: Scheduling) -> SchedulingServer<Api> {
@@ -142,6 +146,20 @@ impl SchedulingApi for Api {
         let subject = r
             .subject
             .ok_or_else(|| Status::from(invalid("subject", "is required")))?;
+        // Sizes at the edge, per request field (the fact's own event has a larger limit).
+        for (field, value, limit) in [
+            (
+                "attributes_json",
+                r.attributes_json.len(),
+                MAX_ATTRIBUTES_BYTES,
+            ),
+            ("subject.name", subject.name.len(), MAX_NAME_BYTES),
+        ] {
+            if value > limit {
+                let reason = format!("is {value} bytes, over the limit of {limit} bytes");
+                return Err(invalid(field, reason).into());
+            }
+        }
         let attributes = if r.attributes_json.trim().is_empty() {
             serde_json::Map::new()
         } else {

@@ -28,7 +28,8 @@ impl CallLogging {
             return Err(invalid("tenant_id", "must be 1-64 characters"));
         }
         let questionnaire: Questionnaire =
-            serde_json::from_str(json).map_err(|e| invalid("questionnaire_json", e))?;
+            callback_rules::input::parse_document("questionnaire_json", json)
+                .map_err(|(field, reason)| invalid(&field, reason))?;
         questionnaire
             .validate()
             .map_err(|e| invalid(&format!("questionnaire_json.{}", e.field), e.reason))?;

@@ -229,8 +229,8 @@ pub const SEVERITY_HINTS: [&str; 3] = ["legal_risk", "media_exposure", "online_e
 impl RoutingRules {
     /// Parses and validates a published document.
     pub fn parse(json: &str) -> Result<(RoutingRules, Calendar), RulesError> {
-        let rules: RoutingRules =
-            serde_json::from_str(json).map_err(|e| rules_error("rules_json", e.to_string()))?;
+        let rules: RoutingRules = callback_rules::input::parse_document("rules_json", json)
+            .map_err(|(field, reason)| rules_error(field, reason))?;
         let calendar = rules.validate()?;
         Ok((rules, calendar))
     }
@@ -537,7 +537,8 @@ pub(crate) mod tests {
             "targets.A.resolution_hours"
         );
 
+        // A type error names its JSON path.
         let err = RoutingRules::parse("{\"calendar\": 3}").unwrap_err();
-        assert_eq!(err.field, "rules_json");
+        assert_eq!(err.field, "rules_json.calendar");
     }
 }

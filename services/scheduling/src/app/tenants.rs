@@ -29,8 +29,9 @@ impl Scheduling {
     #[tracing::instrument(name = "scheduling.publish_tenant", skip_all, fields(tenant_id))]
     pub async fn publish_tenant(&self, tenant_id: &str, settings_json: &str) -> Result<u64> {
         validate_id("tenant_id", tenant_id)?;
-        let settings: TenantSettings = serde_json::from_str(settings_json)
-            .map_err(|e| invalid("settings_json", e.to_string()))?;
+        let settings: TenantSettings =
+            callback_rules::input::parse_document("settings_json", settings_json)
+                .map_err(|(field, reason)| invalid(field, reason))?;
         validate_settings(&settings).map_err(|e| match e {
             crate::domain::SettingsError::Calendar(c) => invalid("settings_json", c.to_string()),
             crate::domain::SettingsError::Invalid { field, reason } => {
@@ -102,8 +103,8 @@ impl Scheduling {
         policy_json: &str,
     ) -> Result<(String, u64)> {
         validate_id("tenant_id", tenant_id)?;
-        let policy: Policy =
-            serde_json::from_str(policy_json).map_err(|e| invalid("policy_json", e.to_string()))?;
+        let policy: Policy = callback_rules::input::parse_document("policy_json", policy_json)
+            .map_err(|(field, reason)| invalid(field, reason))?;
         policy
             .validate()
             .map_err(|e| invalid(format!("policy_json.{}", e.field), e.reason))?;
