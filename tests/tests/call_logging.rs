@@ -410,9 +410,36 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         async move { (view(&mut s, &id).await == ("completed".to_string(), 2)).then_some(()) }
     })
     .await;
-    // A closed callback takes no more attempts.
-    let e = refused(attempt("att-3", &c, "n2", "reached")).await;
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    // An attempt reported after the callback ended is kept on record, flagged for the
+    // honesty checks, and not applied: the callback stays completed.
+    let late = calls
+        .log_call_attempt(attempt("att-3", &c, "n2", "reached"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        late.flags_raised.contains(&"callback_ended".to_owned()),
+        "{late:?}"
+    );
+    let record = calls
+        .get_call_record(GetCallRecordRequest {
+            tenant_id: "h".into(),
+            attempt_id: "att-3".into(),
+            reader: "qa".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        record.flags.contains(&"callback_ended".to_owned()),
+        "{record:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        view(&mut scheduling, &c.callback_id).await,
+        ("completed".to_string(), 2)
+    );
 
     // Honesty checks (弄虚作假). A "reached" call of 3 seconds whose telephony record says
     // NOANSWER, logged while the same agent's other call was still running.
@@ -746,7 +773,9 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         (flags, attempts)
     };
     let before = snapshot(system.db.pool.clone()).await;
-    assert_eq!(before.0.len(), 5);
+    // Five from the honesty checks above, two on the attempt reported after its callback ended
+    // (callback_ended, and it overlaps the agent's earlier call).
+    assert_eq!(before.0.len(), 7, "{:?}", before.0);
     let app = callback_call_logging::app::CallLogging::new(
         store.clone(),
         std::sync::Arc::new(

@@ -235,6 +235,9 @@ pub enum HonestyFlag {
         other_started_at: DateTime<Utc>,
         other_ended_at: DateTime<Utc>,
     },
+    /// Reported for a callback that had already ended (completed, lost, cancelled, skipped):
+    /// kept on record, not applied to the callback.
+    CallbackEnded { status: String },
 }
 
 impl HonestyFlag {
@@ -246,6 +249,7 @@ impl HonestyFlag {
             HonestyFlag::NoTelephonyRecord { .. } => "no_telephony_record",
             HonestyFlag::OutsideCallingWindow { .. } => "outside_calling_window",
             HonestyFlag::OverlappingCalls { .. } => "overlapping_calls",
+            HonestyFlag::CallbackEnded { .. } => "callback_ended",
         }
     }
 

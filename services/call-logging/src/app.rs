@@ -258,6 +258,7 @@ impl CallLogging {
                     ended_at,
                     tenant_kind,
                     named_time,
+                    ended: None,
                     stream,
                     events: Vec::new(),
                     metadata,

@@ -46,6 +46,9 @@ pub(super) struct PendingAttempt {
     pub tenant_kind: Option<String>,
     /// The time the customer named (not convenient).
     pub named_time: Option<DateTime<Utc>>,
+    /// Set when scheduling says the callback had already ended (its status): the attempt is
+    /// kept on record with a `callback_ended` flag, and scheduling does not apply it.
+    pub ended: Option<String>,
     pub stream: StreamName,
     /// The attempt's events before the honesty checks (which add their flags); made once
     /// scheduling has confirmed the lease, since a complaint carries the callback's subject.
@@ -105,7 +108,8 @@ impl CallLogging {
             let checked = match failed.get(&tenant_id) {
                 Some(error) => Err(error.again()),
                 None => lease_held(&pending, verdicts.get(&(tenant_id, lease_claim(&pending))))
-                    .and_then(|(subject_id, department)| {
+                    .and_then(|(subject_id, department, ended)| {
+                        pending.ended = ended.map(str::to_owned);
                         attempt_events(&pending, subject_id, department)
                     }),
             };
@@ -278,15 +282,24 @@ fn lease_claim(pending: &PendingAttempt) -> LeaseClaim {
 
 /// The callback's subject and department when scheduling says `pending`'s agent holds its
 /// lease; else the refusal the reporter gets.
+/// The statuses of a callback that has ended.
+const ENDED: [&str; 4] = ["completed", "lost", "cancelled", "skipped"];
+
+/// Whether scheduling's verdict lets the attempt be recorded: under the agent's live lease
+/// (with the callback's subject and department), or for a callback that has already ended (a
+/// report that came too late, kept on record with its status; the subject is then unknown).
 fn lease_held<'v>(
     pending: &PendingAttempt,
     verdict: Option<&'v LeaseVerdict>,
-) -> Result<(&'v str, &'v str), Error> {
+) -> Result<(&'v str, &'v str, Option<&'v str>), Error> {
     match verdict {
         Some(LeaseVerdict::Held {
             subject_id,
             department,
-        }) => Ok((subject_id, department)),
+        }) => Ok((subject_id, department, None)),
+        Some(LeaseVerdict::NotClaimed { status }) if ENDED.contains(&status.as_str()) => {
+            Ok(("", "", Some(status)))
+        }
         None | Some(LeaseVerdict::NotFound) => Err(Error::NotFound(format!(
             "callback `{}` not found",
             pending.callback_id
@@ -529,6 +542,11 @@ fn honesty_flags(pending: &PendingAttempt, context: AttemptContext) -> Vec<Flag>
     if let Some((other, start, end)) = context.overlapping {
         flags.push(honesty::overlapping(&other, start, end));
     }
+    if let Some(status) = &pending.ended {
+        flags.push(Flag::CallbackEnded {
+            status: status.clone(),
+        });
+    }
     flags
 }
 
@@ -634,6 +652,7 @@ mod tests {
             ended_at: at(end),
             tenant_kind: None,
             named_time: None,
+            ended: None,
             stream,
             events: vec![event],
             metadata: Metadata::default(),
@@ -653,17 +672,25 @@ mod tests {
         };
         assert_eq!(
             lease_held(&p, Some(&held)).unwrap(),
-            ("patient-1", "ward-a")
+            ("patient-1", "ward-a", None)
         );
         let code = |verdict: Option<&LeaseVerdict>| {
             tonic::Status::from(lease_held(&p, verdict).unwrap_err()).code()
         };
         assert_eq!(code(None), Code::NotFound);
         assert_eq!(code(Some(&LeaseVerdict::NotFound)), Code::NotFound);
-        let closed = LeaseVerdict::NotClaimed {
-            status: "completed".into(),
+        // Open but nobody's: refused. Ended: kept on record, flagged, not applied.
+        let open = LeaseVerdict::NotClaimed {
+            status: "scheduled".into(),
         };
-        assert_eq!(code(Some(&closed)), Code::FailedPrecondition);
+        assert_eq!(code(Some(&open)), Code::FailedPrecondition);
+        let ended = LeaseVerdict::NotClaimed {
+            status: "lost".into(),
+        };
+        assert_eq!(
+            lease_held(&p, Some(&ended)).unwrap(),
+            ("", "", Some("lost"))
+        );
         assert_eq!(code(Some(&LeaseVerdict::NotHeld)), Code::PermissionDenied);
     }
 
