@@ -977,6 +977,27 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
         },
     )
     .await;
+    // ...and complaint routing has fired every clock due by then (breaches, reminders).
+    let pool = system.db.pool.clone();
+    let now = clock.now();
+    eventually(
+        Duration::from_secs(60),
+        "the complaint timers to catch up",
+        || {
+            let pool = pool.clone();
+            async move {
+                let due: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM cr_complaints WHERE next_timer_at <= $1",
+                )
+                .bind(now)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (due == 0).then_some(())
+            }
+        },
+    )
+    .await;
     let expected = matches_log(&mut c, &system.db.pool, month.0, month.1, clock.now()).await;
     // The month was real traffic, not an empty table.
     assert!(total_due(&expected) > 80.0, "{expected:#?}");

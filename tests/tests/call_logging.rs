@@ -468,6 +468,10 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     suspect.started_at = Some(ago(3300));
     suspect.ended_at = Some(ago(3297));
     suspect.telephony_call_id = "cdr-11".into();
+    // Reached, on a callback whose step asks a questionnaire: answered, or why not.
+    let e = refused(suspect.clone()).await;
+    assert!(e.message().starts_with("survey_declined:"), "{e:?}");
+    suspect.survey_declined = "the customer hung up".into();
     let logged = calls.log_call_attempt(suspect).await.unwrap().into_inner();
     assert_eq!(logged.flags_raised, ["short_reached", "overlapping_calls"]);
     assert_eq!(
@@ -727,6 +731,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
     unrecorded.started_at = Some(ago(4060));
     unrecorded.ended_at = Some(ago(4000));
     unrecorded.telephony_call_id = "cdr-20".into();
+    unrecorded.survey_declined = "no time today".into();
     let logged = calls
         .log_call_attempt(unrecorded)
         .await

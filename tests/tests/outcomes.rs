@@ -94,6 +94,7 @@ async fn log_attempt(
         telephony_call_id: String::new(),
         recording_ref: String::new(),
         notes: String::new(),
+        survey_declined: None,
     };
     let stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id).unwrap();
     store

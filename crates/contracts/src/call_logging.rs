@@ -123,6 +123,10 @@ pub struct CallAttemptLogged {
     pub telephony_call_id: String,
     pub recording_ref: String,
     pub notes: String,
+    /// Why a reached call has no survey (the customer declined ...). Absent in attempts logged
+    /// before it existed, and when the survey was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survey_declined: Option<String>,
 }
 single_event!(CallAttemptLogged, CALL_ATTEMPT);
 

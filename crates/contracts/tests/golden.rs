@@ -258,6 +258,7 @@ fn samples() -> Vec<Sample> {
             telephony_call_id: "pbx-77".into(),
             recording_ref: "rec/77.wav".into(),
             notes: "家属代接".into(),
+            survey_declined: None,
         },
     );
     push(

@@ -61,6 +61,8 @@ pub struct AttemptReport {
     pub answers: BTreeMap<String, Value>,
     pub notes: String,
     pub complaint: Option<Complaint>,
+    /// Why a reached call has no survey, when its callback has a questionnaire.
+    pub survey_declined: String,
 }
 
 /// A complaint raised during a call, as the agent reports it.
@@ -195,6 +197,15 @@ impl CallLogging {
                     format!("is {} bytes, over the limit of 500", value.len()),
                 ));
             }
+        }
+        if report.survey_declined.chars().count() > 200 {
+            return Err(invalid("survey_declined", "is longer than 200 characters"));
+        }
+        if !report.survey_declined.is_empty() && !report.answers.is_empty() {
+            return Err(invalid(
+                "survey_declined",
+                "give answers or the reason there are none, not both",
+            ));
         }
         if report.notes.chars().count() > MAX_NOTES_CHARS {
             return Err(invalid(

@@ -90,6 +90,7 @@ impl CallLoggingApi for Api {
             answers,
             notes: r.notes,
             complaint,
+            survey_declined: r.survey_declined,
         };
         let (duplicate, event_types, flags_raised) = self.app.log_attempt(report).await?;
         Ok(Response::new(LogCallAttemptResponse {

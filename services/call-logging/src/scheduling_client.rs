@@ -69,6 +69,7 @@ impl SchedulingPort for GrpcScheduling {
                     Ok(Wire::LeaseHeld) => LeaseVerdict::Held {
                         subject_id: check.subject_id,
                         department: check.department,
+                        questionnaire_id: check.questionnaire_id,
                     },
                     Ok(Wire::LeaseCallbackNotFound) => LeaseVerdict::NotFound,
                     Ok(Wire::LeaseCallbackNotClaimed) => LeaseVerdict::NotClaimed {

@@ -343,6 +343,11 @@ impl SchedulingApi for Api {
                         .filter(|_| held)
                         .and_then(|s| s.scheduled.department.clone())
                         .unwrap_or_default(),
+                    questionnaire_id: state
+                        .as_ref()
+                        .filter(|_| held)
+                        .and_then(|s| s.scheduled.questionnaire_id.clone())
+                        .unwrap_or_default(),
                 }
             })
             .collect();

@@ -1052,6 +1052,7 @@ async fn outcomes_applied_as_a_batch_take_effect_once_when_the_checkpoint_is_los
             telephony_call_id: String::new(),
             recording_ref: String::new(),
             notes: String::new(),
+            survey_declined: None,
         };
         store
             .append(

@@ -30,7 +30,10 @@ use super::ports::{LeaseClaim, LeaseVerdict};
 use super::{flag_raised, project_flag, AttemptReport, CallLogging};
 use crate::domain::attempt::{AttemptCommand, AttemptDecider, AttemptEvent};
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
+
+mod verdicts;
 use crate::error::Error;
+use verdicts::{lease_claim, lease_held};
 
 /// What `LogCallAttempt` answers: logged before (a retry), the event types, the flag kinds.
 pub(super) type Logged = (bool, Vec<String>, Vec<String>);
@@ -272,47 +275,6 @@ impl CallLogging {
     }
 }
 
-fn lease_claim(pending: &PendingAttempt) -> LeaseClaim {
-    LeaseClaim {
-        callback_id: pending.callback_id,
-        agent_id: pending.report.agent_id.clone(),
-        lease_id: pending.lease_id,
-    }
-}
-
-/// The callback's subject and department when scheduling says `pending`'s agent holds its
-/// lease; else the refusal the reporter gets.
-/// The statuses of a callback that has ended.
-const ENDED: [&str; 4] = ["completed", "lost", "cancelled", "skipped"];
-
-/// Whether scheduling's verdict lets the attempt be recorded: under the agent's live lease
-/// (with the callback's subject and department), or for a callback that has already ended (a
-/// report that came too late, kept on record with its status; the subject is then unknown).
-fn lease_held<'v>(
-    pending: &PendingAttempt,
-    verdict: Option<&'v LeaseVerdict>,
-) -> Result<(&'v str, &'v str, Option<&'v str>), Error> {
-    match verdict {
-        Some(LeaseVerdict::Held {
-            subject_id,
-            department,
-        }) => Ok((subject_id, department, None)),
-        Some(LeaseVerdict::NotClaimed { status }) if ENDED.contains(&status.as_str()) => {
-            Ok(("", "", Some(status)))
-        }
-        None | Some(LeaseVerdict::NotFound) => Err(Error::NotFound(format!(
-            "callback `{}` not found",
-            pending.callback_id
-        ))),
-        Some(LeaseVerdict::NotClaimed { status }) => Err(Error::FailedPrecondition(format!(
-            "the callback is {status}, not claimed"
-        ))),
-        Some(LeaseVerdict::NotHeld) => Err(Error::PermissionDenied(
-            "agent_id: this agent does not hold the callback's lease".into(),
-        )),
-    }
-}
-
 /// One event of `pending`'s attempt, with the attempt's metadata.
 fn attempt_event(pending: &PendingAttempt, event: &impl EventContract) -> Result<NewEvent, Error> {
     callback_kit::events::new_event(event)
@@ -359,6 +321,8 @@ fn attempt_events(
         telephony_call_id: report.telephony_call_id.clone(),
         recording_ref: report.recording_ref.clone(),
         notes: report.notes.clone(),
+        survey_declined: (!report.survey_declined.is_empty())
+            .then(|| report.survey_declined.clone()),
     };
     let answers = (!report.answers.is_empty()).then(|| SurveyAnswered {
         tenant_id: report.tenant_id.clone(),
@@ -641,6 +605,7 @@ mod tests {
             telephony_call_id: String::new(),
             recording_ref: String::new(),
             notes: String::new(),
+            survey_declined: None,
         })
         .unwrap();
         let stream = crate::app::attempt_stream(&report.tenant_id, attempt_id).unwrap();
@@ -669,6 +634,7 @@ mod tests {
         let held = LeaseVerdict::Held {
             subject_id: "patient-1".into(),
             department: "ward-a".into(),
+            questionnaire_id: String::new(),
         };
         assert_eq!(
             lease_held(&p, Some(&held)).unwrap(),

@@ -27,6 +27,8 @@ pub enum LeaseVerdict {
     Held {
         subject_id: String,
         department: String,
+        /// The questionnaire the callback's step asks (empty when none).
+        questionnaire_id: String,
     },
     /// The tenant has no such callback.
     NotFound,

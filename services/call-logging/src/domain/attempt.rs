@@ -204,6 +204,7 @@ mod tests {
             telephony_call_id: "cdr-1".into(),
             recording_ref: String::new(),
             notes: String::new(),
+            survey_declined: None,
         }
     }
 
