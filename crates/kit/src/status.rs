@@ -46,9 +46,13 @@ pub fn database_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         // Class 08: connection exception; 57P01-57P03: admin or crash shutdown, cannot
-        // connect now; 53300: too many connections.
+        // connect now; 53300: too many connections; 55000 at connect: the database is closed to
+        // connections (maintenance, a restore).
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+                || (&*code == "55000"
+                    && db.message().contains("not currently accepting connections"))
         }),
         _ => false,
     }
