@@ -680,6 +680,24 @@ async fn do_not_call_cancels_every_open_callback_of_the_subject() {
     let (fact, subject) = discharge("d1", shanghai(2026, 9, 7, 8, 30), None);
     let scheduled = app.ingest(fact, subject).await.unwrap().scheduled;
     assert_eq!(scheduled.len(), 2);
+    // Another patient reached on the same number, written otherwise: the same person answers.
+    // A third has a number of their own.
+    let (fact, mut same_number) = discharge("d2", shanghai(2026, 9, 7, 8, 40), None);
+    same_number.phones = vec!["008613800138000".into()];
+    assert_eq!(
+        app.ingest(fact, same_number).await.unwrap().scheduled.len(),
+        2
+    );
+    let (fact, mut other_number) = discharge("d3", shanghai(2026, 9, 7, 8, 50), None);
+    other_number.phones = vec!["13900001111".into()];
+    assert_eq!(
+        app.ingest(fact, other_number)
+            .await
+            .unwrap()
+            .scheduled
+            .len(),
+        2
+    );
     clock.set(shanghai(2026, 9, 8, 9, 0));
     let c = app
         .claim_next("hospital", "nurse-wang", &[], 0)
@@ -696,18 +714,23 @@ async fn do_not_call_cancels_every_open_callback_of_the_subject() {
     )
     .await
     .unwrap();
-    let statuses: Vec<(String, Option<String>)> = rows(&app)
+    let statuses: Vec<(String, String, Option<String>)> = rows(&app)
         .await
         .into_iter()
-        .map(|r| (r.status, r.end_reason))
+        .map(|r| (r.subject_id, r.status, r.end_reason))
         .collect();
-    assert_eq!(statuses.len(), 2, "no next step after do-not-call");
-    assert!(
-        statuses
-            .iter()
-            .all(|(s, r)| s == "cancelled" && r.as_deref() == Some("do not call")),
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.len(), 6, "no next step after do-not-call");
+    for (subject, status, reason) in &statuses {
+        if subject == "patient-d3" {
+            assert_eq!(status, "scheduled", "{statuses:?}");
+        } else {
+            assert_eq!(
+                (status.as_str(), reason.as_deref()),
+                ("cancelled", Some("do not call")),
+                "{statuses:?}"
+            );
+        }
+    }
 }
 
 /// A batch from the feed is applied as if one outcome after another: an outcome after a
@@ -1272,4 +1295,55 @@ async fn a_late_fact_skips_the_closed_window_and_plans_the_rest_of_its_series() 
     assert_eq!(before.len(), 2);
     app.rebuild_projections().await.unwrap();
     assert_eq!(rows(&app).await, before);
+}
+
+#[tokio::test]
+async fn frequency_caps_count_every_subject_on_the_same_number() {
+    let (_db, app, clock) = setup().await;
+    let mut capped: serde_json::Value = serde_json::from_str(&settings()).unwrap();
+    capped["frequency_caps"] = json!({"per_day": 1});
+    app.publish_tenant("hospital", &capped.to_string())
+        .await
+        .unwrap();
+    // Two patients, one number written two ways (a parent answering for a child).
+    let (fact, parent) = discharge("p1", shanghai(2026, 9, 7, 8, 30), None);
+    app.ingest(fact, parent).await.unwrap();
+    let (fact, mut child) = discharge("p2", shanghai(2026, 9, 7, 8, 40), None);
+    child.phones = vec!["138 0013 8000".into()];
+    app.ingest(fact, child).await.unwrap();
+
+    clock.set(shanghai(2026, 9, 8, 9, 0));
+    let first = app
+        .claim_next("hospital", "nurse-wang", &[], 0)
+        .await
+        .unwrap()
+        .unwrap();
+    app.record_outcome(
+        first.state.scheduled.callback_id,
+        "a1",
+        "nurse-wang",
+        first.lease_id,
+        &Disposition::NoAnswer,
+        clock_now(&clock),
+    )
+    .await
+    .unwrap();
+    // The person was called today: the other patient's call waits for tomorrow.
+    clock.set(shanghai(2026, 9, 8, 9, 5));
+    assert!(app
+        .claim_next("hospital", "nurse-zhao", &[], 0)
+        .await
+        .unwrap()
+        .is_none());
+    let deferred: Vec<CallbackRow> = rows(&app)
+        .await
+        .into_iter()
+        .filter(|r| r.callback_id != first.state.scheduled.callback_id)
+        .collect();
+    assert_eq!(deferred.len(), 1);
+    assert_eq!(
+        deferred[0].due_at,
+        shanghai(2026, 9, 9, 9, 0),
+        "{deferred:?}"
+    );
 }

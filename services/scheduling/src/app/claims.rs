@@ -330,9 +330,16 @@ impl Scheduling {
                 .iter()
                 .map(|&i| picked[i].state.scheduled.subject_id.as_str())
                 .collect();
+            // A person's attempts: the subject's, and those of subjects sharing its number.
             let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT subject_id, attempted_at FROM sched_contact_attempts WHERE tenant_id = $1 \
-                 AND subject_id = ANY($2) AND attempted_at > $3 ORDER BY attempted_at",
+                "SELECT me.subject_id, a.attempted_at FROM unnest($2::text[]) AS me(subject_id) \
+                 JOIN sched_contact_attempts a ON a.tenant_id = $1 AND a.attempted_at > $3 \
+                  AND (a.subject_id = me.subject_id OR a.subject_id IN ( \
+                    SELECT o.subject_id FROM sched_subjects s \
+                    JOIN sched_subjects o ON o.tenant_id = s.tenant_id AND o.phones && s.phones \
+                    WHERE s.tenant_id = $1 AND s.subject_id = me.subject_id \
+                      AND cardinality(s.phones) > 0)) \
+                 ORDER BY a.attempted_at",
             )
             .bind(tenant_id)
             .bind(&subjects)

@@ -54,6 +54,12 @@ struct Touched {
     ended_at: Option<DateTime<Utc>>,
 }
 
+/// `subject_id` is subject `$2` of tenant `$1`, or a subject sharing one of its numbers.
+pub(super) const SAME_PERSON: &str = "(subject_id = $2 OR subject_id IN ( \
+    SELECT o.subject_id FROM sched_subjects s \
+    JOIN sched_subjects o ON o.tenant_id = s.tenant_id AND o.phones && s.phones \
+    WHERE s.tenant_id = $1 AND s.subject_id = $2 AND cardinality(s.phones) > 0))";
+
 impl Scheduling {
     /// Applies a batch of outcomes in the caller's transaction, in order; what became of each.
     /// An outcome that does not fit its callback is refused alone (it stays on record in
@@ -79,8 +85,8 @@ impl Scheduling {
         Ok(results)
     }
 
-    /// Do-not-call covers every policy of the tenant for the subject: their open callbacks
-    /// are cancelled.
+    /// Do-not-call covers every policy of the tenant for the subject and for every subject
+    /// sharing one of its numbers (one person, one number): their open callbacks are cancelled.
     async fn cancel_for_do_not_call(
         &self,
         tx: &mut PgConnection,
@@ -89,16 +95,16 @@ impl Scheduling {
     ) -> Result<()> {
         let tenant_id = &state.scheduled.tenant_id;
         let subject_id = &state.scheduled.subject_id;
-        let policies: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT policy_id FROM sched_callbacks WHERE tenant_id = $1 AND subject_id = $2 \
-             AND status IN ('scheduled', 'claimed')",
-        )
+        let open: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT DISTINCT subject_id, policy_id FROM sched_callbacks WHERE tenant_id = $1 \
+             AND status IN ('scheduled', 'claimed') AND {SAME_PERSON} ORDER BY 1, 2"
+        ))
         .bind(tenant_id)
         .bind(subject_id)
         .fetch_all(&mut *tx)
         .await?;
-        for policy_id in policies {
-            self.cancel_open(tx, tenant_id, subject_id, &policy_id, "do not call", at)
+        for (subject_id, policy_id) in open {
+            self.cancel_open(tx, tenant_id, &subject_id, &policy_id, "do not call", at)
                 .await?;
         }
         Ok(())
