@@ -6,7 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use callback_contracts::call_logging::{HonestyFlagRaised, QuestionnairePublished, SurveyAnswered};
+use callback_contracts::call_logging::{
+    HonestyFlagRaised, QuestionnairePublished, SharedContactFlagged, SurveyAnswered,
+};
 use callback_contracts::complaint_routing::ComplaintEvent;
 use callback_contracts::scheduling::CallbackEvent;
 use std::collections::{BTreeMap, HashMap};
@@ -482,6 +484,18 @@ async fn expected_from_log(
                     .or_default()
                     .push(p["attempt_id"].as_str().unwrap().to_owned());
             }
+        } else if event_type == SharedContactFlagged::EVENT_TYPE {
+            // Subjects sharing one number: dated when flagged, one per pair of subjects.
+            if recorded_at >= from && recorded_at < to {
+                flags
+                    .entry("shared_contact".to_owned())
+                    .or_default()
+                    .push(format!(
+                        "{}|{}",
+                        p["subject_id"].as_str().unwrap(),
+                        p["other_subject_id"].as_str().unwrap()
+                    ));
+            }
         }
     }
     let in_range = |cb: &Cb| {
@@ -858,6 +872,26 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
     let total_due = |e: &Expected| e.callbacks.values().map(|v| v[0].unwrap()).sum::<f64>();
     assert_eq!(total_due(&after), total_due(&before) - 1.0);
 
+    // Two patients given one number, written two ways: a shared contact, an honesty finding.
+    for (id, phone) in [
+        ("shared-1", "139 1111 2222"),
+        ("shared-2", "+86 139-1111-2222"),
+    ] {
+        c.scheduling
+            .ingest_business_event(IngestBusinessEventRequest {
+                source_event_id: id.into(),
+                subject: Some(Subject {
+                    subject_id: format!("patient-{id}"),
+                    department: "ward-a".into(),
+                    phones: vec![phone.into()],
+                    ..Default::default()
+                }),
+                ..discharge(id, "patient.discharged")
+            })
+            .await
+            .unwrap();
+    }
+
     // A discharge entered eight days late: its window (three days) had closed, so it is
     // skipped, and counted where its window opened, not on the day it was entered.
     let late = IngestBusinessEventRequest {
@@ -1029,6 +1063,23 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
     assert!(expected.by_policy.len() >= 2, "{:?}", expected.by_policy);
     assert!(expected.honesty.contains_key("network_contradiction"));
     assert!(expected.honesty.contains_key("short_reached"));
+    // Shared contacts are honesty findings too, dated when flagged (the wall clock here, not
+    // the simulated month): the report over today matches the log's recount.
+    let wall = Utc::now();
+    let today = matches_log(
+        &mut c,
+        &system.db.pool,
+        wall - chrono::Duration::days(1),
+        wall + chrono::Duration::days(1),
+        clock.now(),
+    )
+    .await;
+    assert_eq!(
+        today.honesty.get("shared_contact"),
+        Some(&vec![Some(1.0), Some(1.0)]),
+        "{:?}",
+        today.honesty
+    );
 
     // Figures below the tenant's minimum sample are marked.
     let by_agent = c

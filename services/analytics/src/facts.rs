@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use callback_contracts::call_logging::{HonestyFlagRaised, QuestionnairePublished, SurveyAnswered};
+use callback_contracts::call_logging::{
+    HonestyFlagRaised, QuestionnairePublished, SharedContactFlagged, SurveyAnswered,
+};
 use callback_contracts::complaint_routing::{ClockName, ComplaintEvent};
 use callback_contracts::scheduling::{
     AttemptedView, CallbackEvent, EndedView, RescheduledView, ScheduledView, TenantPublished,
@@ -46,15 +48,17 @@ pub const SCHEDULING_EVENT_TYPES: [&str; 8] = [
     CallbackEvent::SKIPPED,
     CallbackEvent::CANCELLED,
 ];
-pub const CALL_LOGGING_CATEGORIES: [&str; 3] = [
+pub const CALL_LOGGING_CATEGORIES: [&str; 4] = [
     QuestionnairePublished::CATEGORY,
     SurveyAnswered::CATEGORY,
     callback_contracts::call_logging::TELEPHONY,
+    SharedContactFlagged::CATEGORY,
 ];
-pub const CALL_LOGGING_EVENT_TYPES: [&str; 3] = [
+pub const CALL_LOGGING_EVENT_TYPES: [&str; 4] = [
     QuestionnairePublished::EVENT_TYPE,
     SurveyAnswered::EVENT_TYPE,
     HonestyFlagRaised::EVENT_TYPE,
+    SharedContactFlagged::EVENT_TYPE,
 ];
 pub const COMPLAINT_CATEGORIES: [&str; 1] = [ComplaintEvent::CATEGORY];
 

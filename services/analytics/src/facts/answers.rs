@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The honesty kind of a shared contact (`SharedContactFlagged`).
+pub const SHARED_CONTACT_KIND: &str = "shared_contact";
+
 /// The numeric value of an answer: ratings and scores as they are, yes = 1 and no = 0; choices
 /// and free text have none (free text is personal data and is not kept).
 pub fn numeric_answer(answer: &Value) -> Option<f64> {
@@ -104,6 +107,20 @@ impl BatchProjection for CallLoggingFacts {
                     rows.kind.push(flag.flag.kind().to_owned());
                     rows.tenant.push(flag.tenant_id);
                     rows.agent.push(flag.agent_id);
+                }
+                // One person, several subjects on one number: an honesty finding about the
+                // subjects, not a call (no agent); kept without the number.
+                SharedContactFlagged::EVENT_TYPE => {
+                    let Some(shared) = decode::<SharedContactFlagged>(event) else {
+                        continue;
+                    };
+                    let rows = &mut batch.flags;
+                    rows.raised_at.push(event.recorded_at);
+                    rows.attempt
+                        .push(format!("{}|{}", shared.subject_id, shared.other_subject_id));
+                    rows.kind.push(SHARED_CONTACT_KIND.to_owned());
+                    rows.tenant.push(shared.tenant_id);
+                    rows.agent.push(String::new());
                 }
                 _ => {}
             }
