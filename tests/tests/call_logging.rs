@@ -508,6 +508,12 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         again.duplicate && again.flags_raised.is_empty(),
         "idempotent on call id"
     );
+    // The same call id with another record is a conflict naming the key, not a retry.
+    let mut other = cdr.clone();
+    other.network_result = "ANSWER".into();
+    let e = calls.ingest_telephony_record(other).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    assert!(e.message().starts_with("call_id:"), "{e:?}");
     let mut bad_cdr = cdr;
     bad_cdr.call_id = "cdr-12".into();
     bad_cdr.network_result = "MAYBE".into();

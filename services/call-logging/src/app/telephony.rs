@@ -73,7 +73,27 @@ impl CallLogging {
         {
             Ok(_) => {}
             Err(callback_eventstore::Error::VersionConflict { .. }) => {
-                return Ok((true, Vec::new()))
+                // A retry repeats the record; the same call id with another record is a
+                // conflict, not a retry.
+                drop(tx);
+                let before = self
+                    .store
+                    .read_stream(&stream, 1)
+                    .await
+                    .map_err(Error::from)?;
+                let same = match before.first() {
+                    Some(event) => decode::<TelephonyRecord>(event)? == record,
+                    None => false,
+                };
+                if !same {
+                    return Err(Error::Conflict {
+                        field: "call_id".into(),
+                        reason: "already has another telephony record; a retry must repeat \
+                                 the record as first sent"
+                            .into(),
+                    });
+                }
+                return Ok((true, Vec::new()));
             }
             Err(e) => return Err(e.into()),
         }
