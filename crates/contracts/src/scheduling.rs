@@ -43,7 +43,8 @@ pub struct TenantSettings {
     #[serde(default)]
     pub frequency_caps: FrequencyCaps,
     /// The most callbacks one agent may hold under live leases at once (default 1: one
-    /// phone, one call). Absent in settings published before it existed.
+    /// phone, one call; up to 10,000 for batch work such as written surveys). Absent in
+    /// settings published before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_leases_per_agent: Option<u32>,
     /// The region (ISO 3166, e.g. `CN`) phone numbers without a country code are read in

@@ -49,11 +49,11 @@ pub fn validate_settings(settings: &TenantSettings) -> Result<Calendar, Settings
         };
         if settings
             .max_leases_per_agent
-            .is_some_and(|n| !(1..=100).contains(&n))
+            .is_some_and(|n| !(1..=10_000).contains(&n))
         {
             return Err(invalid(
                 "max_leases_per_agent".into(),
-                "must be 1-100 callbacks",
+                "must be 1-10000 callbacks",
             ));
         }
         if let Some(problem) = settings

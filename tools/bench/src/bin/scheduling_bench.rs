@@ -36,7 +36,7 @@ fn settings(agents: usize) -> String {
     json!({
         "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
                      "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
-        "pools": ["bench"], "agents": agents, "max_leases_per_agent": 100
+        "pools": ["bench"], "agents": agents, "max_leases_per_agent": 10000
     })
     .to_string()
 }
