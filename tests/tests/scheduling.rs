@@ -290,8 +290,24 @@ async fn an_agent_holds_at_most_the_tenants_lease_cap() {
         .is_some());
     let refused = client.claim_next(claim("cc-1")).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    // Out of range is refused when published, naming the field.
+    // 0: no limit (batch work such as written surveys).
     two["max_leases_per_agent"] = json!(0);
+    client
+        .publish_tenant(PublishTenantRequest {
+            tenant_id: "dealer".into(),
+            settings_json: two.to_string(),
+        })
+        .await
+        .unwrap();
+    assert!(client
+        .claim_next(claim("cc-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .claimed
+        .is_some());
+    // Out of range is refused when published, naming the field.
+    two["max_leases_per_agent"] = json!(10_001);
     let bad = client
         .publish_tenant(PublishTenantRequest {
             tenant_id: "dealer".into(),

@@ -43,8 +43,8 @@ pub struct TenantSettings {
     #[serde(default)]
     pub frequency_caps: FrequencyCaps,
     /// The most callbacks one agent may hold under live leases at once (default 1: one
-    /// phone, one call; up to 10,000 for batch work such as written surveys). Absent in
-    /// settings published before it existed.
+    /// phone, one call; up to 10,000, or 0 for no limit, for batch work such as written
+    /// surveys). Absent in settings published before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_leases_per_agent: Option<u32>,
     /// The region (ISO 3166, e.g. `CN`) phone numbers without a country code are read in
@@ -54,9 +54,13 @@ pub struct TenantSettings {
 }
 
 impl TenantSettings {
-    /// The lease cap in force ([`TenantSettings::max_leases_per_agent`], default 1).
-    pub fn lease_cap(&self) -> u32 {
-        self.max_leases_per_agent.unwrap_or(1)
+    /// The lease cap in force ([`TenantSettings::max_leases_per_agent`], default 1; `None`
+    /// when it is 0, no limit).
+    pub fn lease_cap(&self) -> Option<u32> {
+        match self.max_leases_per_agent.unwrap_or(1) {
+            0 => None,
+            cap => Some(cap),
+        }
     }
 
     /// The region phone numbers are read in ([`TenantSettings::phone_region`], default `CN`).

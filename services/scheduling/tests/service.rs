@@ -60,7 +60,7 @@ async fn publish_survey_policy(app: &Scheduling) {
 /// is tested over gRPC in `tests/tests/scheduling.rs`.
 fn settings() -> String {
     json!({
-        "max_leases_per_agent": 100,
+        "max_leases_per_agent": 0,
         "calendar": {
             "time_zone": "Asia/Shanghai",
             "windows": [{"start": "08:00", "end": "12:00"}, {"start": "13:30", "end": "17:30"}],

@@ -47,13 +47,10 @@ pub fn validate_settings(settings: &TenantSettings) -> Result<Calendar, Settings
             field,
             reason: reason.to_owned(),
         };
-        if settings
-            .max_leases_per_agent
-            .is_some_and(|n| !(1..=10_000).contains(&n))
-        {
+        if settings.max_leases_per_agent.is_some_and(|n| n > 10_000) {
             return Err(invalid(
                 "max_leases_per_agent".into(),
-                "must be 1-10000 callbacks",
+                "must be 0 (no limit) to 10000 callbacks",
             ));
         }
         if let Some(problem) = settings

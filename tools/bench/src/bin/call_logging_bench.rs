@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = json!({
         "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
                      "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
-        "pools": ["desk"], "agents": agents, "max_leases_per_agent": 10000
+        "pools": ["desk"], "agents": agents, "max_leases_per_agent": 0
     });
     services
         .publish_tenant(TENANT, settings.to_string())

@@ -36,7 +36,7 @@ fn settings(agents: usize) -> String {
     json!({
         "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
                      "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
-        "pools": ["bench"], "agents": agents, "max_leases_per_agent": 10000
+        "pools": ["bench"], "agents": agents, "max_leases_per_agent": 0
     })
     .to_string()
 }
@@ -123,9 +123,10 @@ async fn preload(pool: &sqlx::PgPool, target: i64) -> anyhow::Result<i64> {
                            replace($2, '00000000-0000-0000-0000-000000000000', id::text)::json, '{}'::json FROM ids RETURNING 1) \
              INSERT INTO sched_callbacks (callback_id, tenant_id, policy_id, policy_version, step, occurrence, subject_id, \
                     department, status, due_at, deadline, priority, owner_agent_id, pool, pool_after, claimed_by, lease_until, \
-                    attempts, end_reason, stream_version) \
+                    attempts, end_reason, stream_version, give_up_at) \
              SELECT id, $3, 'bench-policy', 1, 'call', 1, 'subject-0', NULL, 'scheduled', \
-                    $4 - (g % 1000) * interval '1 minute', $5, (g % 10)::smallint, NULL, 'bench', $4, NULL, NULL, 0, NULL, 1 \
+                    $4 - (g % 1000) * interval '1 minute', $5, (g % 10)::smallint, NULL, 'bench', $4, NULL, NULL, 0, NULL, 1, \
+                    $5 \
              FROM ids",
         )
         .bind(chunk)

@@ -73,18 +73,31 @@ impl Scheduling {
         answers: &mut [Option<Result<Option<Claim>>>],
         now: DateTime<Utc>,
     ) -> Result<Vec<Want>> {
+        // Tenants without a cap (0: batch work) need no count.
+        let capped = |w: &Want| {
+            tenants[&requests[w.request].tenant_id]
+                .0
+                .lease_cap()
+                .is_some()
+        };
+        if !wants.iter().any(capped) {
+            return Ok(wants);
+        }
         let (tenant_ids, agent_ids): (Vec<&str>, Vec<&str>) = wants
             .iter()
+            .filter(|w| capped(w))
             .map(|w| {
                 let r = &requests[w.request];
                 (r.tenant_id.as_str(), r.agent_id.as_str())
             })
             .unzip();
+        // Per agent, through `sched_callbacks_agent_leases_idx` (see its migration for why the
+        // status and lease conditions are in the FILTER, not the WHERE).
         let held: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT tenant_id, claimed_by, count(*) FROM sched_callbacks \
-             WHERE status = 'claimed' AND lease_until > $3 \
-               AND (tenant_id, claimed_by) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
-             GROUP BY 1, 2",
+            "SELECT a.tenant_id, a.agent_id, \
+               (SELECT count(*) FILTER (WHERE c.status = 'claimed' AND c.lease_until > $3) \
+                FROM sched_callbacks c WHERE c.claimed_by = a.agent_id AND c.tenant_id = a.tenant_id) \
+             FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS a(tenant_id, agent_id)",
         )
         .bind(&tenant_ids)
         .bind(&agent_ids)
@@ -98,7 +111,10 @@ impl Scheduling {
         let mut kept = Vec::with_capacity(wants.len());
         for want in wants {
             let r = &requests[want.request];
-            let cap = i64::from(tenants[&r.tenant_id].0.lease_cap());
+            let Some(cap) = tenants[&r.tenant_id].0.lease_cap().map(i64::from) else {
+                kept.push(want);
+                continue;
+            };
             let count = held
                 .entry((r.tenant_id.clone(), r.agent_id.clone()))
                 .or_default();
