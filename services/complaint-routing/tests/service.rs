@@ -612,3 +612,35 @@ async fn a_complainant_without_an_id_is_recognised_by_number_however_written() {
     };
     assert!(!app.file(nobody).await.unwrap().duplicate);
 }
+
+#[tokio::test]
+async fn numbers_are_read_in_the_tenants_region() {
+    let Setup { app, .. } = setup().await;
+    let mut hong_kong = rules();
+    hong_kong["phone_region"] = json!("HK");
+    app.publish_rules("hk-estate", &hong_kong.to_string())
+        .await
+        .unwrap();
+    let filed = app
+        .file(Intake {
+            tenant_id: "hk-estate".into(),
+            customer: Customer {
+                customer_id: "c1".into(),
+                name: String::new(),
+                phones: vec!["9123 4567".into()],
+            },
+            ..intake("hk-1", "c1", "noise")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        filed.complaint.state.filed.customer.phones,
+        ["+85291234567"]
+    );
+    hong_kong["phone_region"] = json!("XX");
+    let refused = app
+        .publish_rules("hk-estate", &hong_kong.to_string())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("phone_region"), "{refused}");
+}

@@ -28,7 +28,8 @@ pub(super) fn validate_intake(intake: &Intake) -> Result<()> {
     }
     // The rule every service shares: numbers are matched in their normal form (E.164).
     for (i, phone) in intake.customer.phones.iter().enumerate() {
-        if let Err(reason) = callback_rules::phone::normalize(phone, PHONE_REGION) {
+        // Read in the tenant's region once its rules are loaded (`file_in`).
+        if let Some(reason) = callback_rules::ids::phone_problem(phone) {
             return Err(invalid(format!("customer.phones[{i}]"), reason));
         }
     }
@@ -65,7 +66,6 @@ impl ComplaintRouting {
     #[tracing::instrument(name = "complaints.file", skip_all, fields(tenant_id = %intake.tenant_id, channel = %intake.channel))]
     pub async fn file(&self, intake: Intake) -> Result<Filing> {
         validate_intake(&intake)?;
-        let intake = with_normal_phones(intake);
         let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
         if let Some(existing) = self.existing(id).await? {
             return same_filing(existing, &intake);
@@ -104,7 +104,6 @@ impl ComplaintRouting {
     /// Returns a duplicate filing when the complaint exists.
     pub async fn file_in(&self, conn: &mut PgConnection, intake: &Intake) -> Result<Filing> {
         validate_intake(intake)?;
-        let intake = &with_normal_phones(intake.clone());
         let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
         if let Some((complaint, _)) = self.load(conn, id, false).await? {
             return same_filing(
@@ -117,6 +116,7 @@ impl ComplaintRouting {
         }
         let now = self.now();
         let rules = self.latest_rules(conn, &intake.tenant_id).await?;
+        let intake = &with_normal_phones(intake.clone(), rules.rules.phone_region())?;
         let rule = &rules.rules;
         let topic = domain::group_topic(intake);
         let opinion = rule
@@ -271,16 +271,12 @@ fn same_filing(existing: Filing, intake: &Intake) -> Result<Filing> {
     }
 }
 
-/// The region complainants' numbers without a country code are read in.
-pub(super) const PHONE_REGION: &str = callback_rules::phone::DEFAULT_REGION;
-
-/// The intake with its numbers in E.164 ([`validate_intake`] checked they have one), so a
-/// complainant is recognised by number however it was written.
-fn with_normal_phones(mut intake: Intake) -> Intake {
-    for phone in &mut intake.customer.phones {
-        if let Ok(normal) = callback_rules::phone::normalize(phone, PHONE_REGION) {
-            *phone = normal;
-        }
+/// The intake with its numbers in E.164, read in the tenant's region, so a complainant is
+/// recognised by number however it was written; or the number that is not one.
+fn with_normal_phones(mut intake: Intake, region: &str) -> Result<Intake> {
+    for (i, phone) in intake.customer.phones.iter_mut().enumerate() {
+        *phone = callback_rules::phone::normalize(phone, region)
+            .map_err(|reason| invalid(format!("customer.phones[{i}]"), reason))?;
     }
-    intake
+    Ok(intake)
 }

@@ -191,6 +191,10 @@ pub struct RoutingRules {
     pub repeat_window_days: u32,
     #[serde(default)]
     pub verification: VerificationRule,
+    /// The region (ISO 3166) complainants' numbers without a country code are read in when
+    /// they are normalised to E.164; default `CN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_region: Option<String>,
 }
 
 /// A rules document that cannot be used, naming the field.
@@ -332,6 +336,13 @@ impl RoutingRules {
         if self.verification.item_id.trim().is_empty() {
             return Err(rules_error("verification.item_id", "must not be empty"));
         }
+        if let Some(problem) = self
+            .phone_region
+            .as_deref()
+            .and_then(callback_rules::phone::region_problem)
+        {
+            return Err(rules_error("phone_region", problem));
+        }
         Ok(calendar)
     }
 
@@ -344,6 +355,13 @@ impl RoutingRules {
                 format!("unknown department `{department}`"),
             ))
         }
+    }
+
+    /// The region complainants' numbers are read in (default `CN`).
+    pub fn phone_region(&self) -> &str {
+        self.phone_region
+            .as_deref()
+            .unwrap_or(callback_rules::phone::DEFAULT_REGION)
     }
 
     pub fn department(&self, name: &str) -> Option<&Department> {
