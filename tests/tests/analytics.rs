@@ -859,6 +859,19 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
         }),
         attributes_json: String::new(),
     };
+    // A discharge of a patient of its own, in `department`, reached on `phones`.
+    let patient_discharged = |id: &str, subject_id: &str, department: &str, phones: Vec<String>| {
+        IngestBusinessEventRequest {
+            source_event_id: id.into(),
+            subject: Some(Subject {
+                subject_id: subject_id.into(),
+                department: department.into(),
+                phones,
+                ..Default::default()
+            }),
+            ..discharge(id, "patient.discharged")
+        }
+    };
     c.scheduling
         .ingest_business_event(discharge("late-1", "patient.discharged"))
         .await
@@ -878,16 +891,12 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
         ("shared-2", "+86 139-1111-2222"),
     ] {
         c.scheduling
-            .ingest_business_event(IngestBusinessEventRequest {
-                source_event_id: id.into(),
-                subject: Some(Subject {
-                    subject_id: format!("patient-{id}"),
-                    department: "ward-a".into(),
-                    phones: vec![phone.into()],
-                    ..Default::default()
-                }),
-                ..discharge(id, "patient.discharged")
-            })
+            .ingest_business_event(patient_discharged(
+                id,
+                &format!("patient-{id}"),
+                "ward-a",
+                vec![phone.into()],
+            ))
             .await
             .unwrap();
     }
@@ -895,14 +904,8 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
     // A discharge entered eight days late: its window (three days) had closed, so it is
     // skipped, and counted where its window opened, not on the day it was entered.
     let late = IngestBusinessEventRequest {
-        source_event_id: "entered-late".into(),
         occurred_at: ts(clock.now() - chrono::Duration::days(8)),
-        subject: Some(Subject {
-            subject_id: "late-entry".into(),
-            department: "ward-b".into(),
-            ..Default::default()
-        }),
-        ..discharge("entered-late", "patient.discharged")
+        ..patient_discharged("entered-late", "late-entry", "ward-b", Vec::new())
     };
     let answer = c
         .scheduling
@@ -924,15 +927,8 @@ async fn a_month_of_traffic_gives_the_numbers_the_log_gives_and_a_rebuild_gives_
 
     // A discharge nobody reaches in time (its three days pass unworked), then reached
     // overdue: after its deadline, before its give-up time.
-    let overdue_fact = IngestBusinessEventRequest {
-        source_event_id: "reached-overdue".into(),
-        subject: Some(Subject {
-            subject_id: "overdue-patient".into(),
-            department: "ward-b".into(),
-            ..Default::default()
-        }),
-        ..discharge("reached-overdue", "patient.discharged")
-    };
+    let overdue_fact =
+        patient_discharged("reached-overdue", "overdue-patient", "ward-b", Vec::new());
     let overdue_id = c
         .scheduling
         .ingest_business_event(overdue_fact)

@@ -133,11 +133,6 @@ fn length_delimited(out: &mut Vec<u8>, number: i32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-thread_local! {
-    /// The repeated field the request being built holds 5,000 entries of, if any.
-    static HUGE_LIST: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
 /// Every message type of the descriptors, by its full name (`.callback.v1.Subject`).
 struct Schema {
     messages: HashMap<String, DescriptorProto>,
@@ -253,7 +248,15 @@ fn timestamp(rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-fn message(schema: &Schema, rng: &mut Rng, type_name: &str, depth: usize) -> Vec<u8> {
+/// A request of type `type_name`; `huge_list` is set to the repeated field given 5,000 entries,
+/// if one was.
+fn message(
+    schema: &Schema,
+    rng: &mut Rng,
+    type_name: &str,
+    depth: usize,
+    huge_list: &mut Option<String>,
+) -> Vec<u8> {
     if type_name == ".google.protobuf.Timestamp" {
         return timestamp(rng);
     }
@@ -268,21 +271,21 @@ fn message(schema: &Schema, rng: &mut Rng, type_name: &str, depth: usize) -> Vec
         let repeated = field.label() == Label::Repeated;
         if repeated && rng.chance(5) {
             // A huge list of small items: every repeated field must be bounded.
-            HUGE_LIST.with(|huge| *huge.borrow_mut() = Some(field.name().to_owned()));
+            *huge_list = Some(field.name().to_owned());
             for n in 0..5_000 {
                 match field.r#type() {
                     Type::Message => length_delimited(&mut out, field.number(), &[]),
                     Type::String | Type::Bytes => {
                         length_delimited(&mut out, field.number(), format!("e{n}").as_bytes())
                     }
-                    _ => value(schema, rng, field, depth, &mut out),
+                    _ => value(schema, rng, field, depth, huge_list, &mut out),
                 }
             }
             continue;
         }
         let count = if repeated { rng.below(4) } else { 1 };
         for _ in 0..count {
-            value(schema, rng, field, depth, &mut out);
+            value(schema, rng, field, depth, huge_list, &mut out);
         }
     }
     out
@@ -293,6 +296,7 @@ fn value(
     rng: &mut Rng,
     field: &callback_proto::prost_types::FieldDescriptorProto,
     depth: usize,
+    huge_list: &mut Option<String>,
     out: &mut Vec<u8>,
 ) {
     let number = field.number();
@@ -303,7 +307,7 @@ fn value(
         }
         Type::Message => {
             if depth < 4 {
-                let inner = message(schema, rng, field.type_name(), depth + 1);
+                let inner = message(schema, rng, field.type_name(), depth + 1, huge_list);
                 length_delimited(out, number, &inner);
             }
         }
@@ -410,9 +414,8 @@ async fn hostile_requests_on_every_rpc_get_precise_short_answers_and_write_nothi
             for method in &service.method {
                 let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
                 for _ in 0..REQUESTS_PER_RPC {
-                    HUGE_LIST.with(|huge| *huge.borrow_mut() = None);
-                    let body = message(&schema, &mut rng, method.input_type(), 0);
-                    let huge_list = HUGE_LIST.with(|huge| huge.borrow_mut().take());
+                    let mut huge_list = None;
+                    let body = message(&schema, &mut rng, method.input_type(), 0, &mut huge_list);
                     let before = event_count(&system.db.pool).await;
                     let mut client = tonic::client::Grpc::new(system.channel(kind))
                         .max_decoding_message_size(64 << 20)

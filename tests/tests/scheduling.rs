@@ -227,15 +227,19 @@ async fn ingest_claim_and_inspect_over_grpc() {
     system.stop().await;
 }
 
+fn dealer_settings(settings_json: String) -> PublishTenantRequest {
+    PublishTenantRequest {
+        tenant_id: "dealer".into(),
+        settings_json,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_holds_at_most_the_tenants_lease_cap() {
     let system = System::start(&[ServiceKind::Scheduling]).await;
     let mut client = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
     client
-        .publish_tenant(PublishTenantRequest {
-            tenant_id: "dealer".into(),
-            settings_json: settings(),
-        })
+        .publish_tenant(dealer_settings(settings()))
         .await
         .unwrap();
     client
@@ -275,10 +279,7 @@ async fn an_agent_holds_at_most_the_tenants_lease_cap() {
     let mut two: serde_json::Value = serde_json::from_str(&settings()).unwrap();
     two["max_leases_per_agent"] = json!(2);
     client
-        .publish_tenant(PublishTenantRequest {
-            tenant_id: "dealer".into(),
-            settings_json: two.to_string(),
-        })
+        .publish_tenant(dealer_settings(two.to_string()))
         .await
         .unwrap();
     assert!(client
@@ -293,10 +294,7 @@ async fn an_agent_holds_at_most_the_tenants_lease_cap() {
     // 0: no limit (batch work such as written surveys).
     two["max_leases_per_agent"] = json!(0);
     client
-        .publish_tenant(PublishTenantRequest {
-            tenant_id: "dealer".into(),
-            settings_json: two.to_string(),
-        })
+        .publish_tenant(dealer_settings(two.to_string()))
         .await
         .unwrap();
     assert!(client
@@ -309,10 +307,7 @@ async fn an_agent_holds_at_most_the_tenants_lease_cap() {
     // Out of range is refused when published, naming the field.
     two["max_leases_per_agent"] = json!(10_001);
     let bad = client
-        .publish_tenant(PublishTenantRequest {
-            tenant_id: "dealer".into(),
-            settings_json: two.to_string(),
-        })
+        .publish_tenant(dealer_settings(two.to_string()))
         .await
         .unwrap_err();
     assert!(bad.message().contains("max_leases_per_agent"), "{bad:?}");

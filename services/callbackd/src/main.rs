@@ -175,6 +175,15 @@ async fn database(name: &str, fresh: bool) -> anyhow::Result<(String, Option<Pri
     Ok((url, cluster))
 }
 
+/// Closes an offline command's pool and stops the private cluster it started, if any.
+async fn close(pool: &sqlx::PgPool, cluster: Option<PrivateCluster>) -> anyhow::Result<()> {
+    pool.close().await;
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    Ok(())
+}
+
 /// The event log for an offline command, with the configured wait for older transactions.
 async fn open_store(
     url: &str,
@@ -228,10 +237,7 @@ async fn rebuild_call_logging() -> anyhow::Result<()> {
     );
     let events = app.rebuild_projections().await?;
     println!("rebuilt the call-logging read models from {events} events");
-    store.pool().close().await;
-    if let Some(cluster) = cluster {
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    }
+    close(store.pool(), cluster).await?;
     Ok(())
 }
 
@@ -279,10 +285,7 @@ async fn demo() -> anyhow::Result<()> {
             "DIFFERENT"
         }
     );
-    app.store().pool().close().await;
-    if let Some(cluster) = cluster {
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    }
+    close(app.store().pool(), cluster).await?;
     anyhow::ensure!(before == after, "the rebuilt read model differs");
     Ok(())
 }
@@ -307,10 +310,7 @@ async fn rebuild_complaint_routing() -> anyhow::Result<()> {
     .await?;
     let events = app.rebuild_projections().await?;
     println!("rebuilt the complaint-routing read models from {events} events");
-    app.store().pool().close().await;
-    if let Some(cluster) = cluster {
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    }
+    close(app.store().pool(), cluster).await?;
     Ok(())
 }
 
@@ -331,10 +331,7 @@ async fn rebuild_analytics() -> anyhow::Result<()> {
         "cleared the analytics read models and checkpoints; the analytics service refills them \
          from the feeds when it starts"
     );
-    pool.close().await;
-    if let Some(cluster) = cluster {
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    }
+    close(&pool, cluster).await?;
     Ok(())
 }
 
@@ -353,9 +350,6 @@ async fn rebuild_scheduling() -> anyhow::Result<()> {
             "they had drifted and are now rebuilt"
         }
     );
-    app.store().pool().close().await;
-    if let Some(cluster) = cluster {
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    }
+    close(app.store().pool(), cluster).await?;
     Ok(())
 }

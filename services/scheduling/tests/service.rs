@@ -44,6 +44,15 @@ async fn setup() -> (TestDb, Scheduling, ManualClock) {
     (db, app, clock)
 }
 
+/// The hospital's settings with these frequency caps.
+async fn publish_frequency_caps(app: &Scheduling, caps: serde_json::Value) {
+    let mut capped: serde_json::Value = serde_json::from_str(&settings()).unwrap();
+    capped["frequency_caps"] = caps;
+    app.publish_tenant("hospital", &capped.to_string())
+        .await
+        .unwrap();
+}
+
 /// A second discharge policy, for the call center: a survey 3-10 days after discharge.
 async fn publish_survey_policy(app: &Scheduling) {
     let survey = json!({
@@ -899,11 +908,7 @@ async fn time_travel_and_rebuild_reproduce_the_read_model() {
 #[tokio::test]
 async fn frequency_caps_defer_calls_to_one_person_across_policies() {
     let (_db, app, clock) = setup().await;
-    let mut capped: serde_json::Value = serde_json::from_str(&settings()).unwrap();
-    capped["frequency_caps"] = json!({"per_day": 1, "per_week": 3});
-    app.publish_tenant("hospital", &capped.to_string())
-        .await
-        .unwrap();
+    publish_frequency_caps(&app, json!({"per_day": 1, "per_week": 3})).await;
     let survey = json!({
         "policy_id": "satisfaction", "name": "满意度调查", "trigger": {"event_type": "patient.discharged"},
         "steps": [{"name": "survey", "owner": {"kind": "pool", "pool": "ward-nurses"}, "priority": 6,
@@ -1300,11 +1305,7 @@ async fn a_late_fact_skips_the_closed_window_and_plans_the_rest_of_its_series() 
 #[tokio::test]
 async fn frequency_caps_count_every_subject_on_the_same_number() {
     let (_db, app, clock) = setup().await;
-    let mut capped: serde_json::Value = serde_json::from_str(&settings()).unwrap();
-    capped["frequency_caps"] = json!({"per_day": 1});
-    app.publish_tenant("hospital", &capped.to_string())
-        .await
-        .unwrap();
+    publish_frequency_caps(&app, json!({"per_day": 1})).await;
     // Two patients, one number written two ways (a parent answering for a child).
     let (fact, parent) = discharge("p1", shanghai(2026, 9, 7, 8, 30), None);
     app.ingest(fact, parent).await.unwrap();
