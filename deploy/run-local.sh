@@ -28,6 +28,15 @@ if command -v psql >/dev/null 2>&1; then
 fi
 
 mkdir -p target/run-local
+# TLS and tokens: unless security settings are given, trial credentials (a local CA, tokens for
+# tenant `demo` in target/run-local/credentials/tokens/).
+if [ -z "${CALLBACK_TLS_CERT:-}${CALLBACK_JWKS_FILE:-}${CALLBACK_TLS:-}" ]; then
+  while IFS='=' read -r key value; do export "$key=$value"; done \
+    < <(target/release/callbackd credentials target/run-local/credentials)
+  echo "trial credentials in target/run-local/credentials (tokens/ for tenant demo)"
+fi
+scheme=https
+[ "${CALLBACK_TLS:-on}" = off ] && scheme=http
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -46,7 +55,7 @@ done
 addrs=("$CALLBACK_SCHEDULING_ADDR" "$CALLBACK_CALL_LOGGING_ADDR" "$CALLBACK_COMPLAINT_ROUTING_ADDR" "$CALLBACK_ANALYTICS_ADDR")
 for i in "${!services[@]}"; do
   for _ in $(seq 1 100); do
-    if target/release/callbackd health "http://${addrs[$i]}" >/dev/null 2>&1; then
+    if target/release/callbackd health "$scheme://${addrs[$i]}" >/dev/null 2>&1; then
       echo "${services[$i]} serving on ${addrs[$i]}"
       continue 2
     fi

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod raw;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +13,73 @@ use callback_kit::{grpc, Config, ServiceKind, Shutdown};
 use callback_testkit::TestDb;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// The tests' PKI: a CA, the services' certificate, the harness's client certificate and a
+/// token signer, made once per test process in a temporary folder.
+pub struct TestPki {
+    pub pki: callback_devpki::DevPki,
+    pub ca_pem: String,
+    pub harness: callback_devpki::ClientIdentity,
+    /// The security settings every service of a [`System`] reads.
+    pub settings: Vec<(String, String)>,
+}
+
+/// What the harness may do: everything but act as an agent itself, in every tenant.
+pub const HARNESS_PERMISSIONS: &[&str] = &[
+    "*:integration",
+    "*:middleware",
+    "*:handler",
+    "*:supervisor",
+    "*:admin",
+    "*:bi",
+    "*:service",
+];
+
+/// The subject the harness's certificate is mapped to (the reader of full views it asks for).
+pub const HARNESS_SUBJECT: &str = "test-harness";
+
+pub fn test_pki() -> &'static TestPki {
+    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("callback-test-pki-{}", std::process::id()));
+        let mut pki = callback_devpki::DevPki::create(&dir).unwrap();
+        let harness = pki.client(HARNESS_SUBJECT, HARNESS_PERMISSIONS).unwrap();
+        TestPki {
+            ca_pem: pki.ca_pem.clone(),
+            settings: pki.settings(),
+            harness,
+            pki,
+        }
+    })
+}
+
+/// A token from the tests' signer for `subject` with `permissions`, valid for an hour.
+pub fn token(subject: &str, permissions: &[&str]) -> String {
+    test_pki().pki.token(subject, permissions, 3600).unwrap()
+}
+
+/// A client interceptor that sends `token` as a bearer token.
+#[derive(Clone)]
+pub struct Bearer(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Bearer(format!("Bearer {token}").parse().unwrap())
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
 
 /// Running services. Dropping it does not stop them; call [`System::stop`].
 pub struct System {
@@ -55,7 +123,7 @@ impl System {
             listeners.insert(kind, listener.local_addr().unwrap());
             reserved.insert(kind, listener);
         }
-        let mut vars: HashMap<String, String> = HashMap::new();
+        let mut vars: HashMap<String, String> = test_pki().settings.iter().cloned().collect();
         vars.insert("DATABASE_URL".into(), db.url());
         vars.insert("CALLBACK_DB_MAX_CONNECTIONS".into(), "5".into());
         for (kind, addr) in &listeners {
@@ -126,8 +194,24 @@ impl System {
         }
     }
 
+    /// A channel as the test harness: mutual TLS with a client certificate mapped to every
+    /// role but `agent` in every tenant.
     pub fn channel(&self, kind: ServiceKind) -> Channel {
-        grpc::channel(self.config.url(kind)).unwrap()
+        let pki = test_pki();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+            .identity(Identity::from_pem(
+                &pki.harness.cert_pem,
+                &pki.harness.key_pem,
+            ));
+        grpc::channel_with_config(self.config.url(kind), Some(tls)).unwrap()
+    }
+
+    /// A channel over TLS without a client certificate: what an outside client has before
+    /// it sends a token.
+    pub fn anonymous_channel(&self, kind: ServiceKind) -> Channel {
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&test_pki().ca_pem));
+        grpc::channel_with_config(self.config.url(kind), Some(tls)).unwrap()
     }
 
     /// Polls the standard health service until the service reports SERVING.

@@ -698,8 +698,17 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         0,
         "masked reads and refusals are not full views"
     );
-    let full = calls
-        .get_call_record(read(true, "complaint investigation #12"))
+    // The reader on record is the authenticated supervisor, not the `reader` a caller
+    // writes into its request.
+    let supervisor = callback_tests::token("supervisor-7", &["h:supervisor"]);
+    let mut as_supervisor = CallLoggingClient::with_interceptor(
+        system.anonymous_channel(ServiceKind::CallLogging),
+        callback_tests::Bearer::new(&supervisor),
+    );
+    let mut claiming_to_be_another = read(true, "complaint investigation #12");
+    claiming_to_be_another.reader = "someone-else".into();
+    let full = as_supervisor
+        .get_call_record(claiming_to_be_another)
         .await
         .unwrap()
         .into_inner();
@@ -712,6 +721,7 @@ async fn attempts_flow_from_call_logging_to_scheduling_and_bad_reports_write_not
         .unwrap();
     assert!(
         audit.payload.contains("supervisor-7")
+            && !audit.payload.contains("someone-else")
             && audit.payload.contains("complaint investigation #12")
     );
     let e = calls

@@ -14,8 +14,8 @@ use callback_kit::ServiceKind;
 use callback_proto::prost::Message;
 use callback_proto::prost_types::field_descriptor_proto::{Label, Type};
 use callback_proto::prost_types::{DescriptorProto, FileDescriptorSet};
+use callback_tests::raw::{put_varint as varint, RawCodec};
 use callback_tests::System;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Code;
 
 /// Requests per RPC. Each run uses a fresh seed (printed), so runs explore different inputs;
@@ -24,71 +24,6 @@ const REQUESTS_PER_RPC: usize = 40;
 
 /// Longest status message accepted: it travels in HTTP/2 headers.
 const MAX_MESSAGE: usize = 400;
-
-// ---- a codec that passes encoded protobuf bytes through ----
-
-#[derive(Clone, Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        use bytes_put::Put;
-        dst.put(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use bytes_put::Take;
-        Ok(Some(src.take_all()))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-/// The two buffer operations the codec needs, through tonic's re-exported `bytes` traits.
-mod bytes_put {
-    use callback_proto::prost::bytes::{Buf, BufMut};
-    use tonic::codec::{DecodeBuf, EncodeBuf};
-
-    pub trait Put {
-        fn put(&mut self, bytes: &[u8]);
-    }
-    impl Put for EncodeBuf<'_> {
-        fn put(&mut self, bytes: &[u8]) {
-            self.put_slice(bytes);
-        }
-    }
-    pub trait Take {
-        fn take_all(&mut self) -> Vec<u8>;
-    }
-    impl Take for DecodeBuf<'_> {
-        fn take_all(&mut self) -> Vec<u8> {
-            let mut out = vec![0; self.remaining()];
-            self.copy_to_slice(&mut out);
-            out
-        }
-    }
-}
 
 // ---- a small deterministic random source ----
 
@@ -114,14 +49,6 @@ impl Rng {
 }
 
 // ---- protobuf encoding of generated values ----
-
-fn varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
 
 fn key(out: &mut Vec<u8>, number: i32, wire_type: u64) {
     varint(out, ((number as u64) << 3) | wire_type);

@@ -37,6 +37,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
         | "callback-proto"
         | "callback-eventstore"
         | "callback-pgrunner"
+        | "callback-devpki"
         | "callback-rules" => &[],
         "callback-contracts" => &["callback-calendar"],
         "callback-testkit" => &["callback-pgrunner"],
@@ -69,6 +70,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-host",
             "callback-kit",
             "callback-pgrunner",
+            "callback-devpki",
             "callback-rules",
         ],
         "callback-tests" | "callback-bench" => return None,
@@ -361,14 +363,12 @@ fn every_locked_package_carries_an_allowed_licence() {
     assert!(seen.len() > 3, "the licence scan read too little: {seen:?}");
 }
 
-/// Production code (before a file's `#[cfg(test)]`) stays in files a reader can hold in mind.
-#[test]
-fn no_production_file_is_over_600_lines() {
-    const LIMIT: usize = 600;
+/// Every `.rs` file under `tops` (relative to the workspace root), without `tests` folders
+/// and build output, with its text.
+fn rust_files(tops: &[&str]) -> Vec<(std::path::PathBuf, String)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut long = Vec::new();
-    let mut read = 0;
-    for top in ["crates", "services", "tools"] {
+    let mut files = Vec::new();
+    for top in tops {
         let mut dirs = vec![root.join(top)];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir).unwrap() {
@@ -380,22 +380,52 @@ fn no_production_file_is_over_600_lines() {
                     }
                 } else if name.ends_with(".rs") {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    let production = text
-                        .lines()
-                        .take_while(|line| line.trim() != "#[cfg(test)]")
-                        .count();
-                    read += 1;
-                    if production > LIMIT {
-                        long.push(format!("{} ({production} lines)", path.display()));
-                    }
+                    files.push((path, text));
                 }
             }
         }
     }
-    assert!(read > 50, "read only {read} files");
+    files
+}
+
+/// Production code (before a file's `#[cfg(test)]`) stays in files a reader can hold in mind.
+#[test]
+fn no_production_file_is_over_600_lines() {
+    const LIMIT: usize = 600;
+    let files = rust_files(&["crates", "services", "tools"]);
+    let mut long = Vec::new();
+    for (path, text) in &files {
+        let production = text
+            .lines()
+            .take_while(|line| line.trim() != "#[cfg(test)]")
+            .count();
+        if production > LIMIT {
+            long.push(format!("{} ({production} lines)", path.display()));
+        }
+    }
+    assert!(files.len() > 50, "read only {} files", files.len());
     assert!(
         long.is_empty(),
         "over {LIMIT} lines of production code:\n{}",
         long.join("\n")
     );
+}
+
+/// The benchmarks' unauthenticated baseline is reachable from the benchmarks only: no
+/// service, binary or setting can switch authentication off.
+#[test]
+fn only_the_benchmarks_switch_authentication_off() {
+    let callers: Vec<String> = rust_files(&["crates", "services", "tools", "tests"])
+        .into_iter()
+        .filter(|(path, text)| {
+            let path = path.display().to_string();
+            text.contains("unauthenticated_for_benchmarks")
+                && !path.contains("tools/bench/")
+                && !path.ends_with("crates/kit/src/security/mod.rs")
+                && !path.ends_with("tests/src/workspace.rs")
+                && !path.ends_with("tests/workspace.rs")
+        })
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    assert!(callers.is_empty(), "{callers:?}");
 }

@@ -99,6 +99,14 @@ impl EventFeed for FeedServer {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        // Feeds carry every tenant's events: the services' own principals only. The layer
+        // refuses everybody else already; a request that did not pass it is refused here.
+        let caller = request
+            .extensions()
+            .get::<callback_kit::security::Caller>()
+            .ok_or_else(|| Status::unauthenticated("no authenticated caller"))?;
+        callback_rules::access::may_subscribe(&caller.principal)
+            .map_err(|refusal| Status::permission_denied(refusal.message))?;
         let request = request.into_inner();
         let filter = self.filter_for(&request)?;
         if request.heartbeat_seconds > 3600 {

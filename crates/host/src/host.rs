@@ -4,7 +4,7 @@
 use callback_eventstore::EventStore;
 use callback_kit::grpc::Router;
 use callback_kit::grpc::{self, GrpcError};
-use callback_kit::{ServiceKind, Shutdown};
+use callback_kit::{Security, ServiceKind, Shutdown};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tonic_health::server::HealthReporter;
@@ -38,10 +38,11 @@ impl ServiceHost {
         kind: ServiceKind,
         pool: PgPool,
         categories: &[&'static str],
+        security: &Security,
     ) -> Result<Self, HostError> {
         let store = EventStore::open(pool).await?;
         store.register_categories(kind.name(), categories).await?;
-        let (router, health) = grpc::router()?;
+        let (router, health) = grpc::router(security)?;
         let feed_shutdown = Shutdown::new();
         let feed = FeedServer::new(store.clone(), categories, feed_shutdown.clone());
         let router = router.add_service(feed.into_service());
@@ -60,10 +61,11 @@ impl ServiceHost {
         kind: ServiceKind,
         pool: PgPool,
         categories: &[&'static str],
+        security: &Security,
         listener: TcpListener,
         shutdown: Shutdown,
     ) -> Result<(), HostError> {
-        let host = Self::start(kind, pool, categories).await?;
+        let host = Self::start(kind, pool, categories, security).await?;
         Ok(host.serve(listener, shutdown).await?)
     }
 

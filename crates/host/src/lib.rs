@@ -33,7 +33,10 @@ pub struct Context {
 impl Context {
     /// A channel to another service, at the address the configuration gives it.
     pub fn channel(&self, kind: ServiceKind) -> Result<Channel, HostError> {
-        Ok(callback_kit::grpc::channel(self.config.url(kind))?)
+        Ok(callback_kit::grpc::channel_with(
+            self.config.url(kind),
+            self.config.security.tls.as_ref(),
+        )?)
     }
 }
 
@@ -69,7 +72,7 @@ pub async fn serve<S: Service>(
     shutdown: Shutdown,
     clock: Arc<dyn Clock>,
 ) -> Result<(), HostError> {
-    let host = ServiceHost::start(S::KIND, pool, S::CATEGORIES).await?;
+    let host = ServiceHost::start(S::KIND, pool, S::CATEGORIES, &config.security).await?;
     S::migrator().run(host.store.pool()).await?;
     let ctx = Context {
         store: host.store.clone(),

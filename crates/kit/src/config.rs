@@ -10,9 +10,13 @@
 //! | `RUST_LOG` | log filter | info |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector; traces are exported only when set | unset |
 //! | `CALLBACK_REBUILD_WAIT_SECONDS` | how long a rebuild waits for older transactions | 60 |
+//!
+//! The security settings (TLS, tokens, client certificates) are in `crate::security`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+
+use crate::security::Security;
 
 /// The four services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,6 +90,8 @@ pub struct Config {
     pub listen: HashMap<ServiceKind, SocketAddr>,
     /// Where each service is reached by the others.
     pub urls: HashMap<ServiceKind, String>,
+    /// TLS, tokens, client certificates (`crate::security`).
+    pub security: Security,
 }
 
 /// How long a rebuild or reset waits for transactions begun before it (anywhere on the
@@ -117,6 +123,21 @@ impl Config {
 
     /// Reads configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::read(lookup, None)
+    }
+
+    /// Reads everything but the security settings through `lookup`.
+    pub fn from_lookup_with_security(
+        lookup: impl Fn(&str) -> Option<String>,
+        security: Security,
+    ) -> Result<Self, ConfigError> {
+        Self::read(lookup, Some(security))
+    }
+
+    fn read(
+        lookup: impl Fn(&str) -> Option<String>,
+        security: Option<Security>,
+    ) -> Result<Self, ConfigError> {
         let database_url = lookup("DATABASE_URL").ok_or_else(|| ConfigError {
             variable: "DATABASE_URL".into(),
             reason: "not set; give a PostgreSQL URL such as postgres://user@host:5432/db".into(),
@@ -139,6 +160,10 @@ impl Config {
                 }
             },
         };
+        let security = match security {
+            Some(security) => security,
+            None => Security::from_lookup(&lookup)?,
+        };
         let mut listen = HashMap::new();
         let mut urls = HashMap::new();
         for kind in ServiceKind::ALL {
@@ -153,7 +178,7 @@ impl Config {
             listen.insert(kind, addr);
             let url_var = kind.url_var();
             let url = match lookup(&url_var) {
-                None => format!("http://{addr}"),
+                None => format!("{}://{addr}", security.scheme()),
                 Some(text) if text.starts_with("http://") || text.starts_with("https://") => text,
                 Some(text) => {
                     return Err(ConfigError {
@@ -169,6 +194,7 @@ impl Config {
             db_max_connections,
             listen,
             urls,
+            security,
         })
     }
 
@@ -214,11 +240,14 @@ pub fn pool_options(max_connections: u32) -> sqlx::postgres::PgPoolOptions {
 mod tests {
     use super::*;
 
+    /// `vars`, with the security settings of a fresh local PKI where `vars` does not set them.
     fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        let security = crate::security::tests::pki_settings();
         move |key| {
             vars.iter()
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| v.to_string())
+                .or_else(|| security.get(key).cloned())
         }
     }
 
@@ -232,12 +261,12 @@ mod tests {
         assert_eq!(config.db_max_connections, 16);
         assert_eq!(config.listen_addr(ServiceKind::Scheduling).port(), 50051);
         assert_eq!(config.listen_addr(ServiceKind::Analytics).port(), 6000);
-        assert_eq!(config.url(ServiceKind::Analytics), "http://0.0.0.0:6000");
+        assert_eq!(config.url(ServiceKind::Analytics), "https://0.0.0.0:6000");
     }
 
     #[test]
     fn errors_name_the_variable() {
-        let missing = Config::from_lookup(lookup(&[])).unwrap_err();
+        let missing = Config::from_lookup(|_| None).unwrap_err();
         assert_eq!(missing.variable, "DATABASE_URL");
         let bad_addr = Config::from_lookup(lookup(&[
             ("DATABASE_URL", "postgres://u@h/db"),

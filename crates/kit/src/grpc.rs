@@ -9,6 +9,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::server::HealthReporter;
 
+use crate::security::{AuthLayer, Security, Tls};
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,29 +30,43 @@ pub enum GrpcError {
 /// What every response passes through on its way out.
 type ResponseMap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
 
-/// The server's router: tonic's, with the layers every service has.
+/// The server's router: tonic's, with the layers every service has (status messages cut
+/// short outside, authentication inside).
 pub type Router = tonic::transport::server::Router<
     tower::layer::util::Stack<
-        tower::util::MapResponseLayer<ResponseMap>,
-        tower::layer::util::Identity,
+        AuthLayer,
+        tower::layer::util::Stack<
+            tower::util::MapResponseLayer<ResponseMap>,
+            tower::layer::util::Identity,
+        >,
     >,
 >;
 
-/// A router with standard health checking and server reflection already added; add the
-/// service's own gRPC services to it.
-pub fn router() -> Result<(Router, HealthReporter), GrpcError> {
+/// A router serving TLS as `security` says, authenticating every call but health checks,
+/// with standard health checking and (unless switched off) server reflection already added;
+/// add the service's own gRPC services to it.
+pub fn router(security: &Security) -> Result<(Router, HealthReporter), GrpcError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(callback_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let router = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &security.tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+    let router = builder
         .trace_fn(crate::telemetry::request_span)
         .layer(tower::util::MapResponseLayer::new(
             shorten_status_message::<tonic::body::Body> as ResponseMap,
         ))
-        .add_service(health_service)
-        .add_service(reflection);
+        .layer(AuthLayer::new(security.clone()))
+        .add_service(health_service);
+    let router = if security.reflection {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(callback_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        router.add_service(reflection)
+    } else {
+        router
+    };
     Ok((router, health))
 }
 
@@ -145,16 +160,38 @@ pub async fn serve(
     Ok(())
 }
 
-/// A lazily connecting channel to another service.
+/// A lazily connecting plaintext channel (an `http://` URL), or one that trusts the system's
+/// defaults for `https://` (none here: give a CA with [`channel_with`]).
 pub fn channel(url: &str) -> Result<Channel, GrpcError> {
+    Ok(endpoint(url)?.connect_lazy())
+}
+
+/// A lazily connecting channel to another service: with `tls`, an `https://` URL is reached
+/// over mutual TLS (the service's own certificate as its client identity).
+pub fn channel_with(url: &str, tls: Option<&Tls>) -> Result<Channel, GrpcError> {
+    channel_with_config(url, tls.map(Tls::client_config))
+}
+
+/// A lazily connecting channel with the given client TLS configuration for `https://` URLs.
+pub fn channel_with_config(
+    url: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Channel, GrpcError> {
+    let mut endpoint = endpoint(url)?;
+    if let (Some(tls), true) = (tls, url.starts_with("https://")) {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, GrpcError> {
     let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| GrpcError::Endpoint {
         url: url.to_owned(),
         reason: e.to_string(),
     })?;
     Ok(endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true))
 }
 
 /// A channel whose requests carry the current trace context: what generated clients wrap, e.g.

@@ -5,10 +5,12 @@ pub mod batch;
 pub mod config;
 pub mod events;
 pub mod grpc;
+pub mod security;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod wire;
 
 pub use config::{pool_options, Config, ConfigError, ServiceKind};
+pub use security::Security;
 pub use shutdown::Shutdown;

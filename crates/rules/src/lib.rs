@@ -3,6 +3,7 @@
 //! for readers without a need for it ([`privacy`]), bounds on hostile input ([`input`]), and the given/when/then harness for pure
 //! deciders ([`decider`]).
 
+pub mod access;
 pub mod clock;
 pub mod decider;
 pub mod ids;

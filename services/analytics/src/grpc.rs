@@ -1,5 +1,6 @@
 //! The gRPC layer: converts wire types to domain types and back, nothing else.
 
+use callback_kit::security::authorized;
 use callback_kit::wire;
 use callback_proto::v1::analytics_server::{Analytics as AnalyticsApi, AnalyticsServer};
 use callback_proto::v1::{
@@ -76,7 +77,7 @@ impl AnalyticsApi for Api {
         &self,
         request: Request<PublishAnalyticsSettingsRequest>,
     ) -> Result<Response<PublishAnalyticsSettingsResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let version = self
             .app
             .publish_settings(&r.tenant_id, &r.settings_json)
@@ -88,7 +89,8 @@ impl AnalyticsApi for Api {
         &self,
         request: Request<ReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
-        let spec = spec(request.get_ref())?;
+        let r = authorized(request, |r| &r.tenant_id)?;
+        let spec = spec(&r)?;
         let report = self.app.report(&spec).await?;
         Ok(Response::new(wire_report(&report)))
     }
@@ -97,7 +99,8 @@ impl AnalyticsApi for Api {
         &self,
         request: Request<ReportRequest>,
     ) -> Result<Response<ExportCsvResponse>, Status> {
-        let spec = spec(request.get_ref())?;
+        let r = authorized(request, |r| &r.tenant_id)?;
+        let spec = spec(&r)?;
         let report = self.app.report(&spec).await?;
         Ok(Response::new(ExportCsvResponse {
             csv: report.to_csv(),
@@ -108,7 +111,7 @@ impl AnalyticsApi for Api {
         &self,
         request: Request<SpotCheckRequest>,
     ) -> Result<Response<SpotCheckResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let check = self
             .app
             .spot_check(&r.tenant_id, &r.department, &r.month)
@@ -134,7 +137,7 @@ impl AnalyticsApi for Api {
         &self,
         request: Request<MonthlySummaryRequest>,
     ) -> Result<Response<MonthlySummaryResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let summary = self.app.monthly_summary(&r.tenant_id, &r.month).await?;
         let section = |i: usize| summary.reports.get(i).map(wire_report);
         Ok(Response::new(MonthlySummaryResponse {

@@ -1,5 +1,6 @@
 //! The `callback.v1.CallLogging` API: wire types to domain types and back.
 
+use callback_kit::security::{authorized, authorized_caller};
 use callback_kit::wire;
 use callback_proto::v1::call_logging_server::{CallLogging as CallLoggingApi, CallLoggingServer};
 use callback_proto::v1::{
@@ -29,7 +30,7 @@ impl CallLoggingApi for Api {
         &self,
         request: Request<PublishQuestionnaireRequest>,
     ) -> Result<Response<PublishQuestionnaireResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let (questionnaire_id, version) = self
             .app
             .publish_questionnaire(&r.tenant_id, &r.questionnaire_json)
@@ -44,7 +45,8 @@ impl CallLoggingApi for Api {
         &self,
         request: Request<LogCallAttemptRequest>,
     ) -> Result<Response<LogCallAttemptResponse>, Status> {
-        let r = request.into_inner();
+        let (caller, r) = authorized_caller(request, |r| &r.tenant_id)?;
+        caller.check_agent(&r.tenant_id, &r.agent_id)?;
         let disposition = r
             .disposition
             .ok_or_else(|| callback_kit::status::invalid_argument("disposition", "is required"))?;
@@ -104,7 +106,7 @@ impl CallLoggingApi for Api {
         &self,
         request: Request<IngestTelephonyRecordRequest>,
     ) -> Result<Response<IngestTelephonyRecordResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let record = TelephonyRecord {
             tenant_id: r.tenant_id,
             call_id: r.call_id,
@@ -126,13 +128,14 @@ impl CallLoggingApi for Api {
         &self,
         request: Request<GetCallRecordRequest>,
     ) -> Result<Response<GetCallRecordResponse>, Status> {
-        let r = request.into_inner();
+        // The reader on record is the authenticated caller, whatever `reader` says.
+        let (caller, r) = authorized_caller(request, |r| &r.tenant_id)?;
         let view = self
             .app
             .get_call_record(
                 &r.tenant_id,
                 &r.attempt_id,
-                &r.reader,
+                caller.subject(),
                 r.full_view,
                 &r.reason,
             )
@@ -157,7 +160,7 @@ impl CallLoggingApi for Api {
         &self,
         request: Request<PublishDispositionsRequest>,
     ) -> Result<Response<PublishDispositionsResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let version = self
             .app
             .publish_dispositions(&r.tenant_id, &r.mapping_json)

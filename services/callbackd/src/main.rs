@@ -7,14 +7,20 @@
 
 use std::path::PathBuf;
 
+mod credentials;
+
 use anyhow::{bail, Context};
 use callback_kit::{grpc, telemetry, Config, ServiceKind, Shutdown};
 use callback_pgrunner::PrivateCluster;
 use sqlx::Connection;
 
-const USAGE: &str = "usage: callbackd [dev | demo | rebuild SERVICE | health URL]
+const USAGE: &str =
+    "usage: callbackd [dev | demo | rebuild SERVICE | credentials DIR [HOST...] | health URL]
 
-  dev                  run all four services in this process (the default)
+  dev                  run all four services in this process (the default), over TLS with
+                       tokens: unless security settings are given, a local CA, certificates
+                       and a token per role for tenant `demo` are made afresh in
+                       CALLBACK_DEV_CREDENTIALS_DIR (default .callbackd/credentials)
   demo                 run a month of hospital and dealer traffic on simulated time in a fresh
                        database `callback_demo`, print what happened, rebuild and compare
   rebuild SERVICE      rebuild a service's read models from the event log (stop the service
@@ -23,8 +29,15 @@ const USAGE: &str = "usage: callbackd [dev | demo | rebuild SERVICE | health URL
                        when it starts). A rebuild first waits for transactions begun before
                        it, anywhere on the server, to end (naming them after a few seconds),
                        and gives up after CALLBACK_REBUILD_WAIT_SECONDS (default 60)
-  health URL           ask the gRPC health service at URL (e.g. http://127.0.0.1:50051);
-                       exit 0 when it reports SERVING, 1 otherwise (for container health checks)
+  credentials DIR [HOST...]
+                       write a local CA, the services' certificate (for localhost, the
+                       loopback addresses and each HOST), a token signer with its JWKS and a
+                       token per role for tenant `demo` (DIR/tokens/) into DIR; print the
+                       settings that use them (for trials: use your own CA and identity
+                       provider in production; see docs/SECURITY.md)
+  health URL           ask the gRPC health service at URL (e.g. https://127.0.0.1:50051, the
+                       server checked against CALLBACK_TLS_CA); exit 0 when it reports
+                       SERVING, 1 otherwise (for container health checks)
 
 Configuration comes from environment variables; see the README.";
 
@@ -41,6 +54,17 @@ async fn main() -> anyhow::Result<()> {
             Some("analytics") => rebuild_analytics().await,
             _ => bail!("rebuild needs a service: `callbackd rebuild scheduling`\n\n{USAGE}"),
         },
+        Some("credentials") => match args.get(1) {
+            Some(dir) => {
+                let hosts: Vec<&str> = args[2..].iter().map(String::as_str).collect();
+                let pki = credentials::write(std::path::Path::new(dir), &hosts)?;
+                for (key, value) in pki.settings() {
+                    println!("{key}={value}");
+                }
+                Ok(())
+            }
+            None => bail!("credentials needs a folder\n\n{USAGE}"),
+        },
         Some("health") => match args.get(1) {
             Some(url) => health(url).await,
             None => bail!("health needs the service URL\n\n{USAGE}"),
@@ -56,13 +80,21 @@ async fn main() -> anyhow::Result<()> {
 async fn dev() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
     let (database_url, cluster) = database("callback", false).await?;
+    let credentials = credentials::dev_credentials()?;
+    let (security, message) = credentials.unwrap_or_default();
     let config = Config::from_lookup(|key| {
         if key == "DATABASE_URL" {
             Some(database_url.clone())
         } else {
-            std::env::var(key).ok()
+            security
+                .get(key)
+                .cloned()
+                .or_else(|| std::env::var(key).ok())
         }
     })?;
+    if !message.is_empty() {
+        println!("{message}");
+    }
     let shutdown = Shutdown::on_signals();
 
     // Bind every port before starting anything, so a conflict stops us early.
@@ -116,7 +148,18 @@ async fn dev() -> anyhow::Result<()> {
 
 async fn health(url: &str) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
-    let channel = grpc::channel(url)?;
+    // Over TLS the server is checked against CALLBACK_TLS_CA; health needs no credentials.
+    let tls = match std::env::var("CALLBACK_TLS_CA") {
+        Ok(path) if url.starts_with("https://") => {
+            let ca = std::fs::read(&path).with_context(|| format!("CALLBACK_TLS_CA: {path}"))?;
+            Some(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            )
+        }
+        _ => None,
+    };
+    let channel = grpc::channel_with_config(url, tls)?;
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let request = tonic_health::pb::HealthCheckRequest {
         service: String::new(),
@@ -226,19 +269,22 @@ async fn rebuild_call_logging() -> anyhow::Result<()> {
     )
     .await?;
     callback_call_logging::migrator().run(store.pool()).await?;
-    let config = Config::from_env()?;
     let app = callback_call_logging::app::CallLogging::new(
         store.clone(),
         std::sync::Arc::new(
-            callback_call_logging::scheduling_client::GrpcScheduling::new(grpc::channel(
-                config.url(ServiceKind::Scheduling),
-            )?),
+            callback_call_logging::scheduling_client::GrpcScheduling::new(offline_channel()?),
         ),
     );
     let events = app.rebuild_projections().await?;
     println!("rebuilt the call-logging read models from {events} events");
     close(store.pool(), cluster).await?;
     Ok(())
+}
+
+/// The channel an offline rebuild hands an application that could call scheduling: a
+/// rebuild only replays the log, so it is never used (and needs no credentials).
+fn offline_channel() -> anyhow::Result<tonic::transport::Channel> {
+    Ok(grpc::channel("http://127.0.0.1:9")?)
 }
 
 /// A fingerprint of the scheduling read model, to show a rebuild reproduces it.
@@ -300,12 +346,10 @@ async fn rebuild_complaint_routing() -> anyhow::Result<()> {
         callback_complaint_routing::CATEGORIES,
     )
     .await?;
-    let config = Config::from_env()?;
-    let scheduling = grpc::channel(config.url(ServiceKind::Scheduling))?;
     let app = callback_complaint_routing::open(
         store,
         std::sync::Arc::new(callback_rules::SystemClock),
-        scheduling,
+        offline_channel()?,
     )
     .await?;
     let events = app.rebuild_projections().await?;

@@ -1,5 +1,6 @@
 //! The gRPC layer: converts wire types to domain types and back, nothing else.
 
+use callback_kit::security::authorized;
 use callback_kit::wire;
 use callback_proto::v1::complaint_routing_server::{
     ComplaintRouting as ComplaintRoutingApi, ComplaintRoutingServer,
@@ -131,7 +132,7 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<PublishRoutingRulesRequest>,
     ) -> Result<Response<PublishRoutingRulesResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let version = self.app.publish_rules(&r.tenant_id, &r.rules_json).await?;
         Ok(Response::new(PublishRoutingRulesResponse { version }))
     }
@@ -140,7 +141,7 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<FileComplaintRequest>,
     ) -> Result<Response<FileComplaintResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let customer = r
             .customer
             .ok_or_else(|| Status::from(invalid("customer", "is required")))?;
@@ -172,16 +173,20 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<ComplaintActionRequest>,
     ) -> Result<Response<ComplaintActionResponse>, Status> {
-        self.act(request.into_inner(), |_| Action::Acknowledge)
-            .await
+        self.act(authorized(request, |r| &r.tenant_id)?, |_| {
+            Action::Acknowledge
+        })
+        .await
     }
 
     async fn add_progress(
         &self,
         request: Request<ComplaintActionRequest>,
     ) -> Result<Response<ComplaintActionResponse>, Status> {
-        self.act(request.into_inner(), |r| Action::AddProgress {
-            note: r.text.clone(),
+        self.act(authorized(request, |r| &r.tenant_id)?, |r| {
+            Action::AddProgress {
+                note: r.text.clone(),
+            }
         })
         .await
     }
@@ -190,8 +195,10 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<ComplaintActionRequest>,
     ) -> Result<Response<ComplaintActionResponse>, Status> {
-        self.act(request.into_inner(), |r| Action::RequestInformation {
-            question: r.text.clone(),
+        self.act(authorized(request, |r| &r.tenant_id)?, |r| {
+            Action::RequestInformation {
+                question: r.text.clone(),
+            }
         })
         .await
     }
@@ -200,8 +207,10 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<ComplaintActionRequest>,
     ) -> Result<Response<ComplaintActionResponse>, Status> {
-        self.act(request.into_inner(), |r| Action::ReceiveInformation {
-            note: r.text.clone(),
+        self.act(authorized(request, |r| &r.tenant_id)?, |r| {
+            Action::ReceiveInformation {
+                note: r.text.clone(),
+            }
         })
         .await
     }
@@ -210,8 +219,10 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<ComplaintActionRequest>,
     ) -> Result<Response<ComplaintActionResponse>, Status> {
-        self.act(request.into_inner(), |r| Action::Resolve {
-            resolution: r.text.clone(),
+        self.act(authorized(request, |r| &r.tenant_id)?, |r| {
+            Action::Resolve {
+                resolution: r.text.clone(),
+            }
         })
         .await
     }
@@ -220,7 +231,7 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<ComplaintActionRequest>,
     ) -> Result<Response<ComplaintActionResponse>, Status> {
-        self.act(request.into_inner(), |r| Action::Reject {
+        self.act(authorized(request, |r| &r.tenant_id)?, |r| Action::Reject {
             explanation: r.text.clone(),
         })
         .await
@@ -230,9 +241,11 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<ComplaintActionRequest>,
     ) -> Result<Response<ComplaintActionResponse>, Status> {
-        self.act(request.into_inner(), |r| Action::Transfer {
-            to: r.to_department.clone(),
-            reason: r.text.clone(),
+        self.act(authorized(request, |r| &r.tenant_id)?, |r| {
+            Action::Transfer {
+                to: r.to_department.clone(),
+                reason: r.text.clone(),
+            }
         })
         .await
     }
@@ -241,7 +254,7 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<GetComplaintRequest>,
     ) -> Result<Response<GetComplaintResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let id = complaint_id(&r.complaint_id)?;
         let record = self.app.get(&r.tenant_id, id).await?;
         Ok(Response::new(GetComplaintResponse {
@@ -264,7 +277,7 @@ impl ComplaintRoutingApi for Api {
         &self,
         request: Request<ListComplaintsRequest>,
     ) -> Result<Response<ListComplaintsResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let filter = ListFilter {
             tenant_id: r.tenant_id,
             department: r.department,

@@ -1,5 +1,6 @@
 //! The gRPC layer: converts wire types to domain types and back, nothing else.
 
+use callback_kit::security::{authorized, authorized_caller};
 use callback_kit::wire;
 use callback_proto::v1::scheduling_server::{Scheduling as SchedulingApi, SchedulingServer};
 use callback_proto::v1::{
@@ -118,7 +119,7 @@ impl SchedulingApi for Api {
         &self,
         request: Request<PublishTenantRequest>,
     ) -> Result<Response<PublishTenantResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let version = self
             .app
             .publish_tenant(&r.tenant_id, &r.settings_json)
@@ -130,7 +131,7 @@ impl SchedulingApi for Api {
         &self,
         request: Request<PublishPolicyRequest>,
     ) -> Result<Response<PublishPolicyResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let (policy_id, version) = self
             .app
             .publish_policy(&r.tenant_id, &r.policy_json)
@@ -142,7 +143,7 @@ impl SchedulingApi for Api {
         &self,
         request: Request<IngestBusinessEventRequest>,
     ) -> Result<Response<IngestBusinessEventResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let subject = r
             .subject
             .ok_or_else(|| Status::from(invalid("subject", "is required")))?;
@@ -193,7 +194,8 @@ impl SchedulingApi for Api {
         &self,
         request: Request<ClaimNextRequest>,
     ) -> Result<Response<ClaimNextResponse>, Status> {
-        let r = request.into_inner();
+        let (caller, r) = authorized_caller(request, |r| &r.tenant_id)?;
+        caller.check_agent(&r.tenant_id, &r.agent_id)?;
         if r.departments.len() > MAX_CLAIM_DEPARTMENTS {
             return Err(invalid(
                 "departments",
@@ -241,7 +243,7 @@ impl SchedulingApi for Api {
         &self,
         request: Request<GetCallbackRequest>,
     ) -> Result<Response<GetCallbackResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let id = r
             .callback_id
             .parse()
@@ -271,7 +273,7 @@ impl SchedulingApi for Api {
         &self,
         request: Request<GetCallbacksRequest>,
     ) -> Result<Response<GetCallbacksResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let ids = r
             .callback_ids
             .iter()
@@ -291,7 +293,7 @@ impl SchedulingApi for Api {
         &self,
         request: Request<CheckLeasesRequest>,
     ) -> Result<Response<CheckLeasesResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let leases = r
             .leases
             .iter()
@@ -358,7 +360,7 @@ impl SchedulingApi for Api {
         &self,
         request: Request<ListCallbacksRequest>,
     ) -> Result<Response<ListCallbacksResponse>, Status> {
-        let r = request.into_inner();
+        let r = authorized(request, |r| &r.tenant_id)?;
         let overdue = match r.view.as_str() {
             "" | "due" => false,
             "overdue" => true,

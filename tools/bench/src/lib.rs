@@ -225,7 +225,33 @@ pub struct InProcess {
     pub config: callback_kit::Config,
     shutdown: callback_kit::Shutdown,
     servers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    client: BenchClient,
 }
+
+/// What the benchmark's clients present: the CA to trust and a bearer token, when secured.
+#[derive(Clone)]
+pub struct BenchClient {
+    ca_pem: Option<String>,
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for BenchClient {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(bearer) = &self.bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel of the benchmark's clients.
+pub type BenchChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BenchClient>;
 
 impl InProcess {
     /// Starts `kinds` against `database_url`, each with a pool of `connections`.
@@ -234,7 +260,35 @@ impl InProcess {
         kinds: &[callback_kit::ServiceKind],
         connections: u32,
     ) -> anyhow::Result<InProcess> {
+        Self::start_secured(database_url, kinds, connections, false).await
+    }
+
+    /// With `secure`, the services serve TLS and the clients send tokens (a local PKI made
+    /// for the run); without, plaintext and no authentication (the baseline).
+    pub async fn start_secured(
+        database_url: &str,
+        kinds: &[callback_kit::ServiceKind],
+        connections: u32,
+        secure: bool,
+    ) -> anyhow::Result<InProcess> {
         let mut vars = std::collections::HashMap::new();
+        let mut client = BenchClient {
+            ca_pem: None,
+            bearer: None,
+        };
+        if secure {
+            let dir =
+                std::env::temp_dir().join(format!("callback-bench-pki-{}", std::process::id()));
+            let pki = callback_devpki::DevPki::create(&dir)?;
+            vars.extend(pki.settings());
+            let token = pki.token(
+                "bench-client",
+                &["*:admin", "*:integration", "*:middleware", "*:supervisor"],
+                24 * 3600,
+            )?;
+            client.ca_pem = Some(pki.ca_pem.clone());
+            client.bearer = Some(format!("Bearer {token}").parse()?);
+        }
         vars.insert("DATABASE_URL".to_owned(), database_url.to_owned());
         let mut listeners = Vec::new();
         for kind in kinds {
@@ -242,7 +296,14 @@ impl InProcess {
             vars.insert(kind.addr_var(), listener.local_addr()?.to_string());
             listeners.push((*kind, listener));
         }
-        let config = callback_kit::Config::from_lookup(|k| vars.get(k).cloned())?;
+        let config = if secure {
+            callback_kit::Config::from_lookup(|k| vars.get(k).cloned())?
+        } else {
+            callback_kit::Config::from_lookup_with_security(
+                |k| vars.get(k).cloned(),
+                callback_kit::Security::unauthenticated_for_benchmarks(),
+            )?
+        };
         let shutdown = callback_kit::Shutdown::new();
         let mut servers = Vec::new();
         for (kind, listener) in listeners {
@@ -258,17 +319,21 @@ impl InProcess {
             config,
             shutdown,
             servers,
+            client,
         })
     }
 
-    pub fn channel(
-        &self,
-        kind: callback_kit::ServiceKind,
-    ) -> anyhow::Result<tonic::transport::Channel> {
-        Ok(
-            tonic::transport::Channel::from_shared(self.config.url(kind).to_owned())?
-                .connect_lazy(),
-        )
+    /// A channel to `kind` as the benchmark's client: over TLS with a token when secured.
+    pub fn channel(&self, kind: callback_kit::ServiceKind) -> anyhow::Result<BenchChannel> {
+        let tls = self.client.ca_pem.as_ref().map(|ca| {
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        });
+        let channel = callback_kit::grpc::channel_with_config(self.config.url(kind), tls)?;
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            self.client.clone(),
+        ))
     }
 
     /// Publishes a tenant's settings on scheduling, retrying while the server starts.

@@ -24,7 +24,6 @@ use callback_scheduling::domain::{CallbackEvent, Channel, RetryRule, Scheduled};
 use chrono::Utc;
 use serde_json::json;
 use tokio::sync::Mutex;
-use tonic::transport::Channel as GrpcChannel;
 use uuid::Uuid;
 
 const TENANT: &str = "bench";
@@ -155,8 +154,11 @@ async fn main() -> anyhow::Result<()> {
     println!("{env}");
 
     // The service, as a real gRPC server with its own pool.
-    let services = InProcess::start(&db.url, &[ServiceKind::Scheduling], 56).await?;
-    let config = services.config.clone();
+    // BENCH_SECURITY=on: TLS on the listener and a bearer token on every call, checked by
+    // the service (the production path); off: plaintext without authentication (baseline).
+    let secure = std::env::var("BENCH_SECURITY").as_deref() == Ok("on");
+    let services =
+        InProcess::start_secured(&db.url, &[ServiceKind::Scheduling], 56, secure).await?;
     let mut client = SchedulingClient::new(services.channel(ServiceKind::Scheduling)?);
     services.publish_tenant(TENANT, settings(50)).await?;
     client
@@ -168,11 +170,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Ingest: 32 concurrent clients over 4 connections.
     let raw_before_ingest = raw_single_insert_rate(&db.pool, 32, duration).await?;
-    let channels: Vec<GrpcChannel> = (0..4)
-        .map(|_| {
-            GrpcChannel::from_shared(config.url(ServiceKind::Scheduling).to_owned())
-                .map(|e| e.connect_lazy())
-        })
+    let channels: Vec<_> = (0..4)
+        .map(|_| services.channel(ServiceKind::Scheduling))
         .collect::<Result<_, _>>()?;
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let stop_at = Instant::now() + duration;
@@ -253,11 +252,26 @@ async fn main() -> anyhow::Result<()> {
     );
     services.stop().await;
 
+    let (title, command, transport, section) = if secure {
+        (
+            ", TLS and tokens",
+            "BENCH_SECURITY=on ",
+            "over TLS, every call with a bearer token (EdDSA) the service verifies",
+            "scheduling-bench-secure",
+        )
+    } else {
+        (
+            "",
+            "",
+            "in plaintext without authentication (the baseline)",
+            "scheduling-bench",
+        )
+    };
     let body = format!(
-        "## Scheduling (`scheduling_bench`)\n\n\
-         Command: `cargo run --release -p callback-bench --bin scheduling_bench` (BENCH_SECONDS={seconds}, \
+        "## Scheduling (`scheduling_bench`{title})\n\n\
+         Command: `{command}cargo run --release -p callback-bench --bin scheduling_bench` (BENCH_SECONDS={seconds}, \
          BENCH_OPEN_CALLBACKS={open_target}). The scheduling service runs in the same process as a real gRPC server \
-         (56 database connections); clients call it over loopback gRPC.\n\n{env}\n\
+         (56 database connections); clients call it over loopback gRPC {transport}.\n\n{env}\n\
          | measure | result | raw single-row INSERT, 32 connections, same run | target |\n|---|---|---|---|\n\
          | ingest through gRPC, 32 concurrent clients (business events/s; each writes the fact's event, one \
          callback's event and three projection rows in one transaction) | {ingest_rate:.0}/s (p50 {:.1} ms, p99 {:.1} ms) | \
@@ -273,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&claim_latencies, 0.5)),
         ms(percentile(&claim_latencies, 0.99)),
     );
-    let path = write_section("scheduling-bench", &body)?;
+    let path = write_section(section, &body)?;
     println!("wrote {}", path.display());
     Ok(())
 }
