@@ -111,11 +111,30 @@ impl System {
         Self::start_with(kinds, Some(std::sync::Arc::new(clock))).await
     }
 
+    /// Like [`System::start`] on `db`, the services connecting as the role of `service_url`
+    /// and migrating as the owner at `owner_url` (`CALLBACK_MIGRATION_DATABASE_URL`).
+    pub async fn start_as(
+        kinds: &[ServiceKind],
+        db: TestDb,
+        service_url: String,
+        owner_url: String,
+    ) -> System {
+        Self::start_on(kinds, None, db, Some((service_url, owner_url))).await
+    }
+
     async fn start_with(
         kinds: &[ServiceKind],
         scheduling_clock: Option<std::sync::Arc<dyn callback_rules::Clock>>,
     ) -> System {
-        let db = TestDb::new().await;
+        Self::start_on(kinds, scheduling_clock, TestDb::new().await, None).await
+    }
+
+    async fn start_on(
+        kinds: &[ServiceKind],
+        scheduling_clock: Option<std::sync::Arc<dyn callback_rules::Clock>>,
+        db: TestDb,
+        roles: Option<(String, String)>,
+    ) -> System {
         let mut listeners = HashMap::new();
         let mut reserved = HashMap::new();
         for kind in ServiceKind::ALL {
@@ -124,7 +143,15 @@ impl System {
             reserved.insert(kind, listener);
         }
         let mut vars: HashMap<String, String> = test_pki().settings.iter().cloned().collect();
-        vars.insert("DATABASE_URL".into(), db.url());
+        match &roles {
+            Some((service_url, owner_url)) => {
+                vars.insert("DATABASE_URL".into(), service_url.clone());
+                vars.insert("CALLBACK_MIGRATION_DATABASE_URL".into(), owner_url.clone());
+            }
+            None => {
+                vars.insert("DATABASE_URL".into(), db.url());
+            }
+        }
         vars.insert("CALLBACK_DB_MAX_CONNECTIONS".into(), "5".into());
         for (kind, addr) in &listeners {
             vars.insert(kind.addr_var(), addr.to_string());
@@ -156,7 +183,10 @@ impl System {
             Some(listener) => listener,
             None => bind_retrying(self.listeners[&kind]).await,
         };
-        let pool = self.db.new_pool(5).await;
+        let pool = callback_kit::pool_options(5)
+            .connect(&self.config.database_url)
+            .await
+            .unwrap();
         let config = self.config.clone();
         let shutdown = self.shutdown.child();
         let stop = shutdown.clone();

@@ -39,6 +39,11 @@ impl EventStore {
     /// Runs the log's migrations and returns a handle. Call once per process.
     pub async fn open(pool: PgPool) -> Result<Self> {
         crate::migrator().run(&pool).await?;
+        Self::open_migrated(pool).await
+    }
+
+    /// A handle on a log migrated by its owner (the pool's role may only read and append).
+    pub async fn open_migrated(pool: PgPool) -> Result<Self> {
         let store = Self {
             notifier: Notifier::new(pool.clone()),
             pool,

@@ -39,8 +39,13 @@ impl ServiceHost {
         pool: PgPool,
         categories: &[&'static str],
         security: &Security,
+        migrated: bool,
     ) -> Result<Self, HostError> {
-        let store = EventStore::open(pool).await?;
+        let store = if migrated {
+            EventStore::open_migrated(pool).await?
+        } else {
+            EventStore::open(pool).await?
+        };
         store.register_categories(kind.name(), categories).await?;
         let (router, health) = grpc::router(security)?;
         let feed_shutdown = Shutdown::new();
@@ -65,7 +70,7 @@ impl ServiceHost {
         listener: TcpListener,
         shutdown: Shutdown,
     ) -> Result<(), HostError> {
-        let host = Self::start(kind, pool, categories, security).await?;
+        let host = Self::start(kind, pool, categories, security, false).await?;
         Ok(host.serve(listener, shutdown).await?)
     }
 

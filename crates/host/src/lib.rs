@@ -54,6 +54,10 @@ pub trait Service: 'static {
     /// Its own migrations (the event log's run first).
     fn migrator() -> sqlx::migrate::Migrator;
 
+    /// Its read-model tables, as SQL `LIKE` patterns: what its database role may write when
+    /// the migrations run as an owner (`CALLBACK_MIGRATION_DATABASE_URL`).
+    const TABLES: &'static [&'static str];
+
     /// Its application on the migrated store.
     fn open(ctx: &Context) -> Result<Self::App, HostError>;
 
@@ -72,8 +76,19 @@ pub async fn serve<S: Service>(
     shutdown: Shutdown,
     clock: Arc<dyn Clock>,
 ) -> Result<(), HostError> {
-    let host = ServiceHost::start(S::KIND, pool, S::CATEGORIES, &config.security).await?;
-    S::migrator().run(host.store.pool()).await?;
+    // With an owner's URL, the owner migrates and grants; the service's own role may then
+    // only read and append to the log and write its own read models.
+    let migrated = match &config.migration_database_url {
+        Some(owner_url) => {
+            migrate_as_owner::<S>(owner_url, &pool).await?;
+            true
+        }
+        None => false,
+    };
+    let host = ServiceHost::start(S::KIND, pool, S::CATEGORIES, &config.security, migrated).await?;
+    if !migrated {
+        S::migrator().run(host.store.pool()).await?;
+    }
     let ctx = Context {
         store: host.store.clone(),
         config,
@@ -107,4 +122,61 @@ pub async fn run_binary<S: Service>() -> Result<(), Box<dyn std::error::Error>> 
     )
     .await?;
     Ok(())
+}
+
+/// Runs the log's and `S`'s migrations as the owner at `owner_url`, then grants the role
+/// `pool` connects as what `S` needs: SELECT and INSERT on the log (never UPDATE, DELETE,
+/// TRUNCATE, and no ownership, so no trigger can be switched off), its checkpoints and
+/// category registrations, and its own read models.
+async fn migrate_as_owner<S: Service>(owner_url: &str, pool: &PgPool) -> Result<(), HostError> {
+    let owner = callback_kit::pool_options(1)
+        .connect(owner_url)
+        .await
+        .map_err(callback_eventstore::Error::from)?;
+    callback_eventstore::migrator().run(&owner).await?;
+    S::migrator().run(&owner).await?;
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(pool)
+        .await
+        .map_err(callback_eventstore::Error::from)?;
+    let owner_role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&owner)
+        .await
+        .map_err(callback_eventstore::Error::from)?;
+    if role != owner_role {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
+             AND tablename LIKE ANY($1) ORDER BY tablename",
+        )
+        .bind(S::TABLES)
+        .fetch_all(&owner)
+        .await
+        .map_err(callback_eventstore::Error::from)?;
+        let role = quote_ident(&role);
+        let mut statements = vec![
+            format!("GRANT USAGE ON SCHEMA public TO {role}"),
+            format!("GRANT SELECT, INSERT ON events TO {role}"),
+            format!("GRANT SELECT, INSERT, UPDATE ON stream_categories TO {role}"),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON consumer_checkpoints TO {role}"),
+        ];
+        for table in tables {
+            statements.push(format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {role}",
+                quote_ident(&table)
+            ));
+        }
+        for statement in statements {
+            sqlx::query(&statement)
+                .execute(&owner)
+                .await
+                .map_err(callback_eventstore::Error::from)?;
+        }
+    }
+    owner.close().await;
+    Ok(())
+}
+
+/// A PostgreSQL identifier, quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }

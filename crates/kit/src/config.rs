@@ -3,6 +3,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `DATABASE_URL` | PostgreSQL connection URL | required (callbackd dev starts a private cluster) |
+//! | `CALLBACK_MIGRATION_DATABASE_URL` | the owner's URL: migrations and grants run as the owner, the service as `DATABASE_URL`'s role | unset (the service's role migrates) |
 //! | `CALLBACK_DB_MAX_CONNECTIONS` | pool size per service | 16 |
 //! | `CALLBACK_<SERVICE>_ADDR` | listen address of a service | 127.0.0.1:50051-50054 |
 //! | `CALLBACK_<SERVICE>_URL` | where other services reach it | `http://` + its address |
@@ -85,6 +86,9 @@ pub struct ConfigError {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub database_url: String,
+    /// The owner's URL: when set, migrations (and the grants to `database_url`'s role) run
+    /// through it, and the service connects with a role that cannot alter the log.
+    pub migration_database_url: Option<String>,
     pub db_max_connections: u32,
     /// Where each service listens.
     pub listen: HashMap<ServiceKind, SocketAddr>,
@@ -148,6 +152,18 @@ impl Config {
                 reason: "must start with postgres:// or postgresql://".into(),
             });
         }
+        let migration_database_url = match lookup("CALLBACK_MIGRATION_DATABASE_URL") {
+            None => None,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(url)
+            }
+            Some(_) => {
+                return Err(ConfigError {
+                    variable: "CALLBACK_MIGRATION_DATABASE_URL".into(),
+                    reason: "must start with postgres:// or postgresql://".into(),
+                })
+            }
+        };
         let db_max_connections = match lookup("CALLBACK_DB_MAX_CONNECTIONS") {
             None => 16,
             Some(text) => match text.parse::<u32>() {
@@ -191,6 +207,7 @@ impl Config {
         }
         Ok(Self {
             database_url,
+            migration_database_url,
             db_max_connections,
             listen,
             urls,

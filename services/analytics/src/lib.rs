@@ -53,6 +53,7 @@ impl Service for AnalyticsService {
     const KIND: ServiceKind = KIND;
     const CATEGORIES: &'static [&'static str] = CATEGORIES;
     const APIS: &'static [&'static str] = &["callback.v1.Analytics"];
+    const TABLES: &'static [&'static str] = &["an\\_%", "analytics\\_feed\\_activity"];
     type App = app::Analytics;
 
     fn migrator() -> sqlx::migrate::Migrator {

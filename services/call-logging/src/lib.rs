@@ -31,6 +31,7 @@ impl Service for CallLoggingService {
     const KIND: ServiceKind = KIND;
     const CATEGORIES: &'static [&'static str] = CATEGORIES;
     const APIS: &'static [&'static str] = &["callback.v1.CallLogging"];
+    const TABLES: &'static [&'static str] = &["cl\\_%"];
     type App = app::CallLogging;
 
     fn migrator() -> sqlx::migrate::Migrator {

@@ -43,6 +43,7 @@ impl Service for ComplaintRoutingService {
     const KIND: ServiceKind = KIND;
     const CATEGORIES: &'static [&'static str] = CATEGORIES;
     const APIS: &'static [&'static str] = &["callback.v1.ComplaintRouting"];
+    const TABLES: &'static [&'static str] = &["cr\\_%"];
     type App = app::ComplaintRouting;
 
     fn migrator() -> sqlx::migrate::Migrator {

@@ -37,6 +37,7 @@ impl Service for SchedulingService {
     const KIND: ServiceKind = KIND;
     const CATEGORIES: &'static [&'static str] = CATEGORIES;
     const APIS: &'static [&'static str] = &["callback.v1.Scheduling"];
+    const TABLES: &'static [&'static str] = &["sched\\_%"];
     type App = app::Scheduling;
 
     fn migrator() -> sqlx::migrate::Migrator {
