@@ -31,14 +31,16 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
         "callback-kit",
         "callback-proto",
         "callback-rules",
+        "callback-vault",
     ];
     let list: &[&'static str] = match package {
         "callback-calendar"
         | "callback-proto"
         | "callback-eventstore"
         | "callback-pgrunner"
-        | "callback-devpki"
+        | "callback-vault"
         | "callback-rules" => &[],
+        "callback-devpki" => &["callback-vault"],
         "callback-contracts" => &["callback-calendar"],
         "callback-testkit" => &["callback-pgrunner"],
         "callback-kit" => &[
@@ -46,6 +48,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-eventstore",
             "callback-proto",
             "callback-rules",
+            "callback-vault",
         ],
         "callback-feed" => &[
             "callback-eventstore",
@@ -58,6 +61,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-feed",
             "callback-kit",
             "callback-rules",
+            "callback-vault",
         ],
         s if SERVICES.contains(&s) => &service_deps,
         "callbackd" => &[
@@ -72,6 +76,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-pgrunner",
             "callback-devpki",
             "callback-rules",
+            "callback-vault",
         ],
         "callback-tests" | "callback-bench" => return None,
         other => {

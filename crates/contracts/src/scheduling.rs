@@ -1,7 +1,8 @@
 //! Events of the scheduling service: tenants, policies, business facts and callbacks.
 //!
 //! Categories: `tenant` ([`TenantPublished`]), `policy` ([`PolicyPublished`]),
-//! `business_event` ([`BusinessEventIngested`]), `callback` ([`CallbackEvent`]).
+//! `business_event` ([`BusinessEventIngested`]), `callback` ([`CallbackEvent`]), `subject`
+//! ([`SubjectErased`]).
 
 use std::collections::BTreeMap;
 
@@ -17,8 +18,33 @@ pub const TENANT: &str = "tenant";
 pub const POLICY: &str = "policy";
 pub const BUSINESS_EVENT: &str = "business_event";
 pub const CALLBACK: &str = "callback";
+pub const SUBJECT: &str = "subject";
 /// Every category scheduling owns and serves on its feed.
-pub const CATEGORIES: &[&str] = &[TENANT, POLICY, CALLBACK, BUSINESS_EVENT];
+pub const CATEGORIES: &[&str] = &[TENANT, POLICY, CALLBACK, BUSINESS_EVENT, SUBJECT];
+
+/// A subject's personal data erased (PIPL art. 47: its key deleted in the same transaction,
+/// so nothing sealed with it opens again) or its processing restricted (the key kept,
+/// nothing processed or opened). Carries no personal data: ids, the mode, who asked (the
+/// authenticated principal) and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectErased {
+    pub tenant_id: String,
+    pub subject_id: String,
+    pub mode: ErasureMode,
+    /// Why, e.g. a request or ticket number: no personal data.
+    pub reason: String,
+    /// The authenticated principal who asked.
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+single_event!(SubjectErased, SUBJECT);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureMode {
+    Erase,
+    Restrict,
+}
 
 /// A new version of a tenant's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,7 +134,7 @@ pub struct PolicyPublished {
 single_event!(PolicyPublished, POLICY);
 
 /// A business fact from a source system, with what it scheduled and cancelled: the answer a
-/// retried ingest gets. Carries personal data (the subject's name and phones).
+/// retried ingest gets. The subject's name and phones are sealed (see [`SubjectContact`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BusinessEventIngested {
     pub fact: BusinessFact,
@@ -132,13 +158,29 @@ pub struct BusinessFact {
 }
 
 /// Who a fact is about. Personal data: never in logs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// In the log (from schema 1's additive fields on), `name` and `phones` are empty: the name
+/// and numbers are in `sealed` (JSON `{"name", "phones"}` sealed with the subject's key,
+/// `callback-vault`), and `phone_keys` holds the keyed hash of each number for matching.
+/// Events written before sealing carry them in clear; readers take either.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubjectContact {
     pub subject_id: String,
     pub name: String,
     pub phones: Vec<String>,
     pub owner_agent_id: Option<String>,
     pub department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phone_keys: Vec<String>,
+}
+
+/// What `SubjectContact::sealed` holds, once opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClearContact {
+    pub name: String,
+    pub phones: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -126,6 +126,7 @@ fn samples() -> Vec<Sample> {
                 phones: vec!["13922223333".into()],
                 owner_agent_id: Some("nurse-1".into()),
                 department: Some("cardiology".into()),
+                ..Default::default()
             },
             scheduled: vec![ScheduledSummary {
                 callback_id: id(1),
@@ -138,6 +139,17 @@ fn samples() -> Vec<Sample> {
                 status: CallbackStatus::Scheduled,
             }],
             cancelled: vec![id(2)],
+        },
+    );
+    push(
+        &mut out,
+        SubjectErased {
+            tenant_id: "hospital-a".into(),
+            subject_id: "patient-7".into(),
+            mode: ErasureMode::Erase,
+            reason: "request 2026-118".into(),
+            by: "dpo-1".into(),
+            at: at(11),
         },
     );
     push(
@@ -586,6 +598,7 @@ fn every_event_type_has_a_sample() {
         TenantPublished::EVENT_TYPES,
         PolicyPublished::EVENT_TYPES,
         BusinessEventIngested::EVENT_TYPES,
+        SubjectErased::EVENT_TYPES,
         CallbackEvent::EVENT_TYPES,
         QuestionnairePublished::EVENT_TYPES,
         DispositionsPublished::EVENT_TYPES,

@@ -117,6 +117,13 @@ impl DevPki {
         pki.write("service.pem", &pki.service.cert_pem)?;
         pki.write("service-key.pem", &pki.service.key_pem)?;
         pki.write("jwks.json", &jwks.to_string())?;
+        pki.write(
+            "master.key",
+            &format!(
+                "# master keys of personal data, current first (docs/SECURITY.md)\n{}\n",
+                callback_vault::MasterKeys::generate_text("dev-1")
+            ),
+        )?;
         pki.write_mappings()?;
         Ok(pki)
     }
@@ -186,6 +193,7 @@ impl DevPki {
             ("CALLBACK_JWKS_FILE".into(), path("jwks.json")),
             ("CALLBACK_JWT_ISSUER".into(), ISSUER.into()),
             ("CALLBACK_JWT_AUDIENCE".into(), AUDIENCE.into()),
+            ("CALLBACK_MASTER_KEY_FILE".into(), path("master.key")),
         ]
     }
 

@@ -29,6 +29,8 @@ pub enum HostError {
     Grpc(#[from] GrpcError),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("vault: {0}")]
+    Vault(#[from] callback_vault::VaultError),
 }
 
 impl ServiceHost {

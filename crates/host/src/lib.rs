@@ -25,6 +25,8 @@ pub use host::{HostError, ServiceHost};
 #[derive(Clone)]
 pub struct Context {
     pub store: EventStore,
+    /// The keys personal data is sealed with.
+    pub vault: callback_vault::Vault,
     pub config: Config,
     pub clock: Arc<dyn Clock>,
     pub shutdown: Shutdown,
@@ -85,12 +87,17 @@ pub async fn serve<S: Service>(
         }
         None => false,
     };
+    if !migrated {
+        callback_vault::migrator().run(&pool).await?;
+    }
+    let vault = callback_vault::Vault::open(pool.clone(), config.master_keys.clone()).await?;
     let host = ServiceHost::start(S::KIND, pool, S::CATEGORIES, &config.security, migrated).await?;
     if !migrated {
         S::migrator().run(host.store.pool()).await?;
     }
     let ctx = Context {
         store: host.store.clone(),
+        vault,
         config,
         clock,
         shutdown: shutdown.clone(),
@@ -134,6 +141,7 @@ async fn migrate_as_owner<S: Service>(owner_url: &str, pool: &PgPool) -> Result<
         .await
         .map_err(callback_eventstore::Error::from)?;
     callback_eventstore::migrator().run(&owner).await?;
+    callback_vault::migrator().run(&owner).await?;
     S::migrator().run(&owner).await?;
     let role: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(pool)
@@ -158,6 +166,10 @@ async fn migrate_as_owner<S: Service>(owner_url: &str, pool: &PgPool) -> Result<
             format!("GRANT SELECT, INSERT ON events TO {role}"),
             format!("GRANT SELECT, INSERT, UPDATE ON stream_categories TO {role}"),
             format!("GRANT SELECT, INSERT, UPDATE, DELETE ON consumer_checkpoints TO {role}"),
+            // Keys: read and created by every service; restricted and deleted (erasure) by
+            // the service that records it.
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON vault_subject_keys TO {role}"),
+            format!("GRANT SELECT, INSERT ON vault_hash_key TO {role}"),
         ];
         for table in tables {
             statements.push(format!(

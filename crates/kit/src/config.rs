@@ -12,6 +12,8 @@
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector; traces are exported only when set | unset |
 //! | `CALLBACK_REBUILD_WAIT_SECONDS` | how long a rebuild waits for older transactions | 60 |
 //!
+//! | `CALLBACK_MASTER_KEY_FILE` | master keys wrapping the subject keys of personal data: `<id>:<base64 32 bytes>` lines, current first | required (or `CALLBACK_MASTER_KEY` with the text) |
+//!
 //! The security settings (TLS, tokens, client certificates) are in `crate::security`.
 
 use std::collections::HashMap;
@@ -96,6 +98,8 @@ pub struct Config {
     pub urls: HashMap<ServiceKind, String>,
     /// TLS, tokens, client certificates (`crate::security`).
     pub security: Security,
+    /// The master keys that wrap the subject keys of personal data (current first).
+    pub master_keys: callback_vault::MasterKeys,
 }
 
 /// How long a rebuild or reset waits for transactions begun before it (anywhere on the
@@ -176,6 +180,7 @@ impl Config {
                 }
             },
         };
+        let master_keys = master_keys(&lookup)?;
         let security = match security {
             Some(security) => security,
             None => Security::from_lookup(&lookup)?,
@@ -212,6 +217,7 @@ impl Config {
             listen,
             urls,
             security,
+            master_keys,
         })
     }
 
@@ -229,6 +235,39 @@ impl Config {
             .connect(&self.database_url)
             .await
     }
+}
+
+/// `CALLBACK_MASTER_KEY_FILE` (a file), else `CALLBACK_MASTER_KEY` (the text itself):
+/// `<id>:<base64 of 32 random bytes>` entries, current first (`callback_vault::MasterKeys`).
+pub fn master_keys(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<callback_vault::MasterKeys, ConfigError> {
+    let (variable, text) = match (
+        lookup("CALLBACK_MASTER_KEY_FILE"),
+        lookup("CALLBACK_MASTER_KEY"),
+    ) {
+        (Some(path), _) => (
+            "CALLBACK_MASTER_KEY_FILE",
+            std::fs::read_to_string(&path).map_err(|error| ConfigError {
+                variable: "CALLBACK_MASTER_KEY_FILE".into(),
+                reason: format!("cannot read {path}: {error}"),
+            })?,
+        ),
+        (None, Some(text)) => ("CALLBACK_MASTER_KEY", text),
+        (None, None) => {
+            return Err(ConfigError {
+                variable: "CALLBACK_MASTER_KEY_FILE".into(),
+                reason: "not set; personal data is sealed with keys wrapped by a master key: \
+                         give a file of `<id>:<base64 of 32 random bytes>` (or the text in \
+                         CALLBACK_MASTER_KEY); `callbackd credentials` writes one for trials"
+                    .into(),
+            })
+        }
+    };
+    callback_vault::MasterKeys::parse(&text).map_err(|reason| ConfigError {
+        variable: variable.into(),
+        reason,
+    })
 }
 
 /// How long a pooled connection may sit idle before it is checked with a ping when taken.

@@ -232,7 +232,8 @@ pub fn required_roles(path: &str) -> Option<&'static [Role]> {
         | "CallLogging/PublishQuestionnaire"
         | "CallLogging/PublishDispositions"
         | "ComplaintRouting/PublishRoutingRules"
-        | "Analytics/PublishAnalyticsSettings" => &[Admin],
+        | "Analytics/PublishAnalyticsSettings"
+        | "Scheduling/EraseSubject" => &[Admin],
         "Scheduling/IngestBusinessEvent" => &[Integration, Service],
         "Scheduling/ClaimNext" | "CallLogging/LogCallAttempt" => &[Agent, Middleware],
         "Scheduling/GetCallback" | "Scheduling/ListCallbacks" | "Scheduling/GetCallbacks" => {

@@ -121,6 +121,18 @@ impl Vault {
         })
     }
 
+    /// A vault under a master key that lives in this process only, on a database it migrates:
+    /// for tests, demos and benchmarks, whose data need not outlive them.
+    pub async fn with_fresh_master_key(pool: PgPool) -> Result<Vault, VaultError> {
+        migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| VaultError::Database(e.into()))?;
+        let keys = MasterKeys::parse(&MasterKeys::generate_text("ephemeral"))
+            .map_err(VaultError::Corrupt)?;
+        Vault::open(pool, keys).await
+    }
+
     /// The keyed hash a normalised phone number is matched by in `tenant`: `"h1."` and 32 hex
     /// digits. The same number gives the same key in every service of the installation.
     pub fn phone_key(&self, tenant_id: &str, normalized_phone: &str) -> String {
@@ -141,30 +153,44 @@ impl Vault {
         tenant_id: &str,
         subject_id: &str,
     ) -> Result<SubjectKey, VaultError> {
-        if let Some(key) = self.existing_key(tenant_id, subject_id).await? {
-            if key.restricted {
-                return Err(VaultError::Restricted);
-            }
-            return Ok(key);
-        }
+        let mut conn = self.pool.acquire().await?;
+        self.key_for_sealing_on(&mut conn, tenant_id, subject_id)
+            .await
+    }
+
+    /// Like [`Vault::key_for_sealing`], on the caller's connection (in its transaction, so a
+    /// key created for data that is then not written goes with it). One round trip.
+    pub async fn key_for_sealing_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        tenant_id: &str,
+        subject_id: &str,
+    ) -> Result<SubjectKey, VaultError> {
         let fresh = random_key();
         let (master_id, wrapped) = self.master.wrap(&fresh, &binding(tenant_id, subject_id));
-        sqlx::query(
-            "INSERT INTO vault_subject_keys (tenant_id, subject_id, master_key_id, wrapped) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, subject_id) DO NOTHING",
+        // The statement's snapshot does not see its own insert: a new key comes from the
+        // insert, an existing one from the table.
+        let (id, wrapped, restricted): (String, Vec<u8>, bool) = sqlx::query_as(
+            "WITH inserted AS ( \
+               INSERT INTO vault_subject_keys (tenant_id, subject_id, master_key_id, wrapped) \
+               VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, subject_id) DO NOTHING \
+               RETURNING master_key_id, wrapped, restricted) \
+             SELECT master_key_id, wrapped, restricted FROM inserted \
+             UNION ALL \
+             SELECT master_key_id, wrapped, restricted FROM vault_subject_keys \
+             WHERE tenant_id = $1 AND subject_id = $2 \
+             LIMIT 1",
         )
         .bind(tenant_id)
         .bind(subject_id)
         .bind(master_id)
         .bind(wrapped)
-        .execute(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
-        // Whoever inserted first, this is the key now.
-        match self.existing_key(tenant_id, subject_id).await? {
-            Some(key) if key.restricted => Err(VaultError::Restricted),
-            Some(key) => Ok(key),
-            None => Err(VaultError::Corrupt("a subject key vanished".into())),
+        if restricted {
+            return Err(VaultError::Restricted);
         }
+        self.unwrap(tenant_id, subject_id, &id, &wrapped, restricted)
     }
 
     /// The subject's key if it has one (erased subjects have none).
@@ -181,8 +207,10 @@ impl Vault {
         .bind(subject_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|(id, wrapped, restricted)| self.unwrap(tenant_id, subject_id, &id, &wrapped, restricted))
-            .transpose()
+        row.map(|(id, wrapped, restricted)| {
+            self.unwrap(tenant_id, subject_id, &id, &wrapped, restricted)
+        })
+        .transpose()
     }
 
     /// A key read by the caller's own query (a join with `vault_subject_keys`).

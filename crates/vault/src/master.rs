@@ -30,9 +30,11 @@ impl MasterKeys {
     pub fn parse(text: &str) -> Result<MasterKeys, String> {
         let mut keys: Vec<(String, [u8; MASTER_KEY_BYTES])> = Vec::new();
         for (i, entry) in text
-            .split(['\n', ','])
-            .map(|line| line.split('#').next().unwrap_or("").trim())
-            .filter(|line| !line.is_empty())
+            .lines()
+            .map(|line| line.split('#').next().unwrap_or(""))
+            .flat_map(|line| line.split(','))
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
             .enumerate()
         {
             let (id, encoded) = entry
@@ -135,7 +137,9 @@ impl MasterKeys {
                     aad: &aad(id, binding),
                 },
             )
-            .map_err(|_| VaultError::Corrupt(format!("a key does not unwrap with master key {id}")))?;
+            .map_err(|_| {
+                VaultError::Corrupt(format!("a key does not unwrap with master key {id}"))
+            })?;
         clear
             .try_into()
             .map_err(|_| VaultError::Corrupt("a wrapped key is not 32 bytes".into()))
@@ -157,13 +161,20 @@ mod tests {
     fn master_keys_parse_and_name_their_problems() {
         let a = MasterKeys::generate_text("k2");
         let b = MasterKeys::generate_text("k1");
-        let keys = MasterKeys::parse(&format!("# current first\n{a}\n{b}\n")).unwrap();
+        let keys =
+            MasterKeys::parse(&format!("# current first, then older\n{a}\n{b} # old\n")).unwrap();
         assert_eq!(keys.current_id(), "k2");
         assert!(MasterKeys::parse("").unwrap_err().contains("no key"));
         assert!(MasterKeys::parse("k1").unwrap_err().contains("<id>:"));
-        assert!(MasterKeys::parse("k1:c2hvcnQ=").unwrap_err().contains("5 bytes"));
-        assert!(MasterKeys::parse("k 1:c2hvcnQ=").unwrap_err().contains("id"));
-        assert!(MasterKeys::parse(&format!("{a},{a}")).unwrap_err().contains("twice"));
+        assert!(MasterKeys::parse("k1:c2hvcnQ=")
+            .unwrap_err()
+            .contains("5 bytes"));
+        assert!(MasterKeys::parse("k 1:c2hvcnQ=")
+            .unwrap_err()
+            .contains("id"));
+        assert!(MasterKeys::parse(&format!("{a},{a}"))
+            .unwrap_err()
+            .contains("twice"));
     }
 
     #[test]

@@ -19,7 +19,11 @@ async fn sealed_values_open_until_the_subject_is_erased_or_restricted() {
     let key = vault.key_for_sealing("t", "s-1").await.unwrap();
     let sealed = key.seal("张三 13800138000");
     assert!(!sealed.contains("13800138000") && callback_vault::is_sealed(&sealed));
-    assert_ne!(sealed, key.seal("张三 13800138000"), "a fresh nonce each time");
+    assert_ne!(
+        sealed,
+        key.seal("张三 13800138000"),
+        "a fresh nonce each time"
+    );
     assert_eq!(
         vault.open_sealed("t", "s-1", &sealed).await.unwrap(),
         Opened::Clear("张三 13800138000".into())
@@ -38,7 +42,10 @@ async fn sealed_values_open_until_the_subject_is_erased_or_restricted() {
     );
     let restricted_value = other.seal("x");
     assert_eq!(
-        vault.open_sealed("t", "s-2", &restricted_value).await.unwrap(),
+        vault
+            .open_sealed("t", "s-2", &restricted_value)
+            .await
+            .unwrap(),
         Opened::Restricted
     );
     assert!(matches!(

@@ -243,10 +243,12 @@ async fn open_store(
     Ok(store)
 }
 
-/// The scheduling application on its own (no servers), for offline commands.
+/// The scheduling application on its own (no servers), for offline commands: with the
+/// configured master keys, or (`fresh_keys`, the demo's new database) keys of its own.
 async fn scheduling_app(
     url: &str,
     clock: std::sync::Arc<dyn callback_rules::Clock>,
+    fresh_keys: bool,
 ) -> anyhow::Result<callback_scheduling::app::Scheduling> {
     let store = open_store(
         url,
@@ -255,7 +257,22 @@ async fn scheduling_app(
         callback_scheduling::CATEGORIES,
     )
     .await?;
-    Ok(callback_scheduling::open(store, clock).await?)
+    let vault = offline_vault(store.pool(), fresh_keys).await?;
+    Ok(callback_scheduling::open(store, vault, clock).await?)
+}
+
+/// The vault for an offline command: the master keys from the environment
+/// (`CALLBACK_MASTER_KEY_FILE` or `CALLBACK_MASTER_KEY`, as the services read them).
+async fn offline_vault(
+    pool: &sqlx::PgPool,
+    fresh_keys: bool,
+) -> anyhow::Result<callback_vault::Vault> {
+    if fresh_keys {
+        return Ok(callback_vault::Vault::with_fresh_master_key(pool.clone()).await?);
+    }
+    let keys = callback_kit::config::master_keys(&|key: &str| std::env::var(key).ok())?;
+    callback_vault::migrator().run(pool).await?;
+    Ok(callback_vault::Vault::open(pool.clone(), keys).await?)
 }
 
 async fn rebuild_call_logging() -> anyhow::Result<()> {
@@ -300,7 +317,7 @@ async fn demo() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
     let (url, cluster) = database("callback_demo", true).await?;
     let clock = callback_rules::ManualClock::new(chrono::Utc::now()); // the demo sets its own dates
-    let app = scheduling_app(&url, std::sync::Arc::new(clock.clone())).await?;
+    let app = scheduling_app(&url, std::sync::Arc::new(clock.clone()), true).await?;
     let started = std::time::Instant::now();
     let summary = callback_scheduling::demo::run(&app, &clock, 30, 2026).await?;
     let elapsed = started.elapsed();
@@ -382,7 +399,12 @@ async fn rebuild_analytics() -> anyhow::Result<()> {
 async fn rebuild_scheduling() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("callbackd")?;
     let (url, cluster) = database("callback", false).await?;
-    let app = scheduling_app(&url, std::sync::Arc::new(callback_rules::SystemClock)).await?;
+    let app = scheduling_app(
+        &url,
+        std::sync::Arc::new(callback_rules::SystemClock),
+        false,
+    )
+    .await?;
     let before = fingerprint(&app).await?;
     let events = app.rebuild_projections().await?;
     let after = fingerprint(&app).await?;

@@ -11,6 +11,12 @@ use std::time::Duration;
 use callback_testkit::{ForeignTransaction, TestDb};
 use serde_json::json;
 
+/// The master key the test's services and the rebuild command share.
+fn master_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| callback_vault::MasterKeys::generate_text("test"))
+}
+
 /// A scheduling log with a tenant, a policy and one fact.
 async fn scheduling_log(db: &TestDb) {
     let store = callback_eventstore::EventStore::open(db.pool.clone())
@@ -20,9 +26,18 @@ async fn scheduling_log(db: &TestDb) {
         .register_categories("scheduling", callback_scheduling::CATEGORIES)
         .await
         .unwrap();
-    let app = callback_scheduling::open(store, std::sync::Arc::new(callback_rules::SystemClock))
+    callback_vault::migrator().run(&db.pool).await.unwrap();
+    let keys = callback_vault::MasterKeys::parse(master_key()).unwrap();
+    let vault = callback_vault::Vault::open(db.pool.clone(), keys)
         .await
         .unwrap();
+    let app = callback_scheduling::open(
+        store,
+        vault,
+        std::sync::Arc::new(callback_rules::SystemClock),
+    )
+    .await
+    .unwrap();
     let settings = json!({"calendar": {"time_zone": "Asia/Shanghai",
         "windows": [{"start": "00:00", "end": "24:00"}],
         "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
@@ -52,6 +67,7 @@ async fn scheduling_log(db: &TestDb) {
         phones: vec!["13900139000".into()],
         owner_agent_id: None,
         department: None,
+        ..Default::default()
     };
     app.ingest(fact, subject).await.unwrap();
 }
@@ -61,6 +77,7 @@ fn rebuild(db: &TestDb, wait_seconds: u32) -> tokio::process::Command {
     command
         .args(["rebuild", "scheduling"])
         .env("DATABASE_URL", db.url())
+        .env("CALLBACK_MASTER_KEY", master_key())
         .env("CALLBACK_REBUILD_WAIT_SECONDS", wait_seconds.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -16,7 +16,8 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 pub use callback_contracts::scheduling::{
-    BusinessEventIngested, PolicyPublished, ScheduledSummary, SubjectContact, TenantPublished,
+    BusinessEventIngested, ClearContact, PolicyPublished, ScheduledSummary, SubjectContact,
+    TenantPublished,
 };
 use callback_contracts::EventContract;
 
@@ -28,6 +29,8 @@ use crate::domain::{
 use crate::error::{invalid, Error, Result};
 
 mod claims;
+mod erasure;
+pub use erasure::{Erasure, MAX_ERASURE_REASON};
 mod ingests;
 mod outcome_batch;
 mod outcomes;
@@ -91,6 +94,8 @@ pub struct CallbackRecord {
 #[derive(Clone)]
 pub struct Scheduling {
     store: EventStore,
+    /// The keys subjects' contact details are sealed with.
+    vault: callback_vault::Vault,
     clock: Arc<dyn Clock>,
     tenants: Arc<std::sync::Mutex<HashMap<String, CachedTenant>>>,
     claims: claims::ClaimQueue,
@@ -193,9 +198,10 @@ pub(crate) fn validate_phone(field: &str, phone: &str) -> Result<()> {
 }
 
 impl Scheduling {
-    pub fn new(store: EventStore, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: EventStore, vault: callback_vault::Vault, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
+            vault,
             clock,
             tenants: Arc::default(),
             claims: claims::ClaimQueue::default(),
@@ -211,6 +217,10 @@ impl Scheduling {
             ingests: Default::default(),
             ..self.clone()
         }
+    }
+
+    pub fn vault(&self) -> &callback_vault::Vault {
+        &self.vault
     }
 
     pub fn store(&self) -> &EventStore {

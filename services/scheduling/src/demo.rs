@@ -205,6 +205,7 @@ pub async fn run(
                     phones: vec![format!("1380013{:04}", n % 10_000)],
                     owner_agent_id: owner,
                     department: (tenant == HOSPITAL).then(|| "cardiology".to_owned()),
+                    ..Default::default()
                 };
                 app.ingest(fact, subject).await?;
             }

@@ -25,6 +25,18 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl From<callback_vault::VaultError> for Error {
+    fn from(error: callback_vault::VaultError) -> Self {
+        match error {
+            callback_vault::VaultError::Database(error) => Error::Database(error),
+            callback_vault::VaultError::Restricted => {
+                Error::FailedPrecondition("the subject's processing is restricted".into())
+            }
+            other => Error::Corrupt(other.to_string()),
+        }
+    }
+}
+
 pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::InvalidArgument {
         field: field.into(),

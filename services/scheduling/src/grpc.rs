@@ -5,10 +5,11 @@ use callback_kit::wire;
 use callback_proto::v1::scheduling_server::{Scheduling as SchedulingApi, SchedulingServer};
 use callback_proto::v1::{
     CallbackView, CheckLeasesRequest, CheckLeasesResponse, ClaimNextRequest, ClaimNextResponse,
-    ClaimedCallback, GetCallbackRequest, GetCallbackResponse, GetCallbacksRequest,
-    GetCallbacksResponse, HistoryEntry, IngestBusinessEventRequest, IngestBusinessEventResponse,
-    LeaseCheck, LeaseVerdict, ListCallbacksRequest, ListCallbacksResponse, PublishPolicyRequest,
-    PublishPolicyResponse, PublishTenantRequest, PublishTenantResponse, ScheduledCallback, Subject,
+    ClaimedCallback, EraseSubjectRequest, EraseSubjectResponse, ErasureMode, GetCallbackRequest,
+    GetCallbackResponse, GetCallbacksRequest, GetCallbacksResponse, HistoryEntry,
+    IngestBusinessEventRequest, IngestBusinessEventResponse, LeaseCheck, LeaseVerdict,
+    ListCallbacksRequest, ListCallbacksResponse, PublishPolicyRequest, PublishPolicyResponse,
+    PublishTenantRequest, PublishTenantResponse, ScheduledCallback, Subject,
 };
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
@@ -184,6 +185,7 @@ impl SchedulingApi for Api {
             phones: subject.phones,
             owner_agent_id: non_empty(&subject.owner_agent_id),
             department: non_empty(&subject.department),
+            ..Default::default()
         };
         Ok(Response::new(ingest_response(
             self.app.ingest(fact, contact).await?,
@@ -354,6 +356,38 @@ impl SchedulingApi for Api {
             })
             .collect();
         Ok(Response::new(CheckLeasesResponse { checks }))
+    }
+
+    async fn erase_subject(
+        &self,
+        request: Request<EraseSubjectRequest>,
+    ) -> Result<Response<EraseSubjectResponse>, Status> {
+        let (caller, r) = authorized_caller(request, |r| &r.tenant_id)?;
+        let mode = match ErasureMode::try_from(r.mode) {
+            Ok(ErasureMode::Erase) => callback_contracts::scheduling::ErasureMode::Erase,
+            Ok(ErasureMode::Restrict) => callback_contracts::scheduling::ErasureMode::Restrict,
+            _ => {
+                return Err(invalid(
+                    "mode",
+                    "must be ERASURE_MODE_ERASE or ERASURE_MODE_RESTRICT",
+                )
+                .into())
+            }
+        };
+        let erasure = self
+            .app
+            .erase_subject(
+                &r.tenant_id,
+                &r.subject_id,
+                mode,
+                &r.reason,
+                caller.subject(),
+            )
+            .await?;
+        Ok(Response::new(EraseSubjectResponse {
+            had_personal_data: erasure.had_key,
+            cancelled_callback_ids: erasure.cancelled.iter().map(ToString::to_string).collect(),
+        }))
     }
 
     async fn list_callbacks(

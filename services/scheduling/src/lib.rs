@@ -45,7 +45,11 @@ impl Service for SchedulingService {
     }
 
     fn open(ctx: &Context) -> Result<app::Scheduling, HostError> {
-        Ok(app::Scheduling::new(ctx.store.clone(), ctx.clock.clone()))
+        Ok(app::Scheduling::new(
+            ctx.store.clone(),
+            ctx.vault.clone(),
+            ctx.clock.clone(),
+        ))
     }
 
     /// The deadline watch, and the outcomes from call-logging's feed.
@@ -73,10 +77,11 @@ impl Service for SchedulingService {
 /// scheduling migrations and returns the application on `clock`.
 pub async fn open(
     store: callback_eventstore::EventStore,
+    vault: callback_vault::Vault,
     clock: std::sync::Arc<dyn callback_rules::Clock>,
 ) -> Result<app::Scheduling, callback_eventstore::Error> {
     migrator().run(store.pool()).await?;
-    Ok(app::Scheduling::new(store, clock))
+    Ok(app::Scheduling::new(store, vault, clock))
 }
 
 pub fn migrator() -> sqlx::migrate::Migrator {

@@ -34,7 +34,10 @@ async fn setup() -> (TestDb, Scheduling, ManualClock) {
         .await
         .unwrap();
     let clock = ManualClock::new(shanghai(2026, 9, 7, 9, 0));
-    let app = callback_scheduling::open(store, Arc::new(clock.clone()))
+    let vault = callback_vault::Vault::with_fresh_master_key(db.pool.clone())
+        .await
+        .unwrap();
+    let app = callback_scheduling::open(store, vault, Arc::new(clock.clone()))
         .await
         .unwrap();
     app.publish_tenant("hospital", &settings()).await.unwrap();
@@ -126,6 +129,7 @@ fn discharge(id: &str, at: DateTime<Utc>, owner: Option<&str>) -> (BusinessFact,
             phones: vec!["+86 138-0013-8000".into()],
             owner_agent_id: owner.map(str::to_owned),
             department: Some("cardiology".into()),
+            ..Default::default()
         },
     )
 }
@@ -452,13 +456,19 @@ async fn concurrent_ingests_are_served_together_and_each_gets_its_own_answer() {
         vec![doomed],
         "the correcting fact cancelled"
     );
-    // The nameless fact reused the contact on record.
-    let phones: Vec<String> =
-        sqlx::query_scalar("SELECT phones FROM sched_subjects WHERE subject_id = 'patient-known'")
-            .fetch_one(app.store().pool())
-            .await
-            .unwrap();
-    assert_eq!(phones, vec!["+8613800138000".to_owned()], "in E.164");
+    // The nameless fact reused the contact on record: the number in E.164, kept as its
+    // keyed hash.
+    let phones: Vec<String> = sqlx::query_scalar(
+        "SELECT phone_keys FROM sched_subjects WHERE subject_id = 'patient-known'",
+    )
+    .fetch_one(app.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        phones,
+        vec![app.vault().phone_key("hospital", "+8613800138000")],
+        "in E.164"
+    );
 
     let facts: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
         .bind(BusinessEventIngested::EVENT_TYPE)

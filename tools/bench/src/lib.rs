@@ -299,6 +299,10 @@ impl InProcess {
         let config = if secure {
             callback_kit::Config::from_lookup(|k| vars.get(k).cloned())?
         } else {
+            vars.insert(
+                "CALLBACK_MASTER_KEY".into(),
+                callback_vault::MasterKeys::generate_text("bench"),
+            );
             callback_kit::Config::from_lookup_with_security(
                 |k| vars.get(k).cloned(),
                 callback_kit::Security::unauthenticated_for_benchmarks(),

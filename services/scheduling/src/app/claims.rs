@@ -254,7 +254,7 @@ impl Scheduling {
             changes.push((pick.state, pick.version, event));
         }
         let states = self.write_changes(&mut tx, changes).await?;
-        let contacts = contacts_of(&mut tx, &states, &claims).await?;
+        let contacts = contacts_of(&mut tx, &self.vault, &states, &claims).await?;
         self.store.commit(tx).await?;
         let committed_at = Instant::now();
         for (plan, first_waiting) in &walks {
@@ -336,9 +336,9 @@ impl Scheduling {
                  JOIN sched_contact_attempts a ON a.tenant_id = $1 AND a.attempted_at > $3 \
                   AND (a.subject_id = me.subject_id OR a.subject_id IN ( \
                     SELECT o.subject_id FROM sched_subjects s \
-                    JOIN sched_subjects o ON o.tenant_id = s.tenant_id AND o.phones && s.phones \
+                    JOIN sched_subjects o ON o.tenant_id = s.tenant_id AND o.phone_keys && s.phone_keys \
                     WHERE s.tenant_id = $1 AND s.subject_id = me.subject_id \
-                      AND cardinality(s.phones) > 0)) \
+                      AND cardinality(s.phone_keys) > 0)) \
                  ORDER BY a.attempted_at",
             )
             .bind(tenant_id)
@@ -510,9 +510,12 @@ struct Granted {
     change: usize,
 }
 
-/// The claimed subjects' contact details, one read per tenant, in the order of `claims`.
+/// The claimed subjects' contact details, one read per tenant, in the order of `claims`:
+/// opened for the claiming agent with each subject's key (read in the same query). An erased
+/// or restricted subject has no contact details.
 async fn contacts_of(
     tx: &mut PgConnection,
+    vault: &callback_vault::Vault,
     states: &[CallbackState],
     claims: &[Granted],
 ) -> Result<Vec<SubjectContact>> {
@@ -527,8 +530,11 @@ async fn contacts_of(
     }
     for (tenant_id, subjects) in by_tenant {
         let rows = sqlx::query(
-            "SELECT subject_id, name, phones, owner_agent_id, department FROM sched_subjects \
-             WHERE tenant_id = $1 AND subject_id = ANY($2)",
+            "SELECT s.subject_id, s.sealed, s.owner_agent_id, s.department, \
+                    k.master_key_id, k.wrapped, k.restricted \
+             FROM sched_subjects s LEFT JOIN vault_subject_keys k \
+               ON k.tenant_id = s.tenant_id AND k.subject_id = s.subject_id \
+             WHERE s.tenant_id = $1 AND s.subject_id = ANY($2)",
         )
         .bind(tenant_id)
         .bind(&subjects)
@@ -536,14 +542,33 @@ async fn contacts_of(
         .await?;
         for row in rows {
             let subject_id: String = row.try_get("subject_id")?;
+            let sealed: Option<String> = row.try_get("sealed")?;
+            let master_key_id: Option<String> = row.try_get("master_key_id")?;
+            let key = match (master_key_id, row.try_get::<Option<Vec<u8>>, _>("wrapped")?) {
+                (Some(id), Some(wrapped)) => Some(vault.unwrap(
+                    tenant_id,
+                    &subject_id,
+                    &id,
+                    &wrapped,
+                    row.try_get("restricted")?,
+                )?),
+                _ => None,
+            };
+            let clear = match sealed {
+                Some(sealed) => callback_vault::open_json::<ClearContact>(key.as_ref(), &sealed)?
+                    .clear()
+                    .unwrap_or_default(),
+                None => ClearContact::default(),
+            };
             found.insert(
                 (tenant_id.to_owned(), subject_id.clone()),
                 SubjectContact {
                     subject_id,
-                    name: row.try_get("name")?,
-                    phones: row.try_get("phones")?,
+                    name: clear.name,
+                    phones: clear.phones,
                     owner_agent_id: row.try_get("owner_agent_id")?,
                     department: row.try_get("department")?,
+                    ..SubjectContact::default()
                 },
             );
         }

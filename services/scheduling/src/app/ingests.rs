@@ -133,6 +133,16 @@ impl Scheduling {
                     continue;
                 }
             };
+            // Sealed before anything is written: the log and the read model never see the
+            // clear name or numbers. A subject whose processing is restricted gets nothing.
+            let subject = match self.seal_contact(&mut tx, &fact.tenant_id, subject).await {
+                Ok(subject) => subject,
+                Err(refused @ Error::FailedPrecondition(_)) => {
+                    answers[index] = Some(IngestAnswer::Refused(refused));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let subject = with_known_contact(&mut tx, &fact.tenant_id, subject).await?;
             let key = (fact.tenant_id.as_str(), fact.event_type.as_str());
             if let Entry::Vacant(slot) = policies.entry(key) {
@@ -404,7 +414,7 @@ pub(super) async fn with_known_contact(
     tenant_id: &str,
     subject: SubjectContact,
 ) -> Result<SubjectContact> {
-    if !subject.name.is_empty() || !subject.phones.is_empty() {
+    if subject.sealed.is_some() || !subject.name.is_empty() || !subject.phones.is_empty() {
         return Ok(subject);
     }
     Ok(
@@ -424,7 +434,7 @@ pub(super) async fn known_contact(
     tenant_id: &str,
     subject_id: &str,
 ) -> Result<Option<SubjectContact>> {
-    let row = sqlx::query("SELECT name, phones, owner_agent_id, department FROM sched_subjects WHERE tenant_id = $1 AND subject_id = $2")
+    let row = sqlx::query("SELECT sealed, phone_keys, owner_agent_id, department FROM sched_subjects WHERE tenant_id = $1 AND subject_id = $2")
         .bind(tenant_id)
         .bind(subject_id)
         .fetch_optional(conn)
@@ -432,10 +442,11 @@ pub(super) async fn known_contact(
     row.map(|row| {
         Ok(SubjectContact {
             subject_id: subject_id.to_owned(),
-            name: row.try_get("name")?,
-            phones: row.try_get("phones")?,
+            sealed: row.try_get("sealed")?,
+            phone_keys: row.try_get("phone_keys")?,
             owner_agent_id: row.try_get("owner_agent_id")?,
             department: row.try_get("department")?,
+            ..SubjectContact::default()
         })
     })
     .transpose()
@@ -548,7 +559,8 @@ impl Scheduling {
         Ok(Some(scheduled_summary(&state)))
     }
 
-    /// Cancels the open callbacks of a subject under a policy (or all policies when `None`).
+    /// Cancels the open callbacks of a subject under a policy (every policy when `policy_id`
+    /// is empty).
     pub(super) async fn cancel_open(
         &self,
         tx: &mut PgConnection,
@@ -559,7 +571,8 @@ impl Scheduling {
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>> {
         let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT callback_id FROM sched_callbacks WHERE tenant_id = $1 AND subject_id = $2 AND policy_id = $3 \
+            "SELECT callback_id FROM sched_callbacks WHERE tenant_id = $1 AND subject_id = $2 \
+             AND ($3 = '' OR policy_id = $3) \
              AND status IN ('scheduled', 'claimed') ORDER BY callback_id FOR UPDATE",
         )
         .bind(tenant_id)
@@ -574,6 +587,53 @@ impl Scheduling {
                 .await?;
         }
         Ok(ids)
+    }
+}
+
+impl Scheduling {
+    /// `subject` as the log and read model keep it: the name and numbers sealed with the
+    /// subject's key, the numbers' keyed hashes beside them. Refused (FAILED_PRECONDITION)
+    /// when the subject's processing is restricted.
+    pub(super) async fn seal_contact(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &str,
+        subject: SubjectContact,
+    ) -> Result<SubjectContact> {
+        let key = match self
+            .vault
+            .key_for_sealing_on(conn, tenant_id, &subject.subject_id)
+            .await
+        {
+            Ok(key) => key,
+            Err(callback_vault::VaultError::Restricted) => {
+                return Err(Error::FailedPrecondition(
+                    "subject.subject_id: the subject's processing is restricted; nothing is \
+                     scheduled for it"
+                        .into(),
+                ))
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if subject.name.is_empty() && subject.phones.is_empty() {
+            return Ok(subject);
+        }
+        let phone_keys = subject
+            .phones
+            .iter()
+            .map(|phone| self.vault.phone_key(tenant_id, phone))
+            .collect();
+        let clear = ClearContact {
+            name: subject.name,
+            phones: subject.phones,
+        };
+        Ok(SubjectContact {
+            sealed: Some(key.seal_json(&clear)),
+            phone_keys,
+            name: String::new(),
+            phones: Vec::new(),
+            ..subject
+        })
     }
 }
 

@@ -57,8 +57,8 @@ struct Touched {
 /// `subject_id` is subject `$2` of tenant `$1`, or a subject sharing one of its numbers.
 pub(super) const SAME_PERSON: &str = "(subject_id = $2 OR subject_id IN ( \
     SELECT o.subject_id FROM sched_subjects s \
-    JOIN sched_subjects o ON o.tenant_id = s.tenant_id AND o.phones && s.phones \
-    WHERE s.tenant_id = $1 AND s.subject_id = $2 AND cardinality(s.phones) > 0))";
+    JOIN sched_subjects o ON o.tenant_id = s.tenant_id AND o.phone_keys && s.phone_keys \
+    WHERE s.tenant_id = $1 AND s.subject_id = $2 AND cardinality(s.phone_keys) > 0))";
 
 impl Scheduling {
     /// Applies a batch of outcomes in the caller's transaction, in order; what became of each.

@@ -62,12 +62,13 @@ pub(super) async fn project_subjects(
         .iter()
         .map(|(_, s)| s.subject_id.as_str())
         .collect();
-    let names: Vec<&str> = subjects.iter().map(|(_, s)| s.name.as_str()).collect();
-    // Phones as one JSON array per subject: PostgreSQL has no arrays of arrays of text
-    // with different lengths.
-    let phones: Vec<serde_json::Value> = subjects
+    // Never the clear name or numbers: the sealed contact and the numbers' keyed hashes.
+    let sealed: Vec<Option<&str>> = subjects.iter().map(|(_, s)| s.sealed.as_deref()).collect();
+    // Keys as one JSON array per subject: PostgreSQL has no arrays of arrays of text with
+    // different lengths.
+    let phone_keys: Vec<serde_json::Value> = subjects
         .iter()
-        .map(|(_, s)| serde_json::json!(s.phones))
+        .map(|(_, s)| serde_json::json!(s.phone_keys))
         .collect();
     let owners: Vec<Option<&str>> = subjects
         .iter()
@@ -78,17 +79,17 @@ pub(super) async fn project_subjects(
         .map(|(_, s)| s.department.as_deref())
         .collect();
     sqlx::query(
-        "INSERT INTO sched_subjects (tenant_id, subject_id, name, phones, owner_agent_id, department) \
+        "INSERT INTO sched_subjects (tenant_id, subject_id, sealed, phone_keys, owner_agent_id, department) \
          SELECT t, id, n, ARRAY(SELECT jsonb_array_elements_text(p)), o, d \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[]) AS u(t, id, n, p, o, d) \
          ON CONFLICT (tenant_id, subject_id) DO UPDATE SET \
-         name = EXCLUDED.name, phones = EXCLUDED.phones, owner_agent_id = EXCLUDED.owner_agent_id, \
+         sealed = EXCLUDED.sealed, phone_keys = EXCLUDED.phone_keys, owner_agent_id = EXCLUDED.owner_agent_id, \
          department = EXCLUDED.department",
     )
     .bind(&tenant_ids)
     .bind(&ids)
-    .bind(&names)
-    .bind(&phones)
+    .bind(&sealed)
+    .bind(&phone_keys)
     .bind(&owners)
     .bind(&departments)
     .execute(conn)
@@ -282,6 +283,9 @@ impl Scheduling {
                         let ingested: BusinessEventIngested = decode(event)?;
                         project_subject(&mut tx, &ingested.fact.tenant_id, &ingested.subject)
                             .await?;
+                    }
+                    callback_contracts::scheduling::SubjectErased::CATEGORY => {
+                        super::erasure::project_erasure(&mut tx, &decode(event)?).await?
                     }
                     _ => {
                         let id: Uuid = event
