@@ -95,6 +95,7 @@ async fn log_attempt(
         recording_ref: String::new(),
         notes: String::new(),
         survey_declined: None,
+        sealed_for: None,
     };
     let stream = StreamName::new(CallAttemptLogged::CATEGORY, attempt_id).unwrap();
     store

@@ -127,6 +127,11 @@ pub struct CallAttemptLogged {
     /// before it existed, and when the survey was answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survey_declined: Option<String>,
+    /// The vault subject whose key seals this attempt's `notes`, the free-text answers of its
+    /// `SurveyAnswered` and the text of its `ComplaintRaised` (the callback's subject, or
+    /// `callback:<id>` when scheduling did not name one). Absent before sealing: clear text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_for: Option<String>,
 }
 single_event!(CallAttemptLogged, CALL_ATTEMPT);
 
@@ -277,12 +282,16 @@ pub struct CallRecordViewed {
 }
 single_event!(CallRecordViewed, CALL_ATTEMPT);
 
-/// A call detail record from the telephony middleware. `number_dialed` is personal data.
+/// A call detail record from the telephony middleware. `number_dialed` is personal data: in
+/// the log it is sealed with the key of vault subject `telephony:<call_id>`, and
+/// `number_key` holds its keyed hash (absent before sealing: the number in clear).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TelephonyRecordIngested {
     pub tenant_id: String,
     pub call_id: String,
     pub number_dialed: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_key: Option<String>,
     pub started_at: DateTime<Utc>,
     pub answered_at: Option<DateTime<Utc>>,
     pub ended_at: DateTime<Utc>,

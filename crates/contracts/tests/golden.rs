@@ -271,6 +271,7 @@ fn samples() -> Vec<Sample> {
             recording_ref: "rec/77.wav".into(),
             notes: "家属代接".into(),
             survey_declined: None,
+            sealed_for: None,
         },
     );
     push(
@@ -341,6 +342,7 @@ fn samples() -> Vec<Sample> {
             tenant_id: "hospital-a".into(),
             call_id: "pbx-77".into(),
             number_dialed: "13922223333".into(),
+            number_key: None,
             started_at: at(10),
             answered_at: Some(at(10)),
             ended_at: at(11),

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 use crate::domain::{Questionnaire, QuestionnaireRules};
+use callback_contracts::call_logging::ItemKind;
 use ports::SchedulingPort;
 
 pub(crate) use crate::domain::attempt::flag_raised;
@@ -71,6 +72,8 @@ pub type Complaint = callback_contracts::call_logging::RaisedComplaint;
 #[derive(Clone)]
 pub struct CallLogging {
     store: EventStore,
+    /// The keys notes, free-text answers, complaint texts and dialled numbers are sealed with.
+    vault: callback_vault::Vault,
     scheduling: Arc<dyn SchedulingPort>,
     attempts: attempts::AttemptQueue,
 }
@@ -98,9 +101,14 @@ pub(crate) fn attempt_stream(tenant_id: &str, attempt_id: &str) -> Result<Stream
 }
 
 impl CallLogging {
-    pub fn new(store: EventStore, scheduling: Arc<dyn SchedulingPort>) -> Self {
+    pub fn new(
+        store: EventStore,
+        vault: callback_vault::Vault,
+        scheduling: Arc<dyn SchedulingPort>,
+    ) -> Self {
         Self {
             store,
+            vault,
             scheduling,
             attempts: Default::default(),
         }
@@ -236,6 +244,8 @@ impl CallLogging {
                 ));
             }
         }
+        // Free-text answers are personal data, sealed with the notes.
+        let mut free_text = Vec::new();
         if !report.answers.is_empty() {
             if report.questionnaire_id.is_empty() {
                 return Err(invalid("questionnaire_id", "is required with answers"));
@@ -250,6 +260,12 @@ impl CallLogging {
             questionnaire
                 .check_answers(&report.answers)
                 .map_err(|e| invalid(&e.field, e.reason))?;
+            free_text = questionnaire
+                .items
+                .iter()
+                .filter(|item| matches!(item.kind, ItemKind::FreeText { .. }))
+                .map(|item| item.id.clone())
+                .collect();
         }
 
         let stream = attempt_stream(&report.tenant_id, &report.attempt_id)?;
@@ -270,6 +286,7 @@ impl CallLogging {
                     tenant_kind,
                     named_time,
                     ended: None,
+                    free_text,
                     stream,
                     events: Vec::new(),
                     metadata,

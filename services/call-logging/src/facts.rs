@@ -5,19 +5,24 @@
 //! Applied with the consumer's checkpoint in one transaction, so each fact counts once.
 
 use callback_contracts::call_logging::SharedContactFlagged;
-use callback_contracts::scheduling::{BusinessEventIngested, SubjectContact, TenantPublished};
+use callback_contracts::scheduling::{
+    BusinessEventIngested, ErasureMode, SubjectContact, SubjectErased, TenantPublished,
+};
 use callback_contracts::EventContract;
 use callback_eventstore::{EventStore, ExpectedVersion, Projection, RecordedEvent, StreamName};
 use callback_kit::events::{decode, new_event};
 use callback_kit::telemetry::event_metadata;
 use sqlx::PgConnection;
 
-use crate::domain::privacy::mask_phone;
-
-pub const CATEGORIES: [&str; 2] = [TenantPublished::CATEGORY, BusinessEventIngested::CATEGORY];
-pub const EVENT_TYPES: [&str; 2] = [
+pub const CATEGORIES: [&str; 3] = [
+    TenantPublished::CATEGORY,
+    BusinessEventIngested::CATEGORY,
+    SubjectErased::CATEGORY,
+];
+pub const EVENT_TYPES: [&str; 3] = [
     TenantPublished::EVENT_TYPE,
     BusinessEventIngested::EVENT_TYPE,
+    SubjectErased::EVENT_TYPE,
 ];
 
 /// Namespace of shared-contact stream ids (UUIDv5 of tenant and number): the number itself
@@ -73,6 +78,20 @@ impl Projection for SchedulingFacts {
                     self.record_phones(conn, &ingested.fact.tenant_id, &ingested.subject)
                         .await?;
                 }
+                SubjectErased::EVENT_TYPE => {
+                    // An erased subject's numbers (their keyed hashes) are matched no more;
+                    // what was sealed with its key is unreadable already.
+                    let erased: SubjectErased = decode(event)?;
+                    if erased.mode == ErasureMode::Erase {
+                        sqlx::query(
+                            "DELETE FROM cl_contacts WHERE tenant_id = $1 AND subject_id = $2",
+                        )
+                        .bind(&erased.tenant_id)
+                        .bind(&erased.subject_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                }
                 _ => {}
             }
         }
@@ -87,14 +106,9 @@ impl SchedulingFacts {
         tenant_id: &str,
         subject: &SubjectContact,
     ) -> Result<(), FactsError> {
-        for phone in &subject.phones {
-            // Scheduling records numbers in E.164; numbers recorded before it did are brought
-            // to the same form here (read in the default region), so both match.
-            let digits =
-                callback_rules::phone::match_key(phone, callback_rules::phone::DEFAULT_REGION);
-            if digits.is_empty() {
-                continue;
-            }
+        // The numbers' keyed hashes (scheduling never publishes the numbers themselves):
+        // equal numbers have equal keys, which is all a shared contact needs.
+        for digits in &subject.phone_keys {
             sqlx::query("INSERT INTO cl_contacts (tenant_id, phone_digits, subject_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(tenant_id)
                 .bind(&digits)
@@ -123,7 +137,8 @@ impl SchedulingFacts {
                     tenant_id: tenant_id.to_owned(),
                     subject_id: subject.subject_id.clone(),
                     other_subject_id: other.clone(),
-                    phone_masked: mask_phone(&digits),
+                    // No part of the number: the flag names the two subjects only.
+                    phone_masked: String::new(),
                 };
                 // A deterministic id: replaying the feed (a rebuild) writes the flag only once.
                 let event_id = uuid::Uuid::new_v5(

@@ -111,6 +111,7 @@ impl CallLoggingApi for Api {
             tenant_id: r.tenant_id,
             call_id: r.call_id,
             number_dialed: r.number_dialed,
+            number_key: None,
             started_at: wire::required_instant("started_at", r.started_at.as_ref())?,
             answered_at: wire::optional_instant("answered_at", r.answered_at.as_ref())?,
             ended_at: wire::required_instant("ended_at", r.ended_at.as_ref())?,

@@ -43,6 +43,7 @@ impl Service for CallLoggingService {
         let scheduling = ctx.channel(ServiceKind::Scheduling)?;
         Ok(app::CallLogging::new(
             ctx.store.clone(),
+            ctx.vault.clone(),
             std::sync::Arc::new(scheduling_client::GrpcScheduling::new(scheduling)),
         ))
     }

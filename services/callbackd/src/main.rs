@@ -286,8 +286,10 @@ async fn rebuild_call_logging() -> anyhow::Result<()> {
     )
     .await?;
     callback_call_logging::migrator().run(store.pool()).await?;
+    let vault = offline_vault(store.pool(), false).await?;
     let app = callback_call_logging::app::CallLogging::new(
         store.clone(),
+        vault,
         std::sync::Arc::new(
             callback_call_logging::scheduling_client::GrpcScheduling::new(offline_channel()?),
         ),

@@ -1091,6 +1091,7 @@ async fn outcomes_applied_as_a_batch_take_effect_once_when_the_checkpoint_is_los
             recording_ref: String::new(),
             notes: String::new(),
             survey_declined: None,
+            sealed_for: None,
         };
         store
             .append(

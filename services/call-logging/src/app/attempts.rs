@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use callback_calendar::{Calendar, CalendarSpec};
 use callback_contracts::call_logging::{
-    AttemptDisposition, CallAttemptLogged, ComplaintRaised, SurveyAnswered,
+    AttemptDisposition, CallAttemptLogged, ComplaintRaised, RaisedComplaint, SurveyAnswered,
 };
 use callback_contracts::scheduling::Disposition;
 use callback_contracts::EventContract;
@@ -52,6 +52,8 @@ pub(super) struct PendingAttempt {
     /// Set when scheduling says the callback had already ended (its status): the attempt is
     /// kept on record with a `callback_ended` flag, and scheduling does not apply it.
     pub ended: Option<String>,
+    /// The ids of the answered questionnaire's free-text items (sealed).
+    pub free_text: Vec<String>,
     pub stream: StreamName,
     /// The attempt's events before the honesty checks (which add their flags); made once
     /// scheduling has confirmed the lease, since a complaint carries the callback's subject.
@@ -108,13 +110,28 @@ impl CallLogging {
         let mut confirmed = Vec::with_capacity(batch.len());
         for mut pending in batch {
             let tenant_id = pending.report.tenant_id.clone();
-            let checked = match failed.get(&tenant_id) {
+            let held = match failed.get(&tenant_id) {
                 Some(error) => Err(error.again()),
                 None => lease_held(&pending, verdicts.get(&(tenant_id, lease_claim(&pending))))
-                    .and_then(|(subject_id, department, ended)| {
-                        pending.ended = ended.map(str::to_owned);
-                        attempt_events(&pending, subject_id, department)
+                    .map(|(subject_id, department, ended)| {
+                        (
+                            subject_id.to_owned(),
+                            department.to_owned(),
+                            ended.map(str::to_owned),
+                        )
                     }),
+            };
+            let checked = match held {
+                Ok((subject_id, department, ended)) => {
+                    pending.ended = ended;
+                    match self.sealing_key(&pending, &subject_id).await {
+                        Ok((sealed_for, key)) => {
+                            attempt_events(&pending, &subject_id, &department, &sealed_for, &key)
+                        }
+                        Err(error) => Err(error),
+                    }
+                }
+                Err(error) => Err(error),
             };
             match checked {
                 Ok(events) => {
@@ -283,10 +300,41 @@ fn attempt_event(pending: &PendingAttempt, event: &impl EventContract) -> Result
 }
 
 /// The events of an attempt whose lease `view` confirmed, before the honesty checks.
+impl CallLogging {
+    /// The key an attempt's personal data is sealed with: its callback's subject's (so an
+    /// erasure of the subject reaches it), or the callback's own when scheduling named no
+    /// subject. A restricted subject's attempt is refused: nothing new is processed for it.
+    async fn sealing_key(
+        &self,
+        pending: &PendingAttempt,
+        subject_id: &str,
+    ) -> Result<(String, callback_vault::SubjectKey), Error> {
+        let sealed_for = if subject_id.is_empty() {
+            format!("callback:{}", pending.callback_id)
+        } else {
+            subject_id.to_owned()
+        };
+        match self
+            .vault
+            .key_for_sealing(&pending.report.tenant_id, &sealed_for)
+            .await
+        {
+            Ok(key) => Ok((sealed_for, key)),
+            Err(callback_vault::VaultError::Restricted) => Err(Error::FailedPrecondition(
+                "the subject's processing is restricted; no attempt is recorded for it".into(),
+            )),
+            Err(callback_vault::VaultError::Database(error)) => Err(Error::from(error)),
+            Err(other) => Err(Error::Internal(other.to_string())),
+        }
+    }
+}
+
 fn attempt_events(
     pending: &PendingAttempt,
     subject_id: &str,
     department: &str,
+    sealed_for: &str,
+    key: &callback_vault::SubjectKey,
 ) -> Result<Vec<NewEvent>, Error> {
     let report = &pending.report;
     let callback_id = pending.callback_id;
@@ -320,17 +368,24 @@ fn attempt_events(
         ended_at: pending.ended_at,
         telephony_call_id: report.telephony_call_id.clone(),
         recording_ref: report.recording_ref.clone(),
-        notes: report.notes.clone(),
+        notes: seal_text(key, &report.notes),
         survey_declined: (!report.survey_declined.is_empty())
             .then(|| report.survey_declined.clone()),
+        sealed_for: Some(sealed_for.to_owned()),
     };
+    let mut answered = report.answers.clone();
+    for id in &pending.free_text {
+        if let Some(serde_json::Value::String(text)) = answered.get_mut(id) {
+            *text = key.seal(text);
+        }
+    }
     let answers = (!report.answers.is_empty()).then(|| SurveyAnswered {
         tenant_id: report.tenant_id.clone(),
         callback_id,
         attempt_id: report.attempt_id.clone(),
         questionnaire_id: report.questionnaire_id.clone(),
         questionnaire_version: report.questionnaire_version,
-        answers: report.answers.clone(),
+        answers: answered,
     });
     let complaint = report.complaint.as_ref().map(|complaint| {
         Box::new(ComplaintRaised {
@@ -341,7 +396,10 @@ fn attempt_events(
             subject_id: subject_id.to_owned(),
             department: department.to_owned(),
             raised_at: pending.ended_at,
-            complaint: complaint.clone(),
+            complaint: RaisedComplaint {
+                text: key.seal(&complaint.text),
+                ..complaint.clone()
+            },
         })
     });
     // A new stream: an attempt logged before is found by the append, not here.
@@ -606,6 +664,7 @@ mod tests {
             recording_ref: String::new(),
             notes: String::new(),
             survey_declined: None,
+            sealed_for: None,
         })
         .unwrap();
         let stream = crate::app::attempt_stream(&report.tenant_id, attempt_id).unwrap();
@@ -618,6 +677,7 @@ mod tests {
             tenant_kind: None,
             named_time: None,
             ended: None,
+            free_text: Vec::new(),
             stream,
             events: vec![event],
             metadata: Metadata::default(),
@@ -682,7 +742,10 @@ mod tests {
             .await
             .unwrap();
         crate::migrator().run(&db.pool).await.unwrap();
-        let app = CallLogging::new(store.clone(), std::sync::Arc::new(NoScheduling));
+        let vault = callback_vault::Vault::with_fresh_master_key(db.pool.clone())
+            .await
+            .unwrap();
+        let app = CallLogging::new(store.clone(), vault, std::sync::Arc::new(NoScheduling));
 
         // Logged before: its stream exists.
         let (earlier, _) = pending("a-retried", "agent-9", 0, 1);
@@ -742,5 +805,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 5);
+    }
+}
+
+/// Free text sealed with `key`; empty stays empty.
+fn seal_text(key: &callback_vault::SubjectKey, text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        key.seal(text)
     }
 }

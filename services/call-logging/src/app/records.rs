@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// What a reader sees in place of an erased subject's personal data.
+pub const ERASED: &str = "[erased]";
+/// ... and of a restricted subject's.
+pub const RESTRICTED: &str = "[restricted]";
+
 /// A call record as a reader sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CallRecordView {
@@ -69,6 +74,26 @@ impl CallLogging {
         if logged.tenant_id != tenant_id {
             return Err(not_found());
         }
+        // Sealed text opens with the key it was sealed for, as stored now: an erased
+        // subject's notes and answers read as erased.
+        let key = match &logged.sealed_for {
+            Some(subject) => self
+                .vault
+                .existing_key(tenant_id, subject)
+                .await
+                .map_err(super::telephony::vault_error)?,
+            None => None,
+        };
+        let open = |text: &str| -> String {
+            if !callback_vault::is_sealed(text) {
+                return text.to_owned();
+            }
+            match callback_vault::open_with(key.as_ref(), text) {
+                Ok(callback_vault::Opened::Clear(clear)) => clear,
+                Ok(callback_vault::Opened::Restricted) => RESTRICTED.to_owned(),
+                Ok(callback_vault::Opened::Erased) | Err(_) => ERASED.to_owned(),
+            }
+        };
         let mut view = CallRecordView {
             attempt_id: attempt_id.to_owned(),
             callback_id: logged.callback_id.to_string(),
@@ -76,13 +101,18 @@ impl CallLogging {
             disposition: logged.disposition.standard.name().to_owned(),
             started_at: Some(logged.started_at),
             ended_at: Some(logged.ended_at),
-            notes: logged.notes,
+            notes: open(&logged.notes),
             ..CallRecordView::default()
         };
         for event in &events[1..] {
             match event.event_type.as_str() {
                 SurveyAnswered::EVENT_TYPE => {
-                    let survey: SurveyAnswered = decode(event)?;
+                    let mut survey: SurveyAnswered = decode(event)?;
+                    for answer in survey.answers.values_mut() {
+                        if let serde_json::Value::String(text) = answer {
+                            *text = open(text);
+                        }
+                    }
                     view.answers_json = serde_json::to_string(&survey.answers)
                         .map_err(|e| Error::Internal(e.to_string()))?;
                 }
@@ -106,7 +136,24 @@ impl CallLogging {
             {
                 let record: TelephonyRecord = decode(event)?;
                 view.network_result = record.network_result;
-                view.number_dialed = record.number_dialed;
+                view.number_dialed = if callback_vault::is_sealed(&record.number_dialed) {
+                    match self
+                        .vault
+                        .open_sealed(
+                            tenant_id,
+                            &super::telephony::telephony_subject(&call_id),
+                            &record.number_dialed,
+                        )
+                        .await
+                        .map_err(super::telephony::vault_error)?
+                    {
+                        callback_vault::Opened::Clear(number) => number,
+                        callback_vault::Opened::Restricted => RESTRICTED.to_owned(),
+                        callback_vault::Opened::Erased => ERASED.to_owned(),
+                    }
+                } else {
+                    record.number_dialed
+                };
             }
         }
         if full_view {
@@ -123,7 +170,7 @@ impl CallLogging {
                 .await
                 .map_err(Error::from)?;
             tracing::info!("full view of a call record recorded");
-        } else {
+        } else if view.number_dialed != ERASED && view.number_dialed != RESTRICTED {
             view.number_dialed = crate::domain::privacy::mask_phone(&view.number_dialed);
         }
         Ok(view)

@@ -31,7 +31,7 @@ impl CallLogging {
     #[tracing::instrument(name = "call_logging.ingest_telephony", skip_all, fields(tenant_id = %record.tenant_id))]
     pub async fn ingest_telephony(
         &self,
-        record: TelephonyRecord,
+        mut record: TelephonyRecord,
     ) -> Result<(bool, Vec<String>), Error> {
         if record.tenant_id.is_empty() || record.tenant_id.len() > 64 {
             return Err(invalid("tenant_id", "must be 1-64 characters"));
@@ -64,6 +64,18 @@ impl CallLogging {
             format!("{}:{}", record.tenant_id, record.call_id),
         )
         .map_err(Error::from)?;
+        // The dialled number is sealed with the record's own key; its keyed hash tells a
+        // retry from another record under the same call id.
+        let key = self
+            .vault
+            .key_for_sealing(&record.tenant_id, &telephony_subject(&record.call_id))
+            .await
+            .map_err(vault_error)?;
+        record.number_key = Some(
+            self.vault
+                .phone_key(&record.tenant_id, &record.number_dialed),
+        );
+        record.number_dialed = key.seal(&record.number_dialed);
         let event = new_event(&record, &record.tenant_id, "system:telephony")?;
         let mut tx = self.store.begin().await.map_err(Error::from)?;
         match self
@@ -82,7 +94,17 @@ impl CallLogging {
                     .await
                     .map_err(Error::from)?;
                 let same = match before.first() {
-                    Some(event) => decode::<TelephonyRecord>(event)? == record,
+                    Some(event) => {
+                        let before = decode::<TelephonyRecord>(event)?;
+                        before.number_key == record.number_key
+                            && TelephonyRecord {
+                                number_dialed: String::new(),
+                                ..before
+                            } == TelephonyRecord {
+                                number_dialed: String::new(),
+                                ..record.clone()
+                            }
+                    }
                     None => false,
                 };
                 if !same {
@@ -205,5 +227,21 @@ impl CallLogging {
             raised.push(flag.kind().to_owned());
         }
         Ok(raised)
+    }
+}
+
+/// The vault subject a call detail record's number is sealed under.
+pub(super) fn telephony_subject(call_id: &str) -> String {
+    format!("telephony:{call_id}")
+}
+
+/// The vault's refusal as call-logging's error.
+pub(super) fn vault_error(error: callback_vault::VaultError) -> Error {
+    match error {
+        callback_vault::VaultError::Restricted => {
+            Error::FailedPrecondition("the subject's processing is restricted".into())
+        }
+        callback_vault::VaultError::Database(error) => Error::from(error),
+        other => Error::Internal(other.to_string()),
     }
 }

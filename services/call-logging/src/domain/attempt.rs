@@ -205,6 +205,7 @@ mod tests {
             recording_ref: String::new(),
             notes: String::new(),
             survey_declined: None,
+            sealed_for: None,
         }
     }
 
