@@ -53,6 +53,11 @@ pub struct Intake {
 }
 
 /// The complainant. Personal data (name, phones): never in logs.
+///
+/// In the log, `name` and `phones` are empty: they are in `sealed` (`{"name", "phones"}`
+/// sealed with the key of the customer, or of `complaint:<id>` when anonymous;
+/// `callback-vault`), with each number's keyed hash in `phone_keys`. The complaint `text`
+/// beside it is sealed with the same key. Events written before sealing carry them in clear.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     pub customer_id: String,
@@ -60,6 +65,10 @@ pub struct Customer {
     pub name: String,
     #[serde(default)]
     pub phones: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phone_keys: Vec<String>,
 }
 
 /// Complaint classes (property-management seed): A major, B group complaint, C general

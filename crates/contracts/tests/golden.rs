@@ -365,6 +365,7 @@ fn samples() -> Vec<Sample> {
         customer_id: "patient-7".into(),
         name: "张三".into(),
         phones: vec!["13922223333".into()],
+        ..Default::default()
     };
     push(
         &mut out,

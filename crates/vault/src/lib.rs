@@ -121,15 +121,17 @@ impl Vault {
         })
     }
 
-    /// A vault under a master key that lives in this process only, on a database it migrates:
-    /// for tests, demos and benchmarks, whose data need not outlive them.
+    /// A vault under a master key that lives in this process only (the same for every vault
+    /// the process opens, so an application reopened on its database reads its data), on a
+    /// database it migrates: for tests, demos and benchmarks, whose data need not outlive them.
     pub async fn with_fresh_master_key(pool: PgPool) -> Result<Vault, VaultError> {
+        static PROCESS_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         migrator()
             .run(&pool)
             .await
             .map_err(|e| VaultError::Database(e.into()))?;
-        let keys = MasterKeys::parse(&MasterKeys::generate_text("ephemeral"))
-            .map_err(VaultError::Corrupt)?;
+        let text = PROCESS_KEY.get_or_init(|| MasterKeys::generate_text("ephemeral"));
+        let keys = MasterKeys::parse(text).map_err(VaultError::Corrupt)?;
         Vault::open(pool, keys).await
     }
 

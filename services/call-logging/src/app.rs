@@ -287,6 +287,7 @@ impl CallLogging {
                     named_time,
                     ended: None,
                     free_text,
+                    sealed_for: String::new(),
                     stream,
                     events: Vec::new(),
                     metadata,

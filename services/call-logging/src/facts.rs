@@ -82,6 +82,23 @@ impl Projection for SchedulingFacts {
                     // An erased subject's numbers (their keyed hashes) are matched no more;
                     // what was sealed with its key is unreadable already.
                     let erased: SubjectErased = decode(event)?;
+                    // The numbers of the call records matched to the subject's attempts are
+                    // sealed with keys of their own: they go (or are restricted) with it.
+                    let records = "SELECT 'telephony:' || telephony_call_id FROM cl_attempts \
+                         WHERE tenant_id = $1 AND sealed_for = $2 AND telephony_call_id IS NOT NULL";
+                    let keys = match erased.mode {
+                        ErasureMode::Erase => format!(
+                            "DELETE FROM vault_subject_keys WHERE tenant_id = $1 AND subject_id IN ({records})"
+                        ),
+                        ErasureMode::Restrict => format!(
+                            "UPDATE vault_subject_keys SET restricted = true WHERE tenant_id = $1 AND subject_id IN ({records})"
+                        ),
+                    };
+                    sqlx::query(&keys)
+                        .bind(&erased.tenant_id)
+                        .bind(&erased.subject_id)
+                        .execute(&mut *conn)
+                        .await?;
                     if erased.mode == ErasureMode::Erase {
                         sqlx::query(
                             "DELETE FROM cl_contacts WHERE tenant_id = $1 AND subject_id = $2",

@@ -365,8 +365,10 @@ async fn rebuild_complaint_routing() -> anyhow::Result<()> {
         callback_complaint_routing::CATEGORIES,
     )
     .await?;
+    let vault = offline_vault(store.pool(), false).await?;
     let app = callback_complaint_routing::open(
         store,
+        vault,
         std::sync::Arc::new(callback_rules::SystemClock),
         offline_channel()?,
     )

@@ -38,6 +38,8 @@ mod filing;
 mod queries;
 mod read_model;
 mod rules;
+mod sealing;
+pub use sealing::{ERASED, RESTRICTED};
 
 pub use callbacks::is_satisfied;
 pub use read_model::fold;
@@ -109,6 +111,8 @@ pub struct ListFilter {
 #[derive(Clone)]
 pub struct ComplaintRouting {
     store: EventStore,
+    /// The keys complainants' contact details and complaint texts are sealed with.
+    vault: callback_vault::Vault,
     clock: Arc<dyn Clock>,
     scheduling: Arc<dyn SchedulingPort>,
     /// Parsed rules by (tenant, version). Versions never change, so entries never go stale.
@@ -164,11 +168,13 @@ pub(crate) fn validate_id(field: &str, value: &str) -> Result<()> {
 impl ComplaintRouting {
     pub fn new(
         store: EventStore,
+        vault: callback_vault::Vault,
         clock: Arc<dyn Clock>,
         scheduling: Arc<dyn SchedulingPort>,
     ) -> Self {
         Self {
             store,
+            vault,
             clock,
             scheduling,
             rules: Arc::new(Mutex::new(HashMap::new())),

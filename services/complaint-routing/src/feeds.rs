@@ -6,7 +6,7 @@
 //!   `CallbackCancelled`, `CallbackSkipped`).
 
 use callback_contracts::call_logging::{ComplaintRaised, SurveyAnswered};
-use callback_contracts::scheduling::CallbackEvent;
+use callback_contracts::scheduling::{CallbackEvent, ErasureMode, SubjectErased};
 use callback_contracts::EventContract;
 use callback_eventstore::{Projection, RecordedEvent};
 use callback_kit::events::decode;
@@ -20,11 +20,12 @@ use crate::error::Error;
 pub const CALL_LOGGING_CATEGORIES: [&str; 1] = [ComplaintRaised::CATEGORY];
 pub const CALL_LOGGING_EVENT_TYPES: [&str; 2] =
     [ComplaintRaised::EVENT_TYPE, SurveyAnswered::EVENT_TYPE];
-pub const SCHEDULING_CATEGORIES: [&str; 1] = [CallbackEvent::CATEGORY];
-pub const SCHEDULING_EVENT_TYPES: [&str; 3] = [
+pub const SCHEDULING_CATEGORIES: [&str; 2] = [CallbackEvent::CATEGORY, SubjectErased::CATEGORY];
+pub const SCHEDULING_EVENT_TYPES: [&str; 4] = [
     CallbackEvent::LOST,
     CallbackEvent::CANCELLED,
     CallbackEvent::SKIPPED,
+    SubjectErased::EVENT_TYPE,
 ];
 
 fn intake(raised: ComplaintRaised) -> Intake {
@@ -89,7 +90,17 @@ impl Projection for CallLoggingFacts {
         for event in events {
             let applied = match event.event_type.as_str() {
                 ComplaintRaised::EVENT_TYPE => match decode::<ComplaintRaised>(event) {
-                    Ok(raised) => {
+                    Ok(mut raised) => {
+                        // Call logging sealed the text with the callback's subject's key.
+                        let sealed_for = if raised.subject_id.is_empty() {
+                            format!("callback:{}", raised.callback_id)
+                        } else {
+                            raised.subject_id.clone()
+                        };
+                        raised.complaint.text = self
+                            .app
+                            .open_text(&raised.tenant_id, &sealed_for, &raised.complaint.text)
+                            .await?;
                         let intake = intake(raised);
                         match self.app.file_in(conn, &intake).await {
                             // No routing rules yet: kept in the log, filed when they come.
@@ -148,6 +159,20 @@ impl Projection for SchedulingFacts {
         events: &[RecordedEvent],
     ) -> Result<(), Error> {
         for event in events {
+            if event.event_type == SubjectErased::EVENT_TYPE {
+                match decode::<SubjectErased>(event) {
+                    Ok(erased) if erased.mode == ErasureMode::Erase => {
+                        self.app
+                            .customer_erased_in(conn, &erased.tenant_id, &erased.subject_id)
+                            .await?
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::error!(event_id = %event.event_id, %error, "undecodable erasure skipped")
+                    }
+                }
+                continue;
+            }
             let ended = match decode::<CallbackEvent>(event) {
                 Ok(CallbackEvent::CallbackLost { reason, .. }) => ("lost", reason),
                 Ok(CallbackEvent::CallbackCancelled { reason, .. }) => ("cancelled", reason),

@@ -154,6 +154,7 @@ impl ComplaintRoutingApi for Api {
                 customer_id: customer.customer_id,
                 name: customer.name,
                 phones: customer.phones,
+                ..Customer::default()
             },
             text: r.text,
             category: r.category,

@@ -55,6 +55,7 @@ impl Service for ComplaintRoutingService {
         let scheduling = ctx.channel(ServiceKind::Scheduling)?;
         Ok(app::ComplaintRouting::new(
             ctx.store.clone(),
+            ctx.vault.clone(),
             ctx.clock.clone(),
             Arc::new(scheduling_client::GrpcScheduling::new(scheduling)),
         ))
@@ -98,12 +99,13 @@ impl Service for ComplaintRoutingService {
 /// migrations and returns the application, asking scheduling over `scheduling` (gRPC).
 pub async fn open(
     store: callback_eventstore::EventStore,
+    vault: callback_vault::Vault,
     clock: Arc<dyn Clock>,
     scheduling: tonic::transport::Channel,
 ) -> Result<app::ComplaintRouting, callback_eventstore::Error> {
     migrator().run(store.pool()).await?;
     let scheduling = Arc::new(scheduling_client::GrpcScheduling::new(scheduling));
-    Ok(app::ComplaintRouting::new(store, clock, scheduling))
+    Ok(app::ComplaintRouting::new(store, vault, clock, scheduling))
 }
 
 pub fn migrator() -> sqlx::migrate::Migrator {

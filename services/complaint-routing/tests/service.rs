@@ -68,7 +68,10 @@ async fn open_app(db: &TestDb, clock: &ManualClock) -> ComplaintRouting {
         .unwrap();
     // Nothing listens there: callback requests stay pending, as when scheduling is down.
     let scheduling = callback_kit::grpc::channel("http://127.0.0.1:9").unwrap();
-    callback_complaint_routing::open(store, Arc::new(clock.clone()), scheduling)
+    let vault = callback_vault::Vault::with_fresh_master_key(db.pool.clone())
+        .await
+        .unwrap();
+    callback_complaint_routing::open(store, vault, Arc::new(clock.clone()), scheduling)
         .await
         .unwrap()
 }
@@ -94,6 +97,7 @@ fn intake(source_id: &str, customer: &str, category: &str) -> Intake {
             customer_id: customer.into(),
             name: "王小明".into(),
             phones: vec!["13900139000".into()],
+            ..Default::default()
         },
         text: "the lift on block 3 stops between floors".into(),
         category: category.into(),
@@ -586,6 +590,7 @@ async fn a_complainant_without_an_id_is_recognised_by_number_however_written() {
             customer_id: String::new(),
             name: String::new(),
             phones: vec![phone.into()],
+            ..Default::default()
         },
         ..intake(source_id, "", "noise")
     };
@@ -628,6 +633,7 @@ async fn numbers_are_read_in_the_tenants_region() {
                 customer_id: "c1".into(),
                 name: String::new(),
                 phones: vec!["9123 4567".into()],
+                ..Default::default()
             },
             ..intake("hk-1", "c1", "noise")
         })

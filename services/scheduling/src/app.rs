@@ -29,6 +29,7 @@ use crate::domain::{
 use crate::error::{invalid, Error, Result};
 
 mod claims;
+mod contacts;
 mod erasure;
 pub use erasure::{Erasure, MAX_ERASURE_REASON};
 mod ingests;

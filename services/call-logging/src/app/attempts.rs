@@ -31,8 +31,10 @@ use super::{flag_raised, project_flag, AttemptReport, CallLogging};
 use crate::domain::attempt::{AttemptCommand, AttemptDecider, AttemptEvent};
 use crate::domain::honesty::{self, AttemptFacts, CallRecord, Flag};
 
+mod sealing;
 mod verdicts;
 use crate::error::Error;
+use sealing::seal_text;
 use verdicts::{lease_claim, lease_held};
 
 /// What `LogCallAttempt` answers: logged before (a retry), the event types, the flag kinds.
@@ -54,6 +56,8 @@ pub(super) struct PendingAttempt {
     pub ended: Option<String>,
     /// The ids of the answered questionnaire's free-text items (sealed).
     pub free_text: Vec<String>,
+    /// The vault subject its personal data is sealed for, once the lease is confirmed.
+    pub sealed_for: String,
     pub stream: StreamName,
     /// The attempt's events before the honesty checks (which add their flags); made once
     /// scheduling has confirmed the lease, since a complaint carries the callback's subject.
@@ -126,7 +130,15 @@ impl CallLogging {
                     pending.ended = ended;
                     match self.sealing_key(&pending, &subject_id).await {
                         Ok((sealed_for, key)) => {
-                            attempt_events(&pending, &subject_id, &department, &sealed_for, &key)
+                            let events = attempt_events(
+                                &pending,
+                                &subject_id,
+                                &department,
+                                &sealed_for,
+                                &key,
+                            );
+                            pending.sealed_for = sealed_for;
+                            events
                         }
                         Err(error) => Err(error),
                     }
@@ -263,6 +275,7 @@ impl CallLogging {
                 started_at: p.started_at,
                 ended_at: p.ended_at,
                 telephony_call_id: &p.report.telephony_call_id,
+                sealed_for: &p.sealed_for,
             })
             .collect();
         project_attempts(&mut tx, &rows).await?;
@@ -300,35 +313,6 @@ fn attempt_event(pending: &PendingAttempt, event: &impl EventContract) -> Result
 }
 
 /// The events of an attempt whose lease `view` confirmed, before the honesty checks.
-impl CallLogging {
-    /// The key an attempt's personal data is sealed with: its callback's subject's (so an
-    /// erasure of the subject reaches it), or the callback's own when scheduling named no
-    /// subject. A restricted subject's attempt is refused: nothing new is processed for it.
-    async fn sealing_key(
-        &self,
-        pending: &PendingAttempt,
-        subject_id: &str,
-    ) -> Result<(String, callback_vault::SubjectKey), Error> {
-        let sealed_for = if subject_id.is_empty() {
-            format!("callback:{}", pending.callback_id)
-        } else {
-            subject_id.to_owned()
-        };
-        match self
-            .vault
-            .key_for_sealing(&pending.report.tenant_id, &sealed_for)
-            .await
-        {
-            Ok(key) => Ok((sealed_for, key)),
-            Err(callback_vault::VaultError::Restricted) => Err(Error::FailedPrecondition(
-                "the subject's processing is restricted; no attempt is recorded for it".into(),
-            )),
-            Err(callback_vault::VaultError::Database(error)) => Err(Error::from(error)),
-            Err(other) => Err(Error::Internal(other.to_string())),
-        }
-    }
-}
-
 fn attempt_events(
     pending: &PendingAttempt,
     subject_id: &str,
@@ -589,12 +573,13 @@ pub(super) async fn project_attempts(
     let ends: Vec<DateTime<Utc>> = rows.iter().map(|r| r.ended_at).collect();
     let calls: Vec<&str> = rows.iter().map(|r| r.telephony_call_id).collect();
     let channels: Vec<&str> = rows.iter().map(|r| r.channel).collect();
+    let sealed_for: Vec<&str> = rows.iter().map(|r| r.sealed_for).collect();
     sqlx::query(
         "INSERT INTO cl_attempts (attempt_id, tenant_id, callback_id, agent_id, disposition, started_at, ended_at, \
-         telephony_call_id, channel) \
-         SELECT a, t, c, g, d, s, e, NULLIF(k, ''), h FROM unnest($1::text[], $2::text[], $3::uuid[], \
-           $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[]) \
-           AS u(a, t, c, g, d, s, e, k, h) \
+         telephony_call_id, channel, sealed_for) \
+         SELECT a, t, c, g, d, s, e, NULLIF(k, ''), h, NULLIF(f, '') FROM unnest($1::text[], $2::text[], $3::uuid[], \
+           $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[]) \
+           AS u(a, t, c, g, d, s, e, k, h, f) \
          ON CONFLICT (tenant_id, attempt_id) DO NOTHING",
     )
     .bind(&attempt_ids)
@@ -606,6 +591,7 @@ pub(super) async fn project_attempts(
     .bind(&ends)
     .bind(&calls)
     .bind(&channels)
+    .bind(&sealed_for)
     .execute(conn)
     .await
     .map_err(Error::from)?;
@@ -678,6 +664,7 @@ mod tests {
             named_time: None,
             ended: None,
             free_text: Vec::new(),
+            sealed_for: String::new(),
             stream,
             events: vec![event],
             metadata: Metadata::default(),
@@ -805,14 +792,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 5);
-    }
-}
-
-/// Free text sealed with `key`; empty stays empty.
-fn seal_text(key: &callback_vault::SubjectKey, text: &str) -> String {
-    if text.is_empty() {
-        String::new()
-    } else {
-        key.seal(text)
     }
 }

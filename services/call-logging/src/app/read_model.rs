@@ -13,6 +13,8 @@ pub(super) struct AttemptRow<'a> {
     pub(super) started_at: DateTime<Utc>,
     pub(super) ended_at: DateTime<Utc>,
     pub(super) telephony_call_id: &'a str,
+    /// The vault subject sealing its personal data (empty: clear, from before sealing).
+    pub(super) sealed_for: &'a str,
 }
 
 pub(super) async fn project_attempt(
@@ -100,6 +102,7 @@ impl CallLogging {
                             started_at: logged.started_at,
                             ended_at: logged.ended_at,
                             telephony_call_id: &logged.telephony_call_id,
+                            sealed_for: logged.sealed_for.as_deref().unwrap_or_default(),
                         };
                         project_attempt(&mut tx, &attempt).await?;
                     }

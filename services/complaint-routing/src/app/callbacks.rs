@@ -78,12 +78,22 @@ impl ComplaintRouting {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
+        // Scheduling gets the contact in clear (it seals it again under the customer's key);
+        // an erased or restricted complainant's is empty.
+        let mut customer = filed.customer.clone();
+        let mut text = String::new();
+        self.open_personal(&filed.tenant_id, complaint_id, &mut customer, &mut text)
+            .await?;
+        if customer.name == super::ERASED || customer.name == super::RESTRICTED {
+            customer.name.clear();
+            customer.phones.clear();
+        }
         let request = CallbackRequest {
             tenant_id: filed.tenant_id.clone(),
             source_event_id: format!("{complaint_id}:{purpose_name}:{}", state.reopenings),
             event_type: event_type.clone(),
             occurred_at: state.last_at,
-            customer: filed.customer.clone(),
+            customer,
             department: state.department.clone(),
             attributes,
         };

@@ -67,7 +67,8 @@ impl ComplaintRouting {
     pub async fn file(&self, intake: Intake) -> Result<Filing> {
         validate_intake(&intake)?;
         let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
-        if let Some(existing) = self.existing(id).await? {
+        if let Some(mut existing) = self.existing(id).await? {
+            existing.complaint = self.opened(existing.complaint).await?;
             return same_filing(existing, &intake);
         }
         let mut tx = self.store.begin().await?;
@@ -109,7 +110,7 @@ impl ComplaintRouting {
             return same_filing(
                 Filing {
                     duplicate: true,
-                    complaint,
+                    complaint: self.opened(complaint).await?,
                 },
                 intake,
             );
@@ -157,14 +158,22 @@ impl ComplaintRouting {
         .bind(&intake.tenant_id)
         .bind(&intake.customer.customer_id)
         .bind(now - Duration::days(i64::from(rule.repeat_window_days)))
-        .bind(&intake.customer.phones)
+        .bind(self.phone_keys(intake))
         .fetch_optional(&mut *conn)
         .await?;
         let context = Context {
             previous_complaint,
             group_customers: u32::try_from(others + 1).unwrap_or(u32::MAX),
         };
-        let events = domain::file(id, intake, rule, rules.version, &context, now);
+        // Decided on the clear intake; written with its personal data sealed.
+        let sealed = self.seal_intake(conn, intake, id).await?;
+        let mut events = domain::file(id, intake, rule, rules.version, &context, now);
+        for event in &mut events {
+            if let ComplaintEvent::ComplaintFiled(filed) = event {
+                filed.customer = sealed.customer.clone();
+                filed.text = sealed.text.clone();
+            }
+        }
         let state = fold(None, &events, &rules.calendar)?;
         self.save(
             conn,
@@ -180,6 +189,10 @@ impl ComplaintRouting {
                 .await?;
         }
         tracing::info!(class = state.class.as_str(), "complaint filed");
+        // The caller gets the clear filing it sent (its key is not committed yet).
+        let mut state = state;
+        state.filed.customer = intake.customer.clone();
+        state.filed.text = intake.text.clone();
         Ok(Filing {
             duplicate: false,
             complaint: Complaint {

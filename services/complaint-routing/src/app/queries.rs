@@ -1,12 +1,32 @@
 //! Reads: one complaint with its history, and lists by department, class and breach state.
 
 use super::*;
+use callback_contracts::complaint_routing::Customer;
 
 impl ComplaintRouting {
+    /// A `ComplaintFiled` payload with its customer and text opened.
+    async fn opened_payload(
+        &self,
+        tenant_id: &str,
+        complaint_id: Uuid,
+        payload: &str,
+    ) -> Result<String> {
+        let mut value: Value = serde_json::from_str(payload).map_err(corrupt)?;
+        let mut customer: Customer =
+            serde_json::from_value(value["customer"].clone()).map_err(corrupt)?;
+        let mut text = value["text"].as_str().unwrap_or_default().to_owned();
+        self.open_personal(tenant_id, complaint_id, &mut customer, &mut text)
+            .await?;
+        customer.phone_keys.clear();
+        value["customer"] = serde_json::to_value(&customer).map_err(corrupt)?;
+        value["text"] = Value::String(text);
+        serde_json::to_string(&value).map_err(corrupt)
+    }
+
     /// One complaint with its history (from its stream).
     pub async fn get(&self, tenant_id: &str, complaint_id: Uuid) -> Result<ComplaintRecord> {
         validate_id("tenant_id", tenant_id)?;
-        let history = self
+        let mut history = self
             .store
             .read_stream(&complaint_stream(complaint_id)?, 1)
             .await?;
@@ -16,6 +36,16 @@ impl ComplaintRouting {
             .await?
             .filter(|(c, _)| c.state.filed.tenant_id == tenant_id)
             .ok_or_else(|| Error::NotFound(format!("complaint `{complaint_id}`")))?;
+        // The filing's sealed contact and text, opened for the reader (who sees the contact
+        // masked) while the key lasts.
+        for event in &mut history {
+            if event.event_type == ComplaintEvent::FILED {
+                event.payload = self
+                    .opened_payload(tenant_id, complaint_id, &event.payload)
+                    .await?;
+            }
+        }
+        let complaint = self.opened(complaint).await?;
         Ok(ComplaintRecord { complaint, history })
     }
 
@@ -55,7 +85,7 @@ impl ComplaintRouting {
             let calendar = self
                 .rules_version(&mut conn, &state.filed.tenant_id, state.filed.rules_version)
                 .await?;
-            complaints.push(Complaint { state, calendar });
+            complaints.push(self.opened(Complaint { state, calendar }).await?);
         }
         Ok(complaints)
     }

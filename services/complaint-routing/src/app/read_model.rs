@@ -42,7 +42,10 @@ pub(super) async fn project_complaint(
     sqlx::query(
         "INSERT INTO cr_complaints (complaint_id, tenant_id, customer_id, topic, opinion, class, department, \
          status, escalation_level, breached, filed_at, next_timer_at, needs_callback_request, version, state, phones) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+         CASE WHEN EXISTS (SELECT 1 FROM vault_subject_keys k WHERE k.tenant_id = $2 \
+              AND k.subject_id = CASE WHEN $3 <> '' THEN $3 ELSE 'complaint:' || $1::text END) \
+              THEN $16::text[] ELSE '{}'::text[] END) \
          ON CONFLICT (complaint_id) DO UPDATE SET class = EXCLUDED.class, opinion = EXCLUDED.opinion, \
          department = EXCLUDED.department, status = EXCLUDED.status, escalation_level = EXCLUDED.escalation_level, \
          breached = EXCLUDED.breached, next_timer_at = EXCLUDED.next_timer_at, \
@@ -63,7 +66,8 @@ pub(super) async fn project_complaint(
     .bind(state.needs_callback_request())
     .bind(version as i64)
     .bind(serde_json::to_value(state).map_err(corrupt)?)
-    .bind(&filed.customer.phones)
+    // The numbers' keyed hashes (repeat complainants), never the numbers.
+    .bind(&filed.customer.phone_keys)
     .execute(conn)
     .await?;
     Ok(())

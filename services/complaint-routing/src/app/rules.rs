@@ -48,7 +48,7 @@ impl ComplaintRouting {
     ) -> Result<()> {
         let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
         let parked = ComplaintParked {
-            intake: intake.clone(),
+            intake: self.seal_intake(conn, intake, id).await?,
             reason: reason.to_owned(),
             at: self.now(),
         };
@@ -89,10 +89,19 @@ impl ComplaintRouting {
             let intake = callback_kit::events::decode::<ComplaintParked>(&event)
                 .ok()
                 .map(|parked| parked.intake);
-            let Some(intake) = intake else {
+            let Some(mut intake) = intake else {
                 tracing::error!(event_id = %event.event_id, "undecodable parked complaint skipped");
                 continue;
             };
+            let id = complaint_id(&intake.tenant_id, &intake.source, &intake.source_id);
+            let tenant_id = intake.tenant_id.clone();
+            if let Err(error) = self
+                .open_personal(&tenant_id, id, &mut intake.customer, &mut intake.text)
+                .await
+            {
+                tracing::warn!(%error, "parked complaint not opened");
+                continue;
+            }
             if let Err(error) = self.file(intake).await {
                 tracing::warn!(%error, "parked complaint not filed");
             }

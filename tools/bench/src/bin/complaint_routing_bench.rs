@@ -253,7 +253,9 @@ async fn sweep_costs(largest: usize) -> anyhow::Result<(String, Vec<SweepStage>,
     let clock = ManualClock::new(start);
     // Nothing listens there: resolutions' callback requests fail fast and wait.
     let scheduling = callback_kit::grpc::channel("http://127.0.0.1:9")?;
-    let app = callback_complaint_routing::open(store, Arc::new(clock.clone()), scheduling).await?;
+    let vault = callback_vault::Vault::with_fresh_master_key(db.pool.clone()).await?;
+    let app =
+        callback_complaint_routing::open(store, vault, Arc::new(clock.clone()), scheduling).await?;
     app.publish_rules(TENANT, &rules()).await?;
 
     let mut stages = Vec::new();
