@@ -117,13 +117,17 @@ impl DevPki {
         pki.write("service.pem", &pki.service.cert_pem)?;
         pki.write("service-key.pem", &pki.service.key_pem)?;
         pki.write("jwks.json", &jwks.to_string())?;
-        pki.write(
-            "master.key",
-            &format!(
-                "# master keys of personal data, current first (docs/SECURITY.md)\n{}\n",
-                callback_vault::MasterKeys::generate_text("dev-1")
-            ),
-        )?;
+        // The master key is kept across restarts: the data it protects outlives a restart
+        // (`callbackd dev` keeps its database), and a new key would open none of it.
+        if !pki.path("master.key").exists() {
+            pki.write(
+                "master.key",
+                &format!(
+                    "# master keys of personal data, current first (docs/SECURITY.md)\n{}\n",
+                    callback_vault::MasterKeys::generate_text("dev-1")
+                ),
+            )?;
+        }
         pki.write_mappings()?;
         Ok(pki)
     }

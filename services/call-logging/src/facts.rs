@@ -128,7 +128,7 @@ impl SchedulingFacts {
         for digits in &subject.phone_keys {
             sqlx::query("INSERT INTO cl_contacts (tenant_id, phone_digits, subject_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(tenant_id)
-                .bind(&digits)
+                .bind(digits)
                 .bind(&subject.subject_id)
                 .execute(&mut *conn)
                 .await?;
@@ -139,7 +139,7 @@ impl SchedulingFacts {
                  ORDER BY c.subject_id",
             )
             .bind(tenant_id)
-            .bind(&digits)
+            .bind(digits)
             .bind(&subject.subject_id)
             .fetch_all(&mut *conn)
             .await?;
@@ -174,7 +174,7 @@ impl SchedulingFacts {
                          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     )
                     .bind(tenant_id)
-                    .bind(&digits)
+                    .bind(digits)
                     .bind(a)
                     .bind(b)
                     .execute(&mut *conn)

@@ -1,6 +1,7 @@
 //! `callbackd dev`'s credentials: unless real keys are configured (any of the security
 //! settings in the environment), a local CA, the services' certificate and a token per role
-//! for the `demo` tenant, created afresh in `CALLBACK_DEV_CREDENTIALS_DIR` at every start.
+//! for the `demo` tenant, created afresh in `CALLBACK_DEV_CREDENTIALS_DIR` at every start (the
+//! master key of personal data excepted: it is kept, as the data it protects is).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

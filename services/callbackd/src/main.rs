@@ -15,11 +15,12 @@ use callback_pgrunner::PrivateCluster;
 use sqlx::Connection;
 
 const USAGE: &str =
-    "usage: callbackd [dev | demo | rebuild SERVICE | credentials DIR [HOST...] | health URL]
+    "usage: callbackd [dev | demo | rebuild SERVICE | rewrap-keys | credentials DIR [HOST...] | health URL]
 
   dev                  run all four services in this process (the default), over TLS with
                        tokens: unless security settings are given, a local CA, certificates
-                       and a token per role for tenant `demo` are made afresh in
+                       and a token per role for tenant `demo` are made afresh (the master key
+                       of personal data is kept) in
                        CALLBACK_DEV_CREDENTIALS_DIR (default .callbackd/credentials)
   demo                 run a month of hospital and dealer traffic on simulated time in a fresh
                        database `callback_demo`, print what happened, rebuild and compare
@@ -29,6 +30,9 @@ const USAGE: &str =
                        when it starts). A rebuild first waits for transactions begun before
                        it, anywhere on the server, to end (naming them after a few seconds),
                        and gives up after CALLBACK_REBUILD_WAIT_SECONDS (default 60)
+  rewrap-keys          rewrap every subject key (and the hash key) with the current master key,
+                       the first of CALLBACK_MASTER_KEY_FILE / CALLBACK_MASTER_KEY; run after
+                       putting a new master key first, before removing the old one
   credentials DIR [HOST...]
                        write a local CA, the services' certificate (for localhost, the
                        loopback addresses and each HOST), a token signer with its JWKS and a
@@ -54,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             Some("analytics") => rebuild_analytics().await,
             _ => bail!("rebuild needs a service: `callbackd rebuild scheduling`\n\n{USAGE}"),
         },
+        Some("rewrap-keys") => rewrap_keys().await,
         Some("credentials") => match args.get(1) {
             Some(dir) => {
                 let hosts: Vec<&str> = args[2..].iter().map(String::as_str).collect();
@@ -270,7 +275,16 @@ async fn offline_vault(
     if fresh_keys {
         return Ok(callback_vault::Vault::with_fresh_master_key(pool.clone()).await?);
     }
-    let keys = callback_kit::config::master_keys(&|key: &str| std::env::var(key).ok())?;
+    // Without configuration, the private cluster of `callbackd dev` goes with its master key.
+    let dev_key = std::path::Path::new(".callbackd/credentials/master.key");
+    let keys = callback_kit::config::master_keys(&|key: &str| {
+        std::env::var(key).ok().or_else(|| {
+            let unconfigured = std::env::var_os("DATABASE_URL").is_none()
+                && std::env::var_os("CALLBACK_MASTER_KEY").is_none();
+            (key == "CALLBACK_MASTER_KEY_FILE" && unconfigured && dev_key.exists())
+                .then(|| dev_key.display().to_string())
+        })
+    })?;
     callback_vault::migrator().run(pool).await?;
     Ok(callback_vault::Vault::open(pool.clone(), keys).await?)
 }
@@ -421,5 +435,17 @@ async fn rebuild_scheduling() -> anyhow::Result<()> {
         }
     );
     close(app.store().pool(), cluster).await?;
+    Ok(())
+}
+
+/// Master key rotation: every key wrapped by an older master key is wrapped by the current one.
+async fn rewrap_keys() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("callbackd")?;
+    let (url, cluster) = database("callback", false).await?;
+    let pool = callback_kit::pool_options(2).connect(&url).await?;
+    let vault = offline_vault(&pool, false).await?;
+    let count = vault.rewrap_all().await?;
+    println!("rewrapped {count} keys with the current master key");
+    close(&pool, cluster).await?;
     Ok(())
 }

@@ -17,7 +17,6 @@ impl ComplaintRouting {
         let mut text = value["text"].as_str().unwrap_or_default().to_owned();
         self.open_personal(tenant_id, complaint_id, &mut customer, &mut text)
             .await?;
-        customer.phone_keys.clear();
         value["customer"] = serde_json::to_value(&customer).map_err(corrupt)?;
         value["text"] = Value::String(text);
         serde_json::to_string(&value).map_err(corrupt)

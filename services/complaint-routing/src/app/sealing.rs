@@ -98,6 +98,8 @@ impl ComplaintRouting {
             .existing_key(tenant_id, &subject)
             .await
             .map_err(vault_error)?;
+        // The opened view has the numbers themselves; their keyed hashes are for matching.
+        customer.phone_keys.clear();
         if let Some(sealed) = customer.sealed.take() {
             match callback_vault::open_json::<ClearContact>(key.as_ref(), &sealed) {
                 Ok(Opened::Clear(clear)) => {
