@@ -250,10 +250,38 @@ async fn a_tenant_gets_permission_denied_on_every_object_of_another() {
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
+    // Every refusal is on record, with the authenticated principal, and nothing else was
+    // written (the records are written in the background: wait for them).
+    let expected = (rpcs().len() - 1) as i64 * 2;
+    let pool = system.db.pool.clone();
+    let records = callback_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the refusals recorded",
+        || {
+            let pool = pool.clone();
+            async move {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT payload->>'subject', coalesce(payload->>'tenant_id', '') FROM events \
+                     WHERE event_type = 'AccessRefused'",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                (rows.len() as i64 >= expected).then_some(rows)
+            }
+        },
+    )
+    .await;
+    assert!(
+        records
+            .iter()
+            .all(|(subject, tenant)| subject == "a-operator" && tenant == "tenant-b"),
+        "{records:?}"
+    );
     assert_eq!(
         event_count(&system.db.pool).await,
-        before,
-        "refusals wrote events"
+        before + records.len() as i64,
+        "refusals wrote other events"
     );
 
     // A role missing in the right tenant is refused too: BI cannot publish settings.

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub mod analytics;
+pub mod audit;
 pub mod call_logging;
 pub mod complaint_routing;
 pub mod scheduling;

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use callback_contracts::analytics::*;
+use callback_contracts::audit::*;
 use callback_contracts::call_logging::*;
 use callback_contracts::complaint_routing::*;
 use callback_contracts::scheduling::*;
@@ -139,6 +140,19 @@ fn samples() -> Vec<Sample> {
                 status: CallbackStatus::Scheduled,
             }],
             cancelled: vec![id(2)],
+        },
+    );
+    push(
+        &mut out,
+        AccessRefused {
+            service: "scheduling".into(),
+            method: "/callback.v1.Scheduling/ClaimNext".into(),
+            subject: "agent-7".into(),
+            credential: "bearer_token".into(),
+            tenant_id: Some("hospital-b".into()),
+            reason: "permission denied: agent-7 needs one of agent, middleware for this tenant"
+                .into(),
+            at: at(11),
         },
     );
     push(
@@ -602,6 +616,7 @@ fn every_event_type_has_a_sample() {
         PolicyPublished::EVENT_TYPES,
         BusinessEventIngested::EVENT_TYPES,
         SubjectErased::EVENT_TYPES,
+        AccessRefused::EVENT_TYPES,
         CallbackEvent::EVENT_TYPES,
         QuestionnairePublished::EVENT_TYPES,
         DispositionsPublished::EVENT_TYPES,

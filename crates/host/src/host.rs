@@ -49,7 +49,12 @@ impl ServiceHost {
             EventStore::open(pool).await?
         };
         store.register_categories(kind.name(), categories).await?;
-        let (router, health) = grpc::router(security)?;
+        // Refusals are recorded beside, not served on the feed.
+        store
+            .register_categories(kind.name(), &[callback_kit::security::RefusalLog::CATEGORY])
+            .await?;
+        let refusals = callback_kit::security::RefusalLog::new(store.clone(), kind.name());
+        let (router, health) = grpc::router(security, Some(refusals))?;
         let feed_shutdown = Shutdown::new();
         let feed = FeedServer::new(store.clone(), categories, feed_shutdown.clone());
         let router = router.add_service(feed.into_service());

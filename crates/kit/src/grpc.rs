@@ -9,7 +9,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::server::HealthReporter;
 
-use crate::security::{AuthLayer, Security, Tls};
+use crate::security::{AuthLayer, RefusalLog, Security, Tls};
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,10 @@ pub type Router = tonic::transport::server::Router<
 /// A router serving TLS as `security` says, authenticating every call but health checks,
 /// with standard health checking and (unless switched off) server reflection already added;
 /// add the service's own gRPC services to it.
-pub fn router(security: &Security) -> Result<(Router, HealthReporter), GrpcError> {
+pub fn router(
+    security: &Security,
+    refusals: Option<RefusalLog>,
+) -> Result<(Router, HealthReporter), GrpcError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut builder = Server::builder();
     if let Some(tls) = &security.tls {
@@ -56,7 +59,7 @@ pub fn router(security: &Security) -> Result<(Router, HealthReporter), GrpcError
         .layer(tower::util::MapResponseLayer::new(
             shorten_status_message::<tonic::body::Body> as ResponseMap,
         ))
-        .layer(AuthLayer::new(security.clone()))
+        .layer(AuthLayer::new(security.clone(), refusals))
         .add_service(health_service);
     let router = if security.reflection {
         let reflection = tonic_reflection::server::Builder::configure()

@@ -13,29 +13,51 @@ use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
-use super::Security;
+use super::{RefusalLog, Security};
 
 /// The authenticated caller of a request and the roles its RPC accepts.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Caller {
     pub principal: Arc<Principal>,
     pub roles: &'static [Role],
+    /// The RPC's path.
+    pub method: Arc<str>,
+    refusals: Option<RefusalLog>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("subject", &self.principal.subject)
+            .field("method", &self.method)
+            .finish()
+    }
 }
 
 impl Caller {
     /// PERMISSION_DENIED unless the caller holds one of the RPC's roles in `tenant`. The
-    /// message never says whether anything of that tenant exists.
+    /// message never says whether anything of that tenant exists. Refusals are recorded.
     pub fn check_tenant(&self, tenant: &str) -> Result<(), Status> {
         self.principal
             .may(tenant, self.roles)
-            .map_err(|refusal| Status::permission_denied(refusal.message))
+            .map_err(|refusal| self.refused(Some(tenant), refusal.message))
     }
 
     /// For claims and attempts: agents only as themselves, middleware for any agent.
     pub fn check_agent(&self, tenant: &str, agent_id: &str) -> Result<(), Status> {
         self.principal
             .may_act_as_agent(tenant, agent_id)
-            .map_err(|refusal| Status::permission_denied(refusal.message))
+            .map_err(|refusal| self.refused(Some(tenant), refusal.message))
+    }
+
+    fn refused(&self, tenant: Option<&str>, message: String) -> Status {
+        if let Some(log) = &self.refusals {
+            // The tenant asked for goes on record only when it is an id (hostile input is
+            // not copied into the log).
+            let tenant = tenant.filter(|t| callback_rules::ids::id_problem(t).is_none());
+            log.record(&self.principal, &self.method, tenant, &message);
+        }
+        Status::permission_denied(message)
     }
 
     pub fn subject(&self) -> &str {
@@ -68,11 +90,13 @@ pub fn authorized_caller<T>(
 #[derive(Clone)]
 pub struct AuthLayer {
     security: Security,
+    refusals: Option<RefusalLog>,
 }
 
 impl AuthLayer {
-    pub fn new(security: Security) -> Self {
-        Self { security }
+    /// With `refusals`, every refusal of an authenticated caller is recorded as an event.
+    pub fn new(security: Security, refusals: Option<RefusalLog>) -> Self {
+        Self { security, refusals }
     }
 }
 
@@ -83,6 +107,7 @@ impl<S> tower::Layer<S> for AuthLayer {
         AuthService {
             inner,
             security: self.security.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -91,6 +116,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     security: Security,
+    refusals: Option<RefusalLog>,
 }
 
 impl<S: NamedService> NamedService for AuthService<S> {
@@ -140,20 +166,31 @@ where
             // this way finds no caller and refuses.
             return Box::pin(inner.call(request));
         };
-        if path == "/callback.v1.EventFeed/Subscribe" {
-            if let Err(refusal) = access::may_subscribe(&principal) {
-                return refuse(Status::permission_denied(refusal.message));
-            }
+        let refusal = if path == "/callback.v1.EventFeed/Subscribe" {
+            access::may_subscribe(&principal)
+                .err()
+                .map(|refusal| refusal.message)
         } else if !principal.holds_any(roles) {
             let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
-            return refuse(Status::permission_denied(format!(
+            Some(format!(
                 "permission denied: this call needs one of {}",
                 names.join(", ")
-            )));
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            if let Some(log) = &self.refusals {
+                log.record(&principal, path, None, &message);
+            }
+            return refuse(Status::permission_denied(message));
         }
+        let method: Arc<str> = Arc::from(path);
         request.extensions_mut().insert(Caller {
             principal: Arc::new(principal),
             roles,
+            method,
+            refusals: self.refusals.clone(),
         });
         Box::pin(inner.call(request))
     }

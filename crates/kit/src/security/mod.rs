@@ -15,6 +15,7 @@
 //! | `CALLBACK_JWT_AUDIENCE` | the `aud` tokens must carry | `callback` |
 //! | `CALLBACK_REFLECTION` | `on` or `off`: gRPC server reflection | on |
 
+mod audit;
 mod layer;
 mod tokens;
 
@@ -27,6 +28,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::config::ConfigError;
 
+pub use audit::{RefusalLog, REFUSALS_PER_MINUTE};
 pub use layer::{authorized, authorized_caller, AuthLayer, AuthService, Caller};
 pub use tokens::TokenKeys;
 
