@@ -119,14 +119,22 @@ impl System {
         service_url: String,
         owner_url: String,
     ) -> System {
-        Self::start_on(kinds, None, db, Some((service_url, owner_url))).await
+        Self::start_on(kinds, None, db, Some((service_url, owner_url)), &[]).await
+    }
+
+    /// Like [`System::start`], with settings changed (`None` removes one): e.g. plaintext.
+    pub async fn start_with_settings(
+        kinds: &[ServiceKind],
+        settings: &[(&str, Option<String>)],
+    ) -> System {
+        Self::start_on(kinds, None, TestDb::new().await, None, settings).await
     }
 
     async fn start_with(
         kinds: &[ServiceKind],
         scheduling_clock: Option<std::sync::Arc<dyn callback_rules::Clock>>,
     ) -> System {
-        Self::start_on(kinds, scheduling_clock, TestDb::new().await, None).await
+        Self::start_on(kinds, scheduling_clock, TestDb::new().await, None, &[]).await
     }
 
     async fn start_on(
@@ -134,6 +142,7 @@ impl System {
         scheduling_clock: Option<std::sync::Arc<dyn callback_rules::Clock>>,
         db: TestDb,
         roles: Option<(String, String)>,
+        settings: &[(&str, Option<String>)],
     ) -> System {
         let mut listeners = HashMap::new();
         let mut reserved = HashMap::new();
@@ -155,6 +164,12 @@ impl System {
         vars.insert("CALLBACK_DB_MAX_CONNECTIONS".into(), "5".into());
         for (kind, addr) in &listeners {
             vars.insert(kind.addr_var(), addr.to_string());
+        }
+        for (key, value) in settings {
+            match value {
+                Some(value) => vars.insert((*key).to_owned(), value.clone()),
+                None => vars.remove(*key),
+            };
         }
         let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
         let mut system = System {

@@ -414,3 +414,158 @@ fn every_rpc_declares_the_roles_it_needs() {
         .collect();
     assert!(missing.is_empty(), "RPCs without roles: {missing:?}");
 }
+
+/// Plaintext, where a mesh encrypts: no certificate travels, so callers and the services
+/// themselves authenticate with tokens; the whole path (ingest, claim, attempt checked with
+/// scheduling, outcome applied from call-logging's feed) works on tokens alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tls_the_services_and_their_callers_use_tokens() {
+    let service_token = callback_tests::test_pki()
+        .pki
+        .write(
+            &format!("service-{}.jwt", std::process::id()),
+            &token("callback-services", &["*:service"]),
+        )
+        .unwrap();
+    let system = System::start_with_settings(
+        &[ServiceKind::Scheduling, ServiceKind::CallLogging],
+        &[
+            ("CALLBACK_TLS", Some("off".into())),
+            ("CALLBACK_CLIENT_CERTS", None),
+            (
+                "CALLBACK_SERVICE_TOKEN_FILE",
+                Some(service_token.display().to_string()),
+            ),
+        ],
+    )
+    .await;
+    assert!(system
+        .config
+        .url(ServiceKind::Scheduling)
+        .starts_with("http://"));
+    let operator = token(
+        "operator",
+        &[
+            "tenant-b:admin",
+            "tenant-b:integration",
+            "tenant-b:middleware",
+            "tenant-b:supervisor",
+        ],
+    );
+    let plain = |kind| callback_kit::grpc::channel(system.config.url(kind)).unwrap();
+    // Anonymous: refused, as over TLS.
+    let refused = SchedulingClient::new(plain(ServiceKind::Scheduling))
+        .claim_next(ClaimNextRequest {
+            tenant_id: "tenant-b".into(),
+            agent_id: "b-agent".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let mut scheduling =
+        SchedulingClient::with_interceptor(plain(ServiceKind::Scheduling), Bearer::new(&operator));
+    let settings = json!({
+        "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
+                     "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
+        "pools": ["call-center"], "agents": [{"agent_id": "b-agent", "pools": ["call-center"]}]
+    });
+    scheduling
+        .publish_tenant(PublishTenantRequest {
+            tenant_id: "tenant-b".into(),
+            settings_json: settings.to_string(),
+        })
+        .await
+        .unwrap();
+    let policy = json!({"policy_id": "repair", "name": "维修回访",
+        "trigger": {"event_type": "repair_order.closed"},
+        "steps": [{"name": "s", "owner": {"kind": "pool", "pool": "call-center"},
+                   "timing": {"kind": "window", "anchor": "trigger", "earliest": {}, "latest": {"days": 7}}}]});
+    scheduling
+        .publish_policy(PublishPolicyRequest {
+            tenant_id: "tenant-b".into(),
+            policy_json: policy.to_string(),
+        })
+        .await
+        .unwrap();
+    scheduling
+        .ingest_business_event(IngestBusinessEventRequest {
+            tenant_id: "tenant-b".into(),
+            source: "dms".into(),
+            source_event_id: "ro-9".into(),
+            event_type: "repair_order.closed".into(),
+            occurred_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            subject: Some(Subject {
+                subject_id: "customer-9".into(),
+                phones: vec!["13700137000".into()],
+                ..Default::default()
+            }),
+            attributes_json: String::new(),
+        })
+        .await
+        .unwrap();
+    let claimed = scheduling
+        .claim_next(ClaimNextRequest {
+            tenant_id: "tenant-b".into(),
+            agent_id: "b-agent".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .claimed
+        .unwrap();
+    // Call-logging checks the lease with scheduling on its service token.
+    let now = chrono::Utc::now();
+    callback_proto::v1::call_logging_client::CallLoggingClient::with_interceptor(
+        plain(ServiceKind::CallLogging),
+        Bearer::new(&operator),
+    )
+    .log_call_attempt(callback_proto::v1::LogCallAttemptRequest {
+        attempt_id: "att-9".into(),
+        tenant_id: "tenant-b".into(),
+        callback_id: claimed.callback_id.clone(),
+        lease_id: claimed.lease_id.clone(),
+        agent_id: "b-agent".into(),
+        channel: "phone".into(),
+        started_at: Some(callback_kit::wire::timestamp(
+            now - chrono::Duration::minutes(4),
+        )),
+        ended_at: Some(callback_kit::wire::timestamp(
+            now - chrono::Duration::minutes(1),
+        )),
+        disposition: Some(callback_proto::v1::Disposition {
+            kind: "reached".into(),
+            named_time: None,
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Scheduling applies the outcome it reads from call-logging's feed on its service token.
+    callback_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the outcome applied",
+        || {
+            let mut scheduling = scheduling.clone();
+            let id = claimed.callback_id.clone();
+            async move {
+                let view = scheduling
+                    .get_callback(callback_proto::v1::GetCallbackRequest {
+                        tenant_id: "tenant-b".into(),
+                        callback_id: id,
+                        as_of: None,
+                        without_history: true,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .callback
+                    .unwrap();
+                (view.status == "completed").then_some(())
+            }
+        },
+    )
+    .await;
+    system.stop().await;
+}

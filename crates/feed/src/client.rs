@@ -7,13 +7,12 @@ use std::time::Duration;
 use callback_eventstore::{
     apply_batch, BatchProjection, Checkpoint, EventStore, Pipeline, Projection, RecordedEvent,
 };
-use callback_kit::grpc::TracePropagation;
+use callback_kit::grpc::{traced, ServiceChannel};
 use callback_kit::Shutdown;
 use callback_proto::v1::event_feed_client::EventFeedClient;
 use callback_proto::v1::{subscribe_response::Item, SubscribeRequest};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 use crate::convert::{checkpoint_to_proto, event_from_proto};
 
@@ -27,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Subscribes to a remote `EventFeed` and applies what arrives to a projection.
 #[derive(Clone)]
 pub struct RemoteConsumer {
-    channel: Channel,
+    channel: ServiceChannel,
     categories: Vec<String>,
     event_types: Vec<String>,
     max_batch: usize,
@@ -68,9 +67,9 @@ impl ConsumerProgress {
 
 impl RemoteConsumer {
     /// Consumes the given categories of the service behind `channel` (empty: all it owns).
-    pub fn new(channel: Channel, categories: &[&str]) -> Self {
+    pub fn new(channel: impl Into<ServiceChannel>, categories: &[&str]) -> Self {
         Self {
-            channel,
+            channel: channel.into(),
             categories: categories.iter().map(|c| c.to_string()).collect(),
             event_types: Vec::new(),
             max_batch: MAX_BATCH,
@@ -174,7 +173,7 @@ impl RemoteConsumer {
             .map_err(|e| e.to_string())?;
         applier.resume(store, after);
         progress.send_modify(|p| p.applied = p.applied.max(after));
-        let mut client = EventFeedClient::with_interceptor(self.channel.clone(), TracePropagation);
+        let mut client = EventFeedClient::new(traced(self.channel.clone()));
         let request = SubscribeRequest {
             after: Some(checkpoint_to_proto(after)),
             event_types: self.event_types.clone(),

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use callback_eventstore::EventStore;
 use callback_kit::grpc::Router;
+use callback_kit::grpc::ServiceChannel;
 use callback_kit::{Config, ServiceKind, Shutdown};
 use callback_rules::Clock;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 pub use host::{HostError, ServiceHost};
 
@@ -33,12 +33,16 @@ pub struct Context {
 }
 
 impl Context {
-    /// A channel to another service, at the address the configuration gives it.
-    pub fn channel(&self, kind: ServiceKind) -> Result<Channel, HostError> {
-        Ok(callback_kit::grpc::channel_with(
-            self.config.url(kind),
-            self.config.security.tls.as_ref(),
-        )?)
+    /// A channel to another service, at the address the configuration gives it, with this
+    /// service's credentials there (its certificate over TLS; its token when configured).
+    pub fn channel(&self, kind: ServiceKind) -> Result<ServiceChannel, HostError> {
+        Ok(ServiceChannel {
+            channel: callback_kit::grpc::channel_with(
+                self.config.url(kind),
+                self.config.security.tls.as_ref(),
+            )?,
+            token: self.config.security.service_token.clone(),
+        })
     }
 }
 

@@ -197,18 +197,45 @@ fn endpoint(url: &str) -> Result<Endpoint, GrpcError> {
         .tcp_nodelay(true))
 }
 
-/// A channel whose requests carry the current trace context: what generated clients wrap, e.g.
-/// `SchedulingClient::new(traced(channel))`.
+/// A channel to another service with the credentials this service presents there: its client
+/// certificate travels with the channel's TLS; a service token (for plaintext deployments,
+/// `CALLBACK_SERVICE_TOKEN_FILE`) with every request.
+#[derive(Clone, Debug)]
+pub struct ServiceChannel {
+    pub channel: Channel,
+    pub token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl From<Channel> for ServiceChannel {
+    fn from(channel: Channel) -> Self {
+        Self {
+            channel,
+            token: None,
+        }
+    }
+}
+
+/// A channel whose requests carry the current trace context (and the service's token, if it
+/// has one): what generated clients wrap, e.g. `SchedulingClient::new(traced(channel))`.
 pub type Traced = tonic::service::interceptor::InterceptedService<Channel, TracePropagation>;
 
 /// `channel` with [`TracePropagation`].
-pub fn traced(channel: Channel) -> Traced {
-    tonic::service::interceptor::InterceptedService::new(channel, TracePropagation)
+pub fn traced(channel: impl Into<ServiceChannel>) -> Traced {
+    let channel = channel.into();
+    tonic::service::interceptor::InterceptedService::new(
+        channel.channel,
+        TracePropagation {
+            authorization: channel.token,
+        },
+    )
 }
 
-/// Client interceptor adding the current trace context to every request.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TracePropagation;
+/// Client interceptor adding the current trace context, and the service's token when it has
+/// one, to every request.
+#[derive(Clone, Debug, Default)]
+pub struct TracePropagation {
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
 
 impl Interceptor for TracePropagation {
     fn call(
@@ -216,6 +243,11 @@ impl Interceptor for TracePropagation {
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
         crate::telemetry::inject_into(request.metadata_mut());
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         Ok(request)
     }
 }

@@ -4,7 +4,6 @@
 use callback_kit::grpc::{traced, Traced};
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{CheckLeasesRequest, LeaseToCheck};
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::app::ports::{BoxFuture, LeaseClaim, LeaseVerdict, SchedulingPort};
@@ -16,7 +15,7 @@ pub struct GrpcScheduling {
 }
 
 impl GrpcScheduling {
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: impl Into<callback_kit::grpc::ServiceChannel>) -> Self {
         let client = SchedulingClient::new(traced(channel));
         Self { client }
     }

@@ -4,7 +4,6 @@
 use callback_kit::grpc::{traced, Traced};
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{IngestBusinessEventRequest, Subject};
-use tonic::transport::Channel;
 use tonic::Code;
 use uuid::Uuid;
 
@@ -20,7 +19,7 @@ pub struct GrpcScheduling {
 }
 
 impl GrpcScheduling {
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: impl Into<callback_kit::grpc::ServiceChannel>) -> Self {
         let client = SchedulingClient::new(traced(channel));
         Self { client }
     }

@@ -14,6 +14,7 @@
 //! | `CALLBACK_JWT_ISSUER` | the `iss` tokens must carry | required with a JWKS |
 //! | `CALLBACK_JWT_AUDIENCE` | the `aud` tokens must carry | `callback` |
 //! | `CALLBACK_REFLECTION` | `on` or `off`: gRPC server reflection | on |
+//! | `CALLBACK_SERVICE_TOKEN_FILE` | a `*:service` token the service presents to the others | required with `CALLBACK_TLS=off` |
 
 mod audit;
 mod layer;
@@ -41,6 +42,9 @@ pub struct Security {
     /// Client certificates (SHA-256 of the DER, lowercase hex) and who they are.
     pub client_certs: Arc<HashMap<String, Principal>>,
     pub reflection: bool,
+    /// The token this service presents to the others (`CALLBACK_SERVICE_TOKEN_FILE`): how
+    /// services authenticate to each other without TLS, where no certificate travels.
+    pub service_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     /// Every caller is a principal with every role: only [`Security::unauthenticated_for_benchmarks`]
     /// sets it, for the baseline the benchmarks compare TLS and tokens against.
     pub(crate) unauthenticated: bool,
@@ -176,6 +180,29 @@ impl Security {
                 )?
             }
         };
+        let service_token = match lookup("CALLBACK_SERVICE_TOKEN_FILE") {
+            None if tls.is_none() => {
+                return Err(ConfigError {
+                    variable: "CALLBACK_SERVICE_TOKEN_FILE".into(),
+                    reason: "not set; with CALLBACK_TLS=off no certificate travels, so the \
+                             services authenticate to each other with a *:service token"
+                        .into(),
+                })
+            }
+            None => None,
+            Some(path) => {
+                let text = read_file("CALLBACK_SERVICE_TOKEN_FILE", &path)?;
+                let token = String::from_utf8(text).unwrap_or_default();
+                let value = format!("Bearer {}", token.trim())
+                    .parse()
+                    .ok()
+                    .filter(|_| !token.trim().is_empty());
+                Some(value.ok_or_else(|| ConfigError {
+                    variable: "CALLBACK_SERVICE_TOKEN_FILE".into(),
+                    reason: "is not a token (one line of text)".into(),
+                })?)
+            }
+        };
         if tokens.is_none() && client_certs.is_empty() {
             return Err(ConfigError {
                 variable: "CALLBACK_JWKS_FILE".into(),
@@ -189,6 +216,7 @@ impl Security {
             tokens,
             client_certs: Arc::new(client_certs),
             reflection: on_off(lookup, "CALLBACK_REFLECTION", true)?,
+            service_token,
             unauthenticated: false,
         })
     }
@@ -202,6 +230,7 @@ impl Security {
             tokens: None,
             client_certs: Arc::new(HashMap::new()),
             reflection: true,
+            service_token: None,
             unauthenticated: true,
         }
     }
@@ -403,7 +432,14 @@ pub(crate) mod tests {
         let mut plaintext = base;
         plaintext.insert("CALLBACK_TLS".into(), "off".into());
         plaintext.remove("CALLBACK_CLIENT_CERTS");
+        let error = read(&plaintext).expect_err("plaintext without a service token");
+        assert_eq!(error.variable, "CALLBACK_SERVICE_TOKEN_FILE");
+        plaintext.insert(
+            "CALLBACK_SERVICE_TOKEN_FILE".into(),
+            file("service-token", "eyJ.a.b\n"),
+        );
         let security = read(&plaintext).expect("plaintext with tokens");
         assert_eq!(security.scheme(), "http");
+        assert!(security.service_token.is_some());
     }
 }
