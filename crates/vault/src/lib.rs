@@ -13,6 +13,7 @@
 
 mod master;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -193,6 +194,59 @@ impl Vault {
             return Err(VaultError::Restricted);
         }
         self.unwrap(tenant_id, subject_id, &id, &wrapped, restricted)
+    }
+
+    /// The keys of many subjects at once, created where missing, in one statement on the
+    /// caller's connection: `None` for a restricted subject (nothing is sealed for it).
+    pub async fn keys_for_sealing_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        subjects: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), Option<SubjectKey>>, VaultError> {
+        let mut wanted: Vec<(&str, &str)> = subjects.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut tenants = Vec::with_capacity(wanted.len());
+        let mut ids = Vec::with_capacity(wanted.len());
+        let mut masters = Vec::with_capacity(wanted.len());
+        let mut wraps = Vec::with_capacity(wanted.len());
+        for (tenant_id, subject_id) in &wanted {
+            let (master_id, wrapped) = self
+                .master
+                .wrap(&random_key(), &binding(tenant_id, subject_id));
+            tenants.push(*tenant_id);
+            ids.push(*subject_id);
+            masters.push(master_id);
+            wraps.push(wrapped);
+        }
+        let rows: Vec<(String, String, String, Vec<u8>, bool)> = sqlx::query_as(
+            "WITH wanted AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
+                             AS w(t, s, m, k)), \
+             inserted AS ( \
+               INSERT INTO vault_subject_keys (tenant_id, subject_id, master_key_id, wrapped) \
+               SELECT t, s, m, k FROM wanted ON CONFLICT (tenant_id, subject_id) DO NOTHING \
+               RETURNING tenant_id, subject_id, master_key_id, wrapped, restricted) \
+             SELECT tenant_id, subject_id, master_key_id, wrapped, restricted FROM inserted \
+             UNION ALL \
+             SELECT v.tenant_id, v.subject_id, v.master_key_id, v.wrapped, v.restricted \
+             FROM vault_subject_keys v JOIN wanted w ON v.tenant_id = w.t AND v.subject_id = w.s",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&masters)
+        .bind(&wraps)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut keys = HashMap::with_capacity(rows.len());
+        for (tenant_id, subject_id, master_id, wrapped, restricted) in rows {
+            let key = if restricted {
+                None
+            } else {
+                Some(self.unwrap(&tenant_id, &subject_id, &master_id, &wrapped, false)?)
+            };
+            keys.insert((tenant_id, subject_id), key);
+        }
+        Ok(keys)
     }
 
     /// The subject's key if it has one (erased subjects have none).

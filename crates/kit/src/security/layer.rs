@@ -153,11 +153,11 @@ where
             return Box::pin(inner.call(request));
         }
         let authenticated = if self.security.unauthenticated {
-            Ok(everything())
+            Ok(Arc::new(everything()))
         } else {
             authenticate(&self.security, &request)
         };
-        let principal = match authenticated {
+        let principal: Arc<Principal> = match authenticated {
             Ok(principal) => principal,
             Err(message) => return refuse(Status::unauthenticated(message)),
         };
@@ -187,7 +187,7 @@ where
         }
         let method: Arc<str> = Arc::from(path);
         request.extensions_mut().insert(Caller {
-            principal: Arc::new(principal),
+            principal,
             roles,
             method,
             refusals: self.refusals.clone(),
@@ -219,7 +219,10 @@ fn everything() -> Principal {
 
 /// The caller's principal: a bearer token when one is sent (the more specific identity, e.g.
 /// an agent's token over middleware's connection), else a mapped client certificate.
-fn authenticate<B>(security: &Security, request: &http::Request<B>) -> Result<Principal, String> {
+fn authenticate<B>(
+    security: &Security,
+    request: &http::Request<B>,
+) -> Result<Arc<Principal>, String> {
     if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
         let text = value
             .to_str()
@@ -232,7 +235,7 @@ fn authenticate<B>(security: &Security, request: &http::Request<B>) -> Result<Pr
             .tokens
             .as_ref()
             .ok_or_else(|| "bearer tokens are not accepted by this server".to_string())?;
-        return keys.verify(token.trim());
+        return keys.verify_remembered(token.trim());
     }
     let certificate = request
         .extensions()
@@ -243,6 +246,7 @@ fn authenticate<B>(security: &Security, request: &http::Request<B>) -> Result<Pr
         Some(der) => security
             .certificate_principal(der.as_ref())
             .cloned()
+            .map(Arc::new)
             .ok_or_else(|| "client certificate is not mapped to a principal".to_string()),
         None => Err(
             "credentials required: send `authorization: Bearer <token>` \

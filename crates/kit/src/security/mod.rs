@@ -367,6 +367,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_remembered_token_is_trusted_no_longer_than_it_lives() {
+        let dir = std::env::temp_dir().join(format!("callback-kit-tokens-{}", std::process::id()));
+        let pki = callback_devpki::DevPki::create(&dir).expect("a local PKI");
+        let jwks = std::fs::read(pki.path("jwks.json")).expect("jwks");
+        let keys = TokenKeys::from_jwks(
+            &jwks,
+            callback_devpki::ISSUER.into(),
+            callback_devpki::AUDIENCE.into(),
+        )
+        .expect("keys");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs();
+        // Expiring in 2 s: remembered for those 2 s, then checked again.
+        let short = pki
+            .token_with(serde_json::json!({"sub": "a", "permissions": ["t:bi"],
+                "iss": callback_devpki::ISSUER, "aud": callback_devpki::AUDIENCE,
+                "exp": now + 2}))
+            .expect("token");
+        let first = keys.verify_remembered(&short).expect("valid now");
+        let again = keys.verify_remembered(&short).expect("remembered");
+        assert!(Arc::ptr_eq(&first, &again), "verified once");
+        std::thread::sleep(std::time::Duration::from_millis(3100));
+        let checked = keys
+            .verify_remembered(&short)
+            .expect("within the clock-skew leeway");
+        assert!(
+            !Arc::ptr_eq(&first, &checked),
+            "past its expiry: checked again"
+        );
+        // A token past its expiry and the leeway is refused, remembered or not.
+        let old = pki
+            .token_with(serde_json::json!({"sub": "a", "permissions": ["t:bi"],
+                "iss": callback_devpki::ISSUER, "aud": callback_devpki::AUDIENCE,
+                "exp": now - 60}))
+            .expect("token");
+        assert!(keys.verify_remembered(&old).is_err());
+    }
+
+    #[test]
     fn the_local_pki_is_a_valid_configuration() {
         let security = read(&pki_settings()).expect("valid");
         assert!(security.tls.is_some() && security.tokens.is_some());

@@ -57,26 +57,22 @@ impl Scheduling {
     /// `subject` as the log and read model keep it: the name and numbers sealed with the
     /// subject's key, the numbers' keyed hashes beside them. Refused (FAILED_PRECONDITION)
     /// when the subject's processing is restricted.
-    pub(super) async fn seal_contact(
+    pub(super) fn seal_contact(
         &self,
-        conn: &mut PgConnection,
+        key: Option<&Option<callback_vault::SubjectKey>>,
         tenant_id: &str,
         subject: SubjectContact,
     ) -> Result<SubjectContact> {
-        let key = match self
-            .vault
-            .key_for_sealing_on(conn, tenant_id, &subject.subject_id)
-            .await
-        {
-            Ok(key) => key,
-            Err(callback_vault::VaultError::Restricted) => {
+        let key = match key {
+            Some(Some(key)) => key,
+            Some(None) => {
                 return Err(Error::FailedPrecondition(
                     "subject.subject_id: the subject's processing is restricted; nothing is \
                      scheduled for it"
                         .into(),
                 ))
             }
-            Err(error) => return Err(error.into()),
+            None => return Err(Error::Corrupt("a subject without its key".into())),
         };
         if subject.name.is_empty() && subject.phones.is_empty() {
             return Ok(subject);

@@ -108,6 +108,12 @@ impl Scheduling {
         let mut policies: HashMap<(&str, &str), Vec<(Policy, u64)>> = HashMap::new();
         let mut answers: Vec<Option<IngestAnswer>> = requests.iter().map(|_| None).collect();
         let mut planned = Vec::with_capacity(requests.len());
+        // Every subject's key in one statement (created where missing).
+        let subjects: Vec<(&str, &str)> = requests
+            .iter()
+            .map(|r| (r.fact.tenant_id.as_str(), r.subject.subject_id.as_str()))
+            .collect();
+        let keys = self.vault.keys_for_sealing_on(&mut tx, &subjects).await?;
         // A fact sent twice in one batch: the second is answered as a retry of the first.
         let mut seen = std::collections::HashSet::new();
         for (index, request) in requests.iter().enumerate() {
@@ -136,7 +142,8 @@ impl Scheduling {
             };
             // Sealed before anything is written: the log and the read model never see the
             // clear name or numbers. A subject whose processing is restricted gets nothing.
-            let subject = match self.seal_contact(&mut tx, &fact.tenant_id, subject).await {
+            let key = keys.get(&(fact.tenant_id.clone(), subject.subject_id.clone()));
+            let subject = match self.seal_contact(key, &fact.tenant_id, subject) {
                 Ok(subject) => subject,
                 Err(refused @ Error::FailedPrecondition(_)) => {
                     answers[index] = Some(IngestAnswer::Refused(refused));

@@ -71,7 +71,11 @@ fn ingest_request(id: String) -> IngestBusinessEventRequest {
 
 /// Bulk-loads open callbacks: one CallbackScheduled event per callback in the log and its
 /// projection row, written by SQL for speed (the service's own path is measured above).
-async fn preload(pool: &sqlx::PgPool, target: i64) -> anyhow::Result<i64> {
+async fn preload(
+    pool: &sqlx::PgPool,
+    target: i64,
+    vault: &callback_vault::Vault,
+) -> anyhow::Result<i64> {
     let now = Utc::now();
     let template =
         callback_contracts::encode(&CallbackEvent::CallbackScheduled(Box::new(Scheduled {
@@ -97,11 +101,20 @@ async fn preload(pool: &sqlx::PgPool, target: i64) -> anyhow::Result<i64> {
             retry: RetryRule::default(),
             fact_stream: "business_event-bench:preload:0".into(),
         })))?;
+    // Every subject on one number (its keyed hash), as before sealing; the one the preloaded
+    // callbacks are about has its contact sealed with its own key, so every claim opens it as
+    // in production.
+    let phone_key = vault.phone_key(TENANT, "+8613800138000");
+    let key = vault.key_for_sealing(TENANT, "subject-0").await?;
+    let sealed = key.seal_json(&serde_json::json!({"name": "测试", "phones": ["+8613800138000"]}));
     sqlx::query(
-        "INSERT INTO sched_subjects (tenant_id, subject_id, name, phones) \
-         SELECT $1, 'subject-' || g, '测试', ARRAY['13800138000'] FROM generate_series(0, 99999) g ON CONFLICT DO NOTHING",
+        "INSERT INTO sched_subjects (tenant_id, subject_id, sealed, phone_keys) \
+         SELECT $1, 'subject-' || g, CASE WHEN g = 0 THEN $2 END, ARRAY[$3] \
+         FROM generate_series(0, 99999) g ON CONFLICT DO NOTHING",
     )
     .bind(TENANT)
+    .bind(&sealed)
+    .bind(&phone_key)
     .execute(pool)
     .await?;
     loop {
@@ -210,7 +223,9 @@ async fn main() -> anyhow::Result<()> {
     println!("ingest: {ingest_rate:.0}/s (raw single-row INSERT at 32: {raw_before_ingest:.0}/s)");
 
     // ClaimNext: 1,000,000 open callbacks, 50 concurrent claimers.
-    let open = preload(&db.pool, open_target).await?;
+    let vault =
+        callback_vault::Vault::open(db.pool.clone(), services.config.master_keys.clone()).await?;
+    let open = preload(&db.pool, open_target, &vault).await?;
     let raw_before_claims = raw_single_insert_rate(&db.pool, 32, duration).await?;
     let stop_at = Instant::now() + duration;
     let started = Instant::now();
