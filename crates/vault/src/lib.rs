@@ -229,7 +229,8 @@ impl Vault {
              SELECT tenant_id, subject_id, master_key_id, wrapped, restricted FROM inserted \
              UNION ALL \
              SELECT v.tenant_id, v.subject_id, v.master_key_id, v.wrapped, v.restricted \
-             FROM vault_subject_keys v JOIN wanted w ON v.tenant_id = w.t AND v.subject_id = w.s",
+             FROM wanted w CROSS JOIN LATERAL ( \
+               SELECT * FROM vault_subject_keys k WHERE k.tenant_id = w.t AND k.subject_id = w.s) v",
         )
         .bind(&tenants)
         .bind(&ids)
