@@ -220,6 +220,8 @@ impl Vault {
             wraps.push(wrapped);
         }
         let rows: Vec<(String, String, String, Vec<u8>, bool)> = sqlx::query_as(
+            // A primary-key lookup per subject (`OFFSET 0`: never flattened into a hash join
+            // over the whole key table, which a generic plan chose).
             "WITH wanted AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
                              AS w(t, s, m, k)), \
              inserted AS ( \
@@ -230,7 +232,8 @@ impl Vault {
              UNION ALL \
              SELECT v.tenant_id, v.subject_id, v.master_key_id, v.wrapped, v.restricted \
              FROM wanted w CROSS JOIN LATERAL ( \
-               SELECT * FROM vault_subject_keys k WHERE k.tenant_id = w.t AND k.subject_id = w.s) v",
+               SELECT * FROM vault_subject_keys k WHERE k.tenant_id = w.t AND k.subject_id = w.s \
+               OFFSET 0) v",
         )
         .bind(&tenants)
         .bind(&ids)
