@@ -68,6 +68,34 @@ impl<T> Opened<T> {
     }
 }
 
+/// What a reader sees in place of an erased subject's personal data.
+pub const ERASED: &str = "[erased]";
+/// ... and of a restricted subject's.
+pub const RESTRICTED: &str = "[restricted]";
+
+impl Opened<String> {
+    /// The text, or the marker a reader sees in its place.
+    pub fn or_marker(self) -> String {
+        match self {
+            Opened::Clear(text) => text,
+            Opened::Restricted => RESTRICTED.to_owned(),
+            Opened::Erased => ERASED.to_owned(),
+        }
+    }
+}
+
+/// A stored text as a reader sees it: clear text (written before sealing) as it is, sealed
+/// text opened with `key`, or the marker when the subject is erased or restricted (or the
+/// text does not open with the key).
+pub fn open_for_reader(key: Option<&SubjectKey>, text: &str) -> String {
+    if !is_sealed(text) {
+        return text.to_owned();
+    }
+    open_with(key, text)
+        .map(Opened::or_marker)
+        .unwrap_or_else(|_| ERASED.to_owned())
+}
+
 /// The key store.
 #[derive(Clone)]
 pub struct Vault {

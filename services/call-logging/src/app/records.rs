@@ -3,10 +3,7 @@
 
 use super::*;
 
-/// What a reader sees in place of an erased subject's personal data.
-pub const ERASED: &str = "[erased]";
-/// ... and of a restricted subject's.
-pub const RESTRICTED: &str = "[restricted]";
+use callback_vault::{ERASED, RESTRICTED};
 
 /// A call record as a reader sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -84,16 +81,7 @@ impl CallLogging {
                 .map_err(super::telephony::vault_error)?,
             None => None,
         };
-        let open = |text: &str| -> String {
-            if !callback_vault::is_sealed(text) {
-                return text.to_owned();
-            }
-            match callback_vault::open_with(key.as_ref(), text) {
-                Ok(callback_vault::Opened::Clear(clear)) => clear,
-                Ok(callback_vault::Opened::Restricted) => RESTRICTED.to_owned(),
-                Ok(callback_vault::Opened::Erased) | Err(_) => ERASED.to_owned(),
-            }
-        };
+        let open = |text: &str| callback_vault::open_for_reader(key.as_ref(), text);
         let mut view = CallRecordView {
             attempt_id: attempt_id.to_owned(),
             callback_id: logged.callback_id.to_string(),
@@ -137,8 +125,7 @@ impl CallLogging {
                 let record: TelephonyRecord = decode(event)?;
                 view.network_result = record.network_result;
                 view.number_dialed = if callback_vault::is_sealed(&record.number_dialed) {
-                    match self
-                        .vault
+                    self.vault
                         .open_sealed(
                             tenant_id,
                             &super::telephony::telephony_subject(&call_id),
@@ -146,11 +133,7 @@ impl CallLogging {
                         )
                         .await
                         .map_err(super::telephony::vault_error)?
-                    {
-                        callback_vault::Opened::Clear(number) => number,
-                        callback_vault::Opened::Restricted => RESTRICTED.to_owned(),
-                        callback_vault::Opened::Erased => ERASED.to_owned(),
-                    }
+                        .or_marker()
                 } else {
                     record.number_dialed
                 };

@@ -10,10 +10,7 @@ use callback_vault::{Opened, SubjectKey};
 
 use super::*;
 
-/// What a reader sees in place of an erased complainant's personal data.
-pub const ERASED: &str = "[erased]";
-/// ... and of a restricted one's.
-pub const RESTRICTED: &str = "[restricted]";
+pub use callback_vault::{ERASED, RESTRICTED};
 
 /// The vault subject a complaint's personal data is sealed under.
 pub fn sealing_subject(customer_id: &str, complaint_id: Uuid) -> String {
@@ -110,13 +107,7 @@ impl ComplaintRouting {
                 Ok(Opened::Erased) | Err(_) => customer.name = ERASED.into(),
             }
         }
-        if callback_vault::is_sealed(text) {
-            *text = match callback_vault::open_with(key.as_ref(), text) {
-                Ok(Opened::Clear(clear)) => clear,
-                Ok(Opened::Restricted) => RESTRICTED.into(),
-                Ok(Opened::Erased) | Err(_) => ERASED.into(),
-            };
-        }
+        *text = callback_vault::open_for_reader(key.as_ref(), text);
         Ok(())
     }
 
@@ -125,18 +116,12 @@ impl ComplaintRouting {
         if !callback_vault::is_sealed(text) {
             return Ok(text.to_owned());
         }
-        Ok(
-            match self
-                .vault
-                .open_sealed(tenant_id, subject, text)
-                .await
-                .map_err(vault_error)?
-            {
-                Opened::Clear(clear) => clear,
-                Opened::Restricted => RESTRICTED.into(),
-                Opened::Erased => ERASED.into(),
-            },
-        )
+        Ok(self
+            .vault
+            .open_sealed(tenant_id, subject, text)
+            .await
+            .map_err(vault_error)?
+            .or_marker())
     }
 
     /// An erased customer's numbers (their keyed hashes) are matched no more.
