@@ -5,7 +5,7 @@
 //! | `DATABASE_URL` | PostgreSQL connection URL | required (callbackd dev starts a private cluster) |
 //! | `CALLBACK_MIGRATION_DATABASE_URL` | the owner's URL: migrations and grants run as the owner, the service as `DATABASE_URL`'s role | unset (the service's role migrates) |
 //! | `CALLBACK_DB_MAX_CONNECTIONS` | pool size per service | 16 |
-//! | `CALLBACK_<SERVICE>_ADDR` | listen address of a service | 127.0.0.1:50051-50054 |
+//! | `CALLBACK_<SERVICE>_ADDR` | listen address of a service's gRPC API | 127.0.0.1:50051-50055 |
 //! | `CALLBACK_<SERVICE>_URL` | where other services reach it | `http://` + its address |
 //! | `CALLBACK_LOG_FORMAT` | `pretty` or `json` | pretty |
 //! | `RUST_LOG` | log filter | info |
@@ -13,6 +13,12 @@
 //! | `CALLBACK_REBUILD_WAIT_SECONDS` | how long a rebuild waits for older transactions | 60 |
 //!
 //! | `CALLBACK_MASTER_KEY_FILE` | master keys wrapping the subject keys of personal data: `<id>:<base64 32 bytes>` lines, current first | required (or `CALLBACK_MASTER_KEY` with the text) |
+//!
+//! | `CALLBACK_MLLP_ADDR` | the integration gateway's HL7 v2 MLLP listener | 127.0.0.1:2575 |
+//! | `CALLBACK_MLLP_TLS` | `on`: MLLP over TLS with client certificates (`CALLBACK_CLIENT_CERTS`); `off`: plain TCP | as `CALLBACK_TLS` |
+//! | `CALLBACK_MLLP_MAX_FRAME_BYTES` | the largest MLLP frame accepted (the connection is closed beyond it) | 1048576 |
+//! | `CALLBACK_INTEGRATION_HTTP_ADDR` | the gateway's HTTP listener (FHIR R4, webhooks; HTTPS when TLS is on) | 127.0.0.1:8090 |
+//! | `CALLBACK_INTEGRATION_SECRETS_FILE` | JSON `{"<tenant>": {"<name>": "<secret>"}}`: webhook senders' HMAC secrets and subscriptions' signing secrets | unset (no HMAC senders) |
 //!
 //! The security settings (TLS, tokens, client certificates) are in `crate::security`.
 
@@ -28,14 +34,17 @@ pub enum ServiceKind {
     CallLogging,
     ComplaintRouting,
     Analytics,
+    /// HL7 v2 / FHIR / webhooks in, notifications out.
+    IntegrationGateway,
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 4] = [
+    pub const ALL: [ServiceKind; 5] = [
         ServiceKind::Scheduling,
         ServiceKind::CallLogging,
         ServiceKind::ComplaintRouting,
         ServiceKind::Analytics,
+        ServiceKind::IntegrationGateway,
     ];
 
     /// The name used in logs, traces and the event store's category registry.
@@ -45,6 +54,7 @@ impl ServiceKind {
             ServiceKind::CallLogging => "call-logging",
             ServiceKind::ComplaintRouting => "complaint-routing",
             ServiceKind::Analytics => "analytics",
+            ServiceKind::IntegrationGateway => "integration-gateway",
         }
     }
 
@@ -54,6 +64,7 @@ impl ServiceKind {
             ServiceKind::CallLogging => "CALL_LOGGING",
             ServiceKind::ComplaintRouting => "COMPLAINT_ROUTING",
             ServiceKind::Analytics => "ANALYTICS",
+            ServiceKind::IntegrationGateway => "INTEGRATION_GATEWAY",
         }
     }
 
@@ -63,6 +74,7 @@ impl ServiceKind {
             ServiceKind::CallLogging => 50052,
             ServiceKind::ComplaintRouting => 50053,
             ServiceKind::Analytics => 50054,
+            ServiceKind::IntegrationGateway => 50055,
         }
     }
 
@@ -100,6 +112,85 @@ pub struct Config {
     pub security: Security,
     /// The master keys that wrap the subject keys of personal data (current first).
     pub master_keys: callback_vault::MasterKeys,
+    /// The integration gateway's own listeners and secrets.
+    pub integration: IntegrationConfig,
+}
+
+/// The integration gateway's settings beside its gRPC API.
+#[derive(Clone, Debug)]
+pub struct IntegrationConfig {
+    /// HL7 v2 over MLLP.
+    pub mllp_addr: SocketAddr,
+    /// MLLP over TLS with client certificates.
+    pub mllp_tls: bool,
+    pub mllp_max_frame_bytes: usize,
+    /// FHIR R4 and webhooks.
+    pub http_addr: SocketAddr,
+    /// Webhook and subscription secrets, by tenant and name.
+    pub secrets_file: Option<std::path::PathBuf>,
+}
+
+impl IntegrationConfig {
+    fn read(
+        lookup: &impl Fn(&str) -> Option<String>,
+        security: &Security,
+    ) -> Result<Self, ConfigError> {
+        let addr = |variable: &str, default: u16| -> Result<SocketAddr, ConfigError> {
+            match lookup(variable) {
+                None => Ok(SocketAddr::from(([127, 0, 0, 1], default))),
+                Some(text) => text.parse().map_err(|_| ConfigError {
+                    variable: variable.into(),
+                    reason: format!(
+                        "`{}` is not a socket address like 127.0.0.1:{default}",
+                        callback_rules::input::excerpt(&text)
+                    ),
+                }),
+            }
+        };
+        let mllp_tls = match lookup("CALLBACK_MLLP_TLS").as_deref() {
+            None => security.tls.is_some(),
+            Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "CALLBACK_MLLP_TLS".into(),
+                    reason: format!(
+                        "`{}` is neither on nor off",
+                        callback_rules::input::excerpt(other)
+                    ),
+                })
+            }
+        };
+        if mllp_tls && security.tls.is_none() {
+            return Err(ConfigError {
+                variable: "CALLBACK_MLLP_TLS".into(),
+                reason: "on needs the TLS settings (CALLBACK_TLS_CERT, CALLBACK_TLS_KEY, CALLBACK_TLS_CA)"
+                    .into(),
+            });
+        }
+        let mllp_max_frame_bytes = match lookup("CALLBACK_MLLP_MAX_FRAME_BYTES") {
+            None => 1 << 20,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1024..=(64 << 20)).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError {
+                        variable: "CALLBACK_MLLP_MAX_FRAME_BYTES".into(),
+                        reason: format!(
+                            "`{}` is not a number of bytes from 1024 to 67108864",
+                            callback_rules::input::excerpt(&text)
+                        ),
+                    })
+                }
+            },
+        };
+        Ok(Self {
+            mllp_addr: addr("CALLBACK_MLLP_ADDR", 2575)?,
+            mllp_tls,
+            mllp_max_frame_bytes,
+            http_addr: addr("CALLBACK_INTEGRATION_HTTP_ADDR", 8090)?,
+            secrets_file: lookup("CALLBACK_INTEGRATION_SECRETS_FILE").map(Into::into),
+        })
+    }
 }
 
 /// How long a rebuild or reset waits for transactions begun before it (anywhere on the
@@ -210,6 +301,7 @@ impl Config {
             };
             urls.insert(kind, url);
         }
+        let integration = IntegrationConfig::read(&lookup, &security)?;
         Ok(Self {
             database_url,
             migration_database_url,
@@ -218,6 +310,7 @@ impl Config {
             urls,
             security,
             master_keys,
+            integration,
         })
     }
 

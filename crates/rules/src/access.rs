@@ -240,7 +240,9 @@ pub fn required_roles(path: &str) -> Option<&'static [Role]> {
             &[Supervisor, Admin, Middleware, Service]
         }
         "Scheduling/CheckLeases" => &[Service, Middleware],
-        "CallLogging/IngestTelephonyRecord" => &[Integration, Middleware],
+        // The integration gateway (a service) forwards records its senders posted, having
+        // checked their credentials for the tenant itself.
+        "CallLogging/IngestTelephonyRecord" => &[Integration, Middleware, Service],
         "CallLogging/GetCallRecord" => &[Supervisor, Admin],
         "ComplaintRouting/FileComplaint" => &[Integration, Middleware, Agent, Supervisor],
         "ComplaintRouting/Acknowledge"
@@ -258,6 +260,11 @@ pub fn required_roles(path: &str) -> Option<&'static [Role]> {
         }
         "Analytics/SpotCheckSample" => &[Supervisor],
         "EventFeed/Subscribe" => &[Service],
+        "IntegrationGateway/PublishIntegrationSettings"
+        | "IntegrationGateway/RetryDeadLetter" => &[Admin],
+        "IntegrationGateway/GetIntegrationSettings" | "IntegrationGateway/ListDeadLetters" => {
+            &[Admin, Supervisor]
+        }
         _ => return None,
     };
     Some(roles)
