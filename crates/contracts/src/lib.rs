@@ -21,6 +21,7 @@ pub mod analytics;
 pub mod audit;
 pub mod call_logging;
 pub mod complaint_routing;
+pub mod integration_gateway;
 pub mod scheduling;
 
 /// An event type's payload contract.

@@ -15,6 +15,7 @@ use callback_contracts::analytics::*;
 use callback_contracts::audit::*;
 use callback_contracts::call_logging::*;
 use callback_contracts::complaint_routing::*;
+use callback_contracts::integration_gateway::*;
 use callback_contracts::scheduling::*;
 use callback_contracts::{decode, decode_view, encode, EventContract, EventView};
 use chrono::{DateTime, TimeZone, Utc};
@@ -555,6 +556,55 @@ fn samples() -> Vec<Sample> {
             },
         },
     );
+
+    // ---- integration gateway ----
+    push(
+        &mut out,
+        IntegrationSettingsPublished {
+            tenant_id: "hospital-a".into(),
+            settings: json!({"hl7": {"senders": [{"application": "HIS", "facility": "SZRMYY"}]},
+                             "subscriptions": [{"name": "quality-office", "kind": "wecom",
+                                                "url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k",
+                                                "topics": ["complaint.escalated"]}]}),
+            actor: "admin-1".into(),
+            at: at(11),
+        },
+    );
+    push(
+        &mut out,
+        NotificationDelivered {
+            tenant_id: "hospital-a".into(),
+            delivery_id: id(90),
+            subscription: "quality-office".into(),
+            topic: "complaint.escalated".into(),
+            event_id: id(91),
+            attempts: 2,
+            status: 200,
+            at: at(12),
+        },
+    );
+    push(
+        &mut out,
+        NotificationDeadLettered {
+            tenant_id: "hospital-a".into(),
+            delivery_id: id(92),
+            subscription: "quality-office".into(),
+            topic: "callback.lost".into(),
+            event_id: id(93),
+            attempts: 8,
+            last_error: "HTTP 500".into(),
+            at: at(13),
+        },
+    );
+    push(
+        &mut out,
+        NotificationRequeued {
+            tenant_id: "hospital-a".into(),
+            delivery_id: id(92),
+            actor: "admin-1".into(),
+            at: at(14),
+        },
+    );
     out
 }
 
@@ -632,6 +682,10 @@ fn every_event_type_has_a_sample() {
         ComplaintParked::EVENT_TYPES,
         ComplaintEvent::EVENT_TYPES,
         AnalyticsSettingsPublished::EVENT_TYPES,
+        IntegrationSettingsPublished::EVENT_TYPES,
+        NotificationDelivered::EVENT_TYPES,
+        NotificationDeadLettered::EVENT_TYPES,
+        NotificationRequeued::EVENT_TYPES,
     ]
     .concat()
     .into_iter()

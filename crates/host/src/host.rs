@@ -31,6 +31,9 @@ pub enum HostError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("vault: {0}")]
     Vault(#[from] callback_vault::VaultError),
+    /// A service's own setup failed (a listener it binds, a file it reads).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl ServiceHost {

@@ -260,8 +260,9 @@ pub fn required_roles(path: &str) -> Option<&'static [Role]> {
         }
         "Analytics/SpotCheckSample" => &[Supervisor],
         "EventFeed/Subscribe" => &[Service],
-        "IntegrationGateway/PublishIntegrationSettings"
-        | "IntegrationGateway/RetryDeadLetter" => &[Admin],
+        "IntegrationGateway/PublishIntegrationSettings" | "IntegrationGateway/RetryDeadLetter" => {
+            &[Admin]
+        }
         "IntegrationGateway/GetIntegrationSettings" | "IntegrationGateway/ListDeadLetters" => {
             &[Admin, Supervisor]
         }

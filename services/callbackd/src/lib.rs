@@ -1,4 +1,4 @@
-//! Runs any of the four services by kind on the one host (`callback_host::serve`): used by
+//! Runs any of the five services by kind on the one host (`callback_host::serve`): used by
 //! `callbackd dev` and the end-to-end tests, so both wire the services exactly alike.
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use callback_analytics::AnalyticsService;
 use callback_call_logging::CallLoggingService;
 use callback_complaint_routing::ComplaintRoutingService;
 use callback_host::serve;
+use callback_integration_gateway::IntegrationGatewayService;
 use callback_kit::{Config, ServiceKind, Shutdown};
 use callback_rules::Clock;
 use callback_scheduling::SchedulingService;
@@ -46,6 +47,9 @@ pub async fn serve_service_on_clock(
         }
         ServiceKind::Analytics => {
             serve::<AnalyticsService>(pool, listener, config, shutdown, clock).await?
+        }
+        ServiceKind::IntegrationGateway => {
+            serve::<IntegrationGatewayService>(pool, listener, config, shutdown, clock).await?
         }
     }
     Ok(())

@@ -22,14 +22,24 @@ pub enum Translation {
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    value.pointer(pointer).and_then(Value::as_str).map(str::trim).unwrap_or("")
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or("")
 }
 
 /// The resource's stable key: its business identifier (`system|value`), else its logical id.
 fn resource_key(resource: &Value, kind: &str) -> Result<String, MappingError> {
     let identifiers = resource.get("identifier").and_then(Value::as_array);
-    if let Some(identifier) = identifiers.and_then(|ids| ids.iter().find(|i| !text(i, "/value").is_empty())) {
-        return Ok(format!("{}|{}", text(identifier, "/system"), text(identifier, "/value")));
+    if let Some(identifier) =
+        identifiers.and_then(|ids| ids.iter().find(|i| !text(i, "/value").is_empty()))
+    {
+        return Ok(format!(
+            "{}|{}",
+            text(identifier, "/system"),
+            text(identifier, "/value")
+        ));
     }
     let id = text(resource, "/id");
     if !id.is_empty() {
@@ -43,20 +53,31 @@ fn resource_key(resource: &Value, kind: &str) -> Result<String, MappingError> {
 
 /// A reference's target id (`Patient/123` -> `123`, `#p1` -> `p1`).
 fn reference_id(reference: &str) -> &str {
-    reference.rsplit('/').next().unwrap_or(reference).trim_start_matches('#')
+    reference
+        .rsplit('/')
+        .next()
+        .unwrap_or(reference)
+        .trim_start_matches('#')
 }
 
 /// The Patient a reference points to: contained in the resource, or an entry of the bundle.
-fn resolve_patient<'a>(resource: &'a Value, reference: &Value, bundle: &'a [Value]) -> Option<&'a Value> {
+fn resolve_patient<'a>(
+    resource: &'a Value,
+    reference: &Value,
+    bundle: &'a [Value],
+) -> Option<&'a Value> {
     let target = reference.get("reference").and_then(Value::as_str)?;
     let id = reference_id(target);
-    let contained = resource.get("contained").and_then(Value::as_array).into_iter().flatten();
-    contained
-        .chain(bundle.iter())
-        .find(|candidate| {
-            text(candidate, "/resourceType") == "Patient"
-                && (text(candidate, "/id") == id || candidate.get("fullUrl").and_then(Value::as_str) == Some(target))
-        })
+    let contained = resource
+        .get("contained")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    contained.chain(bundle.iter()).find(|candidate| {
+        text(candidate, "/resourceType") == "Patient"
+            && (text(candidate, "/id") == id
+                || candidate.get("fullUrl").and_then(Value::as_str) == Some(target))
+    })
 }
 
 struct Subject {
@@ -79,9 +100,13 @@ fn subject(
         let chosen = if settings.patient_identifier_system.is_empty() {
             identifiers.iter().find(|i| !text(i, "/value").is_empty())
         } else {
-            identifiers.iter().find(|i| text(i, "/system") == settings.patient_identifier_system)
+            identifiers
+                .iter()
+                .find(|i| text(i, "/system") == settings.patient_identifier_system)
         };
-        chosen.map(|i| text(i, "/value").to_owned()).filter(|v| !v.is_empty())
+        chosen
+            .map(|i| text(i, "/value").to_owned())
+            .filter(|v| !v.is_empty())
     };
     let id = patient
         .and_then(|p| from_identifier(p.get("identifier")))
@@ -96,9 +121,17 @@ fn subject(
             let id = reference_id(target);
             (!id.is_empty() && !target.starts_with('#')).then(|| id.to_owned())
         })
-        .ok_or_else(|| MappingError::new(field, "names no patient identifier (and no Patient to read one from)"))?;
+        .ok_or_else(|| {
+            MappingError::new(
+                field,
+                "names no patient identifier (and no Patient to read one from)",
+            )
+        })?;
     if id.len() > 200 || id.chars().any(char::is_control) {
-        return Err(MappingError::new(field, "the patient identifier must be 1-200 printable characters"));
+        return Err(MappingError::new(
+            field,
+            "the patient identifier must be 1-200 printable characters",
+        ));
     }
     let mut name = String::new();
     let mut phones = Vec::new();
@@ -122,10 +155,18 @@ fn subject(
                 };
             }
         }
-        for telecom in patient.get("telecom").and_then(Value::as_array).into_iter().flatten() {
+        for telecom in patient
+            .get("telecom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let system = text(telecom, "/system");
             let value = text(telecom, "/value");
-            if (system == "phone" || system == "sms") && !value.is_empty() && !phones.iter().any(|p| p == value) {
+            if (system == "phone" || system == "sms")
+                && !value.is_empty()
+                && !phones.iter().any(|p| p == value)
+            {
                 phones.push(value.to_owned());
             }
         }
@@ -133,12 +174,22 @@ fn subject(
     Ok(Subject { id, name, phones })
 }
 
-fn required_time(value: &str, field: &str, time_zone: chrono_tz::Tz) -> Result<DateTime<Utc>, MappingError> {
+fn required_time(
+    value: &str,
+    field: &str,
+    time_zone: chrono_tz::Tz,
+) -> Result<DateTime<Utc>, MappingError> {
     if value.is_empty() {
         return Err(MappingError::new(field, "is missing"));
     }
     parse_time(value, time_zone).ok_or_else(|| {
-        MappingError::new(field, format!("`{}` is not a FHIR dateTime", callback_rules::input::excerpt(value)))
+        MappingError::new(
+            field,
+            format!(
+                "`{}` is not a FHIR dateTime",
+                callback_rules::input::excerpt(value)
+            ),
+        )
     })
 }
 
@@ -162,12 +213,25 @@ pub fn encounter(
         "entered-in-error" | "cancelled" => "patient.discharge_cancelled",
         "" => return Err(MappingError::new("Encounter.status", "is missing")),
         "planned" | "arrived" | "triaged" | "in-progress" | "onleave" | "unknown" => {
-            return Ok(Translation::Ignored(format!("an encounter with status {status} is not a discharge")))
+            return Ok(Translation::Ignored(format!(
+                "an encounter with status {status} is not a discharge"
+            )))
         }
-        _ => return Err(MappingError::new("Encounter.status", "is not an R4 encounter status")),
+        _ => {
+            return Err(MappingError::new(
+                "Encounter.status",
+                "is not an R4 encounter status",
+            ))
+        }
     };
     let key = resource_key(resource, "Encounter")?;
-    let subject = subject(resource, resource.get("subject"), bundle, settings, "Encounter.subject")?;
+    let subject = subject(
+        resource,
+        resource.get("subject"),
+        bundle,
+        settings,
+        "Encounter.subject",
+    )?;
     let class = text(resource, "/class/code");
     let visit_type = match class {
         "IMP" | "ACUTE" | "NONAC" | "OBSENC" => "inpatient",
@@ -177,7 +241,11 @@ pub fn encounter(
         _ => "other",
     };
     let occurred_at = if event_type == "patient.discharged" {
-        required_time(text(resource, "/period/end"), "Encounter.period.end", time_zone)?
+        required_time(
+            text(resource, "/period/end"),
+            "Encounter.period.end",
+            time_zone,
+        )?
     } else {
         match text(resource, "/meta/lastUpdated") {
             "" => now,
@@ -237,20 +305,40 @@ pub fn appointment(
         "noshow" => "appointment.no_show",
         "" => return Err(MappingError::new("Appointment.status", "is missing")),
         "proposed" | "pending" | "arrived" | "fulfilled" | "checked-in" | "waitlist" => {
-            return Ok(Translation::Ignored(format!("an appointment with status {status} needs no callback")))
+            return Ok(Translation::Ignored(format!(
+                "an appointment with status {status} needs no callback"
+            )))
         }
-        _ => return Err(MappingError::new("Appointment.status", "is not an R4 appointment status")),
+        _ => {
+            return Err(MappingError::new(
+                "Appointment.status",
+                "is not an R4 appointment status",
+            ))
+        }
     };
     let key = resource_key(resource, "Appointment")?;
-    let participants: Vec<&Value> = resource.get("participant").and_then(Value::as_array).into_iter().flatten().collect();
+    let participants: Vec<&Value> = resource
+        .get("participant")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
     let patient = participants
         .iter()
         .filter_map(|p| p.get("actor"))
         .find(|actor| {
             let reference = text(actor, "/reference");
-            reference.starts_with("Patient/") || reference.starts_with('#') || text(actor, "/type") == "Patient"
+            reference.starts_with("Patient/")
+                || reference.starts_with('#')
+                || text(actor, "/type") == "Patient"
         });
-    let subject = subject(resource, patient, bundle, settings, "Appointment.participant (Patient)")?;
+    let subject = subject(
+        resource,
+        patient,
+        bundle,
+        settings,
+        "Appointment.participant (Patient)",
+    )?;
     let owner = participants
         .iter()
         .filter_map(|p| p.get("actor"))
@@ -362,8 +450,17 @@ mod tests {
 
     #[test]
     fn a_finished_inpatient_encounter_is_a_discharge() {
-        let Translation::Fact { source_event_id, fact } =
-            encounter(&discharge(), &[], &FhirSettings::default(), chrono_tz::Asia::Shanghai, now()).unwrap()
+        let Translation::Fact {
+            source_event_id,
+            fact,
+        } = encounter(
+            &discharge(),
+            &[],
+            &FhirSettings::default(),
+            chrono_tz::Asia::Shanghai,
+            now(),
+        )
+        .unwrap()
         else {
             panic!("a fact")
         };
@@ -372,7 +469,10 @@ mod tests {
         assert_eq!(fact.subject_id, "P0012345");
         assert_eq!(fact.name, "张伟");
         assert_eq!(fact.phones, vec!["13912345678"]);
-        assert_eq!((fact.owner.as_str(), fact.department.as_str()), ("D0417", "CARD"));
+        assert_eq!(
+            (fact.owner.as_str(), fact.department.as_str()),
+            ("D0417", "CARD")
+        );
         assert_eq!(fact.attributes["visit_type"], "inpatient");
         assert_eq!(fact.occurred_at.to_rfc3339(), "2026-11-28T08:30:00+00:00");
     }
@@ -382,20 +482,47 @@ mod tests {
         let mut in_progress = discharge();
         in_progress["status"] = json!("in-progress");
         assert!(matches!(
-            encounter(&in_progress, &[], &FhirSettings::default(), chrono_tz::Asia::Shanghai, now()),
+            encounter(
+                &in_progress,
+                &[],
+                &FhirSettings::default(),
+                chrono_tz::Asia::Shanghai,
+                now()
+            ),
             Ok(Translation::Ignored(_))
         ));
         let mut no_end = discharge();
         no_end["period"] = json!({"start": "2026-11-20"});
-        let error = encounter(&no_end, &[], &FhirSettings::default(), chrono_tz::Asia::Shanghai, now()).unwrap_err();
+        let error = encounter(
+            &no_end,
+            &[],
+            &FhirSettings::default(),
+            chrono_tz::Asia::Shanghai,
+            now(),
+        )
+        .unwrap_err();
         assert_eq!(error.field, "Encounter.period.end");
         let mut no_subject = discharge();
         no_subject.as_object_mut().unwrap().remove("subject");
-        let error = encounter(&no_subject, &[], &FhirSettings::default(), chrono_tz::Asia::Shanghai, now()).unwrap_err();
+        let error = encounter(
+            &no_subject,
+            &[],
+            &FhirSettings::default(),
+            chrono_tz::Asia::Shanghai,
+            now(),
+        )
+        .unwrap_err();
         assert_eq!(error.field, "Encounter.subject");
         let mut no_key = discharge();
         no_key.as_object_mut().unwrap().remove("identifier");
-        let error = encounter(&no_key, &[], &FhirSettings::default(), chrono_tz::Asia::Shanghai, now()).unwrap_err();
+        let error = encounter(
+            &no_key,
+            &[],
+            &FhirSettings::default(),
+            chrono_tz::Asia::Shanghai,
+            now(),
+        )
+        .unwrap_err();
         assert_eq!(error.field, "Encounter.identifier");
     }
 
@@ -406,13 +533,32 @@ mod tests {
         let appointment_resource = json!({"resourceType": "Appointment", "id": "APT-77812", "status": "booked",
             "start": "2026-12-07T14:30:00+08:00",
             "participant": [{"actor": {"reference": "Patient/c9"}}, {"actor": {"reference": "Practitioner/L022"}}]});
-        let Translation::Fact { source_event_id, fact } =
-            appointment(&appointment_resource, &[patient], &FhirSettings::default(), chrono_tz::Asia::Shanghai, now()).unwrap()
+        let Translation::Fact {
+            source_event_id,
+            fact,
+        } = appointment(
+            &appointment_resource,
+            &[patient],
+            &FhirSettings::default(),
+            chrono_tz::Asia::Shanghai,
+            now(),
+        )
+        .unwrap()
         else {
             panic!("a fact")
         };
-        assert_eq!(source_event_id, "Appointment/APT-77812/booked/2026-12-07T14:30:00+08:00");
-        assert_eq!((fact.subject_id.as_str(), fact.name.as_str(), fact.owner.as_str()), ("C0098876", "陈晓明", "L022"));
+        assert_eq!(
+            source_event_id,
+            "Appointment/APT-77812/booked/2026-12-07T14:30:00+08:00"
+        );
+        assert_eq!(
+            (
+                fact.subject_id.as_str(),
+                fact.name.as_str(),
+                fact.owner.as_str()
+            ),
+            ("C0098876", "陈晓明", "L022")
+        );
         assert_eq!(fact.occurred_at, now());
     }
 }

@@ -102,16 +102,24 @@ impl<'m> Hl7Message<'m> {
     /// Parses `text` (segments ended by CR; LF and CRLF are tolerated) and reads its header.
     pub fn parse(text: &'m str) -> Result<Self, Refusal> {
         if !text.starts_with("MSH") {
-            return Err(Refusal::reject(100, Some("MSH"), "the message does not start with an MSH segment"));
+            return Err(Refusal::reject(
+                100,
+                Some("MSH"),
+                "the message does not start with an MSH segment",
+            ));
         }
-        let message = Message::parse_with_lenient_newlines(text.trim_end_matches(['\r', '\n']), true)
-            .map_err(|e| {
-                Refusal::reject(
-                    102,
-                    None,
-                    format!("not an HL7 v2 message: {}", callback_rules::input::excerpt(&e.to_string())),
-                )
-            })?;
+        let message =
+            Message::parse_with_lenient_newlines(text.trim_end_matches(['\r', '\n']), true)
+                .map_err(|e| {
+                    Refusal::reject(
+                        102,
+                        None,
+                        format!(
+                            "not an HL7 v2 message: {}",
+                            callback_rules::input::excerpt(&e.to_string())
+                        ),
+                    )
+                })?;
         let read = |field: usize, component: usize| -> String {
             message
                 .segment("MSH")
@@ -138,10 +146,18 @@ impl<'m> Hl7Message<'m> {
     pub fn check_header(&self) -> Result<(), Refusal> {
         let h = &self.header;
         if h.control_id.is_empty() || h.control_id.len() > 199 {
-            return Err(Refusal::reject(101, Some("MSH-10"), "MSH-10 (message control id) is missing or longer than 199"));
+            return Err(Refusal::reject(
+                101,
+                Some("MSH-10"),
+                "MSH-10 (message control id) is missing or longer than 199",
+            ));
         }
         if h.sending_application.is_empty() {
-            return Err(Refusal::reject(101, Some("MSH-3"), "MSH-3 (sending application) is missing"));
+            return Err(Refusal::reject(
+                101,
+                Some("MSH-3"),
+                "MSH-3 (sending application) is missing",
+            ));
         }
         if !VERSIONS.contains(&h.version.as_str()) {
             return Err(Refusal::reject(
@@ -154,7 +170,12 @@ impl<'m> Hl7Message<'m> {
             ));
         }
         if !SUPPORTED.iter().any(|(t, _)| *t == h.message_type) {
-            let code = if SUPPORTED.iter().any(|(t, _)| t.starts_with(&format!("{}^", h.message_type.split('^').next().unwrap_or("")))) {
+            let code = if SUPPORTED.iter().any(|(t, _)| {
+                t.starts_with(&format!(
+                    "{}^",
+                    h.message_type.split('^').next().unwrap_or("")
+                ))
+            }) {
                 201
             } else {
                 200
@@ -240,7 +261,11 @@ impl Hl7Path {
             )
         };
         let (segment, rest) = path.split_once('-').ok_or_else(bad)?;
-        if segment.len() != 3 || !segment.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+        if segment.len() != 3
+            || !segment
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
             return Err(bad());
         }
         let mut parts = rest.split('.');
@@ -258,7 +283,12 @@ impl Hl7Path {
                 ),
             ),
         };
-        let number = |text: &str| text.parse::<usize>().ok().filter(|n| (1..=999).contains(n)).ok_or_else(bad);
+        let number = |text: &str| {
+            text.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=999).contains(n))
+                .ok_or_else(bad)
+        };
         let field = number(field_text)?;
         if segment == "MSH" && field < 3 {
             return Err(bad());
@@ -325,9 +355,26 @@ pub fn default_mappings() -> BTreeMap<String, FactMapping> {
     };
     let mut mappings = BTreeMap::new();
     let built = [
-        ("ADT^A03", patient("patient.discharged", &["PV1-45.1", "EVN-2.1", "MSH-7.1"], visit.clone())),
-        ("ADT^A13", patient("patient.discharge_cancelled", &["EVN-2.1", "MSH-7.1"], visit.clone())),
-        ("ADT^A08", patient("patient.updated", &["EVN-2.1", "MSH-7.1"], visit)),
+        (
+            "ADT^A03",
+            patient(
+                "patient.discharged",
+                &["PV1-45.1", "EVN-2.1", "MSH-7.1"],
+                visit.clone(),
+            ),
+        ),
+        (
+            "ADT^A13",
+            patient(
+                "patient.discharge_cancelled",
+                &["EVN-2.1", "MSH-7.1"],
+                visit.clone(),
+            ),
+        ),
+        (
+            "ADT^A08",
+            patient("patient.updated", &["EVN-2.1", "MSH-7.1"], visit),
+        ),
         ("SIU^S12", appointment("appointment.booked")),
         ("SIU^S13", appointment("appointment.rescheduled")),
         ("SIU^S15", appointment("appointment.cancelled")),
@@ -353,7 +400,11 @@ pub fn ack(
     let e = |value: &str| separators.encode(value).to_string();
     let f = separators.field;
     let c = separators.component;
-    let version = if inbound.version.is_empty() { "2.4" } else { inbound.version.as_str() };
+    let version = if inbound.version.is_empty() {
+        "2.4"
+    } else {
+        inbound.version.as_str()
+    };
     let message_type = if version.starts_with("2.3") {
         format!("ACK{c}{}", e(&inbound.trigger))
     } else {
@@ -371,7 +422,11 @@ pub fn ack(
         e(&inbound.sending_facility),
         now.format("%Y%m%d%H%M%S"),
         e(control_id),
-        if inbound.processing_id.is_empty() { "P".to_owned() } else { e(&inbound.processing_id) },
+        if inbound.processing_id.is_empty() {
+            "P".to_owned()
+        } else {
+            e(&inbound.processing_id)
+        },
     );
     match outcome {
         Ok(()) => out.push_str(&format!("MSA{f}AA{f}{}\r", e(&inbound.control_id))),
@@ -401,7 +456,13 @@ pub fn reject_unreadable(refusal: &Refusal, control_id: &str, now: DateTime<Utc>
         processing_id: "P".into(),
         version: "2.4".into(),
     };
-    ack(&header, &Separators::default(), Err(refusal), control_id, now)
+    ack(
+        &header,
+        &Separators::default(),
+        Err(refusal),
+        control_id,
+        now,
+    )
 }
 
 /// `ERR`: from 2.5 the coded error (ERR-3), its severity (ERR-4) and location (ERR-2);
@@ -415,7 +476,12 @@ fn err_segment(version: &str, separators: &Separators, refusal: &Refusal) -> Str
         .location
         .as_deref()
         .and_then(|l| l.split_once('-'))
-        .map(|(segment, field)| (segment.to_owned(), field.split('.').next().unwrap_or("").to_owned()))
+        .map(|(segment, field)| {
+            (
+                segment.to_owned(),
+                field.split('.').next().unwrap_or("").to_owned(),
+            )
+        })
         .unwrap_or_default();
     let code = refusal.error_code;
     let name = error_name(code);
@@ -472,7 +538,9 @@ mod tests {
         message.check_header().unwrap();
         assert_eq!(message.header.message_type, "ADT^A03");
         assert_eq!(message.header.control_id, "MSG20261128163512001");
-        let fact = default_mappings()["ADT^A03"].apply(&message, shanghai).unwrap();
+        let fact = default_mappings()["ADT^A03"]
+            .apply(&message, shanghai)
+            .unwrap();
         assert_eq!(fact.event_type, "patient.discharged");
         assert_eq!(fact.subject_id, "P0012345");
         assert_eq!(fact.name, "张伟");
@@ -487,7 +555,9 @@ mod tests {
         let text = wire(A03_V23);
         let message = Hl7Message::parse(&text).unwrap();
         message.check_header().unwrap();
-        let fact = default_mappings()["ADT^A03"].apply(&message, shanghai).unwrap();
+        let fact = default_mappings()["ADT^A03"]
+            .apply(&message, shanghai)
+            .unwrap();
         assert_eq!(fact.subject_id, "ZY2026-004417");
         assert_eq!(fact.department, "GYN");
         assert_eq!(fact.phones, vec!["13600001111"]);
@@ -497,7 +567,9 @@ mod tests {
         let text = wire(S12);
         let message = Hl7Message::parse(&text).unwrap();
         message.check_header().unwrap();
-        let fact = default_mappings()["SIU^S12"].apply(&message, shanghai).unwrap();
+        let fact = default_mappings()["SIU^S12"]
+            .apply(&message, shanghai)
+            .unwrap();
         assert_eq!(fact.event_type, "appointment.booked");
         assert_eq!(fact.subject_id, "C0098876");
         assert_eq!(fact.owner, "L022");
@@ -517,7 +589,17 @@ mod tests {
         for good in ["PID-3.1", "PID-13[*].1", "PID-3[2].1.2", "ZPI-1", "MSH-7.1"] {
             assert!(check_path(good).is_ok(), "{good}");
         }
-        for bad in ["PID-0", "pid-3", "PID3", "PID-3.0", "PID-3[0]", "MSH-1", "PID-3.1.1.1", "PID-x", ""] {
+        for bad in [
+            "PID-0",
+            "pid-3",
+            "PID3",
+            "PID-3.0",
+            "PID-3[0]",
+            "MSH-1",
+            "PID-3.1.1.1",
+            "PID-x",
+            "",
+        ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
     }
@@ -528,20 +610,41 @@ mod tests {
         let refusal = Hl7Message::parse(a01).unwrap().check_header().unwrap_err();
         assert_eq!((refusal.code, refusal.error_code), (AckCode::Reject, 201));
         let orm = "MSH|^~\\&|HIS|H|CB|H|20261128||ORM^O01|1|P|2.4\rPID|||P1";
-        assert_eq!(Hl7Message::parse(orm).unwrap().check_header().unwrap_err().error_code, 200);
+        assert_eq!(
+            Hl7Message::parse(orm)
+                .unwrap()
+                .check_header()
+                .unwrap_err()
+                .error_code,
+            200
+        );
         let v26 = "MSH|^~\\&|HIS|H|CB|H|20261128||ADT^A03|1|P|2.6\rPID|||P1";
-        assert_eq!(Hl7Message::parse(v26).unwrap().check_header().unwrap_err().error_code, 203);
+        assert_eq!(
+            Hl7Message::parse(v26)
+                .unwrap()
+                .check_header()
+                .unwrap_err()
+                .error_code,
+            203
+        );
         assert!(Hl7Message::parse("PID|||P1").is_err());
         let no_id = "MSH|^~\\&|HIS|H|CB|H|20261128||ADT^A03||P|2.4\rPID|||P1";
         assert_eq!(
-            Hl7Message::parse(no_id).unwrap().check_header().unwrap_err().location.as_deref(),
+            Hl7Message::parse(no_id)
+                .unwrap()
+                .check_header()
+                .unwrap_err()
+                .location
+                .as_deref(),
             Some("MSH-10")
         );
     }
 
     #[test]
     fn acks_follow_the_inbound_version() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-11-28T08:35:12Z").unwrap().with_timezone(&Utc);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-28T08:35:12Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let text = wire(A03);
         let message = Hl7Message::parse(&text).unwrap();
         let ack_text = ack(&message.header, message.separators(), Ok(()), "ACK1", now);
@@ -550,21 +653,51 @@ mod tests {
             "MSH|^~\\&|CALLBACK|SZRMYY|HIS|SZRMYY|20261128083512||ACK^A03^ACK|ACK1|P|2.4\rMSA|AA|MSG20261128163512001\r"
         );
         let parsed = Hl7Message::parse(&ack_text).unwrap();
-        assert_eq!(parsed.values("MSA-2").unwrap(), vec!["MSG20261128163512001"]);
+        assert_eq!(
+            parsed.values("MSA-2").unwrap(),
+            vec!["MSG20261128163512001"]
+        );
 
         let text = wire(A03_V23);
         let message = Hl7Message::parse(&text).unwrap();
         let refusal = Refusal::reject(101, Some("PID-3"), "PID-3.1 (subject_id) is missing");
-        let ack_text = ack(&message.header, message.separators(), Err(&refusal), "ACK2", now);
+        let ack_text = ack(
+            &message.header,
+            message.separators(),
+            Err(&refusal),
+            "ACK2",
+            now,
+        );
         assert!(ack_text.contains("||ACK^A03|ACK2|P|2.3\r"), "{ack_text}");
-        assert!(ack_text.contains("MSA|AR|00042317|PID-3.1 (subject_id) is missing\r"), "{ack_text}");
-        assert!(ack_text.contains("ERR|PID^1^3^101&Required field missing&HL70357\r"), "{ack_text}");
+        assert!(
+            ack_text.contains("MSA|AR|00042317|PID-3.1 (subject_id) is missing\r"),
+            "{ack_text}"
+        );
+        assert!(
+            ack_text.contains("ERR|PID^1^3^101&Required field missing&HL70357\r"),
+            "{ack_text}"
+        );
 
         let text = wire(S12);
         let message = Hl7Message::parse(&text).unwrap();
-        let ack_text = ack(&message.header, message.separators(), Err(&Refusal::error("database unavailable")), "ACK3", now);
-        assert!(ack_text.contains("|ACK^S12^ACK|ACK3|P|2.5.1\r"), "{ack_text}");
-        assert!(ack_text.contains("MSA|AE|A8812-20261130-0042|database unavailable\r"), "{ack_text}");
-        assert!(ack_text.contains("ERR|||207^Application internal error^HL70357|E\r"), "{ack_text}");
+        let ack_text = ack(
+            &message.header,
+            message.separators(),
+            Err(&Refusal::error("database unavailable")),
+            "ACK3",
+            now,
+        );
+        assert!(
+            ack_text.contains("|ACK^S12^ACK|ACK3|P|2.5.1\r"),
+            "{ack_text}"
+        );
+        assert!(
+            ack_text.contains("MSA|AE|A8812-20261130-0042|database unavailable\r"),
+            "{ack_text}"
+        );
+        assert!(
+            ack_text.contains("ERR|||207^Application internal error^HL70357|E\r"),
+            "{ack_text}"
+        );
     }
 }

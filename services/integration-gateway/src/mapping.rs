@@ -88,7 +88,11 @@ pub struct MappedFact {
 
 impl FactMapping {
     /// Checks the mapping itself (names and paths) against `format`'s path syntax.
-    pub fn validate(&self, at: &str, check_path: impl Fn(&str) -> Result<(), String>) -> Result<(), MappingError> {
+    pub fn validate(
+        &self,
+        at: &str,
+        check_path: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<(), MappingError> {
         if !valid_event_type(&self.event_type) {
             return Err(MappingError::new(
                 format!("{at}.event_type"),
@@ -96,7 +100,10 @@ impl FactMapping {
             ));
         }
         if self.subject_id.is_empty() {
-            return Err(MappingError::new(format!("{at}.subject_id"), "needs at least one path"));
+            return Err(MappingError::new(
+                format!("{at}.subject_id"),
+                "needs at least one path",
+            ));
         }
         let lists = [
             ("subject_id", &self.subject_id),
@@ -108,12 +115,16 @@ impl FactMapping {
         ];
         for (name, paths) in lists {
             for (i, path) in paths.iter().enumerate() {
-                check_path(path).map_err(|reason| MappingError::new(format!("{at}.{name}[{i}]"), reason))?;
+                check_path(path)
+                    .map_err(|reason| MappingError::new(format!("{at}.{name}[{i}]"), reason))?;
             }
         }
         for (name, attribute) in &self.attributes {
             if name.is_empty() || name.len() > 64 {
-                return Err(MappingError::new(format!("{at}.attributes"), "names are 1-64 bytes"));
+                return Err(MappingError::new(
+                    format!("{at}.attributes"),
+                    "names are 1-64 bytes",
+                ));
             }
             if attribute.paths.is_empty() {
                 return Err(MappingError::new(
@@ -131,7 +142,11 @@ impl FactMapping {
     }
 
     /// The fact `source` holds, or the first field that keeps it from being one.
-    pub fn apply(&self, source: &dyn Source, time_zone: chrono_tz::Tz) -> Result<MappedFact, MappingError> {
+    pub fn apply(
+        &self,
+        source: &dyn Source,
+        time_zone: chrono_tz::Tz,
+    ) -> Result<MappedFact, MappingError> {
         let subject_id = first(source, "subject_id", &self.subject_id)?.ok_or_else(|| {
             MappingError::new(
                 format!("subject_id ({})", self.subject_id.join(", ")),
@@ -191,7 +206,12 @@ impl FactMapping {
                                     format!(
                                         "`{}` is not one of {}",
                                         callback_rules::input::excerpt(&value),
-                                        attribute.values.keys().cloned().collect::<Vec<_>>().join(", ")
+                                        attribute
+                                            .values
+                                            .keys()
+                                            .cloned()
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
                                     ),
                                 ))
                             }
@@ -227,7 +247,11 @@ fn read(source: &dyn Source, field: &str, path: &str) -> Result<Vec<String>, Map
         .map_err(|reason| MappingError::new(format!("{field} ({path})"), reason))
 }
 
-fn first(source: &dyn Source, field: &str, paths: &[String]) -> Result<Option<String>, MappingError> {
+fn first(
+    source: &dyn Source,
+    field: &str,
+    paths: &[String],
+) -> Result<Option<String>, MappingError> {
     Ok(first_with_path(source, field, paths)?.map(|(_, value)| value))
 }
 
@@ -302,9 +326,12 @@ pub fn parse_time(text: &str, time_zone: chrono_tz::Tz) -> Option<DateTime<Utc>>
             }
             let hours: i32 = offset[1..3].parse().ok()?;
             let minutes: i32 = offset[3..5].parse().ok()?;
-            let seconds = (hours * 3600 + minutes * 60) * if offset.starts_with('-') { -1 } else { 1 };
+            let seconds =
+                (hours * 3600 + minutes * 60) * if offset.starts_with('-') { -1 } else { 1 };
             let zone = chrono::FixedOffset::east_opt(seconds)?;
-            zone.from_local_datetime(&at).single().map(|t| t.with_timezone(&Utc))
+            zone.from_local_datetime(&at)
+                .single()
+                .map(|t| t.with_timezone(&Utc))
         }
     }
 }
@@ -396,7 +423,9 @@ mod tests {
             "advisor": {"id": "advisor-2"}, "sold_at": "2026-11-30T10:00:00+08:00",
             "vehicle": {"model": "X5"}, "channel": "S"
         });
-        let fact = mapping().apply(&JsonSource(&doc), chrono_tz::Asia::Shanghai).unwrap();
+        let fact = mapping()
+            .apply(&JsonSource(&doc), chrono_tz::Asia::Shanghai)
+            .unwrap();
         assert_eq!(fact.subject_id, "C-1");
         assert_eq!(fact.phones, vec!["13800000001"]);
         assert_eq!(fact.owner, "advisor-2");
@@ -408,13 +437,19 @@ mod tests {
     #[test]
     fn a_missing_subject_or_an_unknown_value_names_the_field() {
         let doc = json!({"customer": {}, "sold_at": "2026-11-30", "channel": "S"});
-        let error = mapping().apply(&JsonSource(&doc), chrono_tz::Asia::Shanghai).unwrap_err();
+        let error = mapping()
+            .apply(&JsonSource(&doc), chrono_tz::Asia::Shanghai)
+            .unwrap_err();
         assert_eq!(error.field, "subject_id (/customer/id)");
         let doc = json!({"customer": {"id": "C"}, "sold_at": "2026-11-30", "channel": "X"});
-        let error = mapping().apply(&JsonSource(&doc), chrono_tz::Asia::Shanghai).unwrap_err();
+        let error = mapping()
+            .apply(&JsonSource(&doc), chrono_tz::Asia::Shanghai)
+            .unwrap_err();
         assert_eq!(error.field, "attributes.channel (/channel)");
         let doc = json!({"customer": {"id": "C"}, "sold_at": "yesterday", "channel": "S"});
-        let error = mapping().apply(&JsonSource(&doc), chrono_tz::Asia::Shanghai).unwrap_err();
+        let error = mapping()
+            .apply(&JsonSource(&doc), chrono_tz::Asia::Shanghai)
+            .unwrap_err();
         assert_eq!(error.field, "occurred_at (/sold_at)");
     }
 
@@ -426,7 +461,9 @@ mod tests {
             "2026-11-28T08:30:00+00:00"
         );
         assert_eq!(
-            parse_time("202611281630+0000", shanghai).unwrap().to_rfc3339(),
+            parse_time("202611281630+0000", shanghai)
+                .unwrap()
+                .to_rfc3339(),
             "2026-11-28T16:30:00+00:00"
         );
         assert_eq!(

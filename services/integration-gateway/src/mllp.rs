@@ -126,7 +126,15 @@ mod tests {
         for split in 0..wire.len() {
             let mut codec = MllpCodec::new(1024);
             let frames = decode_all(&mut codec, &[&wire[..split], &wire[split..]]);
-            assert_eq!(frames, vec![b"MSH|one".to_vec(), b"MSH|two".to_vec(), b"MSH|three".to_vec()], "split at {split}");
+            assert_eq!(
+                frames,
+                vec![
+                    b"MSH|one".to_vec(),
+                    b"MSH|two".to_vec(),
+                    b"MSH|three".to_vec()
+                ],
+                "split at {split}"
+            );
         }
         // One byte at a time.
         let mut codec = MllpCodec::new(1024);
@@ -138,11 +146,17 @@ mod tests {
     fn an_oversized_frame_is_an_error() {
         let mut codec = MllpCodec::new(1024);
         let mut buffer = BytesMut::from(&frame(&"x".repeat(2000))[..]);
-        assert!(matches!(codec.decode(&mut buffer), Err(MllpError::TooLarge(1024))));
+        assert!(matches!(
+            codec.decode(&mut buffer),
+            Err(MllpError::TooLarge(1024))
+        ));
         let mut codec = MllpCodec::new(1024);
         let mut buffer = BytesMut::from(&[START][..]);
         buffer.extend_from_slice(&[b'x'; 1100]);
-        assert!(matches!(codec.decode(&mut buffer), Err(MllpError::TooLarge(1024))));
+        assert!(matches!(
+            codec.decode(&mut buffer),
+            Err(MllpError::TooLarge(1024))
+        ));
     }
 
     #[test]

@@ -115,6 +115,14 @@ pub struct Subscription {
     /// otherwise).
     #[serde(default)]
     pub personal_data: bool,
+    /// Attempts before a notification becomes a dead letter (1-20); retries back off 1 s,
+    /// 2 s, 4 s ... up to an hour.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_max_attempts() -> u32 {
+    8
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,8 +146,9 @@ pub const TOPICS: &[&str] = &[
 impl IntegrationSettings {
     /// Reads and checks a published document, naming the first field at fault.
     pub fn parse(json: &str) -> Result<Self, MappingError> {
-        let settings: IntegrationSettings = callback_rules::input::parse_document("settings_json", json)
-            .map_err(|(field, reason)| MappingError::new(field, reason))?;
+        let settings: IntegrationSettings =
+            callback_rules::input::parse_document("settings_json", json)
+                .map_err(|(field, reason)| MappingError::new(field, reason))?;
         settings
             .validate()
             .map_err(|e| MappingError::new(format!("settings_json.{}", e.field), e.reason))?;
@@ -152,7 +161,10 @@ impl IntegrationSettings {
 
     fn validate(&self) -> Result<(), MappingError> {
         if self.time_zone.parse::<chrono_tz::Tz>().is_err() {
-            return Err(MappingError::new("time_zone", "is not an IANA time zone such as Asia/Shanghai"));
+            return Err(MappingError::new(
+                "time_zone",
+                "is not an IANA time zone such as Asia/Shanghai",
+            ));
         }
         for (i, sender) in self.hl7.senders.iter().enumerate() {
             if !printable(&sender.application, 1, 180) || !printable(&sender.facility, 0, 180) {
@@ -169,7 +181,10 @@ impl IntegrationSettings {
                     "is not a supported message type (ADT^A03, ADT^A08, ADT^A13, SIU^S12, SIU^S13, SIU^S15, SIU^S26)",
                 ));
             }
-            mapping.validate(&format!("hl7.messages.{message_type}"), crate::hl7::check_path)?;
+            mapping.validate(
+                &format!("hl7.messages.{message_type}"),
+                crate::hl7::check_path,
+            )?;
         }
         for (i, sender) in self.webhooks.senders.iter().enumerate() {
             if !name_like(&sender.name) {
@@ -180,11 +195,17 @@ impl IntegrationSettings {
             }
         }
         if !(10..=86_400).contains(&self.webhooks.replay_window_seconds) {
-            return Err(MappingError::new("webhooks.replay_window_seconds", "is 10 to 86400"));
+            return Err(MappingError::new(
+                "webhooks.replay_window_seconds",
+                "is 10 to 86400",
+            ));
         }
         for (event, mapping) in &self.webhooks.events {
             if !crate::mapping::valid_event_type(event) {
-                return Err(MappingError::new(format!("webhooks.events.{event}"), "is not an event name"));
+                return Err(MappingError::new(
+                    format!("webhooks.events.{event}"),
+                    "is not an event name",
+                ));
             }
             mapping.validate(&format!("webhooks.events.{event}"), check_json_path)?;
         }
@@ -192,18 +213,37 @@ impl IntegrationSettings {
         for (i, subscription) in self.subscriptions.iter().enumerate() {
             let at = format!("subscriptions[{i}]");
             if !name_like(&subscription.name) || !names.insert(subscription.name.as_str()) {
-                return Err(MappingError::new(format!("{at}.name"), "is 1-64 letters, digits, `-` or `_`, unique"));
+                return Err(MappingError::new(
+                    format!("{at}.name"),
+                    "is 1-64 letters, digits, `-` or `_`, unique",
+                ));
             }
-            if !(subscription.url.starts_with("http://") || subscription.url.starts_with("https://"))
+            if !(subscription.url.starts_with("http://")
+                || subscription.url.starts_with("https://"))
                 || subscription.url.parse::<http::Uri>().is_err()
             {
-                return Err(MappingError::new(format!("{at}.url"), "is not an http:// or https:// URL"));
+                return Err(MappingError::new(
+                    format!("{at}.url"),
+                    "is not an http:// or https:// URL",
+                ));
             }
             if subscription.kind == SubscriptionKind::Webhook && subscription.secret.is_empty() {
-                return Err(MappingError::new(format!("{at}.secret"), "a webhook is signed: name its secret"));
+                return Err(MappingError::new(
+                    format!("{at}.secret"),
+                    "a webhook is signed: name its secret",
+                ));
+            }
+            if !(1..=20).contains(&subscription.max_attempts) {
+                return Err(MappingError::new(
+                    format!("{at}.max_attempts"),
+                    "is 1 to 20",
+                ));
             }
             if subscription.topics.is_empty() {
-                return Err(MappingError::new(format!("{at}.topics"), "needs at least one topic"));
+                return Err(MappingError::new(
+                    format!("{at}.topics"),
+                    "needs at least one topic",
+                ));
             }
             for (j, topic) in subscription.topics.iter().enumerate() {
                 if !TOPICS.contains(&topic.as_str()) {
@@ -253,7 +293,10 @@ fn printable(text: &str, min: usize, max: usize) -> bool {
 }
 
 fn name_like(text: &str) -> bool {
-    (1..=64).contains(&text.len()) && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    (1..=64).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]
@@ -265,8 +308,14 @@ mod tests {
         let settings = IntegrationSettings::parse("{}").unwrap();
         assert_eq!(settings.time_zone, "Asia/Shanghai");
         assert_eq!(settings.webhooks.replay_window_seconds, 300);
-        assert_eq!(settings.hl7_mapping("ADT^A03").unwrap().event_type, "patient.discharged");
-        assert_eq!(settings.webhook_mapping("vehicle.sold").unwrap().event_type, "vehicle.sold");
+        assert_eq!(
+            settings.hl7_mapping("ADT^A03").unwrap().event_type,
+            "patient.discharged"
+        );
+        assert_eq!(
+            settings.webhook_mapping("vehicle.sold").unwrap().event_type,
+            "vehicle.sold"
+        );
         assert!(settings.with_defaults().hl7.messages.len() >= 7);
     }
 
@@ -274,19 +323,47 @@ mod tests {
     fn faults_are_named() {
         let cases = [
             (r#"{"time_zone": "Mars/Base"}"#, "time_zone"),
-            (r#"{"hl7": {"messages": {"ORU^R01": {"event_type": "x", "subject_id": ["PID-3.1"]}}}}"#, "hl7.messages.ORU^R01"),
-            (r#"{"hl7": {"messages": {"ADT^A03": {"event_type": "x", "subject_id": ["PID-0"]}}}}"#, "hl7.messages.ADT^A03.subject_id[0]"),
-            (r#"{"hl7": {"messages": {"ADT^A03": {"event_type": "Bad Type", "subject_id": ["PID-3"]}}}}"#, "hl7.messages.ADT^A03.event_type"),
-            (r#"{"webhooks": {"events": {"vehicle.sold": {"event_type": "vehicle.sold", "subject_id": ["customer"]}}}}"#, "webhooks.events.vehicle.sold.subject_id[0]"),
-            (r#"{"subscriptions": [{"name": "a", "kind": "webhook", "url": "http://x/y", "topics": ["callback.lost"]}]}"#, "subscriptions[0].secret"),
-            (r#"{"subscriptions": [{"name": "a", "kind": "wecom", "url": "ftp://x", "topics": ["callback.lost"]}]}"#, "subscriptions[0].url"),
-            (r#"{"subscriptions": [{"name": "a", "kind": "wecom", "url": "http://x", "topics": ["everything"]}]}"#, "subscriptions[0].topics[0]"),
-            (r#"{"hl7": {"senders": [{"application": ""}]}}"#, "hl7.senders[0]"),
+            (
+                r#"{"hl7": {"messages": {"ORU^R01": {"event_type": "x", "subject_id": ["PID-3.1"]}}}}"#,
+                "hl7.messages.ORU^R01",
+            ),
+            (
+                r#"{"hl7": {"messages": {"ADT^A03": {"event_type": "x", "subject_id": ["PID-0"]}}}}"#,
+                "hl7.messages.ADT^A03.subject_id[0]",
+            ),
+            (
+                r#"{"hl7": {"messages": {"ADT^A03": {"event_type": "Bad Type", "subject_id": ["PID-3"]}}}}"#,
+                "hl7.messages.ADT^A03.event_type",
+            ),
+            (
+                r#"{"webhooks": {"events": {"vehicle.sold": {"event_type": "vehicle.sold", "subject_id": ["customer"]}}}}"#,
+                "webhooks.events.vehicle.sold.subject_id[0]",
+            ),
+            (
+                r#"{"subscriptions": [{"name": "a", "kind": "webhook", "url": "http://x/y", "topics": ["callback.lost"]}]}"#,
+                "subscriptions[0].secret",
+            ),
+            (
+                r#"{"subscriptions": [{"name": "a", "kind": "wecom", "url": "ftp://x", "topics": ["callback.lost"]}]}"#,
+                "subscriptions[0].url",
+            ),
+            (
+                r#"{"subscriptions": [{"name": "a", "kind": "wecom", "url": "http://x", "topics": ["everything"]}]}"#,
+                "subscriptions[0].topics[0]",
+            ),
+            (
+                r#"{"hl7": {"senders": [{"application": ""}]}}"#,
+                "hl7.senders[0]",
+            ),
             (r#"{"unknown": 1}"#, ""),
         ];
         for (json, field) in cases {
             let error = IntegrationSettings::parse(json).unwrap_err();
-            let expected = if field.is_empty() { "settings_json".to_owned() } else { format!("settings_json.{field}") };
+            let expected = if field.is_empty() {
+                "settings_json".to_owned()
+            } else {
+                format!("settings_json.{field}")
+            };
             assert!(error.field.starts_with(&expected), "{json}: {error}");
         }
     }

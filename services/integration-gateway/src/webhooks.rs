@@ -55,7 +55,10 @@ pub fn verify(
 ) -> Result<(), SignatureError> {
     let timestamp = timestamp.ok_or(SignatureError::Missing(TIMESTAMP_HEADER))?;
     let signature = signature.ok_or(SignatureError::Missing(SIGNATURE_HEADER))?;
-    let at: i64 = timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+    let at: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
     if (now.timestamp() - at).abs() > i64::from(window_seconds) {
         return Err(SignatureError::Stale(window_seconds));
     }
@@ -68,7 +71,8 @@ pub fn verify(
     mac.update(at.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| SignatureError::Mismatch)
+    mac.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 fn hmac(secret: &[u8]) -> Hmac<Sha256> {
@@ -81,7 +85,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -99,24 +103,43 @@ pub struct DmsEnvelope {
 
 /// Reads the envelope of `callback.dms.v1`: `schema`, `event`, `event_id`.
 pub fn envelope(body: &Value) -> Result<DmsEnvelope, MappingError> {
-    let text = |field: &str| body.get(field).and_then(Value::as_str).map(str::trim).unwrap_or("");
+    let text = |field: &str| {
+        body.get(field)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or("")
+    };
     match text("schema") {
         DMS_SCHEMA => {}
-        "" => return Err(MappingError::new("schema", format!("is missing; this version reads {DMS_SCHEMA}"))),
+        "" => {
+            return Err(MappingError::new(
+                "schema",
+                format!("is missing; this version reads {DMS_SCHEMA}"),
+            ))
+        }
         other => {
             return Err(MappingError::new(
                 "schema",
-                format!("`{}` is not supported; this version reads {DMS_SCHEMA}", callback_rules::input::excerpt(other)),
+                format!(
+                    "`{}` is not supported; this version reads {DMS_SCHEMA}",
+                    callback_rules::input::excerpt(other)
+                ),
             ))
         }
     }
     let event = text("event");
     if !crate::mapping::valid_event_type(event) {
-        return Err(MappingError::new("event", "is missing or not an event name such as vehicle.sold"));
+        return Err(MappingError::new(
+            "event",
+            "is missing or not an event name such as vehicle.sold",
+        ));
     }
     let event_id = text("event_id");
     if event_id.is_empty() || event_id.len() > 200 || event_id.chars().any(char::is_control) {
-        return Err(MappingError::new("event_id", "is missing or not 1-200 printable characters"));
+        return Err(MappingError::new(
+            "event_id",
+            "is missing or not 1-200 printable characters",
+        ));
     }
     Ok(DmsEnvelope {
         event: event.to_owned(),
@@ -213,7 +236,10 @@ pub fn call_record(body: &Value, time_zone: chrono_tz::Tz) -> Result<CallRecord,
 }
 
 fn field<'a>(body: &'a Value, name: &str) -> &'a str {
-    body.get(name).and_then(Value::as_str).map(str::trim).unwrap_or("")
+    body.get(name)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or("")
 }
 
 fn number(body: &Value, name: &str) -> Result<u32, MappingError> {
@@ -224,20 +250,30 @@ fn number(body: &Value, name: &str) -> Result<u32, MappingError> {
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| MappingError::new(name, "is not a whole number of seconds")),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(0),
-        Some(Value::String(s)) => s.trim().parse().map_err(|_| MappingError::new(name, "is not a whole number of seconds")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map_err(|_| MappingError::new(name, "is not a whole number of seconds")),
         Some(_) => Err(MappingError::new(name, "is not a whole number of seconds")),
     }
 }
 
-fn time(body: &Value, name: &str, time_zone: chrono_tz::Tz) -> Result<Option<DateTime<Utc>>, MappingError> {
+fn time(
+    body: &Value,
+    name: &str,
+    time_zone: chrono_tz::Tz,
+) -> Result<Option<DateTime<Utc>>, MappingError> {
     let text = field(body, name);
     // Asterisk writes an empty answer time (or zeros) for an unanswered call.
     if text.is_empty() || text.starts_with("0000") {
         return Ok(None);
     }
-    parse_time(text, time_zone)
-        .map(Some)
-        .ok_or_else(|| MappingError::new(name, format!("`{}` is not a time", callback_rules::input::excerpt(text))))
+    parse_time(text, time_zone).map(Some).ok_or_else(|| {
+        MappingError::new(
+            name,
+            format!("`{}` is not a time", callback_rules::input::excerpt(text)),
+        )
+    })
 }
 
 fn required(value: Option<DateTime<Utc>>, name: &str) -> Result<DateTime<Utc>, MappingError> {
@@ -246,7 +282,10 @@ fn required(value: Option<DateTime<Utc>>, name: &str) -> Result<DateTime<Utc>, M
 
 fn call_id(text: &str, name: &str) -> Result<String, MappingError> {
     if text.is_empty() || text.len() > 128 || text.chars().any(char::is_control) {
-        return Err(MappingError::new(name, "is missing or not 1-128 printable characters"));
+        return Err(MappingError::new(
+            name,
+            "is missing or not 1-128 printable characters",
+        ));
     }
     Ok(text.to_owned())
 }
@@ -257,7 +296,12 @@ fn asterisk(body: &Value, time_zone: chrono_tz::Tz) -> Result<CallRecord, Mappin
         "BUSY" | "CONGESTION" => "BUSY",
         "NO ANSWER" | "NOANSWER" => "NOANSWER",
         "FAILED" => "FAILED",
-        _ => return Err(MappingError::new("disposition", "is not ANSWERED, NO ANSWER, BUSY, CONGESTION or FAILED")),
+        _ => {
+            return Err(MappingError::new(
+                "disposition",
+                "is not ANSWERED, NO ANSWER, BUSY, CONGESTION or FAILED",
+            ))
+        }
     };
     Ok(CallRecord {
         call_id: call_id(field(body, "uniqueid"), "uniqueid")?,
@@ -276,12 +320,17 @@ fn freeswitch(variables: &Value, time_zone: chrono_tz::Tz) -> Result<CallRecord,
     let network_result = match cause.as_str() {
         "USER_BUSY" | "NORMAL_CIRCUIT_CONGESTION" => "BUSY",
         "NO_ANSWER" | "NO_USER_RESPONSE" | "ORIGINATOR_CANCEL" | "ALLOTTED_TIMEOUT" => "NOANSWER",
-        "NORMAL_CLEARING" if billsec > 0 || !field(variables, "answer_stamp").is_empty() => "ANSWER",
+        "NORMAL_CLEARING" if billsec > 0 || !field(variables, "answer_stamp").is_empty() => {
+            "ANSWER"
+        }
         "NORMAL_CLEARING" => "NOANSWER",
         "" => return Err(MappingError::new("variables.hangup_cause", "is missing")),
         _ => "FAILED",
     };
-    let at = |name: &str| time(variables, name, time_zone).map_err(|e| MappingError::new(format!("variables.{}", e.field), e.reason));
+    let at = |name: &str| {
+        time(variables, name, time_zone)
+            .map_err(|e| MappingError::new(format!("variables.{}", e.field), e.reason))
+    };
     Ok(CallRecord {
         call_id: call_id(field(variables, "uuid"), "variables.uuid")?,
         number_dialed: field(variables, "destination_number").to_owned(),
@@ -308,18 +357,56 @@ mod tests {
         let at = now().timestamp();
         let signature = sign(b"secret", at, body);
         let ts = at.to_string();
-        assert_eq!(verify(b"secret", Some(&ts), Some(&signature), body, now(), 300), Ok(()));
-        assert_eq!(verify(b"other", Some(&ts), Some(&signature), body, now(), 300), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"secret", Some(&ts), Some(&signature), br#"{"a":2}"#, now(), 300), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"secret", Some(&ts), Some(&signature), body, now(), 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify(b"other", Some(&ts), Some(&signature), body, now(), 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(
+                b"secret",
+                Some(&ts),
+                Some(&signature),
+                br#"{"a":2}"#,
+                now(),
+                300
+            ),
+            Err(SignatureError::Mismatch)
+        );
         // A replayed request with a fresh timestamp does not match the old signature.
         let later = (at + 10).to_string();
-        assert_eq!(verify(b"secret", Some(&later), Some(&signature), body, now(), 300), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"secret", Some(&later), Some(&signature), body, now(), 300),
+            Err(SignatureError::Mismatch)
+        );
         let stale = (at - 301).to_string();
         let stale_signature = sign(b"secret", at - 301, body);
-        assert_eq!(verify(b"secret", Some(&stale), Some(&stale_signature), body, now(), 300), Err(SignatureError::Stale(300)));
-        assert_eq!(verify(b"secret", None, Some(&signature), body, now(), 300), Err(SignatureError::Missing(TIMESTAMP_HEADER)));
-        assert_eq!(verify(b"secret", Some("soon"), Some(&signature), body, now(), 300), Err(SignatureError::BadTimestamp));
-        assert_eq!(verify(b"secret", Some(&ts), Some("sha256=zz"), body, now(), 300), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(
+                b"secret",
+                Some(&stale),
+                Some(&stale_signature),
+                body,
+                now(),
+                300
+            ),
+            Err(SignatureError::Stale(300))
+        );
+        assert_eq!(
+            verify(b"secret", None, Some(&signature), body, now(), 300),
+            Err(SignatureError::Missing(TIMESTAMP_HEADER))
+        );
+        assert_eq!(
+            verify(b"secret", Some("soon"), Some(&signature), body, now(), 300),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            verify(b"secret", Some(&ts), Some("sha256=zz"), body, now(), 300),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
@@ -332,14 +419,21 @@ mod tests {
         });
         let envelope = envelope(&body).unwrap();
         assert_eq!(envelope.event, "vehicle.sold");
-        let fact = default_mappings()["vehicle.sold"].apply(&JsonSource(&body), chrono_tz::Asia::Shanghai).unwrap();
-        assert_eq!((fact.subject_id.as_str(), fact.owner.as_str()), ("CUS-9", "advisor-1"));
+        let fact = default_mappings()["vehicle.sold"]
+            .apply(&JsonSource(&body), chrono_tz::Asia::Shanghai)
+            .unwrap();
+        assert_eq!(
+            (fact.subject_id.as_str(), fact.owner.as_str()),
+            ("CUS-9", "advisor-1")
+        );
         assert_eq!(fact.attributes["vehicle_model"], "Model Y");
         let wrong = json!({"schema": "callback.dms.v2", "event": "vehicle.sold", "event_id": "1"});
         assert_eq!(super::envelope(&wrong).unwrap_err().field, "schema");
         let missing = json!({"schema": "callback.dms.v1", "event": "repair_order.closed", "event_id": "RO-1",
                              "occurred_at": "2026-11-30", "customer": {"id": "C"}});
-        let error = default_mappings()["repair_order.closed"].apply(&JsonSource(&missing), chrono_tz::Asia::Shanghai).unwrap_err();
+        let error = default_mappings()["repair_order.closed"]
+            .apply(&JsonSource(&missing), chrono_tz::Asia::Shanghai)
+            .unwrap_err();
         assert_eq!(error.field, "attributes.repair_order_id (/repair_order/id)");
     }
 
@@ -356,13 +450,24 @@ mod tests {
         let unanswered = json!({"uniqueid": "1.43", "dst": "139", "start": "2026-11-30 16:00:00", "answer": "",
             "end": "2026-11-30 16:00:30", "billsec": 0, "disposition": "NO ANSWER"});
         let record = call_record(&unanswered, chrono_tz::Asia::Shanghai).unwrap();
-        assert_eq!((record.network_result.as_str(), record.answered_at), ("NOANSWER", None));
+        assert_eq!(
+            (record.network_result.as_str(), record.answered_at),
+            ("NOANSWER", None)
+        );
         let freeswitch = json!({"variables": {"uuid": "a1b2", "destination_number": "13912345678",
             "start_stamp": "2026-11-30 16:00:00", "answer_stamp": "", "end_stamp": "2026-11-30 16:00:20",
             "billsec": "0", "hangup_cause": "USER_BUSY"}});
         let record = call_record(&freeswitch, chrono_tz::Asia::Shanghai).unwrap();
-        assert_eq!((record.call_id.as_str(), record.network_result.as_str()), ("a1b2", "BUSY"));
+        assert_eq!(
+            (record.call_id.as_str(), record.network_result.as_str()),
+            ("a1b2", "BUSY")
+        );
         let broken = json!({"uniqueid": "1", "disposition": "ANSWERED", "start": "never"});
-        assert_eq!(call_record(&broken, chrono_tz::Asia::Shanghai).unwrap_err().field, "start");
+        assert_eq!(
+            call_record(&broken, chrono_tz::Asia::Shanghai)
+                .unwrap_err()
+                .field,
+            "start"
+        );
     }
 }

@@ -1,0 +1,696 @@
+//! Notifications: complaint escalations and SLA breaches, lost callbacks and honesty flags,
+//! sent to each tenant's subscriptions (a signed generic webhook, a WeCom or DingTalk group
+//! robot).
+//!
+//! An outbox: feed consumers queue one delivery per (subscription, event) in the transaction
+//! that stores their checkpoint (so a restart neither loses nor repeats a queueing); the
+//! delivery worker claims due deliveries (several replicas never take the same one), sends
+//! them with no transaction open, and records the outcome with an event. A delivery's id is
+//! derived from the subscription and the event, sent as `Idempotency-Key`: a receiver that
+//! sees a delivery twice (the gateway killed between sending and recording) can tell.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callback_contracts::call_logging::HonestyFlagRaised;
+use callback_contracts::complaint_routing::ComplaintEvent;
+use callback_contracts::integration_gateway::{
+    NotificationDeadLettered, NotificationDelivered, NotificationRequeued,
+};
+use callback_contracts::scheduling::CallbackEvent;
+use callback_contracts::EventContract;
+use callback_eventstore::{EventStore, ExpectedVersion, Projection, RecordedEvent, StreamName};
+use callback_kit::telemetry::event_metadata;
+use callback_kit::Shutdown;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::settings::{IntegrationSettings, Subscription, SubscriptionKind};
+
+/// Namespace of delivery ids (UUID v5 of subscription and event).
+const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6a1c_52d4_8f0e_4f51_9d3b_2c6e_7a10_b5e3);
+
+/// Claimed deliveries are not offered to another worker for this long.
+const CLAIM_SECONDS: i64 = 60;
+/// One send's limit.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The delivery of `event_id` to `subscription` of `tenant_id`.
+pub fn delivery_id(tenant_id: &str, subscription: &str, event_id: Uuid) -> Uuid {
+    Uuid::new_v5(
+        &DELIVERY_NAMESPACE,
+        format!("{tenant_id}/{subscription}/{event_id}").as_bytes(),
+    )
+}
+
+/// The topic of an event and its message (ids, times and codes; no personal data), if it
+/// notifies of anything.
+pub fn message_of(event: &RecordedEvent) -> Option<(&'static str, Value)> {
+    let at = event.recorded_at.to_rfc3339();
+    match event.event_type.as_str() {
+        ComplaintEvent::ESCALATED | ComplaintEvent::CLOCK_BREACHED => {
+            let complaint_id = event
+                .stream_id
+                .split_once('-')
+                .map(|(_, id)| id)
+                .unwrap_or("");
+            match event.decode::<ComplaintEvent>().ok()? {
+                ComplaintEvent::ComplaintEscalated { level, to, at, .. } => Some((
+                    "complaint.escalated",
+                    json!({"complaint_id": complaint_id, "level": level, "to": to, "at": at}),
+                )),
+                ComplaintEvent::ClockBreached {
+                    clock,
+                    breach,
+                    due_at,
+                    elapsed_minutes,
+                    target_minutes,
+                    at,
+                } => Some((
+                    "complaint.sla_breached",
+                    json!({"complaint_id": complaint_id, "clock": clock, "breach": breach, "due_at": due_at,
+                           "elapsed_minutes": elapsed_minutes, "target_minutes": target_minutes, "at": at}),
+                )),
+                _ => None,
+            }
+        }
+        CallbackEvent::LOST => {
+            let callback_id = event
+                .stream_id
+                .split_once('-')
+                .map(|(_, id)| id)
+                .unwrap_or("");
+            match event.decode::<CallbackEvent>().ok()? {
+                CallbackEvent::CallbackLost {
+                    reason,
+                    attempts,
+                    at,
+                } => Some((
+                    "callback.lost",
+                    json!({"callback_id": callback_id, "reason": reason, "attempts": attempts, "at": at}),
+                )),
+                _ => None,
+            }
+        }
+        HonestyFlagRaised::EVENT_TYPE => {
+            let flag: HonestyFlagRaised = event.decode().ok()?;
+            let kind = serde_json::to_value(&flag.flag)
+                .ok()?
+                .get("kind")
+                .cloned()
+                .unwrap_or(Value::Null);
+            Some((
+                "attempt.honesty_flag",
+                json!({"attempt_id": flag.attempt_id, "agent_id": flag.agent_id, "kind": kind, "at": at}),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The text a group robot shows.
+fn robot_text(topic: &str, message: &Value) -> String {
+    let text = |key: &str| match message.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    match topic {
+        "complaint.escalated" => format!(
+            "【投诉升级 Complaint escalated】{} → {} (level {}) at {}",
+            text("complaint_id"),
+            text("to"),
+            text("level"),
+            text("at")
+        ),
+        "complaint.sla_breached" => format!(
+            "【投诉超时 SLA breached】{}: {} breached ({} of {} min) at {}",
+            text("complaint_id"),
+            text("clock"),
+            text("elapsed_minutes"),
+            text("target_minutes"),
+            text("at")
+        ),
+        "callback.lost" => format!(
+            "【失访 Callback lost】{}: {} after {} attempts at {}",
+            text("callback_id"),
+            text("reason"),
+            text("attempts"),
+            text("at")
+        ),
+        _ => format!(
+            "【回访真实性 Honesty flag】attempt {} by {}: {} at {}",
+            text("attempt_id"),
+            text("agent_id"),
+            text("kind"),
+            text("at")
+        ),
+    }
+}
+
+/// Queues deliveries for the events of one source feed.
+pub struct NotificationQueue {
+    name: String,
+}
+
+impl NotificationQueue {
+    pub fn new(source: &str) -> Self {
+        Self {
+            name: format!("integration_gateway.notifications.{source}"),
+        }
+    }
+}
+
+impl Projection for NotificationQueue {
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn apply(&mut self, conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<()> {
+        for event in events {
+            let Some((topic, message)) = message_of(event) else {
+                continue;
+            };
+            let Some(tenant_id) = event.metadata().ok().and_then(|m| m.tenant_id) else {
+                continue;
+            };
+            queue(conn, &tenant_id, topic, event, message).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One delivery per subscription of the tenant that takes `topic` and existed when the event
+/// was recorded.
+async fn queue(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    topic: &str,
+    event: &RecordedEvent,
+    message: Value,
+) -> Result<()> {
+    let row: Option<(Value,)> =
+        sqlx::query_as("SELECT settings FROM ig_settings WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((settings,)) = row else {
+        return Ok(());
+    };
+    let settings: IntegrationSettings =
+        serde_json::from_value(settings).map_err(|e| Error::Corrupt(e.to_string()))?;
+    for subscription in settings
+        .subscriptions
+        .iter()
+        .filter(|s| s.topics.iter().any(|t| t == topic))
+    {
+        let delivery_id = delivery_id(tenant_id, &subscription.name, event.event_id);
+        let mut body = message.clone();
+        body["topic"] = json!(topic);
+        body["tenant_id"] = json!(tenant_id);
+        body["delivery_id"] = json!(delivery_id);
+        body["event_id"] = json!(event.event_id);
+        sqlx::query(
+            "INSERT INTO ig_deliveries (delivery_id, tenant_id, subscription, topic, event_id, message, next_attempt_at, queued_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $7 FROM ig_subscriptions \
+             WHERE tenant_id = $2 AND name = $3 AND active_since <= $7 \
+             ON CONFLICT (delivery_id) DO UPDATE SET message = EXCLUDED.message, topic = EXCLUDED.topic, \
+               event_id = EXCLUDED.event_id, queued_at = EXCLUDED.queued_at \
+             WHERE ig_deliveries.message = 'null'::jsonb",
+        )
+        .bind(delivery_id)
+        .bind(tenant_id)
+        .bind(&subscription.name)
+        .bind(topic)
+        .bind(event.event_id)
+        .bind(&body)
+        .bind(event.recorded_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A claimed delivery.
+#[derive(sqlx::FromRow)]
+struct Due {
+    delivery_id: Uuid,
+    tenant_id: String,
+    subscription: String,
+    topic: String,
+    event_id: Uuid,
+    message: Value,
+    attempts: i32,
+}
+
+/// Sends due deliveries until `shutdown`; finishes the sends in flight first.
+pub fn spawn_worker(
+    store: EventStore,
+    sender: Sender,
+    gateway: crate::app::Gateway,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !shutdown.is_triggered() {
+            let sent = match deliver_due(&store, &sender, &gateway).await {
+                Ok(sent) => sent,
+                Err(error) => {
+                    tracing::warn!(%error, "notification delivery round failed");
+                    0
+                }
+            };
+            if sent == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    () = shutdown.wait() => return,
+                }
+            }
+        }
+    })
+}
+
+/// One round: claims up to 16 due deliveries, sends them concurrently, records each outcome.
+async fn deliver_due(
+    store: &EventStore,
+    sender: &Sender,
+    gateway: &crate::app::Gateway,
+) -> Result<usize> {
+    let claimed: Vec<Due> = sqlx::query_as(
+        "UPDATE ig_deliveries SET next_attempt_at = now() + make_interval(secs => $1), \
+           first_attempt_at = COALESCE(first_attempt_at, now()) \
+         WHERE delivery_id IN (SELECT delivery_id FROM ig_deliveries WHERE status = 'pending' AND next_attempt_at <= now() \
+                               ORDER BY next_attempt_at LIMIT 16 FOR UPDATE SKIP LOCKED) \
+         RETURNING delivery_id, tenant_id, subscription, topic, event_id, message, attempts",
+    )
+    .bind(CLAIM_SECONDS as f64)
+    .fetch_all(store.pool())
+    .await?;
+    let count = claimed.len();
+    let mut sends = tokio::task::JoinSet::new();
+    for due in claimed {
+        let sender = sender.clone();
+        let gateway = gateway.clone();
+        let store = store.clone();
+        sends.spawn(async move {
+            let published = gateway.settings(&due.tenant_id).await.ok();
+            let subscription = published
+                .as_ref()
+                .and_then(|p| p.settings.subscriptions.iter().find(|s| s.name == due.subscription).cloned());
+            let (outcome, max_attempts) = match subscription {
+                None => (Err("the subscription no longer exists".to_owned()), 1),
+                Some(subscription) => {
+                    let secret = gateway.secrets().get(&due.tenant_id, &subscription.secret).map(<[u8]>::to_vec);
+                    (sender.send(&subscription, secret.as_deref(), &due).await, subscription.max_attempts as i32)
+                }
+            };
+            if let Err(error) = record(&store, &due, outcome, max_attempts).await {
+                tracing::warn!(%error, delivery_id = %due.delivery_id, "notification outcome not recorded; it will be sent again");
+            }
+        });
+    }
+    while sends.join_next().await.is_some() {}
+    Ok(count)
+}
+
+/// Records a delivery's outcome: delivered or dead (with an event), else scheduled again with
+/// backoff (1 s, 2 s, 4 s ... at most an hour).
+async fn record(
+    store: &EventStore,
+    due: &Due,
+    outcome: std::result::Result<u16, String>,
+    max_attempts: i32,
+) -> Result<()> {
+    let attempts = due.attempts + 1;
+    let now = Utc::now();
+    let stream = StreamName::new(NotificationDelivered::CATEGORY, due.delivery_id.to_string())?;
+    let metadata = event_metadata(Some(&due.tenant_id), Some("system:integration-gateway"));
+    match outcome {
+        Ok(status) => {
+            let event = NotificationDelivered {
+                tenant_id: due.tenant_id.clone(),
+                delivery_id: due.delivery_id,
+                subscription: due.subscription.clone(),
+                topic: due.topic.clone(),
+                event_id: due.event_id,
+                attempts: attempts as u32,
+                status,
+                at: now,
+            };
+            let mut tx = store.begin().await?;
+            let new = callback_kit::events::new_event(&event)
+                .map_err(|e| Error::Corrupt(e.to_string()))?
+                .with_metadata(metadata);
+            store
+                .append_in(&mut tx, &stream, ExpectedVersion::Any, &[new])
+                .await?;
+            sqlx::query(
+                "UPDATE ig_deliveries SET status = 'delivered', attempts = $2, finished_at = $3, last_error = '' WHERE delivery_id = $1",
+            )
+            .bind(due.delivery_id)
+            .bind(attempts)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            store.commit(tx).await?;
+            tracing::info!(delivery_id = %due.delivery_id, topic = %due.topic, attempts, "notification delivered");
+        }
+        Err(error) if attempts >= max_attempts => {
+            let event = NotificationDeadLettered {
+                tenant_id: due.tenant_id.clone(),
+                delivery_id: due.delivery_id,
+                subscription: due.subscription.clone(),
+                topic: due.topic.clone(),
+                event_id: due.event_id,
+                attempts: attempts as u32,
+                last_error: error.clone(),
+                at: now,
+            };
+            let mut tx = store.begin().await?;
+            let new = callback_kit::events::new_event(&event)
+                .map_err(|e| Error::Corrupt(e.to_string()))?
+                .with_metadata(metadata);
+            store
+                .append_in(&mut tx, &stream, ExpectedVersion::Any, &[new])
+                .await?;
+            sqlx::query(
+                "UPDATE ig_deliveries SET status = 'dead', attempts = $2, finished_at = $3, last_error = $4 WHERE delivery_id = $1",
+            )
+            .bind(due.delivery_id)
+            .bind(attempts)
+            .bind(now)
+            .bind(&error)
+            .execute(&mut *tx)
+            .await?;
+            store.commit(tx).await?;
+            tracing::warn!(delivery_id = %due.delivery_id, topic = %due.topic, attempts, %error, "notification dead-lettered");
+        }
+        Err(error) => {
+            let backoff = 1i64 << (attempts - 1).clamp(0, 12);
+            sqlx::query(
+                "UPDATE ig_deliveries SET attempts = $2, last_error = $3, \
+                   next_attempt_at = now() + make_interval(secs => $4) WHERE delivery_id = $1",
+            )
+            .bind(due.delivery_id)
+            .bind(attempts)
+            .bind(&error)
+            .bind(backoff.min(3600) as f64)
+            .execute(store.pool())
+            .await?;
+            tracing::info!(delivery_id = %due.delivery_id, attempts, %error, "notification failed; retrying");
+        }
+    }
+    Ok(())
+}
+
+/// Puts a dead letter back in the queue.
+pub async fn requeue(
+    store: &EventStore,
+    tenant_id: &str,
+    delivery_id: Uuid,
+    actor: &str,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let found: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM ig_deliveries WHERE delivery_id = $1 AND tenant_id = $2 FOR UPDATE",
+    )
+    .bind(delivery_id)
+    .bind(tenant_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match found.as_deref() {
+        None => return Err(Error::NotFound("dead letter".into())),
+        Some("dead") => {}
+        Some(_) => {
+            return Err(Error::FailedPrecondition(
+                "the delivery is not a dead letter".into(),
+            ))
+        }
+    }
+    let event = NotificationRequeued {
+        tenant_id: tenant_id.to_owned(),
+        delivery_id,
+        actor: actor.to_owned(),
+        at: Utc::now(),
+    };
+    let new = callback_kit::events::new_event(&event)
+        .map_err(|e| Error::Corrupt(e.to_string()))?
+        .with_metadata(event_metadata(Some(tenant_id), Some(actor)));
+    let stream = StreamName::new(NotificationRequeued::CATEGORY, delivery_id.to_string())?;
+    store
+        .append_in(&mut tx, &stream, ExpectedVersion::Any, &[new])
+        .await?;
+    sqlx::query(
+        "UPDATE ig_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL WHERE delivery_id = $1",
+    )
+    .bind(delivery_id)
+    .execute(&mut *tx)
+    .await?;
+    store.commit(tx).await?;
+    Ok(())
+}
+
+/// A dead letter as listed.
+#[derive(sqlx::FromRow)]
+pub struct DeadLetter {
+    pub delivery_id: Uuid,
+    pub subscription: String,
+    pub topic: String,
+    pub event_id: Uuid,
+    pub attempts: i32,
+    pub last_error: String,
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+pub async fn dead_letters(
+    store: &EventStore,
+    tenant_id: &str,
+    limit: i64,
+) -> Result<Vec<DeadLetter>> {
+    Ok(sqlx::query_as(
+        "SELECT delivery_id, subscription, topic, event_id, attempts, last_error, first_attempt_at, finished_at \
+         FROM ig_deliveries WHERE tenant_id = $1 AND status = 'dead' ORDER BY finished_at DESC, delivery_id LIMIT $2",
+    )
+    .bind(tenant_id)
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?)
+}
+
+/// Sends one notification over HTTP(S).
+#[derive(Clone)]
+pub struct Sender {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Sender {
+    pub fn new(tls: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        Self {
+            tls: tokio_rustls::TlsConnector::from(tls),
+        }
+    }
+
+    /// The receiver's 2xx status, or why not (no personal data: a status, a transport error).
+    async fn send(
+        &self,
+        subscription: &Subscription,
+        secret: Option<&[u8]>,
+        due: &Due,
+    ) -> std::result::Result<u16, String> {
+        let message = &due.message;
+        let now = Utc::now();
+        let (url, body, headers) = match subscription.kind {
+            SubscriptionKind::Webhook => {
+                let body = message.to_string();
+                let mut headers = vec![
+                    ("idempotency-key".to_owned(), due.delivery_id.to_string()),
+                    ("x-callback-topic".to_owned(), due.topic.clone()),
+                ];
+                if let Some(secret) = secret {
+                    headers.push((
+                        crate::webhooks::TIMESTAMP_HEADER.to_owned(),
+                        now.timestamp().to_string(),
+                    ));
+                    headers.push((
+                        crate::webhooks::SIGNATURE_HEADER.to_owned(),
+                        crate::webhooks::sign(secret, now.timestamp(), body.as_bytes()),
+                    ));
+                }
+                (subscription.url.clone(), body, headers)
+            }
+            SubscriptionKind::Wecom => {
+                let body = json!({"msgtype": "text", "text": {"content": robot_text(&due.topic, message)}}).to_string();
+                (
+                    subscription.url.clone(),
+                    body,
+                    vec![("idempotency-key".to_owned(), due.delivery_id.to_string())],
+                )
+            }
+            SubscriptionKind::Dingtalk => {
+                let body = json!({"msgtype": "text", "text": {"content": robot_text(&due.topic, message)}}).to_string();
+                let url = match secret {
+                    None => subscription.url.clone(),
+                    Some(secret) => {
+                        let millis = now.timestamp_millis();
+                        let signature = dingtalk_signature(secret, millis);
+                        let separator = if subscription.url.contains('?') {
+                            '&'
+                        } else {
+                            '?'
+                        };
+                        format!(
+                            "{}{separator}timestamp={millis}&sign={signature}",
+                            subscription.url
+                        )
+                    }
+                };
+                (
+                    url,
+                    body,
+                    vec![("idempotency-key".to_owned(), due.delivery_id.to_string())],
+                )
+            }
+        };
+        let (status, response) =
+            tokio::time::timeout(SEND_TIMEOUT, self.post(&url, body, &headers))
+                .await
+                .map_err(|_| "timed out".to_owned())??;
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}"));
+        }
+        // The robots answer 200 with an error code in the body.
+        if subscription.kind != SubscriptionKind::Webhook {
+            let code = serde_json::from_slice::<Value>(&response)
+                .ok()
+                .and_then(|v| v.get("errcode").and_then(Value::as_i64));
+            if code.is_some_and(|c| c != 0) {
+                return Err(format!("robot error code {}", code.unwrap_or_default()));
+            }
+        }
+        Ok(status)
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        body: String,
+        headers: &[(String, String)],
+    ) -> std::result::Result<(u16, Vec<u8>), String> {
+        use http_body_util::BodyExt;
+        let uri: http::Uri = url.parse().map_err(|_| "invalid URL".to_owned())?;
+        let https = uri.scheme_str() == Some("https");
+        let host = uri.host().ok_or("URL without a host")?.to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connect: {}", e.kind()))?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let mut request = http::Request::post(path)
+            .header(
+                http::header::HOST,
+                uri.authority().map_or(host.clone(), |a| a.to_string()),
+            )
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )
+            .header(http::header::USER_AGENT, "callback-integration-gateway");
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let response = if https {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| "invalid host name".to_owned())?;
+            let stream = self
+                .tls
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("tls: {}", e.kind()))?;
+            exchange(hyper_util::rt::TokioIo::new(stream), request).await?
+        } else {
+            exchange(hyper_util::rt::TokioIo::new(stream), request).await?
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes().to_vec())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+}
+
+async fn exchange<I>(
+    io: I,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> std::result::Result<http::Response<hyper::body::Incoming>, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("http: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("http: {e}"))
+}
+
+/// DingTalk's robot signature: base64(HMAC-SHA256(secret, "<millis>\n<secret>")), URL-encoded.
+fn dingtalk_signature(secret: &[u8], millis: i64) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    #[allow(clippy::expect_used)]
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(format!("{millis}\n").as_bytes());
+    mac.update(secret);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    encoded
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_ids_are_stable_per_subscription_and_event() {
+        let event = Uuid::from_u128(7);
+        assert_eq!(delivery_id("t", "a", event), delivery_id("t", "a", event));
+        assert_ne!(delivery_id("t", "a", event), delivery_id("t", "b", event));
+        assert_ne!(delivery_id("t", "a", event), delivery_id("u", "a", event));
+    }
+
+    #[test]
+    fn robot_texts_name_the_topic_in_both_languages() {
+        let text = robot_text(
+            "callback.lost",
+            &json!({"callback_id": "c1", "reason": "unreachable", "attempts": 3, "at": "t"}),
+        );
+        assert!(
+            text.contains("失访") && text.contains("Callback lost") && text.contains("c1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dingtalk_signatures_are_url_safe() {
+        let signature = dingtalk_signature(b"SEC-secret", 1_764_489_600_000);
+        assert!(!signature.contains('+') && !signature.contains('/') && !signature.contains('='));
+    }
+}
