@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod raw;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -91,6 +92,11 @@ pub struct System {
     /// Each service's port, held from the reservation until the service starts on it, so that
     /// no other socket of a test running in parallel (a probe, an outgoing connection) takes it.
     reserved: HashMap<ServiceKind, TcpListener>,
+    /// The integration gateway's MLLP and HTTP ports, held until it starts.
+    reserved_gateway: Vec<TcpListener>,
+    /// Where the integration gateway listens for MLLP and HTTP(S).
+    pub mllp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     /// When set, the scheduling, complaint-routing and analytics services run on this clock
     /// (simulated time).
     scheduling_clock: Option<std::sync::Arc<dyn callback_rules::Clock>>,
@@ -165,6 +171,12 @@ impl System {
         for (kind, addr) in &listeners {
             vars.insert(kind.addr_var(), addr.to_string());
         }
+        let mut reserved_gateway = Vec::new();
+        for variable in ["CALLBACK_MLLP_ADDR", "CALLBACK_INTEGRATION_HTTP_ADDR"] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            vars.insert(variable.into(), listener.local_addr().unwrap().to_string());
+            reserved_gateway.push(listener);
+        }
         for (key, value) in settings {
             match value {
                 Some(value) => vars.insert((*key).to_owned(), value.clone()),
@@ -174,11 +186,14 @@ impl System {
         let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
         let mut system = System {
             db,
+            mllp_addr: config.integration.mllp_addr,
+            http_addr: config.integration.http_addr,
             config,
             shutdown: Shutdown::new(),
             running: HashMap::new(),
             listeners,
             reserved,
+            reserved_gateway,
             scheduling_clock,
         };
         for kind in kinds {
@@ -186,6 +201,7 @@ impl System {
         }
         // A service not started refuses connections, as it would in production.
         system.reserved.clear();
+        system.reserved_gateway.clear();
         for kind in kinds {
             system.wait_serving(*kind).await;
         }
@@ -194,6 +210,10 @@ impl System {
 
     /// Starts one service on its configured address.
     pub async fn start_service(&mut self, kind: ServiceKind) {
+        if kind == ServiceKind::IntegrationGateway {
+            // It binds its MLLP and HTTP ports itself.
+            self.reserved_gateway.clear();
+        }
         let listener = match self.reserved.remove(&kind) {
             Some(listener) => listener,
             None => bind_retrying(self.listeners[&kind]).await,

@@ -280,6 +280,7 @@ fn kind_of(service: &str) -> Option<ServiceKind> {
         "CallLogging" => Some(ServiceKind::CallLogging),
         "ComplaintRouting" => Some(ServiceKind::ComplaintRouting),
         "Analytics" => Some(ServiceKind::Analytics),
+        "IntegrationGateway" => Some(ServiceKind::IntegrationGateway),
         "EventFeed" => Some(ServiceKind::Scheduling),
         _ => None,
     }

@@ -22,6 +22,7 @@ fn kind_of(rpc: &Rpc) -> Option<ServiceKind> {
         "CallLogging" => Some(ServiceKind::CallLogging),
         "ComplaintRouting" => Some(ServiceKind::ComplaintRouting),
         "Analytics" => Some(ServiceKind::Analytics),
+        "IntegrationGateway" => Some(ServiceKind::IntegrationGateway),
         _ => None,
     }
 }

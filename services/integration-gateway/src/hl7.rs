@@ -493,12 +493,12 @@ fn err_segment(version: &str, separators: &Separators, refusal: &Refusal) -> Str
         };
         format!("ERR{f}{f}{location}{f}{code}{c}{name}{c}HL70357{f}E\r")
     } else {
-        let location = if segment.is_empty() {
-            String::new()
-        } else {
-            format!("{segment}{c}1{c}{field}")
-        };
-        format!("ERR{f}{location}{c}{code}{s}{}{s}HL70357\r", e(name))
+        // ERR-1 (ELD): segment^sequence^field^code, the code's parts by subcomponent.
+        let sequence = if segment.is_empty() { "" } else { "1" };
+        format!(
+            "ERR{f}{segment}{c}{sequence}{c}{field}{c}{code}{s}{}{s}HL70357\r",
+            e(name)
+        )
     }
 }
 

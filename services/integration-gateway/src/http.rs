@@ -551,7 +551,7 @@ async fn handle_resource(
 
 /// FHIR facts are idempotent per client: the token's subject is the source.
 fn fhir_source(principal: &Principal) -> String {
-    format!("fhir/{}", principal.subject)
+    crate::mapping::source_name("fhir", &[&principal.subject])
 }
 
 async fn translate(
@@ -692,7 +692,7 @@ async fn dms(
         let fact = mapping
             .apply(&JsonSource(&document), published.settings.time_zone())
             .map_err(Refused::unprocessable)?;
-        let handed = gateway.ingest(&tenant, &format!("dms/{sender}"), &envelope.event_id, fact).await;
+        let handed = gateway.ingest(&tenant, &crate::mapping::source_name("dms", &[&sender]), &envelope.event_id, fact).await;
         let status = handed_status(&handed)?;
         let (duplicate, scheduled) = match handed {
             Handed::Accepted { duplicate, scheduled } => (duplicate, scheduled),

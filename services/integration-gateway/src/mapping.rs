@@ -281,6 +281,37 @@ fn join_name(parts: &[String]) -> String {
     name
 }
 
+/// The `source` scheduling records a sender's facts under (with the sender's own event id, the
+/// idempotency key): `kind.part.part`, letters, digits, `-` and `_` kept; when anything else
+/// had to be replaced, or the name is long, a digest of the original keeps senders apart.
+pub fn source_name(kind: &str, parts: &[&str]) -> String {
+    use sha2::Digest;
+    let original = parts.join("\u{1f}");
+    let clean: Vec<String> = parts
+        .iter()
+        .map(|part| {
+            part.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut name = format!("{kind}.{}", clean.join("."));
+    let changed = clean.iter().zip(parts).any(|(clean, part)| clean != part);
+    if changed || name.len() > 64 {
+        let digest = sha2::Sha256::digest(original.as_bytes());
+        let tag: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        name.truncate(64 - tag.len() - 1);
+        name = format!("{name}.{tag}");
+    }
+    name
+}
+
 pub fn valid_event_type(event_type: &str) -> bool {
     !event_type.is_empty()
         && event_type.len() <= 100
@@ -473,6 +504,22 @@ mod tests {
         assert!(parse_time("2026112", shanghai).is_none());
         assert!(parse_time("20261340", shanghai).is_none());
         assert!(parse_time("", shanghai).is_none());
+    }
+
+    #[test]
+    fn source_names_are_safe_and_keep_senders_apart() {
+        assert_eq!(source_name("hl7", &["HIS", "SZRMYY"]), "hl7.HIS.SZRMYY");
+        let odd = source_name("hl7", &["HIS 1", "人民医院"]);
+        assert!(odd.starts_with("hl7.HIS_1.") && odd.len() <= 64, "{odd}");
+        assert_ne!(
+            source_name("hl7", &["HIS 1", ""]),
+            source_name("hl7", &["HIS_1", ""])
+        );
+        assert_ne!(
+            source_name("hl7", &["HIS 1", ""]),
+            source_name("hl7", &["HIS.1", ""])
+        );
+        assert!(source_name("fhir", &[&"x".repeat(200)]).len() <= 64);
     }
 
     #[test]

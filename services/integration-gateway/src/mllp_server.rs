@@ -206,9 +206,9 @@ async fn accept(
     let fact = mapping
         .apply(message, published.settings.time_zone())
         .map_err(mapping_refusal)?;
-    let source = format!(
-        "hl7/{}/{}",
-        header.sending_application, header.sending_facility
+    let source = crate::mapping::source_name(
+        "hl7",
+        &[&header.sending_application, &header.sending_facility],
     );
     match gateway
         .ingest(&tenant, &source, &header.control_id, fact)
