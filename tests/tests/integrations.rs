@@ -826,8 +826,12 @@ async fn dms_and_telephony_webhooks_are_signed_and_idempotent() {
 #[derive(Clone, Default)]
 struct Receiver {
     failures: Arc<Mutex<usize>>,
-    requests: Arc<Mutex<Vec<(String, bool, Value, u16)>>>,
+    requests: Arc<Mutex<Vec<Received>>>,
 }
+
+/// A request as received: its idempotency key, whether its signature held, its body, the
+/// status answered.
+type Received = (String, bool, Value, u16);
 
 async fn receive(
     axum::extract::State(receiver): axum::extract::State<Receiver>,
