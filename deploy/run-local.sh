@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the four services as separate processes against one PostgreSQL: the same wiring by
+# Starts the five services as separate processes against one PostgreSQL: the same wiring by
 # environment variables as deploy/compose.yaml, for machines without a container engine.
 #
 #   deploy/run-local.sh            # DATABASE_URL defaults to the local server, database `callback`
@@ -14,8 +14,9 @@ export CALLBACK_SCHEDULING_ADDR="${CALLBACK_SCHEDULING_ADDR:-127.0.0.1:50051}"
 export CALLBACK_CALL_LOGGING_ADDR="${CALLBACK_CALL_LOGGING_ADDR:-127.0.0.1:50052}"
 export CALLBACK_COMPLAINT_ROUTING_ADDR="${CALLBACK_COMPLAINT_ROUTING_ADDR:-127.0.0.1:50053}"
 export CALLBACK_ANALYTICS_ADDR="${CALLBACK_ANALYTICS_ADDR:-127.0.0.1:50054}"
+export CALLBACK_INTEGRATION_GATEWAY_ADDR="${CALLBACK_INTEGRATION_GATEWAY_ADDR:-127.0.0.1:50055}"
 
-services=(scheduling call-logging complaint-routing analytics)
+services=(scheduling call-logging complaint-routing analytics integration-gateway)
 cargo build --release --quiet --bin callbackd $(printf -- '--bin callback-%s ' "${services[@]}")
 
 # Create the database when it is missing (needs psql; otherwise create it yourself).
@@ -52,7 +53,7 @@ for service in "${services[@]}"; do
   pids+=($!)
 done
 
-addrs=("$CALLBACK_SCHEDULING_ADDR" "$CALLBACK_CALL_LOGGING_ADDR" "$CALLBACK_COMPLAINT_ROUTING_ADDR" "$CALLBACK_ANALYTICS_ADDR")
+addrs=("$CALLBACK_SCHEDULING_ADDR" "$CALLBACK_CALL_LOGGING_ADDR" "$CALLBACK_COMPLAINT_ROUTING_ADDR" "$CALLBACK_ANALYTICS_ADDR" "$CALLBACK_INTEGRATION_GATEWAY_ADDR")
 for i in "${!services[@]}"; do
   for _ in $(seq 1 100); do
     if target/release/callbackd health "$scheme://${addrs[$i]}" >/dev/null 2>&1; then
@@ -64,5 +65,6 @@ for i in "${!services[@]}"; do
   echo "${services[$i]} did not become healthy; see target/run-local/${services[$i]}.log" >&2
   exit 1
 done
+echo "HL7 v2 over MLLP on ${CALLBACK_MLLP_ADDR:-127.0.0.1:2575}, FHIR and webhooks on $scheme://${CALLBACK_INTEGRATION_HTTP_ADDR:-127.0.0.1:8090}"
 echo "all services up; Ctrl-C stops them"
 wait "${pids[@]}"

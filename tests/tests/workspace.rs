@@ -17,6 +17,7 @@ const SERVICES: &[&str] = &[
     "callback-call-logging",
     "callback-complaint-routing",
     "callback-analytics",
+    "callback-integration-gateway",
 ];
 
 /// The internal crates each workspace member may depend on (normal and build dependencies;
@@ -69,6 +70,7 @@ fn allowed(package: &str) -> Option<BTreeSet<&'static str>> {
             "callback-call-logging",
             "callback-complaint-routing",
             "callback-analytics",
+            "callback-integration-gateway",
             "callback-eventstore",
             "callback-feed",
             "callback-host",

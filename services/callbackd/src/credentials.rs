@@ -62,12 +62,37 @@ pub fn dev_credentials() -> anyhow::Result<Option<(HashMap<String, String>, Stri
     let shown = dir.display();
     let scheduling =
         std::env::var("CALLBACK_SCHEDULING_ADDR").unwrap_or_else(|_| "127.0.0.1:50051".into());
+    let mut settings: HashMap<String, String> = pki.settings().into_iter().collect();
+    // The integration gateway on this machine: MLLP in plain TCP on the loopback (as on a
+    // hospital's interface network; CALLBACK_MLLP_TLS=on asks for client certificates), and a
+    // webhook secret for the DMS sender `dms-demo` (kept across starts).
+    if std::env::var_os("CALLBACK_MLLP_TLS").is_none() {
+        settings.insert("CALLBACK_MLLP_TLS".into(), "off".into());
+    }
+    if std::env::var_os("CALLBACK_INTEGRATION_SECRETS_FILE").is_none() {
+        let path = dir.join("integration-secrets.json");
+        if !path.exists() {
+            let secret = uuid::Uuid::new_v4().simple().to_string();
+            let secrets = serde_json::json!({DEV_TENANT: {"dms-demo": secret}});
+            std::fs::write(&path, secrets.to_string())?;
+        }
+        settings.insert(
+            "CALLBACK_INTEGRATION_SECRETS_FILE".into(),
+            path.display().to_string(),
+        );
+    }
+    let mllp = std::env::var("CALLBACK_MLLP_ADDR").unwrap_or_else(|_| "127.0.0.1:2575".into());
+    let http =
+        std::env::var("CALLBACK_INTEGRATION_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:8090".into());
     let message = format!(
         "TLS and tokens for tenant `{DEV_TENANT}` are in {shown}: the CA is ca.pem, a token per \
          role (admin, supervisor, integration, middleware, agent as agent-1, handler, bi) in \
          tokens/, valid 30 days. Try:\n\n  grpcurl -cacert {shown}/ca.pem -H \"authorization: \
          Bearer $(cat {shown}/tokens/admin.jwt)\" -d '{{\"tenant_id\": \"{DEV_TENANT}\", \
-         \"view\": \"due\"}}' {scheduling} callback.v1.Scheduling/ListCallbacks\n"
+         \"view\": \"due\"}}' {scheduling} callback.v1.Scheduling/ListCallbacks\n\n\
+         HL7 v2 over MLLP on {mllp} (plain TCP), FHIR R4 at https://{http}/fhir/{DEV_TENANT}, \
+         webhooks at https://{http}/webhooks/{DEV_TENANT}/dms (sender dms-demo, its secret in \
+         {shown}/integration-secrets.json); see the README's integration examples.\n"
     );
-    Ok(Some((pki.settings().into_iter().collect(), message)))
+    Ok(Some((settings, message)))
 }

@@ -1,6 +1,6 @@
 //! `callbackd dev`: the whole system in one process.
 //!
-//! Each of the four services listens on its own port and reaches the others over real gRPC,
+//! Each of the five services listens on its own port and reaches the others over real gRPC,
 //! exactly as when they run as separate processes. Without `DATABASE_URL`, a private
 //! PostgreSQL cluster is started from the installed server binaries in
 //! `CALLBACK_DEV_DATA_DIR` (default `.callbackd/pgdata`) and stopped on exit.
@@ -17,7 +17,7 @@ use sqlx::Connection;
 const USAGE: &str =
     "usage: callbackd [dev | demo | rebuild SERVICE | rewrap-keys | credentials DIR [HOST...] | health URL]
 
-  dev                  run all four services in this process (the default), over TLS with
+  dev                  run all five services in this process (the default), over TLS with
                        tokens: unless security settings are given, a local CA, certificates
                        and a token per role for tenant `demo` are made afresh (the master key
                        of personal data is kept) in
@@ -25,9 +25,9 @@ const USAGE: &str =
   demo                 run a month of hospital and dealer traffic on simulated time in a fresh
                        database `callback_demo`, print what happened, rebuild and compare
   rebuild SERVICE      rebuild a service's read models from the event log (stop the service
-                       first); SERVICE is scheduling, call-logging, complaint-routing or
-                       analytics (whose read models are cleared and refilled from the feeds
-                       when it starts). A rebuild first waits for transactions begun before
+                       first); SERVICE is scheduling, call-logging, complaint-routing,
+                       analytics or integration-gateway (whose feed-fed read models are
+                       cleared and refilled from the feeds when it starts). A rebuild first waits for transactions begun before
                        it, anywhere on the server, to end (naming them after a few seconds),
                        and gives up after CALLBACK_REBUILD_WAIT_SECONDS (default 60)
   rewrap-keys          rewrap every subject key (and the hash key) with the current master key,
@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
             Some("call-logging") => rebuild_call_logging().await,
             Some("complaint-routing") => rebuild_complaint_routing().await,
             Some("analytics") => rebuild_analytics().await,
+            Some("integration-gateway") => rebuild_integration_gateway().await,
             _ => bail!("rebuild needs a service: `callbackd rebuild scheduling`\n\n{USAGE}"),
         },
         Some("rewrap-keys") => rewrap_keys().await,
@@ -412,6 +413,32 @@ async fn rebuild_analytics() -> anyhow::Result<()> {
     );
     close(&pool, cluster).await?;
     Ok(())
+}
+
+async fn rebuild_integration_gateway() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("callbackd")?;
+    let (url, cluster) = database("callback", false).await?;
+    let store = open_store(
+        &url,
+        2,
+        ServiceKind::IntegrationGateway,
+        gateway_categories(),
+    )
+    .await?;
+    let pool = store.pool().clone();
+    callback_integration_gateway::migrator().run(&pool).await?;
+    callback_integration_gateway::reset_read_models(&store).await?;
+    println!(
+        "rebuilt the integration gateway's settings and delivery outcomes from the log; it \
+         queues notifications again from the feeds when it starts (delivered ones are not sent \
+         again)"
+    );
+    close(&pool, cluster).await?;
+    Ok(())
+}
+
+fn gateway_categories() -> &'static [&'static str] {
+    <callback_integration_gateway::IntegrationGatewayService as callback_host::Service>::CATEGORIES
 }
 
 async fn rebuild_scheduling() -> anyhow::Result<()> {

@@ -54,11 +54,15 @@ pub fn server_config(tls: &Tls, client_certificates: bool) -> Result<Arc<ServerC
     Ok(Arc::new(config))
 }
 
-/// The client side of notifications: the public roots, and the deployment's own CA when TLS is
-/// configured (receivers inside the site).
+/// The client side of notifications: the system's CA store, and the deployment's own CA when
+/// TLS is configured (receivers inside the site).
 pub fn client_config(tls: Option<&Tls>) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // Certificates the store holds but rustls cannot use are skipped, as browsers do.
+    let native = rustls_native_certs::load_native_certs();
+    for certificate in native.certs {
+        let _ = roots.add(certificate);
+    }
     if let Some(tls) = tls {
         for certificate in certificates(&tls.ca_pem)? {
             roots

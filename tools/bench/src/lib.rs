@@ -271,7 +271,21 @@ impl InProcess {
         connections: u32,
         secure: bool,
     ) -> anyhow::Result<InProcess> {
-        let mut vars = std::collections::HashMap::new();
+        Self::start_with(database_url, kinds, connections, secure, &[]).await
+    }
+
+    /// Like [`InProcess::start_secured`], with more settings (e.g. the gateway's listeners).
+    pub async fn start_with(
+        database_url: &str,
+        kinds: &[callback_kit::ServiceKind],
+        connections: u32,
+        secure: bool,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<InProcess> {
+        let mut vars: std::collections::HashMap<String, String> = settings
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone()))
+            .collect();
         let mut client = BenchClient {
             ca_pem: None,
             bearer: None,
