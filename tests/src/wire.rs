@@ -190,3 +190,58 @@ pub async fn http(
         body,
     }
 }
+
+/// A mail relay that accepts everything and keeps each message's text (headers and body).
+#[derive(Clone, Default)]
+pub struct SmtpReceiver {
+    pub messages: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SmtpReceiver {
+    /// Listens on a free loopback port: its address.
+    pub async fn start() -> (SmtpReceiver, std::net::SocketAddr) {
+        use tokio::io::AsyncBufReadExt;
+        let receiver = SmtpReceiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let messages = receiver.messages.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let messages = messages.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = tokio::io::BufReader::new(read).lines();
+                    write.write_all(b"220 test relay\r\n").await.unwrap();
+                    let mut data: Option<String> = None;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if let Some(text) = data.as_mut() {
+                            if line == "." {
+                                messages.lock().unwrap().push(std::mem::take(text));
+                                data = None;
+                                write.write_all(b"250 queued\r\n").await.unwrap();
+                            } else {
+                                text.push_str(&line);
+                                text.push('\n');
+                            }
+                            continue;
+                        }
+                        let reply: &[u8] = match line.split(' ').next().unwrap_or("") {
+                            "EHLO" => b"250-test relay\r\n250 8BITMIME\r\n",
+                            "DATA" => {
+                                data = Some(String::new());
+                                b"354 go on\r\n"
+                            }
+                            "QUIT" => {
+                                write.write_all(b"221 bye\r\n").await.unwrap();
+                                return;
+                            }
+                            _ => b"250 ok\r\n",
+                        };
+                        write.write_all(reply).await.unwrap();
+                    }
+                });
+            }
+        });
+        (receiver, addr)
+    }
+}

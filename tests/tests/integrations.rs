@@ -19,7 +19,7 @@ use callback_proto::v1::{
     PublishIntegrationSettingsRequest, PublishPolicyRequest, PublishRoutingRulesRequest,
     PublishTenantRequest, RetryDeadLetterRequest,
 };
-use callback_tests::wire::{field, http, MllpClient};
+use callback_tests::wire::{field, http, MllpClient, SmtpReceiver};
 use callback_tests::{eventually, token, System};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -32,6 +32,7 @@ const DEALER: &str = "dealer-sz";
 const A03: &str = include_str!("../../../shared/samples/hl7/adt-a03-discharge.hl7");
 const A03_V23: &str = include_str!("../../../shared/samples/hl7/adt-a03-minimal-v23.hl7");
 const A13: &str = include_str!("../../../shared/samples/hl7/adt-a13-cancel-discharge.hl7");
+const S12: &str = include_str!("../../../shared/samples/hl7/siu-s12-appointment.hl7");
 
 /// A sample as it travels (segments ended by CR), its times moved to `at` (Shanghai local)
 /// and its control id set.
@@ -56,6 +57,7 @@ fn message(sample: &str, control_id: &str, at: DateTime<Utc>) -> String {
         "20261128171045",
         "20261128171040",
         "20261129081500",
+        "20261130102233",
         "20261129081455",
     ] {
         text = text.replace(old, &local);
@@ -243,6 +245,25 @@ async fn an_hl7_discharge_over_mllp_becomes_one_claimable_callback() {
         "{second}"
     );
     assert_eq!(scheduled(&system, HOSPITAL).await, 2);
+    // A dental practice's SIU^S12 (v2.5.1) books a follow-up: the appointment policy.
+    publish_gateway(
+        &system,
+        HOSPITAL,
+        json!({"hl7": {"senders": [{"application": "HIS", "facility": "SZRMYY"}, {"application": "HIS", "facility": "XYZYY"},
+                                   {"application": "DENTAL-PMS", "facility": "KQMZ01"}]}}),
+    )
+    .await;
+    let ack = sender
+        .exchange(&message(S12, "unused", an_hour_ago()))
+        .await;
+    assert_eq!(
+        (field(&ack, "MSA", 1), field(&ack, "MSA", 2)),
+        ("AA".into(), "A8812-20261130-0042".into()),
+        "{ack}"
+    );
+    assert_eq!(field(&ack, "MSH", 9), "ACK^S12^ACK");
+    assert_eq!(field(&ack, "MSH", 12), "2.5.1");
+    assert_eq!(scheduled(&system, HOSPITAL).await, 3);
     // The cancellation ended the first patient's callback.
     let (status, _) =
         callback_tests::callback_state(&mut scheduling, HOSPITAL, &claimed.callback_id).await;
@@ -889,9 +910,17 @@ async fn start_receiver(failures: usize) -> (Receiver, std::net::SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escalations_reach_a_webhook_once_with_retries_and_failures_become_dead_letters() {
     let secrets = secrets_file("notify", json!({HOSPITAL: {"hook": "hook-secret"}}));
+    let (mail, relay) = SmtpReceiver::start().await;
     let mut system = System::start_with_settings(
         &ServiceKind::ALL,
-        &[("CALLBACK_INTEGRATION_SECRETS_FILE", Some(secrets))],
+        &[
+            ("CALLBACK_INTEGRATION_SECRETS_FILE", Some(secrets)),
+            ("CALLBACK_SMTP_URL", Some(format!("smtp://{relay}"))),
+            (
+                "CALLBACK_SMTP_FROM",
+                Some("callback@hospital.example".into()),
+            ),
+        ],
     )
     .await;
     let (receiver, addr) = start_receiver(2).await;
@@ -909,7 +938,8 @@ async fn escalations_reach_a_webhook_once_with_retries_and_failures_become_dead_
             {"name": "quality-office", "kind": "webhook", "url": format!("http://{addr}/hook"), "secret": "hook",
              "topics": ["complaint.escalated"]},
             {"name": "broken-robot", "kind": "wecom", "url": format!("http://127.0.0.1:{dead_port}/cgi-bin/webhook/send?key=k"),
-             "topics": ["complaint.escalated"], "max_attempts": 2}
+             "topics": ["complaint.escalated"], "max_attempts": 2},
+            {"name": "quality-mail", "kind": "email", "to": ["quality@hospital.example"], "topics": ["complaint.escalated"]}
         ]}),
     )
     .await;
@@ -978,6 +1008,23 @@ async fn escalations_reach_a_webhook_once_with_retries_and_failures_become_dead_
         !body.to_string().contains("赵六") && !body.to_string().contains("1390000"),
         "no personal data: {body}"
     );
+
+    // The e-mail reached the relay: the delivery id as Message-ID, the topic in the subject.
+    let message = eventually(Duration::from_secs(30), "the escalation mailed", || {
+        let mail = mail.clone();
+        async move { mail.messages.lock().unwrap().first().cloned() }
+    })
+    .await;
+    assert!(
+        message.contains("To: <quality@hospital.example>"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Message-ID: <") && message.contains("@callback>"),
+        "{message}"
+    );
+    assert!(message.contains("Subject: =?UTF-8?B?"), "{message}");
+    assert!(!message.contains("赵六"), "no personal data");
 
     // The robot nobody answers is a dead letter after its two attempts.
     let mut client = gateway(&system);
@@ -1095,7 +1142,8 @@ async fn escalations_reach_a_webhook_once_with_retries_and_failures_become_dead_
     };
     system.stop_service(ServiceKind::IntegrationGateway).await;
     let live = snapshot(system.db.pool.clone()).await;
-    assert_eq!(live.0.len(), 2);
+    assert_eq!(live.0.len(), 3);
+    assert_eq!(mail.messages.lock().unwrap().len(), 1, "one e-mail");
     let store = callback_eventstore::EventStore::open(system.db.pool.clone())
         .await
         .unwrap();

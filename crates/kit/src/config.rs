@@ -18,6 +18,8 @@
 //! | `CALLBACK_MLLP_TLS` | `on`: MLLP over TLS with client certificates (`CALLBACK_CLIENT_CERTS`); `off`: plain TCP | as `CALLBACK_TLS` |
 //! | `CALLBACK_MLLP_MAX_FRAME_BYTES` | the largest MLLP frame accepted (the connection is closed beyond it) | 1048576 |
 //! | `CALLBACK_INTEGRATION_HTTP_ADDR` | the gateway's HTTP listener (FHIR R4, webhooks; HTTPS when TLS is on) | 127.0.0.1:8090 |
+//! | `CALLBACK_SMTP_URL` | the mail relay e-mail subscriptions are sent through: `smtp://[user:password@]host[:25]` (plain, e.g. an internal relay) or `smtps://...[:465]` (implicit TLS) | unset (no e-mail subscriptions) |
+//! | `CALLBACK_SMTP_FROM` | the sender address of those e-mails | `callback@localhost` |
 //! | `CALLBACK_INTEGRATION_SECRETS_FILE` | JSON `{"<tenant>": {"<name>": "<secret>"}}`: webhook senders' HMAC secrets and subscriptions' signing secrets | unset (no HMAC senders) |
 //!
 //! The security settings (TLS, tokens, client certificates) are in `crate::security`.
@@ -128,6 +130,83 @@ pub struct IntegrationConfig {
     pub http_addr: SocketAddr,
     /// Webhook and subscription secrets, by tenant and name.
     pub secrets_file: Option<std::path::PathBuf>,
+    /// The mail relay of e-mail subscriptions.
+    pub smtp: Option<SmtpRelay>,
+}
+
+/// A mail relay: `smtp://` (plain) or `smtps://` (implicit TLS), with optional credentials.
+#[derive(Clone)]
+pub struct SmtpRelay {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<(String, String)>,
+    pub from: String,
+}
+
+impl std::fmt::Debug for SmtpRelay {
+    // The password stays out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpRelay")
+            .field("tls", &self.tls)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpRelay {
+    /// Reads `CALLBACK_SMTP_URL` and `CALLBACK_SMTP_FROM`.
+    fn read(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let Some(url) = lookup("CALLBACK_SMTP_URL") else {
+            return Ok(None);
+        };
+        let bad = |reason: &str| ConfigError {
+            variable: "CALLBACK_SMTP_URL".into(),
+            reason: reason.into(),
+        };
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("smtps://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("smtp://") {
+            (false, rest)
+        } else {
+            return Err(bad("must start with smtp:// or smtps://"));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (credentials, address) = match rest.rsplit_once('@') {
+            Some((userinfo, address)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (Some((user.to_owned(), password.to_owned())), address)
+            }
+            None => (None, rest),
+        };
+        let (host, port) = match address.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| bad("the port is not a number"))?,
+            ),
+            None => (address, if tls { 465 } else { 25 }),
+        };
+        if host.is_empty() {
+            return Err(bad("names no host"));
+        }
+        let from = lookup("CALLBACK_SMTP_FROM").unwrap_or_else(|| "callback@localhost".into());
+        if !from.contains('@') || from.chars().any(|c| c.is_control() || c == '<' || c == '>') {
+            return Err(ConfigError {
+                variable: "CALLBACK_SMTP_FROM".into(),
+                reason: "is not an e-mail address".into(),
+            });
+        }
+        Ok(Some(Self {
+            tls,
+            host: host.to_owned(),
+            port,
+            credentials,
+            from,
+        }))
+    }
 }
 
 impl IntegrationConfig {
@@ -189,6 +268,7 @@ impl IntegrationConfig {
             mllp_max_frame_bytes,
             http_addr: addr("CALLBACK_INTEGRATION_HTTP_ADDR", 8090)?,
             secrets_file: lookup("CALLBACK_INTEGRATION_SECRETS_FILE").map(Into::into),
+            smtp: SmtpRelay::read(lookup)?,
         })
     }
 }

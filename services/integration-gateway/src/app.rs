@@ -210,6 +210,15 @@ impl Gateway {
                 )));
             }
         }
+        for (i, subscription) in settings.subscriptions.iter().enumerate() {
+            if subscription.kind == crate::settings::SubscriptionKind::Email
+                && self.inner.config.smtp.is_none()
+            {
+                return Err(Error::FailedPrecondition(format!(
+                    "settings_json.subscriptions[{i}].kind: e-mail needs a mail relay (CALLBACK_SMTP_URL)"
+                )));
+            }
+        }
         let published = IntegrationSettingsPublished {
             tenant_id: tenant_id.to_owned(),
             settings: serde_json::to_value(&settings).map_err(|e| Error::Corrupt(e.to_string()))?,

@@ -139,7 +139,7 @@ impl Service for IntegrationGatewayService {
             tls::client_config(security.tls.as_ref()).map_err(|e| setup("notification TLS", e))?;
         tasks.push(notify::spawn_worker(
             ctx.store.clone(),
-            notify::Sender::new(client_tls),
+            notify::Sender::new(client_tls, ctx.config.integration.smtp.clone()),
             gateway.clone(),
             ctx.shutdown.clone(),
         ));

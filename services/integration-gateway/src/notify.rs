@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 
 mod sender;
+mod smtp;
 use crate::settings::IntegrationSettings;
 pub use sender::Sender;
 

@@ -102,8 +102,13 @@ pub struct Subscription {
     /// Unique within the tenant; part of every delivery's idempotency key.
     pub name: String,
     pub kind: SubscriptionKind,
-    /// The receiver (http:// or https://): the webhook, or the robot's URL with its key.
+    /// The receiver (http:// or https://): the webhook, or the robot's URL with its key; none
+    /// for e-mail (the relay is `CALLBACK_SMTP_URL`).
+    #[serde(default)]
     pub url: String,
+    /// E-mail recipients (`email` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
     /// The secrets file's name of the HMAC key a generic webhook is signed with (required for
     /// `webhook`); DingTalk's signing secret when given for `dingtalk`.
     #[serde(default)]
@@ -134,6 +139,8 @@ pub enum SubscriptionKind {
     Wecom,
     /// DingTalk (钉钉) group robot, a `text` message.
     Dingtalk,
+    /// A plain-text e-mail through the deployment's relay (`CALLBACK_SMTP_URL`).
+    Email,
 }
 
 pub const TOPICS: &[&str] = &[
@@ -218,7 +225,28 @@ impl IntegrationSettings {
                     "is 1-64 letters, digits, `-` or `_`, unique",
                 ));
             }
-            if !(subscription.url.starts_with("http://")
+            if subscription.kind == SubscriptionKind::Email {
+                if !subscription.url.is_empty() {
+                    return Err(MappingError::new(
+                        format!("{at}.url"),
+                        "an e-mail goes through CALLBACK_SMTP_URL: leave it out",
+                    ));
+                }
+                if subscription.to.is_empty() || subscription.to.len() > 20 {
+                    return Err(MappingError::new(
+                        format!("{at}.to"),
+                        "needs 1 to 20 addresses",
+                    ));
+                }
+                for (j, address) in subscription.to.iter().enumerate() {
+                    if !valid_address(address) {
+                        return Err(MappingError::new(
+                            format!("{at}.to[{j}]"),
+                            "is not an e-mail address",
+                        ));
+                    }
+                }
+            } else if !(subscription.url.starts_with("http://")
                 || subscription.url.starts_with("https://"))
                 || subscription.url.parse::<http::Uri>().is_err()
             {
@@ -288,6 +316,20 @@ impl IntegrationSettings {
     }
 }
 
+/// `local@domain`, at most 254 bytes, nothing that could break out of an SMTP command or a
+/// header.
+fn valid_address(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    address.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !address.chars().any(|c| {
+            c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"')
+        })
+}
+
 fn printable(text: &str, min: usize, max: usize) -> bool {
     (min..=max).contains(&text.len()) && !text.chars().any(char::is_control)
 }
@@ -354,6 +396,18 @@ mod tests {
             (
                 r#"{"hl7": {"senders": [{"application": ""}]}}"#,
                 "hl7.senders[0]",
+            ),
+            (
+                r#"{"subscriptions": [{"name": "a", "kind": "email", "topics": ["callback.lost"]}]}"#,
+                "subscriptions[0].to",
+            ),
+            (
+                r#"{"subscriptions": [{"name": "a", "kind": "email", "to": ["x@y.cn\r\nRCPT TO:<z@w.cn>"], "topics": ["callback.lost"]}]}"#,
+                "subscriptions[0].to[0]",
+            ),
+            (
+                r#"{"subscriptions": [{"name": "a", "kind": "email", "to": ["q@h.cn"], "url": "http://x", "topics": ["callback.lost"]}]}"#,
+                "subscriptions[0].url",
             ),
             (r#"{"unknown": 1}"#, ""),
         ];

@@ -53,12 +53,17 @@ fn robot_text(topic: &str, message: &Value) -> String {
 #[derive(Clone)]
 pub struct Sender {
     tls: tokio_rustls::TlsConnector,
+    smtp: Option<callback_kit::config::SmtpRelay>,
 }
 
 impl Sender {
-    pub fn new(tls: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+    pub fn new(
+        tls: Arc<tokio_rustls::rustls::ClientConfig>,
+        smtp: Option<callback_kit::config::SmtpRelay>,
+    ) -> Self {
         Self {
             tls: tokio_rustls::TlsConnector::from(tls),
+            smtp,
         }
     }
 
@@ -71,7 +76,28 @@ impl Sender {
     ) -> std::result::Result<u16, String> {
         let message = &due.message;
         let now = Utc::now();
+        if subscription.kind == SubscriptionKind::Email {
+            let relay = self
+                .smtp
+                .as_ref()
+                .ok_or("no mail relay (CALLBACK_SMTP_URL)")?;
+            let text = robot_text(&due.topic, message);
+            let mail = super::smtp::Mail {
+                to: &subscription.to,
+                subject: &text,
+                body: &format!(
+                    "{text}\n\n{}\n",
+                    serde_json::to_string_pretty(message).unwrap_or_default()
+                ),
+                message_id: &format!("<{}@callback>", due.delivery_id),
+                date: now,
+            };
+            return tokio::time::timeout(SEND_TIMEOUT, super::smtp::send(relay, &self.tls, &mail))
+                .await
+                .map_err(|_| "timed out".to_owned())?;
+        }
         let (url, body, headers) = match subscription.kind {
+            SubscriptionKind::Email => unreachable!("sent above"),
             SubscriptionKind::Webhook => {
                 let body = message.to_string();
                 let mut headers = vec![
