@@ -29,10 +29,14 @@ use tonic::Code;
 const HOSPITAL: &str = "szrmyy";
 const DEALER: &str = "dealer-sz";
 
-const A03: &str = include_str!("../../../shared/samples/hl7/adt-a03-discharge.hl7");
-const A03_V23: &str = include_str!("../../../shared/samples/hl7/adt-a03-minimal-v23.hl7");
-const A13: &str = include_str!("../../../shared/samples/hl7/adt-a13-cancel-discharge.hl7");
-const S12: &str = include_str!("../../../shared/samples/hl7/siu-s12-appointment.hl7");
+const A03: &str =
+    include_str!("../../services/integration-gateway/samples/hl7/adt-a03-discharge.hl7");
+const A03_V23: &str =
+    include_str!("../../services/integration-gateway/samples/hl7/adt-a03-minimal-v23.hl7");
+const A13: &str =
+    include_str!("../../services/integration-gateway/samples/hl7/adt-a13-cancel-discharge.hl7");
+const S12: &str =
+    include_str!("../../services/integration-gateway/samples/hl7/siu-s12-appointment.hl7");
 
 /// A sample as it travels (segments ended by CR), its times moved to `at` (Shanghai local)
 /// and its control id set.

@@ -522,9 +522,9 @@ mod tests {
     use super::*;
     use crate::mapping::Source;
 
-    const A03: &str = include_str!("../../../../shared/samples/hl7/adt-a03-discharge.hl7");
-    const A03_V23: &str = include_str!("../../../../shared/samples/hl7/adt-a03-minimal-v23.hl7");
-    const S12: &str = include_str!("../../../../shared/samples/hl7/siu-s12-appointment.hl7");
+    const A03: &str = include_str!("../samples/hl7/adt-a03-discharge.hl7");
+    const A03_V23: &str = include_str!("../samples/hl7/adt-a03-minimal-v23.hl7");
+    const S12: &str = include_str!("../samples/hl7/siu-s12-appointment.hl7");
 
     fn wire(text: &str) -> String {
         text.trim_end().replace('\n', "\r")

@@ -257,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
          BENCH_CONNECTIONS={connections}). Scheduling, call logging and the integration gateway run in the same \
          process as real servers (24 database connections each), in plaintext without authentication; the gateway \
          hands each fact to scheduling over loopback gRPC. Each MLLP connection sends a discharge like \
-         `../shared/samples/hl7/adt-a03-discharge.hl7` (a new patient and control id each), waits for its ACK \
+         `services/integration-gateway/samples/hl7/adt-a03-discharge.hl7` (a new patient and control id each), waits for its ACK \
          (written after scheduling committed the fact and its callback), and sends the next.\n\n{env}\n\
          | measure | result | target |\n|---|---|---|\n\
          | gRPC `IngestBusinessEvent`, {connections} concurrent clients, the same facts | {grpc_rate:.0}/s (p50 {:.1} ms, p99 {:.1} ms) | (reference) |\n\
