@@ -13,36 +13,56 @@ use callback_kit::ServiceKind;
 use callback_proto::v1::event_feed_client::EventFeedClient;
 use callback_proto::v1::{subscribe_response::Item, SubscribeRequest};
 use callback_tests::System;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-async fn list_services(system: &System, kind: ServiceKind) -> Vec<String> {
-    let mut client = ServerReflectionClient::new(system.channel(kind));
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
+/// The services a reflection client of protocol `$version` lists (`v1`, and `v1alpha`, which
+/// Python's grpcio-reflection and other tools still speak).
+macro_rules! list_services {
+    ($name:ident, $version:ident) => {
+        async fn $name(system: &System, kind: ServiceKind) -> Vec<String> {
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
+            let mut client = ServerReflectionClient::new(system.channel(kind));
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut responses = client
+                .server_reflection_info(tokio_stream::iter(vec![request]))
+                .await
+                .unwrap()
+                .into_inner();
+            match responses.message().await.unwrap().unwrap().message_response {
+                Some(MessageResponse::ListServicesResponse(list)) => {
+                    list.service.into_iter().map(|s| s.name).collect()
+                }
+                other => panic!("unexpected reflection response {other:?}"),
+            }
         }
-        other => panic!("unexpected reflection response {other:?}"),
-    }
+    };
 }
+
+list_services!(list_services, v1);
+list_services!(list_services_v1alpha, v1alpha);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_serves_health_reflection_and_its_feed() {
     let system = System::start(&ServiceKind::ALL).await;
     for kind in ServiceKind::ALL {
         let services = list_services(&system, kind).await;
+        let without_reflection = |names: Vec<String>| -> Vec<String> {
+            names
+                .into_iter()
+                .filter(|n| !n.starts_with("grpc.reflection."))
+                .collect()
+        };
+        assert_eq!(
+            without_reflection(list_services_v1alpha(&system, kind).await),
+            without_reflection(services.clone()),
+            "{}: both reflection protocols list the same services",
+            kind.name()
+        );
         for expected in ["callback.v1.EventFeed", "grpc.health.v1.Health"] {
             assert!(
                 services.iter().any(|s| s == expected),

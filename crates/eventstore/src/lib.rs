@@ -16,6 +16,7 @@ mod model;
 mod notify;
 mod pipeline;
 mod replay;
+pub mod stats;
 mod store;
 mod subscription;
 

@@ -136,6 +136,11 @@ impl RemoteConsumer {
         shutdown: Shutdown,
     ) -> (JoinHandle<()>, ConsumerProgress) {
         let (progress, state) = watch::channel(Progress::default());
+        callback_kit::metrics::register_consumer(
+            applier.name(),
+            &self.categories,
+            &self.event_types,
+        );
         let handle = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             while !shutdown.is_triggered() {
@@ -246,13 +251,28 @@ impl RemoteConsumer {
                 if settle {
                     committed = applier.settle().await?;
                 }
+                let newest = batch.last().map(|e| e.recorded_at);
                 batch.clear();
                 progress.send_modify(|p| {
                     p.applied = p.applied.max(committed);
                     p.caught_up |= caught_up && settle;
                 });
+                let applied = progress.borrow().applied;
+                callback_kit::metrics::consumer_applied(
+                    applier.name(),
+                    (applied.transaction_id as i64, applied.position),
+                    newest,
+                    caught_up && settle,
+                );
             } else if flush && caught_up {
                 progress.send_modify(|p| p.caught_up = true);
+                let applied = progress.borrow().applied;
+                callback_kit::metrics::consumer_applied(
+                    applier.name(),
+                    (applied.transaction_id as i64, applied.position),
+                    None,
+                    true,
+                );
             }
             if let Some(reason) = ended {
                 return Err(reason);

@@ -57,7 +57,8 @@ impl ServiceHost {
             .register_categories(kind.name(), &[callback_kit::security::RefusalLog::CATEGORY])
             .await?;
         let refusals = callback_kit::security::RefusalLog::new(store.clone(), kind.name());
-        let (router, health) = grpc::router(security, Some(refusals))?;
+        let (router, health) = grpc::router(kind.name(), security, Some(refusals))?;
+        callback_kit::metrics::register_pool(kind.name(), store.pool().clone());
         let feed_shutdown = Shutdown::new();
         let feed = FeedServer::new(store.clone(), categories, feed_shutdown.clone());
         let router = router.add_service(feed.into_service());
@@ -101,7 +102,9 @@ impl ServiceHost {
             signal.wait().await;
             feed_shutdown.trigger();
         });
+        callback_kit::metrics::set_service_started(self.kind.name(), true);
         let result = grpc::serve(self.router, listener, self.health, &self.served, shutdown).await;
+        callback_kit::metrics::set_service_started(self.kind.name(), false);
         tracing::info!(service = self.kind.name(), "stopped");
         result
     }

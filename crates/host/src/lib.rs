@@ -124,6 +124,15 @@ pub async fn run_binary<S: Service>() -> Result<(), Box<dyn std::error::Error>> 
     let shutdown = Shutdown::on_signals();
     let listener = callback_kit::grpc::bind(config.listen_addr(S::KIND)).await?;
     let pool = config.connect().await?;
+    if let Some(addr) = config.metrics_addr {
+        let (addr, _) = callback_kit::metrics::spawn(addr, shutdown.clone()).await?;
+        tracing::info!(%addr, "metrics, liveness and readiness over HTTP");
+        callback_kit::metrics::spawn_horizon_watch(
+            pool.clone(),
+            std::time::Duration::from_secs(5),
+            shutdown.clone(),
+        );
+    }
     serve::<S>(
         pool,
         listener,

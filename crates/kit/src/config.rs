@@ -14,6 +14,7 @@
 //!
 //! | `CALLBACK_MASTER_KEY_FILE` | master keys wrapping the subject keys of personal data: `<id>:<base64 32 bytes>` lines, current first | required (or `CALLBACK_MASTER_KEY` with the text) |
 //!
+//! | `CALLBACK_METRICS_ADDR` | plain HTTP listener of `/metrics` (Prometheus), `/healthz` (liveness) and `/readyz` (readiness), one per process | unset: none (`callbackd dev`: 127.0.0.1:9100) |
 //! | `CALLBACK_MLLP_ADDR` | the integration gateway's HL7 v2 MLLP listener | 127.0.0.1:2575 |
 //! | `CALLBACK_MLLP_TLS` | `on`: MLLP over TLS with client certificates (`CALLBACK_CLIENT_CERTS`); `off`: plain TCP | as `CALLBACK_TLS` |
 //! | `CALLBACK_MLLP_MAX_FRAME_BYTES` | the largest MLLP frame accepted (the connection is closed beyond it) | 1048576 |
@@ -116,6 +117,8 @@ pub struct Config {
     pub master_keys: callback_vault::MasterKeys,
     /// The integration gateway's own listeners and secrets.
     pub integration: IntegrationConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The integration gateway's settings beside its gRPC API.
@@ -382,6 +385,16 @@ impl Config {
             urls.insert(kind, url);
         }
         let integration = IntegrationConfig::read(&lookup, &security)?;
+        let metrics_addr = match lookup("CALLBACK_METRICS_ADDR").as_deref() {
+            None | Some("off") => None,
+            Some(text) => Some(text.parse().map_err(|_| ConfigError {
+                variable: "CALLBACK_METRICS_ADDR".into(),
+                reason: format!(
+                    "`{}` is not a socket address like 0.0.0.0:9100 (or off)",
+                    callback_rules::input::excerpt(text)
+                ),
+            })?),
+        };
         Ok(Self {
             database_url,
             migration_database_url,
@@ -391,6 +404,7 @@ impl Config {
             security,
             master_keys,
             integration,
+            metrics_addr,
         })
     }
 

@@ -37,7 +37,10 @@ pub type Router = tonic::transport::server::Router<
         AuthLayer,
         tower::layer::util::Stack<
             tower::util::MapResponseLayer<ResponseMap>,
-            tower::layer::util::Identity,
+            tower::layer::util::Stack<
+                crate::metrics::GrpcMetricsLayer,
+                tower::layer::util::Identity,
+            >,
         >,
     >,
 >;
@@ -46,6 +49,7 @@ pub type Router = tonic::transport::server::Router<
 /// with standard health checking and (unless switched off) server reflection already added;
 /// add the service's own gRPC services to it.
 pub fn router(
+    service: &'static str,
     security: &Security,
     refusals: Option<RefusalLog>,
 ) -> Result<(Router, HealthReporter), GrpcError> {
@@ -56,6 +60,8 @@ pub fn router(
     }
     let router = builder
         .trace_fn(crate::telemetry::request_span)
+        // Outermost: every request is counted, refused ones included.
+        .layer(crate::metrics::GrpcMetricsLayer::new(service))
         .layer(tower::util::MapResponseLayer::new(
             shorten_status_message::<tonic::body::Body> as ResponseMap,
         ))
@@ -66,7 +72,14 @@ pub fn router(
             .register_encoded_file_descriptor_set(callback_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        router.add_service(reflection)
+        // The older protocol too: Python's grpcio-reflection and other tools speak only it.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(callback_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        router
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
     } else {
         router
     };

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod config;
 pub mod events;
 pub mod grpc;
+pub mod metrics;
 pub mod security;
 pub mod shutdown;
 pub mod status;

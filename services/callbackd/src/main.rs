@@ -102,6 +102,23 @@ async fn dev() -> anyhow::Result<()> {
         println!("{message}");
     }
     let shutdown = Shutdown::on_signals();
+    // Metrics, liveness and readiness of the whole process on one listener.
+    let metrics_addr = match std::env::var("CALLBACK_METRICS_ADDR") {
+        Ok(_) => config.metrics_addr,
+        Err(_) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9100))),
+    };
+    if let Some(addr) = metrics_addr {
+        let (addr, _) = callback_kit::metrics::spawn(addr, shutdown.clone())
+            .await
+            .with_context(|| format!("CALLBACK_METRICS_ADDR {addr}"))?;
+        println!("metrics on http://{addr}/metrics, readiness on http://{addr}/readyz\n");
+        let pool = config.connect().await.context("connecting to PostgreSQL")?;
+        callback_kit::metrics::spawn_horizon_watch(
+            pool,
+            std::time::Duration::from_secs(5),
+            shutdown.clone(),
+        );
+    }
 
     // Bind every port before starting anything, so a conflict stops us early.
     let mut listeners = Vec::new();

@@ -65,12 +65,53 @@ impl Service for SchedulingService {
             outcomes::OutcomeConsumer::new(app.clone()),
             ctx.shutdown.clone(),
         );
+        register_queue_metrics(ctx.store.pool().clone());
         Ok(vec![watch, outcomes])
     }
 
     fn routes(app: app::Scheduling, router: Router) -> Router {
         router.add_service(grpc::service(app))
     }
+}
+
+/// `callback_queue_callbacks{tenant, state}`: callbacks waiting and due now (`due`), under a
+/// lease (`claimed`), and open past their deadline (`overdue`),
+/// counted at every scrape (bounded by the scrape's statement timeout).
+fn register_queue_metrics(pool: sqlx::PgPool) {
+    callback_kit::metrics::register_refresh(std::sync::Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let Ok(mut tx) = pool.begin().await else {
+                return;
+            };
+            if sqlx::query("SET LOCAL statement_timeout = 1000")
+                .execute(&mut *tx)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let rows: Vec<(String, i64, i64, i64)> = match sqlx::query_as(
+                "SELECT tenant_id, count(*) FILTER (WHERE status = 'scheduled' AND due_at <= now()), \
+                        count(*) FILTER (WHERE status = 'claimed'), count(*) FILTER (WHERE deadline < now()) \
+                 FROM sched_callbacks WHERE status IN ('scheduled', 'claimed') GROUP BY tenant_id",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            {
+                Ok(rows) => rows,
+                Err(_) => return,
+            };
+            let _ = tx.rollback().await;
+            let gauge = &callback_kit::metrics::families().queue_callbacks;
+            gauge.reset();
+            for (tenant, due, claimed, overdue) in rows {
+                gauge.with_label_values(&[&tenant, "due"]).set(due);
+                gauge.with_label_values(&[&tenant, "claimed"]).set(claimed);
+                gauge.with_label_values(&[&tenant, "overdue"]).set(overdue);
+            }
+        })
+    }));
 }
 
 /// Opens the service's state on `store` (whose categories are registered): runs the

@@ -270,6 +270,13 @@ impl EventStore {
         {
             return Ok(Err(index));
         }
+        crate::stats::record(
+            columns
+                .categories
+                .iter()
+                .zip(&columns.types)
+                .map(|(category, event_type)| (*category, &**event_type)),
+        );
         appends
             .iter()
             .map(|append| {
@@ -400,6 +407,7 @@ impl EventStore {
                     let first: Option<i64> = row.try_get("first_position")?;
                     let last: Option<i64> = row.try_get("last_version")?;
                     if let (Some(first_position), Some(last)) = (first, last) {
+                        crate::stats::record(types.iter().map(|t| (stream.category(), *t)));
                         return Ok(AppendResult {
                             stream_version: last as u64,
                             first_position,
