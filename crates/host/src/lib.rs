@@ -144,6 +144,29 @@ pub async fn run_binary<S: Service>() -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
+/// Runs the log's, the vault's and `S`'s migrations, as the owner when
+/// `CALLBACK_MIGRATION_DATABASE_URL` is set (granting `DATABASE_URL`'s role what `S` needs), and
+/// returns: a deployment's migration job, run before a rollout (`callbackd migrate`).
+pub async fn migrate<S: Service>(
+    database_url: &str,
+    migration_database_url: Option<&str>,
+) -> Result<(), HostError> {
+    let pool = callback_kit::pool_options(2)
+        .connect(database_url)
+        .await
+        .map_err(callback_eventstore::Error::from)?;
+    match migration_database_url {
+        Some(owner_url) => migrate_as_owner::<S>(owner_url, &pool).await?,
+        None => {
+            callback_eventstore::migrator().run(&pool).await?;
+            callback_vault::migrator().run(&pool).await?;
+            S::migrator().run(&pool).await?;
+        }
+    }
+    pool.close().await;
+    Ok(())
+}
+
 /// Runs the log's and `S`'s migrations as the owner at `owner_url`, then grants the role
 /// `pool` connects as what `S` needs: SELECT and INSERT on the log (never UPDATE, DELETE,
 /// TRUNCATE, and no ownership, so no trigger can be switched off), its checkpoints and

@@ -31,6 +31,50 @@ use std::net::SocketAddr;
 use crate::security::Security;
 
 /// The four services.
+/// Every environment variable a service binary or `callbackd` reads (the per-service
+/// `CALLBACK_<SERVICE>_ADDR` / `_URL` come from [`ServiceKind::addr_var`] and
+/// [`ServiceKind::url_var`]). Deployment manifests are checked against this list
+/// (`tests/tests/deploy.rs`), and a test here checks nothing else is read.
+pub const VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "CALLBACK_MIGRATION_DATABASE_URL",
+    "CALLBACK_DB_MAX_CONNECTIONS",
+    "CALLBACK_LOG_FORMAT",
+    "RUST_LOG",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "CALLBACK_REBUILD_WAIT_SECONDS",
+    "CALLBACK_METRICS_ADDR",
+    "CALLBACK_TLS",
+    "CALLBACK_TLS_CERT",
+    "CALLBACK_TLS_KEY",
+    "CALLBACK_TLS_CA",
+    "CALLBACK_CLIENT_CERTS",
+    "CALLBACK_JWKS_FILE",
+    "CALLBACK_JWT_ISSUER",
+    "CALLBACK_JWT_AUDIENCE",
+    "CALLBACK_REFLECTION",
+    "CALLBACK_SERVICE_TOKEN_FILE",
+    "CALLBACK_MASTER_KEY_FILE",
+    "CALLBACK_MASTER_KEY",
+    "CALLBACK_MLLP_ADDR",
+    "CALLBACK_MLLP_TLS",
+    "CALLBACK_MLLP_MAX_FRAME_BYTES",
+    "CALLBACK_INTEGRATION_HTTP_ADDR",
+    "CALLBACK_INTEGRATION_SECRETS_FILE",
+    "CALLBACK_SMTP_URL",
+    "CALLBACK_SMTP_FROM",
+    "CALLBACK_DEV_DATA_DIR",
+    "CALLBACK_DEV_CREDENTIALS_DIR",
+];
+
+/// Whether `name` is a variable the binaries read.
+pub fn is_variable(name: &str) -> bool {
+    VARIABLES.contains(&name)
+        || ServiceKind::ALL
+            .iter()
+            .any(|kind| kind.addr_var() == name || kind.url_var() == name)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ServiceKind {
     Scheduling,
@@ -477,6 +521,44 @@ pub fn pool_options(max_connections: u32) -> sqlx::postgres::PgPoolOptions {
                 Ok(true)
             })
         })
+}
+
+#[cfg(test)]
+mod variable_tests {
+    use super::*;
+
+    #[test]
+    fn configuration_reads_only_listed_variables() {
+        let read = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        let values: std::collections::HashMap<&str, String> = [
+            ("DATABASE_URL", "postgres://u@h/db".to_owned()),
+            ("CALLBACK_TLS", "off".to_owned()),
+            (
+                "CALLBACK_MASTER_KEY",
+                callback_vault::MasterKeys::generate_text("t"),
+            ),
+            ("CALLBACK_SMTP_URL", "smtp://relay:25".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let lookup = |key: &str| {
+            read.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key.to_owned());
+            values.get(key).cloned()
+        };
+        // The security settings as far as they go without files, then everything else.
+        let _ = Config::from_lookup(lookup);
+        let _ =
+            Config::from_lookup_with_security(lookup, Security::unauthenticated_for_benchmarks());
+        let read = read
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(read.len() > 20, "{read:?}");
+        for key in &read {
+            assert!(is_variable(key), "{key} is read but not in VARIABLES");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -54,3 +54,21 @@ pub async fn serve_service_on_clock(
     }
     Ok(())
 }
+
+/// Runs the migrations of the service `kind` (and the log's) and returns (`callbackd migrate`).
+pub async fn migrate_service(
+    kind: ServiceKind,
+    database_url: &str,
+    owner_url: Option<&str>,
+) -> anyhow::Result<()> {
+    use callback_host::migrate;
+    let (url, owner) = (database_url, owner_url);
+    match kind {
+        ServiceKind::Scheduling => migrate::<SchedulingService>(url, owner).await?,
+        ServiceKind::CallLogging => migrate::<CallLoggingService>(url, owner).await?,
+        ServiceKind::ComplaintRouting => migrate::<ComplaintRoutingService>(url, owner).await?,
+        ServiceKind::Analytics => migrate::<AnalyticsService>(url, owner).await?,
+        ServiceKind::IntegrationGateway => migrate::<IntegrationGatewayService>(url, owner).await?,
+    }
+    Ok(())
+}

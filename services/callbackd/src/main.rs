@@ -15,7 +15,7 @@ use callback_pgrunner::PrivateCluster;
 use sqlx::Connection;
 
 const USAGE: &str =
-    "usage: callbackd [dev | demo | rebuild SERVICE | rewrap-keys | credentials DIR [HOST...] | health URL]
+    "usage: callbackd [dev | demo | migrate | rebuild SERVICE | rewrap-keys | credentials DIR [HOST...] | health URL]
 
   dev                  run all five services in this process (the default), over TLS with
                        tokens: unless security settings are given, a local CA, certificates
@@ -24,6 +24,9 @@ const USAGE: &str =
                        CALLBACK_DEV_CREDENTIALS_DIR (default .callbackd/credentials)
   demo                 run a month of hospital and dealer traffic on simulated time in a fresh
                        database `callback_demo`, print what happened, rebuild and compare
+  migrate              run every service's migrations against DATABASE_URL (as the owner of
+                       CALLBACK_MIGRATION_DATABASE_URL when set, granting DATABASE_URL's role
+                       what each service needs) and exit: a deployment's migration job
   rebuild SERVICE      rebuild a service's read models from the event log (stop the service
                        first); SERVICE is scheduling, call-logging, complaint-routing,
                        analytics or integration-gateway (whose feed-fed read models are
@@ -60,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             _ => bail!("rebuild needs a service: `callbackd rebuild scheduling`\n\n{USAGE}"),
         },
         Some("rewrap-keys") => rewrap_keys().await,
+        Some("migrate") => migrate().await,
         Some("credentials") => match args.get(1) {
             Some(dir) => {
                 let hosts: Vec<&str> = args[2..].iter().map(String::as_str).collect();
@@ -167,6 +171,31 @@ async fn dev() -> anyhow::Result<()> {
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+async fn migrate() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("callbackd")?;
+    // Only the database settings matter here: the job needs no keys or certificates.
+    let url = |variable: &str| -> anyhow::Result<Option<String>> {
+        match std::env::var(variable) {
+            Err(_) => Ok(None),
+            Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Some(url))
+            }
+            Ok(_) => bail!("{variable} must start with postgres:// or postgresql://"),
+        }
+    };
+    let Some(database_url) = url("DATABASE_URL")? else {
+        bail!("DATABASE_URL is not set: the services' database (and role)");
+    };
+    let owner_url = url("CALLBACK_MIGRATION_DATABASE_URL")?;
+    for kind in ServiceKind::ALL {
+        callbackd::migrate_service(kind, &database_url, owner_url.as_deref())
+            .await
+            .with_context(|| format!("migrating {}", kind.name()))?;
+        println!("migrated {}", kind.name());
+    }
+    Ok(())
 }
 
 async fn health(url: &str) -> anyhow::Result<()> {
