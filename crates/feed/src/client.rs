@@ -7,6 +7,7 @@ use std::time::Duration;
 use callback_eventstore::{
     apply_batch, BatchProjection, Checkpoint, EventStore, Pipeline, Projection, RecordedEvent,
 };
+use callback_kit::exclusive::{self, Lease};
 use callback_kit::grpc::{traced, ServiceChannel};
 use callback_kit::Shutdown;
 use callback_proto::v1::event_feed_client::EventFeedClient;
@@ -136,32 +137,90 @@ impl RemoteConsumer {
         shutdown: Shutdown,
     ) -> (JoinHandle<()>, ConsumerProgress) {
         let (progress, state) = watch::channel(Progress::default());
-        callback_kit::metrics::register_consumer(
-            applier.name(),
-            &self.categories,
-            &self.event_types,
-        );
         let handle = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(50);
+            let name = applier.name().to_owned();
+            let pool = store.pool().clone();
+            let mut registered = false;
+            let mut standing_by = false;
             while !shutdown.is_triggered() {
-                match self
-                    .session(&store, &mut applier, &progress, &shutdown)
-                    .await
-                {
-                    Ok(()) => backoff = Duration::from_millis(50),
-                    Err(reason) => {
-                        tracing::warn!(consumer = applier.name(), %reason, "feed consumer interrupted, retrying");
+                // One instance of the service consumes at a time (callback_kit::exclusive).
+                let lease = match Lease::try_take(&pool, &name).await {
+                    Ok(lease) => lease,
+                    Err(error) => {
+                        tracing::warn!(consumer = %name, %error, "cannot ask for the consumer's lease; retrying");
+                        None
                     }
+                };
+                let Some(mut lease) = lease else {
+                    if !standing_by {
+                        tracing::info!(consumer = %name, "another instance consumes this feed; standing by");
+                        standing_by = true;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(exclusive::RETRY) => {}
+                        () = shutdown.wait() => {}
+                    }
+                    continue;
+                };
+                standing_by = false;
+                if !registered {
+                    callback_kit::metrics::register_consumer(
+                        &name,
+                        &self.categories,
+                        &self.event_types,
+                    );
+                    registered = true;
                 }
+                let stop = shutdown.child();
+                let lost = {
+                    let consuming = self.consume(&store, &mut applier, &progress, &stop);
+                    let watching = async {
+                        loop {
+                            tokio::time::sleep(exclusive::CHECK).await;
+                            if !lease.alive().await {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        () = consuming => false,
+                        () = watching => true,
+                    }
+                };
+                stop.trigger();
                 progress.send_modify(|p| p.caught_up = false);
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.wait() => {}
+                if lost {
+                    tracing::warn!(consumer = %name, "lost the consumer's lease (its connection broke); competing again");
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                lease.release().await;
             }
         });
         (handle, ConsumerProgress { state })
+    }
+
+    /// Sessions one after another, with backoff, until `shutdown`.
+    async fn consume<A: Applier>(
+        &self,
+        store: &EventStore,
+        applier: &mut A,
+        progress: &watch::Sender<Progress>,
+        shutdown: &Shutdown,
+    ) {
+        let mut backoff = Duration::from_millis(50);
+        while !shutdown.is_triggered() {
+            match self.session(store, applier, progress, shutdown).await {
+                Ok(()) => backoff = Duration::from_millis(50),
+                Err(reason) => {
+                    tracing::warn!(consumer = applier.name(), %reason, "feed consumer interrupted, retrying");
+                }
+            }
+            progress.send_modify(|p| p.caught_up = false);
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.wait() => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
     }
 
     /// One connection: resume from the stored checkpoint and apply until the stream breaks.

@@ -530,27 +530,22 @@ mod variable_tests {
     #[test]
     fn configuration_reads_only_listed_variables() {
         let read = std::sync::Mutex::new(std::collections::BTreeSet::new());
-        let values: std::collections::HashMap<&str, String> = [
-            ("DATABASE_URL", "postgres://u@h/db".to_owned()),
-            ("CALLBACK_TLS", "off".to_owned()),
-            (
-                "CALLBACK_MASTER_KEY",
-                callback_vault::MasterKeys::generate_text("t"),
-            ),
-            ("CALLBACK_SMTP_URL", "smtp://relay:25".to_owned()),
-        ]
-        .into_iter()
-        .collect();
+        let dir =
+            std::env::temp_dir().join(format!("callback-kit-variables-{}", std::process::id()));
+        let pki = callback_devpki::DevPki::create(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let mut values: std::collections::HashMap<String, String> =
+            pki.settings().into_iter().collect();
+        values.insert("DATABASE_URL".into(), "postgres://u@h/db".into());
+        values.insert("CALLBACK_SMTP_URL".into(), "smtp://relay:25".into());
         let lookup = |key: &str| {
             read.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(key.to_owned());
             values.get(key).cloned()
         };
-        // The security settings as far as they go without files, then everything else.
-        let _ = Config::from_lookup(lookup);
-        let _ =
-            Config::from_lookup_with_security(lookup, Security::unauthenticated_for_benchmarks());
+        if let Err(error) = Config::from_lookup(lookup) {
+            panic!("{error}");
+        }
         let read = read
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod config;
 pub mod events;
+pub mod exclusive;
 pub mod grpc;
 pub mod metrics;
 pub mod security;

@@ -66,7 +66,14 @@ impl Service for ComplaintRoutingService {
         app: &app::ComplaintRouting,
         ctx: &Context,
     ) -> Result<Vec<JoinHandle<()>>, HostError> {
-        let sweeper = tokio::spawn(sweep(app.clone(), ctx.shutdown.clone()));
+        // One instance sweeps the timers at a time.
+        let app_for_sweep = app.clone();
+        let sweeper = callback_kit::exclusive::spawn(
+            ctx.store.pool().clone(),
+            "complaint_routing.timer_sweep".into(),
+            ctx.shutdown.clone(),
+            move |stop| sweep(app_for_sweep.clone(), stop),
+        );
         let (from_call_logging, _) = RemoteConsumer::new(
             ctx.channel(ServiceKind::CallLogging)?,
             &feeds::CALL_LOGGING_CATEGORIES,

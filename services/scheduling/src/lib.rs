@@ -54,7 +54,15 @@ impl Service for SchedulingService {
 
     /// The deadline watch, and the outcomes from call-logging's feed.
     fn spawn_tasks(app: &app::Scheduling, ctx: &Context) -> Result<Vec<JoinHandle<()>>, HostError> {
-        let watch = tokio::spawn(deadline_watch(app.clone(), ctx.shutdown.clone()));
+        // One instance sweeps at a time (its writes check versions, so an overlap changes
+        // nothing).
+        let app_for_watch = app.clone();
+        let watch = callback_kit::exclusive::spawn(
+            ctx.store.pool().clone(),
+            "scheduling.deadline_watch".into(),
+            ctx.shutdown.clone(),
+            move |stop| deadline_watch(app_for_watch.clone(), stop),
+        );
         let (outcomes, _) = callback_feed::RemoteConsumer::new(
             ctx.channel(ServiceKind::CallLogging)?,
             &[CallAttemptLogged::CATEGORY],
