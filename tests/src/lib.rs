@@ -340,6 +340,38 @@ where
     }
 }
 
+/// Gives `tenant` a calendar open round the clock every day, a pool `desk` with agent
+/// `nurse-1`, and a policy calling every `patient.discharged` fact back within 7 days, from
+/// at once.
+pub async fn publish_round_the_clock_discharges(
+    scheduling: &mut callback_proto::v1::scheduling_client::SchedulingClient<Channel>,
+    tenant: &str,
+) {
+    let settings = serde_json::json!({
+        "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
+                     "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
+        "pools": ["desk"], "agents": [{"agent_id": "nurse-1", "pools": ["desk"]}]
+    });
+    scheduling
+        .publish_tenant(callback_proto::v1::PublishTenantRequest {
+            tenant_id: tenant.into(),
+            settings_json: settings.to_string(),
+        })
+        .await
+        .unwrap();
+    let policy = serde_json::json!({"policy_id": "discharge", "name": "出院回访",
+        "trigger": {"event_type": "patient.discharged"},
+        "steps": [{"name": "first", "owner": {"kind": "pool", "pool": "desk"},
+                   "timing": {"kind": "window", "anchor": "trigger", "earliest": {}, "latest": {"days": 7}}}]});
+    scheduling
+        .publish_policy(callback_proto::v1::PublishPolicyRequest {
+            tenant_id: tenant.into(),
+            policy_json: policy.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
 /// Asks scheduling for the next callback `agent` may take in `tenant`.
 pub async fn claim(
     client: &mut callback_proto::v1::scheduling_client::SchedulingClient<Channel>,

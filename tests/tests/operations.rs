@@ -9,12 +9,9 @@ use std::time::Duration;
 
 use callback_kit::ServiceKind;
 use callback_proto::v1::scheduling_client::SchedulingClient;
-use callback_proto::v1::{
-    IngestBusinessEventRequest, PublishPolicyRequest, PublishTenantRequest, Subject,
-};
+use callback_proto::v1::{IngestBusinessEventRequest, Subject};
 use callback_tests::wire::http;
 use callback_tests::{eventually, System};
-use serde_json::json;
 use sqlx::{ConnectOptions, Connection};
 
 const TENANT: &str = "ops-hospital";
@@ -57,28 +54,7 @@ async fn metrics_after_traffic_cover_the_dashboard_and_the_alerts() {
 
     // Traffic: a tenant, a policy, facts, a claim.
     let mut scheduling = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
-    scheduling
-        .publish_tenant(PublishTenantRequest {
-            tenant_id: TENANT.into(),
-            settings_json: json!({
-                "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
-                             "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
-                "pools": ["desk"], "agents": [{"agent_id": "nurse-1", "pools": ["desk"]}]
-            })
-            .to_string(),
-        })
-        .await
-        .unwrap();
-    scheduling
-        .publish_policy(PublishPolicyRequest {
-            tenant_id: TENANT.into(),
-            policy_json: json!({"policy_id": "discharge", "name": "出院回访", "trigger": {"event_type": "patient.discharged"},
-                "steps": [{"name": "first", "owner": {"kind": "pool", "pool": "desk"},
-                           "timing": {"kind": "window", "anchor": "trigger", "earliest": {}, "latest": {"days": 7}}}]})
-            .to_string(),
-        })
-        .await
-        .unwrap();
+    callback_tests::publish_round_the_clock_discharges(&mut scheduling, TENANT).await;
     for n in 0..3 {
         scheduling
             .ingest_business_event(IngestBusinessEventRequest {

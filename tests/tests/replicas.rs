@@ -8,11 +8,8 @@ use std::time::Duration;
 
 use callback_kit::ServiceKind;
 use callback_proto::v1::scheduling_client::SchedulingClient;
-use callback_proto::v1::{
-    IngestBusinessEventRequest, PublishPolicyRequest, PublishTenantRequest, Subject,
-};
+use callback_proto::v1::{IngestBusinessEventRequest, Subject};
 use callback_tests::{eventually, System};
-use serde_json::json;
 
 const TENANT: &str = "replica-hospital";
 
@@ -101,28 +98,7 @@ async fn two_analytics_instances_consume_once_and_take_over() {
     ));
 
     let mut scheduling = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
-    scheduling
-        .publish_tenant(PublishTenantRequest {
-            tenant_id: TENANT.into(),
-            settings_json: json!({
-                "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
-                             "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
-                "pools": ["desk"], "agents": [{"agent_id": "nurse-1", "pools": ["desk"]}]
-            })
-            .to_string(),
-        })
-        .await
-        .unwrap();
-    scheduling
-        .publish_policy(PublishPolicyRequest {
-            tenant_id: TENANT.into(),
-            policy_json: json!({"policy_id": "discharge", "name": "出院回访", "trigger": {"event_type": "patient.discharged"},
-                "steps": [{"name": "first", "owner": {"kind": "pool", "pool": "desk"},
-                           "timing": {"kind": "window", "anchor": "trigger", "earliest": {}, "latest": {"days": 7}}}]})
-            .to_string(),
-        })
-        .await
-        .unwrap();
+    callback_tests::publish_round_the_clock_discharges(&mut scheduling, TENANT).await;
     ingest(&mut scheduling, 0, 20).await;
     analytics_saw(&system, 20).await;
     let consumer = "analytics.scheduling_facts";
