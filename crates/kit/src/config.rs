@@ -67,6 +67,39 @@ pub const VARIABLES: &[&str] = &[
     "CALLBACK_DEV_CREDENTIALS_DIR",
 ];
 
+/// What each variable of [`VARIABLES`] means, for `--help` (same order).
+pub const VARIABLE_HELP: &[&str] = &[
+    "PostgreSQL URL of the services' role (callbackd dev: a private cluster when unset)",
+    "the owner's URL: migrations and grants run as the owner",
+    "connection pool size per service, 1-1000 (16)",
+    "pretty or json (pretty)",
+    "log filter, tracing env-filter syntax (info)",
+    "OTLP/gRPC collector; traces are exported only when set",
+    "how long a rebuild waits for older transactions, 1-86400 s (60)",
+    "HTTP listener of /metrics, /healthz, /readyz, or off (callbackd dev: 127.0.0.1:9100)",
+    "on, or off for plaintext behind an encrypting mesh (on)",
+    "the services' certificate chain (PEM file)",
+    "the services' private key (PEM file)",
+    "CA certificates of client and service certificates (PEM file)",
+    "JSON file mapping client certificates (SHA-256) to a subject and permissions",
+    "the token signers' public keys (JWKS file)",
+    "the iss tokens must carry",
+    "the aud tokens must carry (callback)",
+    "on or off: gRPC server reflection, v1 and v1alpha (on)",
+    "a *:service token file; required with CALLBACK_TLS=off",
+    "master keys of personal data, <id>:<base64> lines, current first",
+    "the master keys as text instead of a file",
+    "the integration gateway's HL7 MLLP listener (127.0.0.1:2575)",
+    "on: MLLP over TLS with client certificates; off: plain TCP (as CALLBACK_TLS)",
+    "the largest MLLP frame, 1024-67108864 bytes (1048576)",
+    "the gateway's FHIR and webhook listener (127.0.0.1:8090)",
+    "JSON {tenant: {name: secret}}: webhook senders' and subscriptions' secrets",
+    "mail relay of e-mail subscriptions: smtp://[user:password@]host[:25] or smtps://",
+    "sender address of those e-mails (callback@localhost)",
+    "data folder of callbackd dev's private PostgreSQL (.callbackd/pgdata)",
+    "where callbackd dev writes its trial credentials (.callbackd/credentials)",
+];
+
 /// Whether `name` is a variable the binaries read.
 pub fn is_variable(name: &str) -> bool {
     VARIABLES.contains(&name)
@@ -526,6 +559,11 @@ pub fn pool_options(max_connections: u32) -> sqlx::postgres::PgPoolOptions {
 #[cfg(test)]
 mod variable_tests {
     use super::*;
+
+    #[test]
+    fn every_variable_is_explained() {
+        assert_eq!(VARIABLES.len(), VARIABLE_HELP.len());
+    }
 
     #[test]
     fn configuration_reads_only_listed_variables() {

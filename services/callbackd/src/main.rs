@@ -15,7 +15,7 @@ use callback_pgrunner::PrivateCluster;
 use sqlx::Connection;
 
 const USAGE: &str =
-    "usage: callbackd [dev | demo | migrate | rebuild SERVICE | rewrap-keys | credentials DIR [HOST...] | health URL]
+    "usage: callbackd [dev | demo | migrate | rebuild SERVICE | rewrap-keys | credentials DIR [HOST...] | health URL] [--help]
 
   dev                  run all five services in this process (the default), over TLS with
                        tokens: unless security settings are given, a local CA, certificates
@@ -30,9 +30,10 @@ const USAGE: &str =
   rebuild SERVICE      rebuild a service's read models from the event log (stop the service
                        first); SERVICE is scheduling, call-logging, complaint-routing,
                        analytics or integration-gateway (whose feed-fed read models are
-                       cleared and refilled from the feeds when it starts). A rebuild first waits for transactions begun before
-                       it, anywhere on the server, to end (naming them after a few seconds),
-                       and gives up after CALLBACK_REBUILD_WAIT_SECONDS (default 60)
+                       cleared and refilled from the feeds when it starts). A rebuild first
+                       waits for transactions begun before it, anywhere on the server, to end
+                       (naming them after a few seconds), and gives up after
+                       CALLBACK_REBUILD_WAIT_SECONDS (default 60)
   rewrap-keys          rewrap every subject key (and the hash key) with the current master key,
                        the first of CALLBACK_MASTER_KEY_FILE / CALLBACK_MASTER_KEY; run after
                        putting a new master key first, before removing the old one
@@ -46,11 +47,44 @@ const USAGE: &str =
                        server checked against CALLBACK_TLS_CA); exit 0 when it reports
                        SERVING, 1 otherwise (for container health checks)
 
-Configuration comes from environment variables; see the README.";
+Every command reads its configuration from the environment variables below (the README and
+docs/OPERATIONS.md say more); `callbackd COMMAND --help` shows this text.";
+
+/// The environment variables, each with what it means.
+fn environment_help() -> String {
+    let mut out = String::from("\nEnvironment:\n");
+    for (name, help) in callback_kit::config::VARIABLES
+        .iter()
+        .zip(callback_kit::config::VARIABLE_HELP)
+    {
+        out.push_str(&format!("  {name:<35} {help}\n"));
+    }
+    for kind in ServiceKind::ALL {
+        out.push_str(&format!(
+            "  {:<35} {} listens for gRPC (127.0.0.1:{})\n",
+            kind.addr_var(),
+            kind.name(),
+            kind.default_port()
+        ));
+        out.push_str(&format!(
+            "  {:<35} where the others reach {} (http(s):// + its address)\n",
+            kind.url_var(),
+            kind.name()
+        ));
+    }
+    out
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args
+        .iter()
+        .any(|a| matches!(a.as_str(), "-h" | "--help" | "help"))
+    {
+        println!("{USAGE}\n{}", environment_help());
+        return Ok(());
+    }
     match args.first().map(String::as_str) {
         None | Some("dev") => dev().await,
         Some("demo") => demo().await,
@@ -79,10 +113,6 @@ async fn main() -> anyhow::Result<()> {
             Some(url) => health(url).await,
             None => bail!("health needs the service URL\n\n{USAGE}"),
         },
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
         Some(other) => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
 }

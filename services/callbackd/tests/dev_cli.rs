@@ -142,3 +142,41 @@ async fn the_printed_grpcurl_line_works_and_nothing_works_without_credentials() 
     }
     child.kill().await.unwrap();
 }
+
+/// `--help`, alone or after any command, lists every command and every environment variable.
+#[test]
+fn help_lists_every_command_and_variable() {
+    for args in [
+        &["--help"][..],
+        &["dev", "--help"],
+        &["rebuild", "-h"],
+        &["migrate", "--help"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_callbackd"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        for command in [
+            "dev",
+            "demo",
+            "migrate",
+            "rebuild SERVICE",
+            "rewrap-keys",
+            "credentials DIR",
+            "health URL",
+        ] {
+            assert!(text.contains(command), "{args:?}: {command} missing");
+        }
+        for variable in callback_kit::config::VARIABLES {
+            assert!(text.contains(variable), "{args:?}: {variable} missing");
+        }
+        for kind in callback_kit::ServiceKind::ALL {
+            assert!(
+                text.contains(&kind.addr_var()) && text.contains(&kind.url_var()),
+                "{args:?}"
+            );
+        }
+    }
+}
