@@ -21,6 +21,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 
 use crate::config::ConfigError;
 
@@ -47,8 +48,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs logging and tracing for the process. Reads `RUST_LOG`, `CALLBACK_LOG_FORMAT`
-/// and `OTEL_EXPORTER_OTLP_ENDPOINT`. A second call (tests) keeps the first subscriber.
+/// Installs logging and tracing for the process. Reads `RUST_LOG` (the logs' filter),
+/// `CALLBACK_TRACE_FILTER` (the exported spans' filter), `CALLBACK_LOG_FORMAT` and
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`. A second call (tests) keeps the first subscriber.
 pub fn init(service_name: &str) -> Result<TelemetryGuard, ConfigError> {
     let format = match std::env::var("CALLBACK_LOG_FORMAT").ok().as_deref() {
         None | Some("pretty") => LogFormat::Pretty,
@@ -89,18 +91,32 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, ConfigError> {
     let otel_layer =
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name.to_owned()));
 
-    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    // Export has a filter of its own: `RUST_LOG=warn` quiets the logs, not the traces.
+    let trace_filter = match std::env::var("CALLBACK_TRACE_FILTER") {
+        Ok(text) => EnvFilter::try_new(&text).map_err(|e| ConfigError {
+            variable: "CALLBACK_TRACE_FILTER".into(),
+            reason: e.to_string(),
+        })?,
+        Err(_) => EnvFilter::new(DEFAULT_FILTER),
+    };
+    let registry = tracing_subscriber::registry().with(otel_layer.with_filter(trace_filter));
     let installed = match format {
         LogFormat::Pretty => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_target(false)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                    .with_filter(filter),
             )
             .try_init()
             .is_ok(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().flatten_event(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_filter(filter),
+            )
             .try_init()
             .is_ok(),
     };

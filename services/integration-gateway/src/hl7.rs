@@ -125,7 +125,7 @@ impl<'m> Hl7Message<'m> {
                 .segment("MSH")
                 .and_then(|s| s.field(field))
                 .and_then(|f| f.component(component))
-                .map(|c| c.display(&message.separators).to_string())
+                .map(|c| decode(c.raw_value(), &message.separators))
                 .unwrap_or_default()
         };
         let header = Header {
@@ -215,15 +215,15 @@ impl Source for Hl7Message<'_> {
         let mut values = Vec::new();
         for repeat in repeats {
             let value = match (path.component, path.subcomponent) {
-                (None, _) => repeat.display(separators).to_string(),
+                (None, _) => decode(repeat.raw_value(), separators),
                 (Some(c), None) => repeat
                     .component(c)
-                    .map(|c| c.display(separators).to_string())
+                    .map(|c| decode(c.raw_value(), separators))
                     .unwrap_or_default(),
                 (Some(c), Some(s)) => repeat
                     .component(c)
                     .and_then(|c| c.subcomponent(s))
-                    .map(|s| s.display(separators).to_string())
+                    .map(|s| decode(s.raw_value(), separators))
                     .unwrap_or_default(),
             };
             let value = value.trim();
@@ -234,6 +234,62 @@ impl Source for Hl7Message<'_> {
         }
         Ok(values)
     }
+}
+
+/// A value with its HL7 escape sequences decoded: `\F\ \S\ \T\ \R\ \E\` the separators,
+/// `\Xhh..\` bytes (UTF-8), `\.br\` a line break, highlighting (`\H\`, `\N\`) dropped, an
+/// unknown sequence kept as written, an unclosed escape kept literally.
+///
+/// Our own rather than `hl7-parser`'s display: 0.3.0 slices the value at character counts as
+/// byte offsets, and panics on Chinese text with an escape in it (found by the hostile-input
+/// property test).
+pub fn decode(value: &str, separators: &Separators) -> String {
+    let escape = separators.escape;
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find(escape) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + escape.len_utf8()..];
+        let Some(end) = after.find(escape) else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let sequence = &after[..end];
+        match sequence {
+            "F" => out.push(separators.field),
+            "S" => out.push(separators.component),
+            "T" => out.push(separators.subcomponent),
+            "R" => out.push(separators.repetition),
+            "E" => out.push(escape),
+            ".br" => out.push_str("\r\n"),
+            "H" | "N" => {}
+            hex if hex.len() > 1 && hex.starts_with('X') && hex.len() % 2 == 1 => {
+                let bytes: Option<Vec<u8>> = (1..hex.len())
+                    .step_by(2)
+                    .map(|i| {
+                        hex.get(i..i + 2)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    })
+                    .collect();
+                match bytes {
+                    Some(bytes) => out.push_str(&String::from_utf8_lossy(&bytes)),
+                    None => {
+                        out.push(escape);
+                        out.push_str(sequence);
+                        out.push(escape);
+                    }
+                }
+            }
+            other => {
+                out.push(escape);
+                out.push_str(other);
+                out.push(escape);
+            }
+        }
+        rest = &after[end + escape.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -582,6 +638,20 @@ mod tests {
         let text = "MSH|^~\\&|HIS|H|CB|H|20261128||ADT^A03|1|P|2.4\rEVN|A03|20261128\rPID|||P1||O\\T\\Brien^Anne";
         let message = Hl7Message::parse(text).unwrap();
         assert_eq!(message.values("PID-5.1").unwrap(), vec!["O&Brien"]);
+    }
+
+    #[test]
+    fn escapes_next_to_chinese_text_decode_without_panicking() {
+        let separators = Separators::default();
+        assert_eq!(decode("张伟\\T\\EVN张伟", &separators), "张伟&EVN张伟");
+        assert_eq!(decode("深圳\\F\\福田\\S\\区", &separators), "深圳|福田^区");
+        assert_eq!(decode("a\\X0D0A\\b", &separators), "a\r\nb");
+        assert_eq!(decode("a\\Xzz\\b", &separators), "a\\Xzz\\b");
+        assert_eq!(decode("open \\T", &separators), "open \\T");
+        assert_eq!(decode("\\H\\bold\\N\\", &separators), "bold");
+        let text = "MSH|^~\\&|HIS|H|CB|H|20261128||ADT^A03|1|P|2.4\rPID|||P1||张\\T\\伟";
+        let message = Hl7Message::parse(text).unwrap();
+        assert_eq!(message.values("PID-5.1").unwrap(), vec!["张&伟"]);
     }
 
     #[test]
