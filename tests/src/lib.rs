@@ -262,6 +262,35 @@ impl System {
     /// A channel as the test harness: mutual TLS with a client certificate mapped to every
     /// role but `agent` in every tenant.
     pub fn channel(&self, kind: ServiceKind) -> Channel {
+        harness_channel(self.config.url(kind))
+    }
+
+    /// Starts another instance of `kind` on the system's database, on a port of its own: its
+    /// URL and its task (stops with the system's shutdown or `stop`).
+    pub async fn start_another(
+        &self,
+        kind: ServiceKind,
+        stop: Shutdown,
+    ) -> (String, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let pool = callback_kit::pool_options(5)
+            .connect(&self.config.database_url)
+            .await
+            .unwrap();
+        let config = self.config.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(error) = callbackd::serve_service(kind, pool, listener, config, stop).await {
+                panic!("another {} failed: {error}", kind.name());
+            }
+        });
+        (url, handle)
+    }
+}
+
+/// A channel to `url` as the test harness (its client certificate).
+pub fn harness_channel(url: &str) -> Channel {
+    {
         let pki = test_pki();
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&pki.ca_pem))
@@ -269,9 +298,11 @@ impl System {
                 &pki.harness.cert_pem,
                 &pki.harness.key_pem,
             ));
-        grpc::channel_with_config(self.config.url(kind), Some(tls)).unwrap()
+        grpc::channel_with_config(url, Some(tls)).unwrap()
     }
+}
 
+impl System {
     /// A channel over TLS without a client certificate: what an outside client has before
     /// it sends a token.
     pub fn anonymous_channel(&self, kind: ServiceKind) -> Channel {

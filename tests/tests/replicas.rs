@@ -10,6 +10,7 @@ use callback_kit::ServiceKind;
 use callback_proto::v1::scheduling_client::SchedulingClient;
 use callback_proto::v1::{IngestBusinessEventRequest, Subject};
 use callback_tests::{eventually, System};
+use serde_json::json;
 
 const TENANT: &str = "replica-hospital";
 
@@ -84,18 +85,9 @@ async fn two_analytics_instances_consume_once_and_take_over() {
     .await;
     // A second analytics against the same database, on a port of its own.
     let second_shutdown = system.shutdown.child();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let pool = callback_kit::pool_options(5)
-        .connect(&system.config.database_url)
-        .await
-        .unwrap();
-    let second = tokio::spawn(callbackd::serve_service(
-        ServiceKind::Analytics,
-        pool,
-        listener,
-        system.config.clone(),
-        second_shutdown.clone(),
-    ));
+    let (_, second) = system
+        .start_another(ServiceKind::Analytics, second_shutdown.clone())
+        .await;
 
     let mut scheduling = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
     callback_tests::publish_round_the_clock_discharges(&mut scheduling, TENANT).await;
@@ -151,10 +143,93 @@ async fn two_analytics_instances_consume_once_and_take_over() {
     assert_eq!(holders(&pool, consumer).await.len(), 1);
 
     second_shutdown.trigger();
-    second.await.unwrap().unwrap();
+    second.await.unwrap();
     assert!(
         holders(&pool, consumer).await.is_empty(),
         "a stopped instance releases its leases"
     );
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_settings_published_through_one_instance_reach_the_other_at_once() {
+    let system = System::start(&[ServiceKind::Scheduling, ServiceKind::CallLogging]).await;
+    let other_shutdown = system.shutdown.child();
+    let (other_url, other) = system
+        .start_another(ServiceKind::Scheduling, other_shutdown.clone())
+        .await;
+    let mut first = SchedulingClient::new(system.channel(ServiceKind::Scheduling));
+    let mut other_client = SchedulingClient::new(callback_tests::harness_channel(&other_url));
+    callback_tests::publish_round_the_clock_discharges(&mut first, TENANT).await;
+    ingest(&mut first, 0, 2).await;
+    // The first instance caches the tenant (one agent) on a claim.
+    callback_tests::claim(&mut first, TENANT, "nurse-1")
+        .await
+        .expect("a due callback");
+    let unknown = first
+        .claim_next(callback_proto::v1::ClaimNextRequest {
+            tenant_id: TENANT.into(),
+            agent_id: "nurse-2".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        unknown.is_err() || unknown.unwrap().into_inner().claimed.is_none(),
+        "nurse-2 is not an agent yet"
+    );
+
+    // The other instance publishes a second agent; the first sees it well before its cache's
+    // time limit (30 s), through its subscription to the tenant category.
+    eventually(Duration::from_secs(15), "the other instance serving", || {
+        let mut client = other_client.clone();
+        async move {
+            client
+                .publish_tenant(callback_proto::v1::PublishTenantRequest {
+                    tenant_id: TENANT.into(),
+                    settings_json: json!({
+                        "calendar": {"time_zone": "Asia/Shanghai", "windows": [{"start": "00:00", "end": "24:00"}],
+                                     "working_weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]},
+                        "pools": ["desk"],
+                        "agents": [{"agent_id": "nurse-1", "pools": ["desk"]}, {"agent_id": "nurse-2", "pools": ["desk"]}]
+                    })
+                    .to_string(),
+                })
+                .await
+                .ok()
+        }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the first instance to know nurse-2",
+        || {
+            let mut client = first.clone();
+            async move {
+                client
+                    .claim_next(callback_proto::v1::ClaimNextRequest {
+                        tenant_id: TENANT.into(),
+                        agent_id: "nurse-2".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().claimed)
+            }
+        },
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    other_client
+        .list_callbacks(callback_proto::v1::ListCallbacksRequest {
+            tenant_id: TENANT.into(),
+            view: "due".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    other_shutdown.trigger();
+    other.await.unwrap();
     system.stop().await;
 }

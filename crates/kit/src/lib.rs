@@ -6,6 +6,7 @@ pub mod config;
 pub mod events;
 pub mod exclusive;
 pub mod grpc;
+pub mod invalidate;
 pub mod metrics;
 pub mod security;
 pub mod shutdown;

@@ -28,9 +28,10 @@ use crate::mapping::MappedFact;
 use crate::settings::IntegrationSettings;
 use crate::webhooks::CallRecord;
 
-/// How long a tenant's settings and the sender table are trusted before they are read again
-/// (another replica may have published).
-const CACHE_SECONDS: u64 = 2;
+/// How long a tenant's settings and the sender table are trusted before they are read again:
+/// the fallback only, as another replica's publish drops them when its event arrives on this
+/// instance's subscription ([`Gateway::forget`]).
+const CACHE_SECONDS: u64 = 30;
 
 /// The gateway.
 #[derive(Clone)]
@@ -268,7 +269,8 @@ impl Gateway {
         Ok(appended.stream_version)
     }
 
-    fn forget(&self, tenant_id: &str) {
+    /// Drops a tenant's cached settings and the sender table (its settings changed).
+    pub fn forget(&self, tenant_id: &str) {
         if let Ok(mut settings) = self.inner.settings.lock() {
             settings.remove(tenant_id);
         }

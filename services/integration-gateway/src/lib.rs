@@ -135,6 +135,18 @@ impl Service for IntegrationGatewayService {
                 );
             tasks.push(task);
         }
+        // Settings published through any instance reach this one's cache.
+        let for_cache = gateway.clone();
+        tasks.push(callback_kit::invalidate::spawn(
+            ctx.store.clone(),
+            &[callback_contracts::integration_gateway::INTEGRATION_SETTINGS],
+            ctx.shutdown.clone(),
+            move |event| {
+                if let Some(tenant) = callback_kit::invalidate::tenant_of(event) {
+                    for_cache.forget(&tenant);
+                }
+            },
+        ));
         let client_tls =
             tls::client_config(security.tls.as_ref()).map_err(|e| setup("notification TLS", e))?;
         tasks.push(notify::spawn_worker(

@@ -105,9 +105,11 @@ pub struct Scheduling {
     queue_starts: queue_starts::QueueStarts,
 }
 
-/// Parsed tenant settings, kept briefly: every ingest and claim needs them, and parsing the
-/// settings and building the calendar costs more than the rest of a claim's own work.
-/// Another instance's publish is seen within [`TENANT_CACHE_TTL`]; this instance's at once.
+/// Parsed tenant settings, kept: every ingest and claim needs them, and parsing the settings
+/// and building the calendar costs more than the rest of a claim's own work. This instance's
+/// publish drops its entry at once; another instance's, when its event arrives on this
+/// instance's subscription to the `tenant` category ([`Scheduling::forget_tenant`]);
+/// [`TENANT_CACHE_TTL`] is the fallback should that subscription lag.
 #[derive(Clone)]
 struct CachedTenant {
     loaded: std::time::Instant,
@@ -115,7 +117,7 @@ struct CachedTenant {
     calendar: Arc<Calendar>,
 }
 
-const TENANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+const TENANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn queue_closed(closed: callback_kit::batch::QueueClosed) -> Error {
     Error::Store(callback_eventstore::Error::Background(closed.to_string()))

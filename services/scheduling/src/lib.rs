@@ -74,7 +74,19 @@ impl Service for SchedulingService {
             ctx.shutdown.clone(),
         );
         register_queue_metrics(ctx.store.pool().clone());
-        Ok(vec![watch, outcomes])
+        // Tenant settings published through any instance reach this one's cache.
+        let app_for_cache = app.clone();
+        let invalidation = callback_kit::invalidate::spawn(
+            ctx.store.clone(),
+            &[callback_contracts::scheduling::TENANT],
+            ctx.shutdown.clone(),
+            move |event| {
+                if let Some(tenant) = callback_kit::invalidate::tenant_of(event) {
+                    app_for_cache.forget_tenant(&tenant);
+                }
+            },
+        );
+        Ok(vec![watch, outcomes, invalidation])
     }
 
     fn routes(app: app::Scheduling, router: Router) -> Router {

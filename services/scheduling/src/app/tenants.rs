@@ -62,6 +62,14 @@ impl Scheduling {
         Ok(result.stream_version)
     }
 
+    /// Drops a tenant's cached settings (another instance published them).
+    pub fn forget_tenant(&self, tenant_id: &str) {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant_id);
+    }
+
     pub(super) async fn tenant(
         &self,
         conn: &mut PgConnection,
