@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failure to get a database should abort the test
 
+pub mod fixtures;
+
 use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

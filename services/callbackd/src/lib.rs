@@ -72,3 +72,15 @@ pub async fn migrate_service(
     }
     Ok(())
 }
+
+/// Runs the service `kind` as its own binary would (`callbackd serve SERVICE`).
+pub async fn run_service_binary(kind: ServiceKind) -> Result<(), Box<dyn std::error::Error>> {
+    use callback_host::run_binary;
+    match kind {
+        ServiceKind::Scheduling => run_binary::<SchedulingService>().await,
+        ServiceKind::CallLogging => run_binary::<CallLoggingService>().await,
+        ServiceKind::ComplaintRouting => run_binary::<ComplaintRoutingService>().await,
+        ServiceKind::Analytics => run_binary::<AnalyticsService>().await,
+        ServiceKind::IntegrationGateway => run_binary::<IntegrationGatewayService>().await,
+    }
+}

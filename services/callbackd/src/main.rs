@@ -15,7 +15,7 @@ use callback_pgrunner::PrivateCluster;
 use sqlx::Connection;
 
 const USAGE: &str =
-    "usage: callbackd [dev | demo | migrate | rebuild SERVICE | rewrap-keys | credentials DIR [HOST...] | health URL] [--help]
+    "usage: callbackd [dev | demo | serve SERVICE | migrate | rebuild SERVICE | rewrap-keys | credentials DIR [HOST...] | health URL] [--help]
 
   dev                  run all five services in this process (the default), over TLS with
                        tokens: unless security settings are given, a local CA, certificates
@@ -24,6 +24,8 @@ const USAGE: &str =
                        CALLBACK_DEV_CREDENTIALS_DIR (default .callbackd/credentials)
   demo                 run a month of hospital and dealer traffic on simulated time in a fresh
                        database `callback_demo`, print what happened, rebuild and compare
+  serve SERVICE        run one service as its own process, as its binary does (callback-SERVICE;
+                       e.g. several instances of one service, or a chaos test killing them)
   migrate              run every service's migrations against DATABASE_URL (as the owner of
                        CALLBACK_MIGRATION_DATABASE_URL when set, granting DATABASE_URL's role
                        what each service needs) and exit: a deployment's migration job
@@ -98,6 +100,13 @@ async fn main() -> anyhow::Result<()> {
         },
         Some("rewrap-keys") => rewrap_keys().await,
         Some("migrate") => migrate().await,
+        Some("serve") => match args
+            .get(1)
+            .and_then(|name| ServiceKind::ALL.into_iter().find(|k| k.name() == name))
+        {
+            Some(kind) => serve(kind).await,
+            None => bail!("serve needs a service: `callbackd serve scheduling`\n\n{USAGE}"),
+        },
         Some("credentials") => match args.get(1) {
             Some(dir) => {
                 let hosts: Vec<&str> = args[2..].iter().map(String::as_str).collect();
@@ -201,6 +210,12 @@ async fn dev() -> anyhow::Result<()> {
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+async fn serve(kind: ServiceKind) -> anyhow::Result<()> {
+    callbackd::run_service_binary(kind)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 async fn migrate() -> anyhow::Result<()> {

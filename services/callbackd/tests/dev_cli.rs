@@ -161,6 +161,7 @@ fn help_lists_every_command_and_variable() {
         for command in [
             "dev",
             "demo",
+            "serve SERVICE",
             "migrate",
             "rebuild SERVICE",
             "rewrap-keys",
