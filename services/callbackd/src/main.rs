@@ -145,22 +145,31 @@ async fn dev() -> anyhow::Result<()> {
         println!("{message}");
     }
     let shutdown = Shutdown::on_signals();
-    // Metrics, liveness and readiness of the whole process on one listener.
-    let metrics_addr = match std::env::var("CALLBACK_METRICS_ADDR") {
-        Ok(_) => config.metrics_addr,
-        Err(_) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9100))),
+    // Metrics, liveness and readiness of the whole process on one listener. The default port
+    // may be taken (a node exporter uses 9100): then dev runs without, and says so.
+    let (metrics_addr, explicit) = match std::env::var("CALLBACK_METRICS_ADDR") {
+        Ok(_) => (config.metrics_addr, true),
+        Err(_) => (
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9100))),
+            false,
+        ),
     };
     if let Some(addr) = metrics_addr {
-        let (addr, _) = callback_kit::metrics::spawn(addr, shutdown.clone())
-            .await
-            .with_context(|| format!("CALLBACK_METRICS_ADDR {addr}"))?;
-        println!("metrics on http://{addr}/metrics, readiness on http://{addr}/readyz\n");
-        let pool = config.connect().await.context("connecting to PostgreSQL")?;
-        callback_kit::metrics::spawn_horizon_watch(
-            pool,
-            std::time::Duration::from_secs(5),
-            shutdown.clone(),
-        );
+        match callback_kit::metrics::spawn(addr, shutdown.clone()).await {
+            Ok((addr, _)) => {
+                println!("metrics on http://{addr}/metrics, readiness on http://{addr}/readyz\n");
+                let pool = config.connect().await.context("connecting to PostgreSQL")?;
+                callback_kit::metrics::spawn_horizon_watch(
+                    pool,
+                    std::time::Duration::from_secs(5),
+                    shutdown.clone(),
+                );
+            }
+            Err(error) if !explicit => println!(
+                "no metrics: {addr} is taken ({error}); set CALLBACK_METRICS_ADDR to another address\n"
+            ),
+            Err(error) => return Err(error).with_context(|| format!("CALLBACK_METRICS_ADDR {addr}")),
+        }
     }
 
     // Bind every port before starting anything, so a conflict stops us early.
