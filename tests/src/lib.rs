@@ -403,6 +403,30 @@ pub async fn publish_round_the_clock_discharges(
         .unwrap();
 }
 
+/// Takes `database` away from every client (refusing new connections and terminating the
+/// open ones), or gives it back: the database down, as services see it.
+pub async fn set_connections(database: &str, allowed: bool) {
+    use sqlx::{ConnectOptions, Connection};
+    let mut admin = callback_testkit::server_options().connect().await.unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE {database} WITH ALLOW_CONNECTIONS {allowed}"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    if !allowed {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    admin.close().await.unwrap();
+}
+
 /// Asks scheduling for the next callback `agent` may take in `tenant`.
 pub async fn claim(
     client: &mut callback_proto::v1::scheduling_client::SchedulingClient<Channel>,

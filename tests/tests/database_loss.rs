@@ -13,29 +13,7 @@ use callback_proto::v1::{
     GetComplaintRequest, ListCallbacksRequest, MonthlySummaryRequest, PublishTenantRequest,
 };
 use callback_tests::{eventually, System};
-use sqlx::{ConnectOptions, Connection};
 use tonic::Code;
-
-async fn set_connections(database: &str, allowed: bool) {
-    let mut admin = callback_testkit::server_options().connect().await.unwrap();
-    sqlx::query(&format!(
-        "ALTER DATABASE {database} WITH ALLOW_CONNECTIONS {allowed}"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    if !allowed {
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(database)
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    }
-    admin.close().await.unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_database_is_unavailable_not_internal_and_service_resumes() {
@@ -56,7 +34,7 @@ async fn a_lost_database_is_unavailable_not_internal_and_service_resumes() {
     };
     scheduling.list_callbacks(list()).await.unwrap();
 
-    set_connections(&system.db.name, false).await;
+    callback_tests::set_connections(&system.db.name, false).await;
     // Every kind of request, on every service: reads, writes.
     let mut codes = Vec::new();
     for _ in 0..3 {
@@ -107,7 +85,7 @@ async fn a_lost_database_is_unavailable_not_internal_and_service_resumes() {
         "while the database is gone: {codes:?}"
     );
 
-    set_connections(&system.db.name, true).await;
+    callback_tests::set_connections(&system.db.name, true).await;
     eventually(Duration::from_secs(60), "scheduling to serve again", || {
         let mut scheduling = scheduling.clone();
         async move { scheduling.list_callbacks(list()).await.ok().map(|_| ()) }

@@ -428,25 +428,6 @@ async fn refused_hl7_messages_get_the_right_ack_and_write_nothing() {
     system.stop().await;
 }
 
-async fn set_connections(database: &str, allowed: bool) {
-    use sqlx::{ConnectOptions, Connection};
-    let mut admin = callback_testkit::server_options().connect().await.unwrap();
-    sqlx::query(&format!(
-        "ALTER DATABASE {database} WITH ALLOW_CONNECTIONS {allowed}"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    if !allowed {
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-            .bind(database)
-            .execute(&mut admin)
-            .await
-            .unwrap();
-    }
-    admin.close().await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_down_the_sender_gets_ae_and_its_resend_succeeds() {
     let system = System::start(&[
@@ -465,11 +446,11 @@ async fn with_the_database_down_the_sender_gets_ae_and_its_resend_succeeds() {
     let mut sender = MllpClient::tls(system.mllp_addr).await;
     let discharge = message(A03, "MSG-DOWN-1", an_hour_ago());
 
-    set_connections(&system.db.name, false).await;
+    callback_tests::set_connections(&system.db.name, false).await;
     let ack = sender.exchange(&discharge).await;
     assert_eq!(field(&ack, "MSA", 1), "AE", "{ack}");
     assert_eq!(field(&ack, "MSA", 2), "MSG-DOWN-1");
-    set_connections(&system.db.name, true).await;
+    callback_tests::set_connections(&system.db.name, true).await;
 
     // The sender resends until it is accepted, as integration engines do.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -317,8 +317,9 @@ fn refresh_ready() {
     }
 }
 
-/// Runs one query with a short statement timeout (a scrape never waits on a slow database).
-async fn bounded<T, F>(pool: &PgPool, query: F) -> Option<T>
+/// Runs one query with a short statement timeout (a scrape never waits on a slow database);
+/// `None` when it failed or took too long. For the refreshers of services' own gauges too.
+pub async fn bounded<T, F>(pool: &PgPool, query: F) -> Option<T>
 where
     F: for<'c> FnOnce(
         &'c mut sqlx::PgConnection,

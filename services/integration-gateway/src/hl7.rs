@@ -371,7 +371,14 @@ pub fn check_path(path: &str) -> Result<(), String> {
 
 /// The default mapping of each supported message type, as documented in
 /// `docs/INTEGRATIONS.md`. A tenant's settings replace a type's mapping as a whole.
-pub fn default_mappings() -> BTreeMap<String, FactMapping> {
+pub fn default_mappings() -> &'static BTreeMap<String, FactMapping> {
+    // Built once: every message looks its mapping up here.
+    static DEFAULTS: std::sync::LazyLock<BTreeMap<String, FactMapping>> =
+        std::sync::LazyLock::new(build_default_mappings);
+    &DEFAULTS
+}
+
+fn build_default_mappings() -> BTreeMap<String, FactMapping> {
     let patient = |event_type: &str, occurred_at: &[&str], attributes: serde_json::Value| {
         serde_json::from_value::<FactMapping>(json!({
             "event_type": event_type,

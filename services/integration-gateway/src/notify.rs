@@ -290,8 +290,6 @@ async fn record(
 ) -> Result<()> {
     let attempts = due.attempts + 1;
     let now = Utc::now();
-    let stream = StreamName::new(NotificationDelivered::CATEGORY, due.delivery_id.to_string())?;
-    let metadata = event_metadata(Some(&due.tenant_id), Some("system:integration-gateway"));
     match outcome {
         Ok(status) => {
             let event = NotificationDelivered {
@@ -304,22 +302,7 @@ async fn record(
                 status,
                 at: now,
             };
-            let mut tx = store.begin().await?;
-            let new = callback_kit::events::new_event(&event)
-                .map_err(|e| Error::Corrupt(e.to_string()))?
-                .with_metadata(metadata);
-            store
-                .append_in(&mut tx, &stream, ExpectedVersion::Any, &[new])
-                .await?;
-            sqlx::query(
-                "UPDATE ig_deliveries SET status = 'delivered', attempts = $2, finished_at = $3, last_error = '' WHERE delivery_id = $1",
-            )
-            .bind(due.delivery_id)
-            .bind(attempts)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            store.commit(tx).await?;
+            finish(store, due, &event, "delivered", attempts, now, "").await?;
             tracing::info!(delivery_id = %due.delivery_id, topic = %due.topic, attempts, "notification delivered");
         }
         Err(error) if attempts >= max_attempts => {
@@ -333,23 +316,7 @@ async fn record(
                 last_error: error.clone(),
                 at: now,
             };
-            let mut tx = store.begin().await?;
-            let new = callback_kit::events::new_event(&event)
-                .map_err(|e| Error::Corrupt(e.to_string()))?
-                .with_metadata(metadata);
-            store
-                .append_in(&mut tx, &stream, ExpectedVersion::Any, &[new])
-                .await?;
-            sqlx::query(
-                "UPDATE ig_deliveries SET status = 'dead', attempts = $2, finished_at = $3, last_error = $4 WHERE delivery_id = $1",
-            )
-            .bind(due.delivery_id)
-            .bind(attempts)
-            .bind(now)
-            .bind(&error)
-            .execute(&mut *tx)
-            .await?;
-            store.commit(tx).await?;
+            finish(store, due, &event, "dead", attempts, now, &error).await?;
             tracing::warn!(delivery_id = %due.delivery_id, topic = %due.topic, attempts, %error, "notification dead-lettered");
         }
         Err(error) => {
@@ -367,6 +334,42 @@ async fn record(
             tracing::info!(delivery_id = %due.delivery_id, attempts, %error, "notification failed; retrying");
         }
     }
+    Ok(())
+}
+
+/// A delivery's final outcome: its event and its row, in one transaction.
+async fn finish<E: EventContract>(
+    store: &EventStore,
+    due: &Due,
+    event: &E,
+    status: &str,
+    attempts: i32,
+    at: DateTime<Utc>,
+    last_error: &str,
+) -> Result<()> {
+    let stream = StreamName::new(E::CATEGORY, due.delivery_id.to_string())?;
+    let new = callback_kit::events::new_event(event)
+        .map_err(|e| Error::Corrupt(e.to_string()))?
+        .with_metadata(event_metadata(
+            Some(&due.tenant_id),
+            Some("system:integration-gateway"),
+        ));
+    let mut tx = store.begin().await?;
+    store
+        .append_in(&mut tx, &stream, ExpectedVersion::Any, &[new])
+        .await?;
+    sqlx::query(
+        "UPDATE ig_deliveries SET status = $2, attempts = $3, finished_at = $4, last_error = $5 \
+         WHERE delivery_id = $1",
+    )
+    .bind(due.delivery_id)
+    .bind(status)
+    .bind(attempts)
+    .bind(at)
+    .bind(last_error)
+    .execute(&mut *tx)
+    .await?;
+    store.commit(tx).await?;
     Ok(())
 }
 

@@ -286,31 +286,35 @@ impl IntegrationSettings {
     }
 
     /// The HL7 mapping of `message_type`: the tenant's, else the default.
-    pub fn hl7_mapping(&self, message_type: &str) -> Option<FactMapping> {
+    pub fn hl7_mapping(&self, message_type: &str) -> Option<&FactMapping> {
         self.hl7
             .messages
             .get(message_type)
-            .cloned()
-            .or_else(|| crate::hl7::default_mappings().remove(message_type))
+            .or_else(|| crate::hl7::default_mappings().get(message_type))
     }
 
     /// The webhook mapping of `event`: the tenant's, else the default.
-    pub fn webhook_mapping(&self, event: &str) -> Option<FactMapping> {
+    pub fn webhook_mapping(&self, event: &str) -> Option<&FactMapping> {
         self.webhooks
             .events
             .get(event)
-            .cloned()
-            .or_else(|| crate::webhooks::default_mappings().remove(event))
+            .or_else(|| crate::webhooks::default_mappings().get(event))
     }
 
     /// The settings with every default written out (what `GetIntegrationSettings` shows).
     pub fn with_defaults(&self) -> Self {
         let mut full = self.clone();
         for (message_type, mapping) in crate::hl7::default_mappings() {
-            full.hl7.messages.entry(message_type).or_insert(mapping);
+            full.hl7
+                .messages
+                .entry(message_type.clone())
+                .or_insert_with(|| mapping.clone());
         }
         for (event, mapping) in crate::webhooks::default_mappings() {
-            full.webhooks.events.entry(event).or_insert(mapping);
+            full.webhooks
+                .events
+                .entry(event.clone())
+                .or_insert_with(|| mapping.clone());
         }
         full
     }

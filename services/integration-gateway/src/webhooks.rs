@@ -148,7 +148,14 @@ pub fn envelope(body: &Value) -> Result<DmsEnvelope, MappingError> {
 }
 
 /// The default mapping of each documented DMS / CRM event.
-pub fn default_mappings() -> BTreeMap<String, FactMapping> {
+pub fn default_mappings() -> &'static BTreeMap<String, FactMapping> {
+    // Built once: every message looks its mapping up here.
+    static DEFAULTS: std::sync::LazyLock<BTreeMap<String, FactMapping>> =
+        std::sync::LazyLock::new(build_default_mappings);
+    &DEFAULTS
+}
+
+fn build_default_mappings() -> BTreeMap<String, FactMapping> {
     let customer = |event_type: &str, owner: &[&str], attributes: Value| {
         serde_json::from_value::<FactMapping>(json!({
             "event_type": event_type,

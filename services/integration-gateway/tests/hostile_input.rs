@@ -143,8 +143,9 @@ proptest! {
         for candidate in [text.as_str(), body.as_str()] {
             match Hl7Message::parse(candidate) {
                 Ok(message) => {
+                    let defaults = IntegrationSettings::default();
                     let outcome = message.check_header().and_then(|()| {
-                        let mapping = IntegrationSettings::default()
+                        let mapping = defaults
                             .hl7_mapping(&message.header.message_type)
                             .ok_or_else(|| hl7::Refusal::reject(200, None, "no mapping"))?;
                         mapping

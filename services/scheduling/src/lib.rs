@@ -101,28 +101,18 @@ fn register_queue_metrics(pool: sqlx::PgPool) {
     callback_kit::metrics::register_refresh(std::sync::Arc::new(move || {
         let pool = pool.clone();
         Box::pin(async move {
-            let Ok(mut tx) = pool.begin().await else {
-                return;
-            };
-            if sqlx::query("SET LOCAL statement_timeout = 1000")
-                .execute(&mut *tx)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let rows: Vec<(String, i64, i64, i64)> = match sqlx::query_as(
-                "SELECT tenant_id, count(*) FILTER (WHERE status = 'scheduled' AND due_at <= now()), \
-                        count(*) FILTER (WHERE status = 'claimed'), count(*) FILTER (WHERE deadline < now()) \
-                 FROM sched_callbacks WHERE status IN ('scheduled', 'claimed') GROUP BY tenant_id",
-            )
-            .fetch_all(&mut *tx)
-            .await
-            {
-                Ok(rows) => rows,
-                Err(_) => return,
-            };
-            let _ = tx.rollback().await;
+            let rows: Option<Vec<(String, i64, i64, i64)>> = callback_kit::metrics::bounded(&pool, |conn| {
+                Box::pin(
+                    sqlx::query_as(
+                        "SELECT tenant_id, count(*) FILTER (WHERE status = 'scheduled' AND due_at <= now()), \
+                                count(*) FILTER (WHERE status = 'claimed'), count(*) FILTER (WHERE deadline < now()) \
+                         FROM sched_callbacks WHERE status IN ('scheduled', 'claimed') GROUP BY tenant_id",
+                    )
+                    .fetch_all(conn),
+                )
+            })
+            .await;
+            let Some(rows) = rows else { return };
             let gauge = &callback_kit::metrics::families().queue_callbacks;
             gauge.reset();
             for (tenant, due, claimed, overdue) in rows {
